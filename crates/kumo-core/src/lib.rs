@@ -1,0 +1,18 @@
+//! kumo's domain model and the rules on it: function names, configuration and its limits,
+//! durations, routes, invocation outcomes. Pure data and validation, no I/O, so every other
+//! crate (server, CLI, store, runtime) agrees on one definition.
+
+mod config;
+mod duration;
+mod name;
+mod outcome;
+mod route;
+
+pub use config::{
+    ConfigError, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, FunctionConfig, MAX_MEMORY_MB, MAX_TIMEOUT,
+    MIN_MEMORY_MB,
+};
+pub use duration::{format_duration, parse_duration};
+pub use name::{NameError, Target, validate_name};
+pub use outcome::{ErrorKind, FunctionKind, Outcome, billed_ms};
+pub use route::{Route, RouteError};

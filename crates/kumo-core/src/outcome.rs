@@ -1,0 +1,149 @@
+//! What kind of function a binary is, how an invocation ended, and how it is billed.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The runtime a binary needs, detected from its exports at deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FunctionKind {
+    /// A component exporting `wasi:http/incoming-handler@0.2.x`.
+    WasiHttp,
+    /// A WASI 0.2 command component (`wasi:cli/run`) or a wasip1 core module with `_start`:
+    /// the payload is its stdin, its stdout the response body.
+    WasiCommand,
+}
+
+impl FunctionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WasiHttp => "wasi-http",
+            Self::WasiCommand => "wasi-command",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "wasi-http" => Some(Self::WasiHttp),
+            "wasi-command" => Some(Self::WasiCommand),
+            _ => None,
+        }
+    }
+}
+
+/// How an invocation ended, as recorded and reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Error,
+    Timeout,
+    OutOfMemory,
+    Throttled,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Timeout => "timeout",
+            Self::OutOfMemory => "out_of_memory",
+            Self::Throttled => "throttled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Ok,
+            Self::Error,
+            Self::Timeout,
+            Self::OutOfMemory,
+            Self::Throttled,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
+}
+
+/// The stable error codes of the API (`{"error": {"code": ..}}` and `x-kumo-error`), with the
+/// HTTP status each one maps to. The table in design.md is the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    FunctionNotFound,
+    InvalidFunction,
+    InvalidRequest,
+    Conflict,
+    PayloadTooLarge,
+    Throttled,
+    Timeout,
+    OutOfMemory,
+    FunctionError,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::FunctionNotFound => "function_not_found",
+            Self::InvalidFunction => "invalid_function",
+            Self::InvalidRequest => "invalid_request",
+            Self::Conflict => "conflict",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Throttled => "throttled",
+            Self::Timeout => "timeout",
+            Self::OutOfMemory => "out_of_memory",
+            Self::FunctionError => "function_error",
+            Self::Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            Self::FunctionNotFound => 404,
+            Self::InvalidFunction | Self::InvalidRequest => 400,
+            Self::Conflict => 409,
+            Self::PayloadTooLarge => 413,
+            Self::Throttled => 429,
+            Self::Timeout => 504,
+            Self::OutOfMemory | Self::FunctionError => 502,
+            Self::Internal => 500,
+        }
+    }
+
+    /// The outcome recorded for an invocation that failed this way.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Self::Timeout => Outcome::Timeout,
+            Self::OutOfMemory => Outcome::OutOfMemory,
+            Self::Throttled => Outcome::Throttled,
+            _ => Outcome::Error,
+        }
+    }
+}
+
+/// Billed duration: whole milliseconds, rounded up (Lambda's 1 ms granularity), at least 1 ms.
+pub fn billed_ms(d: Duration) -> u64 {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn billing_rounds_up() {
+        assert_eq!(billed_ms(Duration::from_micros(1)), 1);
+        assert_eq!(billed_ms(Duration::from_millis(3)), 3);
+        assert_eq!(billed_ms(Duration::from_micros(3_001)), 4);
+        assert_eq!(billed_ms(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn outcomes_round_trip() {
+        for o in [Outcome::Ok, Outcome::OutOfMemory, Outcome::Throttled] {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+        }
+    }
+}
