@@ -1,0 +1,404 @@
+//! Running one invocation: a fresh store with its limits, the guest's stdio captured, the
+//! request handed over the guest's interface, and the outcome classified.
+
+use crate::Runtime;
+use crate::capture::Capture;
+use crate::compile::Loaded;
+use crate::host::{ComponentHost, DenyOutbound, MemoryLimit, ModuleHost};
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use kumo_core::ErrorKind;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// Guest output kept as logs per stream and invocation (Lambda keeps 256 KiB per event).
+const LOG_CAP: usize = 1024 * 1024;
+
+/// One invocation's input, already bounded by the caller (body size) and resolved (limits).
+pub struct Invocation {
+    pub method: http::Method,
+    /// Path and query the guest sees, e.g. `/items/3?x=1`.
+    pub path_and_query: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub env: Vec<(String, String)>,
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// Why an invocation failed: the API error kind, a message for the caller, and the full detail
+/// (a trap's wasm backtrace, say) for the logs.
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+impl Failure {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// A trap or host error raised while the guest ran. A `proc_exit(0)` is no failure.
+    fn from_guest_error(e: wasmtime::Error) -> Result<(), Self> {
+        match e.downcast_ref::<I32Exit>() {
+            Some(I32Exit(0)) => Ok(()),
+            Some(I32Exit(code)) => Err(Self::new(
+                ErrorKind::FunctionError,
+                format!("the function exited with status {code}"),
+            )),
+            None => Err(Self {
+                kind: ErrorKind::FunctionError,
+                message: format!("the function failed: {}", e.root_cause()),
+                detail: Some(format!("{e:?}")),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// Lines kumo adds about the invocation (a trap's detail, truncation).
+    Kumo,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+            Self::Kumo => "kumo",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub stream: LogStream,
+    pub line: String,
+}
+
+pub struct Execution {
+    pub result: Result<Response, Failure>,
+    pub logs: Vec<LogLine>,
+}
+
+impl Runtime {
+    /// Runs one invocation in a fresh instance. Never panics on guest behaviour: every trap,
+    /// exit, limit and malformed response ends up in `Execution::result`.
+    pub async fn execute(&self, loaded: &Loaded, inv: Invocation) -> Execution {
+        let is_command = !matches!(loaded, Loaded::Http(_));
+        // A command's stdout is its response body, so it is capped at the response limit (+1
+        // byte to tell "exactly at the limit" from "over it").
+        let stdout = Capture::new(if is_command {
+            inv.max_response_bytes + 1
+        } else {
+            LOG_CAP
+        });
+        let stderr = Capture::new(LOG_CAP);
+        let limits = MemoryLimit::new(inv.memory_bytes);
+        let memory_hit = limits.hit_flag();
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .envs(&inv.env);
+        if is_command {
+            wasi.stdin(MemoryInputPipe::new(inv.body.clone()));
+        }
+        let timeout = inv.timeout;
+        let memory_mib = inv.memory_bytes / (1024 * 1024);
+
+        let run = async {
+            match loaded {
+                Loaded::Http(pre) => {
+                    let host = ComponentHost {
+                        wasi: wasi.build(),
+                        http: WasiHttpCtx::new(),
+                        table: ResourceTable::new(),
+                        limits,
+                        hooks: DenyOutbound,
+                    };
+                    let store = self.new_store(host, |h| &mut h.limits);
+                    run_http(pre.clone(), store, inv).await
+                }
+                Loaded::Command(pre) => {
+                    let host = ComponentHost {
+                        wasi: wasi.build(),
+                        http: WasiHttpCtx::new(),
+                        table: ResourceTable::new(),
+                        limits,
+                        hooks: DenyOutbound,
+                    };
+                    let mut store = self.new_store(host, |h| &mut h.limits);
+                    let run = async {
+                        let command = pre.instantiate_async(&mut store).await?;
+                        command.wasi_cli_run().call_run(&mut store).await
+                    };
+                    match run.await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(())) => Err(Failure::new(
+                            ErrorKind::FunctionError,
+                            "the command returned an error status",
+                        )),
+                        Err(e) => Failure::from_guest_error(e),
+                    }
+                    .and_then(|()| command_response(&stdout, inv.max_response_bytes))
+                }
+                Loaded::Module(pre) => {
+                    let host = ModuleHost {
+                        wasi: wasi.build_p1(),
+                        limits,
+                    };
+                    let mut store = self.new_store(host, |h| &mut h.limits);
+                    let run = async {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                        start.call_async(&mut store, ()).await
+                    };
+                    match run.await {
+                        Ok(()) => Ok(()),
+                        Err(e) => Failure::from_guest_error(e),
+                    }
+                    .and_then(|()| command_response(&stdout, inv.max_response_bytes))
+                }
+            }
+        };
+
+        let mut result = match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the function ran past its timeout of {}",
+                    kumo_core::format_duration(timeout)
+                ),
+            )),
+        };
+        if let Err(failure) = &mut result
+            && failure.kind == ErrorKind::FunctionError
+            && memory_hit.load(Ordering::Relaxed)
+        {
+            failure.kind = ErrorKind::OutOfMemory;
+            failure.message = format!("the function exceeded its memory limit of {memory_mib} MiB");
+        }
+
+        let mut logs = Vec::new();
+        if !is_command {
+            push_lines(&mut logs, LogStream::Stdout, &stdout);
+        }
+        push_lines(&mut logs, LogStream::Stderr, &stderr);
+        if let Err(failure) = &result {
+            let line = failure.detail.clone().unwrap_or_else(|| failure.message.clone());
+            logs.push(LogLine {
+                stream: LogStream::Kumo,
+                line: format!("{}: {line}", failure.kind.code()),
+            });
+        }
+        Execution { result, logs }
+    }
+
+    fn new_store<T: Send + 'static>(
+        &self,
+        data: T,
+        limiter: fn(&mut T) -> &mut MemoryLimit,
+    ) -> Store<T> {
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(move |data| limiter(data) as &mut dyn wasmtime::ResourceLimiter);
+        // Yield to the executor at every epoch tick: keeps other tasks running beside a busy
+        // guest and gives the timeout a point at which to drop it.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        store
+    }
+}
+
+/// A command's response: its stdout as the body, unless it wrote more than the limit.
+fn command_response(stdout: &Capture, max_bytes: usize) -> Result<Response, Failure> {
+    let (body, _) = stdout.take();
+    if body.len() > max_bytes {
+        return Err(Failure::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the function's output is larger than the limit of {max_bytes} bytes"),
+        ));
+    }
+    Ok(Response {
+        status: http::StatusCode::OK,
+        headers: http::HeaderMap::new(),
+        body: Bytes::from(body),
+    })
+}
+
+/// Hands the request to a wasi:http handler and collects its whole response (bounded).
+/// The guest runs in its own task, as the response head can arrive before it finishes
+/// writing the body; the task is aborted when this future is dropped (timeout).
+async fn run_http(
+    pre: ProxyPre<ComponentHost>,
+    mut store: Store<ComponentHost>,
+    inv: Invocation,
+) -> Result<Response, Failure> {
+    let internal = |e: wasmtime::Error| Failure::new(ErrorKind::Internal, format!("{e:#}"));
+    let authority = inv
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let mut request = http::Request::builder()
+        .method(inv.method)
+        .uri(format!("http://{authority}{}", inv.path_and_query))
+        .body(Full::new(inv.body).map_err(|never| -> wasmtime_wasi_http::Error { match never {} }))
+        .map_err(|e| Failure::new(ErrorKind::InvalidRequest, format!("bad request: {e}")))?;
+    *request.headers_mut() = inv.headers;
+
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let request = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, request)
+        .map_err(internal)?;
+    let outparam = store
+        .data_mut()
+        .http()
+        .new_response_outparam(sender)
+        .map_err(internal)?;
+    let guest = AbortOnDrop(tokio::spawn(async move {
+        let proxy = pre.instantiate_async(&mut store).await?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, request, outparam)
+            .await
+        // The store, and with it the response sender if never used, is dropped here.
+    }));
+
+    let response = match receiver.await {
+        Ok(Ok(response)) => response,
+        Ok(Err(code)) => {
+            return Err(Failure::new(
+                ErrorKind::FunctionError,
+                format!("the function answered with an error: {code:?}"),
+            ));
+        }
+        Err(_) => {
+            guest_result(guest).await?;
+            return Err(Failure::new(
+                ErrorKind::FunctionError,
+                "the function returned without sending a response",
+            ));
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let body = match collect_limited(body, inv.max_response_bytes).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return Err(Failure::new(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "the function's response body is larger than the limit of {} bytes",
+                    inv.max_response_bytes
+                ),
+            ));
+        }
+        Err(BodyError::Stream(e)) => {
+            guest_result(guest).await?;
+            return Err(Failure::new(
+                ErrorKind::FunctionError,
+                format!("the function's response body failed: {e}"),
+            ));
+        }
+    };
+    guest_result(guest).await?;
+    Ok(Response {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+async fn guest_result(guest: AbortOnDrop<wasmtime::Result<()>>) -> Result<(), Failure> {
+    match guest.join().await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Failure::from_guest_error(e),
+        Err(e) => Err(Failure::new(
+            ErrorKind::Internal,
+            format!("the guest task failed: {e}"),
+        )),
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Stream(wasmtime_wasi_http::Error),
+}
+
+async fn collect_limited(mut body: HyperOutgoingBody, max: usize) -> Result<Bytes, BodyError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Stream)?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// A spawned task that is aborted when its handle is dropped (e.g. by a timeout).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn push_lines(logs: &mut Vec<LogLine>, stream: LogStream, capture: &Capture) {
+    let (bytes, overflowed) = capture.take();
+    let text = String::from_utf8_lossy(&bytes);
+    logs.extend(text.lines().map(|line| LogLine {
+        stream,
+        line: line.to_string(),
+    }));
+    if overflowed {
+        logs.push(LogLine {
+            stream: LogStream::Kumo,
+            line: format!(
+                "{} output past {} KiB was dropped",
+                stream.as_str(),
+                LOG_CAP / 1024
+            ),
+        });
+    }
+}

@@ -1,0 +1,119 @@
+//! Per-invocation host state (the `T` of `Store<T>`): WASI contexts, the memory limiter, and the
+//! wasi:http hooks that deny outbound requests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// Plenty for any real guest's function tables; stops a guest growing a table without end.
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
+/// Store state for components (both wasi-http and command components).
+pub struct ComponentHost {
+    pub wasi: WasiCtx,
+    pub http: WasiHttpCtx,
+    pub table: ResourceTable,
+    pub limits: MemoryLimit,
+    pub hooks: DenyOutbound,
+}
+
+impl WasiView for ComponentHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for ComponentHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Store state for wasip1 core modules.
+pub struct ModuleHost {
+    pub wasi: WasiP1Ctx,
+    pub limits: MemoryLimit,
+}
+
+/// Caps the total linear memory of all memories in one store. Growth past the cap fails the way
+/// a real out-of-memory does (`memory.grow` returns -1); `hit` records that it happened, so a
+/// guest that then aborts is reported as `out_of_memory` rather than as a generic trap.
+pub struct MemoryLimit {
+    max_bytes: usize,
+    total_bytes: usize,
+    hit: Arc<AtomicBool>,
+}
+
+impl MemoryLimit {
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            total_bytes: 0,
+            hit: Arc::default(),
+        }
+    }
+
+    /// A handle that outlives the store, to ask afterwards whether the limit was hit.
+    pub fn hit_flag(&self) -> Arc<AtomicBool> {
+        self.hit.clone()
+    }
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let next = (self.total_bytes - current.min(self.total_bytes)).saturating_add(desired);
+        if next > self.max_bytes {
+            self.hit.store(true, Ordering::Relaxed);
+            return Ok(false);
+        }
+        self.total_bytes = next;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// wasi:http hooks of kumo: outbound requests are denied until a function is granted hosts.
+#[derive(Default)]
+pub struct DenyOutbound;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+                )>,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
