@@ -1,1 +1,10 @@
-//! test-programs
+//! Paths of kumo's guest programs, built for wasm32-wasip2 by this crate's build script.
+//!
+//! - `HTTP_PROBE`: wasi:http guest, behaviour chosen by path (`/echo`, `/env/NAME`, `/big?bytes=N`,
+//!   `/log`, `/panic`, `/loop`, `/oom`, `/fs`, `/socket`, `/outbound`, `/status`).
+//! - `COMMAND_PROBE`: WASI command, behaviour chosen by stdin (`exit:N`, `panic`, `loop`, `oom`,
+//!   `big:N`, `env:NAME`, `fs`; anything else is echoed).
+//! - `NO_RESPONSE`: wasi:http guest that never sends a response.
+//! - `HELLO`, `WORDCOUNT`: the examples in `examples/`.
+
+include!(concat!(env!("OUT_DIR"), "/guests.rs"));
