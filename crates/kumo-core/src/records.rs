@@ -1,0 +1,87 @@
+//! The platform's records as stored and as served by the API (one definition for both).
+
+use crate::{FunctionConfig, FunctionKind, Outcome};
+use serde::{Deserialize, Serialize};
+
+/// A deployed function (`$LATEST`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    pub name: String,
+    pub kind: FunctionKind,
+    /// sha256 of the code, hex; the code's identity in the blob store and compile cache.
+    pub code_sha256: String,
+    pub code_size: u64,
+    pub config: FunctionConfig,
+    /// Unix epoch milliseconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One invocation, failed ones included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvocationRecord {
+    pub request_id: String,
+    pub function: String,
+    /// Unix epoch milliseconds.
+    pub started_at: i64,
+    pub duration_ms: f64,
+    /// Whole milliseconds, rounded up: what a pay-per-use bill counts.
+    pub billed_ms: u64,
+    pub memory_mb: u32,
+    pub outcome: Outcome,
+    /// The API error code when the invocation failed (`timeout`, `function_error`, ...).
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    /// HTTP status of the response the caller got.
+    pub status: u16,
+}
+
+/// One line a guest wrote (or kumo wrote about an invocation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Increasing; a cursor for paging and following.
+    pub id: i64,
+    pub function: String,
+    pub request_id: String,
+    /// Unix epoch milliseconds.
+    pub ts: i64,
+    /// `stdout`, `stderr` or `kumo`.
+    pub stream: String,
+    pub line: String,
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC (`2026-11-22T20:23:53.123Z`).
+pub fn format_timestamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        tod / 3600,
+        tod % 3600 / 60,
+        tod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_format_as_rfc3339() {
+        assert_eq!(format_timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_timestamp(1_795_379_033_123), "2026-11-22T20:23:53.123Z");
+        assert_eq!(format_timestamp(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

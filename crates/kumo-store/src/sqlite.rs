@@ -1,0 +1,292 @@
+//! The SQLite database: schema, and one method per query the platform makes.
+
+use anyhow::Context as _;
+use kumo_core::{FunctionKind, FunctionRecord, InvocationRecord, LogRecord, Outcome};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::time::Duration;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS functions (
+    name        TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    code_sha256 TEXT NOT NULL,
+    code_size   INTEGER NOT NULL,
+    config      TEXT NOT NULL,      -- FunctionConfig as JSON
+    created_at  INTEGER NOT NULL,   -- unix ms
+    updated_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS invocations (
+    request_id    TEXT PRIMARY KEY,
+    function      TEXT NOT NULL,
+    started_at    INTEGER NOT NULL,
+    duration_ms   REAL NOT NULL,
+    billed_ms     INTEGER NOT NULL,
+    memory_mb     INTEGER NOT NULL,
+    outcome       TEXT NOT NULL,
+    error_code    TEXT,
+    error_message TEXT,
+    status        INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (function, started_at);
+CREATE TABLE IF NOT EXISTS logs (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    function   TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    ts         INTEGER NOT NULL,
+    stream     TEXT NOT NULL,
+    line       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_function ON logs (function, id);
+CREATE INDEX IF NOT EXISTS logs_by_request ON logs (request_id);
+"#;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// Which log lines to return: the newest `limit` lines (oldest first), optionally of one
+/// request, optionally only those after the cursor `after_id`.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub function: String,
+    pub request_id: Option<String>,
+    pub after_id: Option<i64>,
+    pub limit: u32,
+}
+
+impl Store {
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL loses at most the last transactions on power loss, never integrity.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening database {}", path.display()))?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&pool)
+            .await
+            .context("creating the schema")?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Inserts or replaces a function; true when it was created.
+    pub async fn upsert_function(&self, f: &FunctionRecord) -> anyhow::Result<bool> {
+        let config = serde_json::to_string(&f.config)?;
+        let row = sqlx::query(
+            "INSERT INTO functions (name, kind, code_sha256, code_size, config, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+             ON CONFLICT (name) DO UPDATE SET kind = ?2, code_sha256 = ?3, code_size = ?4,
+                 config = ?5, updated_at = ?6
+             RETURNING created_at = updated_at AS created",
+        )
+        .bind(&f.name)
+        .bind(f.kind.as_str())
+        .bind(&f.code_sha256)
+        .bind(i64::try_from(f.code_size).unwrap_or(i64::MAX))
+        .bind(config)
+        .bind(f.updated_at)
+        .fetch_one(&self.pool)
+        .await
+        .context("saving function")?;
+        Ok(row.try_get::<bool, _>("created")?)
+    }
+
+    pub async fn get_function(&self, name: &str) -> anyhow::Result<Option<FunctionRecord>> {
+        let row = sqlx::query("SELECT * FROM functions WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading function")?;
+        row.as_ref().map(function_from_row).transpose()
+    }
+
+    pub async fn list_functions(&self) -> anyhow::Result<Vec<FunctionRecord>> {
+        let rows = sqlx::query("SELECT * FROM functions ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .context("listing functions")?;
+        rows.iter().map(function_from_row).collect()
+    }
+
+    /// Deletes a function; its invocation records and logs stay until retention removes them.
+    pub async fn delete_function(&self, name: &str) -> anyhow::Result<bool> {
+        let done = sqlx::query("DELETE FROM functions WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .context("deleting function")?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Writes a batch of invocation records and log lines in one transaction.
+    pub async fn insert_batch(
+        &self,
+        invocations: &[InvocationRecord],
+        logs: &[LogRecord],
+    ) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for r in invocations {
+            sqlx::query(
+                "INSERT OR REPLACE INTO invocations (request_id, function, started_at, duration_ms,
+                    billed_ms, memory_mb, outcome, error_code, error_message, status)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&r.request_id)
+            .bind(&r.function)
+            .bind(r.started_at)
+            .bind(r.duration_ms)
+            .bind(i64::try_from(r.billed_ms).unwrap_or(i64::MAX))
+            .bind(r.memory_mb)
+            .bind(r.outcome.as_str())
+            .bind(&r.error_code)
+            .bind(&r.error_message)
+            .bind(r.status)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for l in logs {
+            sqlx::query(
+                "INSERT INTO logs (function, request_id, ts, stream, line) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&l.function)
+            .bind(&l.request_id)
+            .bind(l.ts)
+            .bind(&l.stream)
+            .bind(&l.line)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await.context("writing invocation records")
+    }
+
+    pub async fn get_invocation(&self, request_id: &str) -> anyhow::Result<Option<InvocationRecord>> {
+        let row = sqlx::query("SELECT * FROM invocations WHERE request_id = ?")
+            .bind(request_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(invocation_from_row).transpose()
+    }
+
+    /// The newest invocations first, of one function or of all.
+    pub async fn list_invocations(
+        &self,
+        function: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<InvocationRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM invocations WHERE ?1 IS NULL OR function = ?1
+             ORDER BY started_at DESC, request_id DESC LIMIT ?2",
+        )
+        .bind(function)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("listing invocations")?;
+        rows.iter().map(invocation_from_row).collect()
+    }
+
+    pub async fn list_logs(&self, q: &LogQuery) -> anyhow::Result<Vec<LogRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM (
+                 SELECT * FROM logs
+                 WHERE function = ?1 AND (?2 IS NULL OR request_id = ?2) AND id > ?3
+                 ORDER BY id DESC LIMIT ?4
+             ) ORDER BY id",
+        )
+        .bind(&q.function)
+        .bind(&q.request_id)
+        .bind(q.after_id.unwrap_or(0))
+        .bind(q.limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("listing logs")?;
+        rows.iter()
+            .map(|r| {
+                Ok(LogRecord {
+                    id: r.try_get("id")?,
+                    function: r.try_get("function")?,
+                    request_id: r.try_get("request_id")?,
+                    ts: r.try_get("ts")?,
+                    stream: r.try_get("stream")?,
+                    line: r.try_get("line")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn function_from_row(row: &SqliteRow) -> anyhow::Result<FunctionRecord> {
+    let kind: String = row.try_get("kind")?;
+    let config: String = row.try_get("config")?;
+    Ok(FunctionRecord {
+        name: row.try_get("name")?,
+        kind: FunctionKind::parse(&kind).with_context(|| format!("unknown kind {kind:?}"))?,
+        code_sha256: row.try_get("code_sha256")?,
+        code_size: u64::try_from(row.try_get::<i64, _>("code_size")?)?,
+        config: serde_json::from_str(&config).context("stored config")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn invocation_from_row(row: &SqliteRow) -> anyhow::Result<InvocationRecord> {
+    let outcome: String = row.try_get("outcome")?;
+    Ok(InvocationRecord {
+        request_id: row.try_get("request_id")?,
+        function: row.try_get("function")?,
+        started_at: row.try_get("started_at")?,
+        duration_ms: row.try_get("duration_ms")?,
+        billed_ms: u64::try_from(row.try_get::<i64, _>("billed_ms")?)?,
+        memory_mb: row.try_get("memory_mb")?,
+        outcome: Outcome::parse(&outcome).with_context(|| format!("unknown outcome {outcome:?}"))?,
+        error_code: row.try_get("error_code")?,
+        error_message: row.try_get("error_message")?,
+        status: row.try_get("status")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kumo_core::FunctionConfig;
+
+    fn function(name: &str, at: i64) -> FunctionRecord {
+        FunctionRecord {
+            name: name.into(),
+            kind: FunctionKind::WasiHttp,
+            code_sha256: "ab".into(),
+            code_size: 3,
+            config: FunctionConfig::default(),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn functions_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kumo.db");
+        let store = Store::open(&path).await.unwrap();
+        assert!(store.upsert_function(&function("a", 1)).await.unwrap());
+        assert!(!store.upsert_function(&function("a", 2)).await.unwrap());
+        store.close().await;
+        let store = Store::open(&path).await.unwrap();
+        let got = store.get_function("a").await.unwrap().unwrap();
+        assert_eq!((got.created_at, got.updated_at), (1, 2));
+        assert!(store.delete_function("a").await.unwrap());
+        assert!(store.get_function("a").await.unwrap().is_none());
+    }
+}
