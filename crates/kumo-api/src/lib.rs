@@ -1,1 +1,184 @@
-//! kumo-api
+//! kumo's HTTP API as Rust: the wire types (shared with the server through kumo-core) and a
+//! typed client.
+
+pub use kumo_core::{FunctionConfig, FunctionKind, FunctionRecord, InvocationRecord, LogRecord};
+
+use bytes::Bytes;
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+pub const REQUEST_ID_HEADER: &str = "x-kumo-request-id";
+pub const ERROR_HEADER: &str = "x-kumo-error";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error body.
+    #[error("{code}: {message} (HTTP {status})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("cannot reach the kumo server: {0}")]
+    Transport(#[from] reqwest::Error),
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+}
+
+/// What an invocation returned: the function's response, or kumo's error for it.
+#[derive(Debug)]
+pub struct InvokeResponse {
+    pub status: u16,
+    pub request_id: Option<String>,
+    /// `x-kumo-error`, set when the invocation failed.
+    pub error_code: Option<String>,
+    pub body: Bytes,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// `server` is the base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn new(server: &str) -> Self {
+        Self {
+            base: server.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    /// Deploys (creates or updates) a function; true when it was created.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        code: Vec<u8>,
+        config: &FunctionConfig,
+    ) -> Result<(FunctionRecord, bool), ClientError> {
+        let config = serde_json::to_string(config).expect("a config always serializes");
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "code",
+                reqwest::multipart::Part::bytes(code).file_name("code.wasm"),
+            )
+            .text("config", config);
+        let response = self
+            .http
+            .put(self.url(&format!("/functions/{name}")))
+            .multipart(form)
+            .send()
+            .await?;
+        let created = response.status() == StatusCode::CREATED;
+        Ok((json(response).await?, created))
+    }
+
+    pub async fn list(&self) -> Result<Vec<FunctionRecord>, ClientError> {
+        json(self.http.get(self.url("/functions")).send().await?).await
+    }
+
+    pub async fn get(&self, name: &str) -> Result<FunctionRecord, ClientError> {
+        json(self.http.get(self.url(&format!("/functions/{name}"))).send().await?).await
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), ClientError> {
+        let response = self
+            .http
+            .delete(self.url(&format!("/functions/{name}")))
+            .send()
+            .await?;
+        check(response).await.map(drop)
+    }
+
+    /// Invokes synchronously. Never an `Err` for a failed invocation: that is in the response.
+    pub async fn invoke(&self, name: &str, payload: Vec<u8>) -> Result<InvokeResponse, ClientError> {
+        let response = self
+            .http
+            .post(self.url(&format!("/functions/{name}/invoke")))
+            .body(payload)
+            .send()
+            .await?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Ok(InvokeResponse {
+            status: response.status().as_u16(),
+            request_id: header(REQUEST_ID_HEADER),
+            error_code: header(ERROR_HEADER),
+            body: response.bytes().await?,
+        })
+    }
+
+    pub async fn invocations(
+        &self,
+        function: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<InvocationRecord>, ClientError> {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(f) = function {
+            query.push(("function", f.to_string()));
+        }
+        json(self.http.get(self.url("/invocations")).query(&query).send().await?).await
+    }
+
+    pub async fn invocation(&self, request_id: &str) -> Result<InvocationRecord, ClientError> {
+        json(self.http.get(self.url(&format!("/invocations/{request_id}"))).send().await?).await
+    }
+
+    pub async fn logs(
+        &self,
+        function: &str,
+        request_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<LogRecord>, ClientError> {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(id) = request_id {
+            query.push(("request_id", id.to_string()));
+        }
+        let url = self.url(&format!("/functions/{function}/logs"));
+        json(self.http.get(url).query(&query).send().await?).await
+    }
+}
+
+async fn check(response: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.bytes().await?;
+    let (code, message) = match serde_json::from_slice::<ErrorEnvelope>(&body) {
+        Ok(e) => (e.error.code, e.error.message),
+        Err(_) => (
+            "http_error".to_string(),
+            String::from_utf8_lossy(&body).into_owned(),
+        ),
+    };
+    Err(ClientError::Api {
+        status: status.as_u16(),
+        code,
+        message,
+    })
+}
+
+async fn json<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, ClientError> {
+    Ok(check(response).await?.json().await?)
+}

@@ -1,1 +1,112 @@
-fn main() {}
+//! The `kumo` binary: the server (`serve`, `up`) and the CLI that talks to it.
+
+mod commands;
+mod manifest;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "kumo", version, about = "Self-hosted serverless functions on WebAssembly")]
+struct Cli {
+    /// The kumo server the CLI talks to.
+    #[arg(
+        long,
+        global = true,
+        env = "KUMO_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    server: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ServeArgs {
+    /// Address of the HTTP listener (data plane and control API).
+    #[arg(long, env = "KUMO_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Where kumo keeps its database, code blobs and compile cache.
+    #[arg(long, env = "KUMO_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Limit of invocation request and response bodies, in bytes.
+    #[arg(long, env = "KUMO_MAX_BODY_BYTES", default_value_t = kumo_server::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the platform.
+    Serve(ServeArgs),
+    /// Start the platform, then build and deploy the manifest's functions.
+    Up {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// The manifest.
+        #[arg(short = 'f', long = "file", default_value = "kumo.toml")]
+        manifest: PathBuf,
+    },
+    /// Deploy one .wasm file, or (without FILE) every function of ./kumo.toml.
+    Deploy(commands::DeployArgs),
+    /// Invoke a function synchronously and print its response.
+    Invoke {
+        name: String,
+        /// The payload: text, or @path to read a file.
+        #[arg(short, long, default_value = "")]
+        data: String,
+    },
+    /// List deployed functions.
+    Ls,
+    /// Delete a function.
+    Rm { name: String },
+    /// Show a function's log lines, oldest first.
+    Logs {
+        name: String,
+        #[arg(long)]
+        request_id: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// List a function's latest invocations.
+    Invocations {
+        name: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "kumo=info,kumo_server=info,kumo_runtime=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let client = kumo_api::Client::new(&cli.server);
+    let result = match cli.command {
+        Command::Serve(args) => commands::serve(args).await,
+        Command::Up { serve, manifest } => commands::up(serve, &manifest).await,
+        Command::Deploy(args) => commands::deploy(&client, args).await,
+        Command::Invoke { name, data } => commands::invoke(&client, &name, &data).await,
+        Command::Ls => commands::ls(&client).await,
+        Command::Rm { name } => commands::rm(&client, &name).await,
+        Command::Logs {
+            name,
+            request_id,
+            limit,
+        } => commands::logs(&client, &name, request_id.as_deref(), limit).await,
+        Command::Invocations { name, limit } => {
+            commands::invocations(&client, &name, limit).await
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

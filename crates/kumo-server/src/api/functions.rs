@@ -1,0 +1,160 @@
+//! Deploy, list, get, delete and invoke functions.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::gateway::{invoked_response, read_body};
+use crate::invoker::InvocationRequest;
+use crate::routes::conflicting_route;
+use axum::Json;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use kumo_core::{ErrorKind, FunctionConfig, FunctionRecord, validate_name};
+use kumo_runtime::InvalidCode;
+use kumo_store::Blobs;
+use std::sync::Arc;
+
+/// `PUT /functions/{name}`, multipart: `code` (the .wasm) and optional `config` (JSON).
+/// The code is validated and compiled before anything is stored; 201 created, 200 updated.
+pub async fn deploy(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Response> {
+    validate_name(&name).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let (code, config) = read_deploy_parts(multipart?).await?;
+    config
+        .validate()
+        .map_err(|e| ApiError::invalid(format!("invalid config: {e}")))?;
+
+    let sha = Blobs::sha256(&code);
+    let runtime = state.runtime.clone();
+    let prepare_sha = sha.clone();
+    let prepare_code = code.clone();
+    let loaded = tokio::task::spawn_blocking(move || runtime.prepare(&prepare_sha, &prepare_code))
+        .await
+        .map_err(anyhow::Error::from)?
+        .map_err(|e| match e {
+            InvalidCode::Invalid(why) => ApiError::invalid(format!("unusable code: {why}")),
+            InvalidCode::Internal(e) => e.into(),
+        })?;
+
+    let _deploying = state.deploy_lock.lock().await;
+    let mut functions = state.store.list_functions().await?;
+    let now = kumo_core::now_ms();
+    let record = FunctionRecord {
+        name: name.clone(),
+        kind: loaded.kind(),
+        code_sha256: sha,
+        code_size: code.len() as u64,
+        config,
+        created_at: now,
+        updated_at: now,
+    };
+    if let Some((route, owner)) = conflicting_route(&record, &functions) {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("route {route} is already served by function {owner:?}"),
+        ));
+    }
+    state.blobs.put(&code).await?;
+    let created = state.store.upsert_function(&record).await?;
+    let record = state
+        .store
+        .get_function(&name)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("function {name} vanished after saving"))?;
+    functions.retain(|f| f.name != name);
+    functions.push(record.clone());
+    state.routes.rebuild(&functions);
+    state.invoker.install(record.clone(), loaded);
+    tracing::info!(function = %name, kind = record.kind.as_str(), created, "deployed");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(record)).into_response())
+}
+
+async fn read_deploy_parts(mut multipart: Multipart) -> ApiResult<(Bytes, FunctionConfig)> {
+    let mut code = None;
+    let mut config = FunctionConfig::default();
+    while let Some(field) = multipart.next_field().await? {
+        match field.name() {
+            Some("code") => code = Some(field.bytes().await?),
+            Some("config") => {
+                let bytes = field.bytes().await?;
+                config = serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::invalid(format!("invalid config: {e}")))?;
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unexpected multipart part {:?} (expected `code` and `config`)",
+                    other.unwrap_or("")
+                )));
+            }
+        }
+    }
+    let code = code.ok_or_else(|| ApiError::invalid("the multipart part `code` is missing"))?;
+    Ok((code, config))
+}
+
+pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<FunctionRecord>>> {
+    Ok(Json(state.store.list_functions().await?))
+}
+
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<FunctionRecord>> {
+    let record = state.store.get_function(&name).await?;
+    record.map(Json).ok_or_else(|| ApiError::not_found(&name))
+}
+
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let _deploying = state.deploy_lock.lock().await;
+    if !state.store.delete_function(&name).await? {
+        return Err(ApiError::not_found(&name));
+    }
+    state.invoker.forget(&name);
+    state.routes.rebuild(&state.store.list_functions().await?);
+    tracing::info!(function = %name, "deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /functions/{name}/invoke`: the body is the payload. A wasi-http function gets it as
+/// `POST /`; a command gets it on stdin. The response is the function's own.
+pub async fn invoke(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match read_body(body, &parts.headers, state.max_body_bytes).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    let mut headers = http::HeaderMap::new();
+    if let Some(ct) = parts.headers.get(http::header::CONTENT_TYPE) {
+        headers.insert(http::header::CONTENT_TYPE, ct.clone());
+    }
+    let invoked = state
+        .invoker
+        .invoke(
+            &name,
+            InvocationRequest {
+                method: http::Method::POST,
+                path_and_query: "/".to_string(),
+                headers,
+                body,
+            },
+        )
+        .await;
+    invoked_response(invoked)
+}

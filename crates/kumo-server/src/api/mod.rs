@@ -1,0 +1,30 @@
+//! The control API under `/api/v1`: JSON in, JSON out, errors in the one error format.
+
+mod functions;
+mod records;
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use std::sync::Arc;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/functions", get(functions::list))
+        .route(
+            "/functions/{name}",
+            put(functions::deploy)
+                .layer(DefaultBodyLimit::max(crate::MAX_CODE_BYTES))
+                .get(functions::get)
+                .delete(functions::delete),
+        )
+        .route("/functions/{name}/invoke", post(functions::invoke))
+        .route("/functions/{name}/logs", get(records::logs))
+        .route("/invocations", get(records::list_invocations))
+        .route("/invocations/{id}", get(records::get_invocation))
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::bad_request(format!("no API endpoint at {}", uri.path()))
+        })
+}

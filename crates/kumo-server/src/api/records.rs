@@ -1,0 +1,75 @@
+//! Reading what happened: invocation records and logs. Each read first flushes the recorder,
+//! so a client sees its own invocations.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use kumo_core::{InvocationRecord, LogRecord};
+use kumo_store::LogQuery;
+use serde::Deserialize;
+use std::sync::Arc;
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 10_000;
+
+#[derive(Deserialize)]
+pub struct InvocationsParams {
+    function: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn list_invocations(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<InvocationsParams>, QueryRejection>,
+) -> ApiResult<Json<Vec<InvocationRecord>>> {
+    let Query(params) = params?;
+    state.recorder.flush().await;
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let records = state
+        .store
+        .list_invocations(params.function.as_deref(), limit)
+        .await?;
+    Ok(Json(records))
+}
+
+pub async fn get_invocation(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<InvocationRecord>> {
+    state.recorder.flush().await;
+    let record = state.store.get_invocation(&id).await?;
+    record.map(Json).ok_or_else(|| {
+        ApiError::new(
+            kumo_core::ErrorKind::FunctionNotFound,
+            format!("no invocation with id {id:?}"),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+pub struct LogsParams {
+    request_id: Option<String>,
+    /// Only lines with a larger id (a cursor from an earlier answer).
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// `GET /functions/{name}/logs`: the newest `limit` lines, oldest first. Logs stay readable
+/// after the function is deleted.
+pub async fn logs(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    params: Result<Query<LogsParams>, QueryRejection>,
+) -> ApiResult<Json<Vec<LogRecord>>> {
+    let Query(params) = params?;
+    state.recorder.flush().await;
+    let query = LogQuery {
+        function: name,
+        request_id: params.request_id,
+        after_id: params.after,
+        limit: params.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT),
+    };
+    Ok(Json(state.store.list_logs(&query).await?))
+}

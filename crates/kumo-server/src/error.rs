@@ -1,0 +1,90 @@
+//! The one error type of the HTTP layer: `{"error": {"code", "message"}}` with the status of
+//! its kind (the table in design.md), `x-kumo-error` and, when throttled, `Retry-After`.
+
+use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::extract::rejection::QueryRejection;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kumo_core::ErrorKind;
+
+pub const ERROR_HEADER: &str = "x-kumo-error";
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(name: &str) -> Self {
+        Self::new(
+            ErrorKind::FunctionNotFound,
+            format!("no function named {name:?}"),
+        )
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidFunction, message)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidRequest, message)
+    }
+}
+
+/// Internal failures are logged here, once, and reach the client only as a generic message.
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        tracing::error!("internal error: {e:#}");
+        Self::new(ErrorKind::Internal, "internal error; see the server log")
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::bad_request(e.body_text())
+    }
+}
+
+impl From<MultipartRejection> for ApiError {
+    fn from(e: MultipartRejection) -> Self {
+        Self::bad_request(format!("expected a multipart/form-data body: {}", e.body_text()))
+    }
+}
+
+impl From<MultipartError> for ApiError {
+    fn from(e: MultipartError) -> Self {
+        let kind = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ErrorKind::PayloadTooLarge
+        } else {
+            ErrorKind::InvalidRequest
+        };
+        Self::new(kind, format!("reading the multipart body: {}", e.body_text()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({
+            "error": { "code": self.kind.code(), "message": self.message }
+        });
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(self.kind.code()));
+        if self.kind == ErrorKind::Throttled {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,232 @@
+//! One function per CLI command. Each returns the process exit code.
+
+use crate::ServeArgs;
+use crate::manifest::Manifest;
+use anyhow::{Context as _, bail};
+use kumo_api::{Client, FunctionConfig};
+use kumo_core::{format_duration, format_timestamp, parse_duration, validate_name};
+use kumo_server::{Server, ServerConfig};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+type CmdResult = anyhow::Result<ExitCode>;
+
+async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
+    let server = Server::bind(ServerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        max_body_bytes: args.max_body_bytes,
+    })
+    .await?;
+    // Tests and scripts read this line to learn the port (e.g. with --listen 127.0.0.1:0).
+    println!("kumo listening on http://{}", server.local_addr()?);
+    Ok(server)
+}
+
+pub async fn serve(args: ServeArgs) -> CmdResult {
+    bind(args)
+        .await?
+        .run(kumo_server::shutdown_signal())
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn up(args: ServeArgs, manifest: &Path) -> CmdResult {
+    let manifest = Manifest::load(manifest)?;
+    let server = bind(args).await?;
+    let client = Client::new(&format!("http://{}", server.local_addr()?));
+    let running = tokio::spawn(server.run(kumo_server::shutdown_signal()));
+    deploy_manifest(&client, &manifest).await?;
+    println!("ready; Ctrl-C stops");
+    running.await??;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct DeployArgs {
+    /// The .wasm to deploy; without it, every function of the manifest is built and deployed.
+    file: Option<PathBuf>,
+    /// The manifest used when no FILE is given.
+    #[arg(short = 'f', long = "file", default_value = "kumo.toml")]
+    manifest: PathBuf,
+    /// Function name (default: the file name without .wasm).
+    #[arg(long)]
+    name: Option<String>,
+    /// Memory limit in MiB.
+    #[arg(long)]
+    memory: Option<u32>,
+    /// Timeout, e.g. 500ms, 10s, 5m.
+    #[arg(long)]
+    timeout: Option<String>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Custom route, e.g. /hello or /hello/* (repeatable).
+    #[arg(long = "route")]
+    routes: Vec<String>,
+    /// Most invocations running at once.
+    #[arg(long)]
+    max_concurrency: Option<u32>,
+}
+
+pub async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
+    let Some(file) = &args.file else {
+        let manifest = Manifest::load(&args.manifest)?;
+        deploy_manifest(client, &manifest).await?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("cannot derive a name from the file; pass --name")?
+            .to_string(),
+    };
+    validate_name(&name)?;
+    let mut config = FunctionConfig {
+        max_concurrency: args.max_concurrency,
+        routes: args.routes.clone(),
+        ..FunctionConfig::default()
+    };
+    if let Some(m) = args.memory {
+        config.memory_mb = m;
+    }
+    if let Some(t) = &args.timeout {
+        config.timeout = parse_duration(t).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    }
+    for pair in &args.env {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--env {pair:?} is not KEY=VALUE"))?;
+        config.env.insert(k.to_string(), v.to_string());
+    }
+    config.validate()?;
+    let code = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    deploy_one(client, &name, code, &config).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn deploy_one(
+    client: &Client,
+    name: &str,
+    code: Vec<u8>,
+    config: &FunctionConfig,
+) -> anyhow::Result<()> {
+    let (record, created) = client
+        .deploy(name, code, config)
+        .await
+        .with_context(|| format!("deploying {name}"))?;
+    println!(
+        "{} {} ({}, {} KiB, sha256 {})",
+        if created { "created" } else { "updated" },
+        record.name,
+        record.kind.as_str(),
+        record.code_size.div_ceil(1024),
+        &record.code_sha256[..12]
+    );
+    Ok(())
+}
+
+/// Runs each function's build command (once per distinct command), then deploys them all.
+async fn deploy_manifest(client: &Client, manifest: &Manifest) -> anyhow::Result<()> {
+    let mut built: Vec<&str> = Vec::new();
+    for f in &manifest.functions {
+        if let Some(cmd) = f.build.as_deref().filter(|c| !built.contains(c)) {
+            println!("building: {cmd}");
+            let status = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .current_dir(&manifest.dir.canonicalize().unwrap_or(manifest.dir.clone()))
+                .status()
+                .await
+                .with_context(|| format!("running {cmd:?}"))?;
+            if !status.success() {
+                bail!("the build of {} failed: {cmd:?} exited with {status}", f.name);
+            }
+            built.push(cmd);
+        }
+        let code = std::fs::read(&f.code)
+            .with_context(|| format!("reading the code of {}: {}", f.name, f.code.display()))?;
+        deploy_one(client, &f.name, code, &f.config).await?;
+    }
+    Ok(())
+}
+
+pub async fn invoke(client: &Client, name: &str, data: &str) -> CmdResult {
+    let payload = match data.strip_prefix('@') {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {path}"))?,
+        None => data.as_bytes().to_vec(),
+    };
+    let response = client.invoke(name, payload).await?;
+    if let Some(code) = &response.error_code {
+        eprintln!(
+            "error: {code} (HTTP {}, request id {}): {}",
+            response.status,
+            response.request_id.as_deref().unwrap_or("-"),
+            String::from_utf8_lossy(&response.body).trim()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    std::io::stdout().write_all(&response.body)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn ls(client: &Client) -> CmdResult {
+    let functions = client.list().await?;
+    println!(
+        "{:<24} {:<13} {:>7} {:>8}  {:<24} ROUTES",
+        "NAME", "KIND", "MEMORY", "TIMEOUT", "UPDATED"
+    );
+    for f in functions {
+        println!(
+            "{:<24} {:<13} {:>5}MB {:>8}  {:<24} {}",
+            f.name,
+            f.kind.as_str(),
+            f.config.memory_mb,
+            format_duration(f.config.timeout),
+            format_timestamp(f.updated_at),
+            f.config.routes.join(",")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn rm(client: &Client, name: &str) -> CmdResult {
+    client.delete(name).await?;
+    println!("deleted {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn logs(client: &Client, name: &str, request_id: Option<&str>, limit: u32) -> CmdResult {
+    for l in client.logs(name, request_id, limit).await? {
+        println!(
+            "{} {} {:<6} {}",
+            format_timestamp(l.ts),
+            l.request_id,
+            l.stream,
+            l.line
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn invocations(client: &Client, name: &str, limit: u32) -> CmdResult {
+    println!(
+        "{:<36}  {:<24} {:>11} {:>9} {:>9}  OUTCOME",
+        "REQUEST ID", "START", "DURATION MS", "BILLED MS", "MEMORY MB"
+    );
+    for r in client.invocations(Some(name), limit).await? {
+        println!(
+            "{:<36}  {:<24} {:>11.3} {:>9} {:>9}  {}",
+            r.request_id,
+            format_timestamp(r.started_at),
+            r.duration_ms,
+            r.billed_ms,
+            r.memory_mb,
+            r.outcome.as_str()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

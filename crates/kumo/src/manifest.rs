@@ -1,0 +1,143 @@
+//! `kumo.toml`: the functions of a project, how to build them and how to configure them.
+
+use anyhow::{Context as _, bail};
+use kumo_core::{FunctionConfig, parse_duration, validate_name};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestFile {
+    #[serde(default)]
+    function: Vec<FunctionEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FunctionEntry {
+    name: String,
+    build: Option<String>,
+    code: PathBuf,
+    memory_mb: Option<u32>,
+    timeout: Option<String>,
+    max_concurrency: Option<u32>,
+    #[serde(default)]
+    routes: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+/// One function of a manifest, checked and with paths resolved against the manifest's folder.
+#[derive(Debug)]
+pub struct ManifestFunction {
+    pub name: String,
+    pub build: Option<String>,
+    pub code: PathBuf,
+    pub config: FunctionConfig,
+}
+
+pub struct Manifest {
+    pub dir: PathBuf,
+    pub functions: Vec<ManifestFunction>,
+}
+
+impl Manifest {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Self::parse(&text, &dir).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn parse(text: &str, dir: &Path) -> anyhow::Result<Self> {
+        let file: ManifestFile = toml::from_str(text)?;
+        if file.function.is_empty() {
+            bail!("no [[function]] entries");
+        }
+        let mut functions = Vec::new();
+        for entry in file.function {
+            let name = entry.name.clone();
+            let function =
+                Self::check(entry, dir).with_context(|| format!("function {name:?}"))?;
+            if functions.iter().any(|f: &ManifestFunction| f.name == name) {
+                bail!("function {name:?} is declared twice");
+            }
+            functions.push(function);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            functions,
+        })
+    }
+
+    fn check(entry: FunctionEntry, dir: &Path) -> anyhow::Result<ManifestFunction> {
+        validate_name(&entry.name)?;
+        let defaults = FunctionConfig::default();
+        let timeout = match &entry.timeout {
+            Some(t) => parse_duration(t).map_err(|e| anyhow::anyhow!("timeout: {e}"))?,
+            None => defaults.timeout,
+        };
+        let config = FunctionConfig {
+            memory_mb: entry.memory_mb.unwrap_or(defaults.memory_mb),
+            timeout,
+            max_concurrency: entry.max_concurrency,
+            routes: entry.routes,
+            env: entry.env,
+        };
+        config.validate()?;
+        Ok(ManifestFunction {
+            name: entry.name,
+            build: entry.build,
+            code: dir.join(entry.code),
+            config,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_format() {
+        let m = Manifest::parse(
+            r#"
+            [[function]]
+            name = "hello"
+            build = "cargo build"
+            code = "target/hello.wasm"
+            memory_mb = 64
+            timeout = "10s"
+            max_concurrency = 5
+            routes = ["/hello", "/hello/*"]
+            env = { GREETING = "hi" }
+            "#,
+            Path::new("/p"),
+        )
+        .unwrap();
+        let f = &m.functions[0];
+        assert_eq!(f.code, Path::new("/p/target/hello.wasm"));
+        assert_eq!(f.config.memory_mb, 64);
+        assert_eq!(f.config.env["GREETING"], "hi");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("name = \"Bad\"\ncode = \"x\"", "Bad"),
+            ("name = \"a\"\ncode = \"x\"\nmemory_mb = 1", "memory_mb"),
+            ("name = \"a\"\ncode = \"x\"\ntimeout = \"forever\"", "timeout"),
+            ("name = \"a\"\ncode = \"x\"\nmemroy = 1", "memroy"),
+            ("name = \"a\"", "code"),
+        ];
+        for (body, field) in cases {
+            let text = format!("[[function]]\n{body}\n");
+            let err = format!("{:#}", Manifest::parse(&text, Path::new(".")).unwrap_err());
+            assert!(err.contains(field), "{err} should name {field}");
+        }
+    }
+}
