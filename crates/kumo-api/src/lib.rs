@@ -20,7 +20,7 @@ pub enum ClientError {
         code: String,
         message: String,
     },
-    #[error("cannot reach the kumo server: {0}")]
+    #[error("cannot reach the kumo server")]
     Transport(#[from] reqwest::Error),
 }
 

@@ -10,8 +10,8 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use kumo_core::ErrorKind;
 use std::sync::Arc;
 
@@ -47,11 +47,13 @@ async fn custom_route(State(state): State<Arc<AppState>>, request: Request) -> R
     let path = request.uri().path().to_string();
     match state.routes.lookup(&path) {
         Some(name) => forward(&state, &name, path, request).await,
-        None => ApiError::new(
-            ErrorKind::FunctionNotFound,
-            format!("no function serves {path}"),
-        )
-        .into_response(),
+        None => invoked_response(Invoked {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            result: Err(ApiError::new(
+                ErrorKind::FunctionNotFound,
+                format!("no function serves {path}"),
+            )),
+        }),
     }
 }
 
@@ -105,9 +107,11 @@ pub fn invoked_response(invoked: Invoked) -> Response {
     response
 }
 
-/// Reads a request body up to `limit` bytes; more is `payload_too_large`, refused early when
-/// `Content-Length` already says so.
+/// Reads a request body up to `limit` bytes; more is `payload_too_large`. An over-limit body is
+/// still read (and dropped) up to a few times the limit, so the client, still uploading, gets
+/// the 413 instead of a reset connection; beyond that it is cut off.
 pub async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> ApiResult<Bytes> {
+    let drain_cap = limit.saturating_mul(4).max(16 * 1024 * 1024);
     let too_large = || {
         ApiError::new(
             ErrorKind::PayloadTooLarge,
@@ -118,14 +122,28 @@ pub async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> A
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared.is_some_and(|n| n > drain_cap as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
+    let mut body = body;
+    let mut buf = BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            } else if seen > drain_cap {
+                break;
+            }
+        }
     }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
 }
 
 /// Prometheus text format. A few gauges for now; the full set comes with the metrics work.

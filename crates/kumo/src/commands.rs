@@ -138,7 +138,7 @@ async fn deploy_manifest(client: &Client, manifest: &Manifest) -> anyhow::Result
             let status = tokio::process::Command::new("sh")
                 .arg("-c")
                 .arg(cmd)
-                .current_dir(&manifest.dir.canonicalize().unwrap_or(manifest.dir.clone()))
+                .current_dir(&manifest.dir)
                 .status()
                 .await
                 .with_context(|| format!("running {cmd:?}"))?;
@@ -213,11 +213,12 @@ pub async fn logs(client: &Client, name: &str, request_id: Option<&str>, limit: 
 }
 
 pub async fn invocations(client: &Client, name: &str, limit: u32) -> CmdResult {
+    let records = client.invocations(Some(name), limit).await?;
     println!(
         "{:<36}  {:<24} {:>11} {:>9} {:>9}  OUTCOME",
         "REQUEST ID", "START", "DURATION MS", "BILLED MS", "MEMORY MB"
     );
-    for r in client.invocations(Some(name), limit).await? {
+    for r in records {
         println!(
             "{:<36}  {:<24} {:>11.3} {:>9} {:>9}  {}",
             r.request_id,

@@ -37,6 +37,7 @@ pub struct ManifestFunction {
     pub config: FunctionConfig,
 }
 
+#[derive(Debug)]
 pub struct Manifest {
     pub dir: PathBuf,
     pub functions: Vec<ManifestFunction>,
@@ -46,10 +47,11 @@ impl Manifest {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        // Paths and build commands are relative to the manifest's folder.
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         Self::parse(&text, &dir).with_context(|| format!("in {}", path.display()))
     }
 

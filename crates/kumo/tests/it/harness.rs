@@ -1,0 +1,133 @@
+//! Starting and stopping a real kumo server process, and small helpers around it.
+
+use kumo_api::{Client, FunctionConfig};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub struct TestServer {
+    pub url: String,
+    pub client: Client,
+    pub http: reqwest::Client,
+    child: Child,
+    // Kept so the directory lives as long as the server (None when the caller owns it).
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let mut server = Self::start_in(&dir, &[]);
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts `kumo serve` on 127.0.0.1:0 with `data_dir`, and waits for its address.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kumo"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kumo starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("kumo listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("kumo prints its address within 30s");
+        Self {
+            client: Client::new(&url),
+            http: reqwest::Client::new(),
+            url,
+            child,
+            _temp: None,
+        }
+    }
+
+    /// Stops the server with SIGTERM (a graceful shutdown) and waits for it to exit.
+    pub fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "kumo exited with {exit} after SIGTERM");
+    }
+
+    pub async fn deploy(&self, name: &str, wasm_path: &str, config: FunctionConfig) {
+        let code = std::fs::read(wasm_path).unwrap();
+        self.client
+            .deploy(name, code, &config)
+            .await
+            .unwrap_or_else(|e| panic!("deploying {name}: {e}"));
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.url))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{path}", self.url))
+    }
+
+    /// Runs the kumo CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_kumo"))
+            .args(args)
+            .env("KUMO_SERVER", &self.url)
+            .output()
+            .expect("the CLI runs")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn config() -> FunctionConfig {
+    FunctionConfig::default()
+}
+
+/// The JSON error body's code, checking it agrees with `x-kumo-error` when that is present.
+pub async fn error_code(response: reqwest::Response) -> String {
+    let header = response
+        .headers()
+        .get("x-kumo-error")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body: serde_json::Value = response.json().await.expect("an error body is JSON");
+    let code = body["error"]["code"].as_str().expect("error.code").to_string();
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error.message is set: {body}"
+    );
+    if let Some(h) = header {
+        assert_eq!(h, code);
+    }
+    code
+}
+
+pub fn request_id(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-kumo-request-id")
+        .expect("every data-plane response has x-kumo-request-id")
+        .to_str()
+        .unwrap()
+        .to_string()
+}

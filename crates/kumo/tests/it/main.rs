@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `kumo` binary serving on an ephemeral port with a temporary data
+//! directory, real wasm built from the repository's guests, driven over HTTP and through the CLI.
+
+mod cli;
+mod deploy;
+mod harness;
+mod invoke;
+mod limits;
+mod persistence;
