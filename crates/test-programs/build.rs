@@ -10,7 +10,10 @@ const TARGET: &str = "wasm32-wasip2";
 
 /// (guest workspace, relative to the repository root; binaries it builds)
 const GUESTS: &[(&str, &[&str])] = &[
-    ("crates/test-programs/guests", &["http-probe", "command-probe", "no-response"]),
+    (
+        "crates/test-programs/guests",
+        &["http-probe", "command-probe", "no-response"],
+    ),
     ("examples", &["hello", "wordcount"]),
 ];
 
@@ -25,18 +28,31 @@ fn main() {
     let mut consts = String::new();
     for (workspace, bins) in GUESTS {
         let dir = root.join(workspace);
-        println!("cargo:rerun-if-changed={}", dir.join("Cargo.toml").display());
-        println!("cargo:rerun-if-changed={}", dir.join("Cargo.lock").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            dir.join("Cargo.toml").display()
+        );
+        println!(
+            "cargo:rerun-if-changed={}",
+            dir.join("Cargo.lock").display()
+        );
         for src in source_dirs(&dir) {
             println!("cargo:rerun-if-changed={}", src.display());
         }
         build(&dir.join("Cargo.toml"), &target_dir);
         for bin in *bins {
-            let wasm = target_dir.join(TARGET).join("release").join(format!("{bin}.wasm"));
+            let wasm = target_dir
+                .join(TARGET)
+                .join("release")
+                .join(format!("{bin}.wasm"));
             assert!(wasm.exists(), "{} was not built", wasm.display());
             let name = bin.to_uppercase().replace('-', "_");
-            writeln!(consts, "pub const {name}: &str = {:?};", wasm.display().to_string())
-                .expect("writing to a String cannot fail");
+            writeln!(
+                consts,
+                "pub const {name}: &str = {:?};",
+                wasm.display().to_string()
+            )
+            .expect("writing to a String cannot fail");
         }
     }
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -58,7 +74,11 @@ fn build(manifest: &Path, target_dir: &Path) {
         .env_remove("CARGO_PROFILE_RELEASE_DEBUG")
         .status()
         .expect("cargo can be started");
-    assert!(status.success(), "building guests in {} failed", manifest.display());
+    assert!(
+        status.success(),
+        "building guests in {} failed",
+        manifest.display()
+    );
 }
 
 /// A fresh machine has only the host target; add the wasm one through rustup when it is missing.

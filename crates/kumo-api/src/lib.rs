@@ -93,7 +93,13 @@ impl Client {
     }
 
     pub async fn get(&self, name: &str) -> Result<FunctionRecord, ClientError> {
-        json(self.http.get(self.url(&format!("/functions/{name}"))).send().await?).await
+        json(
+            self.http
+                .get(self.url(&format!("/functions/{name}")))
+                .send()
+                .await?,
+        )
+        .await
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), ClientError> {
@@ -106,7 +112,11 @@ impl Client {
     }
 
     /// Invokes synchronously. Never an `Err` for a failed invocation: that is in the response.
-    pub async fn invoke(&self, name: &str, payload: Vec<u8>) -> Result<InvokeResponse, ClientError> {
+    pub async fn invoke(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+    ) -> Result<InvokeResponse, ClientError> {
         let response = self
             .http
             .post(self.url(&format!("/functions/{name}/invoke")))
@@ -137,11 +147,24 @@ impl Client {
         if let Some(f) = function {
             query.push(("function", f.to_string()));
         }
-        json(self.http.get(self.url("/invocations")).query(&query).send().await?).await
+        json(
+            self.http
+                .get(self.url("/invocations"))
+                .query(&query)
+                .send()
+                .await?,
+        )
+        .await
     }
 
     pub async fn invocation(&self, request_id: &str) -> Result<InvocationRecord, ClientError> {
-        json(self.http.get(self.url(&format!("/invocations/{request_id}"))).send().await?).await
+        json(
+            self.http
+                .get(self.url(&format!("/invocations/{request_id}")))
+                .send()
+                .await?,
+        )
+        .await
     }
 
     pub async fn logs(

@@ -81,7 +81,13 @@ mod tests {
     #[test]
     fn timestamps_format_as_rfc3339() {
         assert_eq!(format_timestamp(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_timestamp(1_795_379_033_123), "2026-11-22T20:23:53.123Z");
-        assert_eq!(format_timestamp(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            format_timestamp(1_795_379_033_123),
+            "2026-11-22T20:23:53.123Z"
+        );
+        assert_eq!(
+            format_timestamp(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 }

@@ -95,7 +95,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_and_reserved() {
-        for bad in ["hello", "/a*", "/a/*/b", "/a/", "/fn/x", "/api", "/healthz", "/a//b", "/a?b"] {
+        for bad in [
+            "hello", "/a*", "/a/*/b", "/a/", "/fn/x", "/api", "/healthz", "/a//b", "/a?b",
+        ] {
             assert!(Route::parse(bad).is_err(), "{bad}");
         }
     }

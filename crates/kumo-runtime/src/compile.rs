@@ -164,8 +164,9 @@ impl Runtime {
                 .component_linker
                 .instantiate_pre(component)
                 .map_err(unresolved)?;
-            let pre = ProxyPre::new(pre)
-                .map_err(|e| invalid(format!("unusable wasi:http/incoming-handler export: {e:#}")))?;
+            let pre = ProxyPre::new(pre).map_err(|e| {
+                invalid(format!("unusable wasi:http/incoming-handler export: {e:#}"))
+            })?;
             return Ok(Loaded::Http(pre));
         }
         if exports_one(CLI_RUN_EXPORT) {
@@ -185,7 +186,10 @@ impl Runtime {
     }
 
     fn link_module(&self, module: &Module) -> Result<Loaded, InvalidCode> {
-        if !matches!(module.get_export("_start"), Some(wasmtime::ExternType::Func(_))) {
+        if !matches!(
+            module.get_export("_start"),
+            Some(wasmtime::ExternType::Func(_))
+        ) {
             return Err(invalid(
                 "the core module has no `_start` function: kumo runs core modules only as wasip1 \
                  commands (build with a WASI target, or as a component)",

@@ -212,7 +212,10 @@ impl Runtime {
         }
         push_lines(&mut logs, LogStream::Stderr, &stderr);
         if let Err(failure) = &result {
-            let line = failure.detail.clone().unwrap_or_else(|| failure.message.clone());
+            let line = failure
+                .detail
+                .clone()
+                .unwrap_or_else(|| failure.message.clone());
             logs.push(LogLine {
                 stream: LogStream::Kumo,
                 line: format!("{}: {line}", failure.kind.code()),

@@ -71,7 +71,12 @@ async fn limits_and_failures_are_classified() {
         kind(run(&rt, &cmd, invocation("/", "exit:3")).await),
         ErrorKind::FunctionError
     );
-    assert!(run(&rt, &cmd, invocation("/", "exit:0")).await.result.is_ok());
+    assert!(
+        run(&rt, &cmd, invocation("/", "exit:0"))
+            .await
+            .result
+            .is_ok()
+    );
     let no_response = prepare(&rt, test_programs::NO_RESPONSE);
     assert_eq!(
         kind(run(&rt, &no_response, invocation("/", "")).await),
@@ -90,5 +95,8 @@ async fn cached_artifacts_are_not_recompiled() {
     let loaded = again.load("wc", Path::new("/nonexistent")).unwrap();
     assert_eq!(again.compilations(), 0);
     let out = run(&again, &loaded, invocation("/", "a b\nc")).await;
-    assert_eq!(out.result.unwrap().body, r#"{"lines":2,"words":3,"bytes":5}"#.to_owned() + "\n");
+    assert_eq!(
+        out.result.unwrap().body,
+        r#"{"lines":2,"words":3,"bytes":5}"#.to_owned() + "\n"
+    );
 }

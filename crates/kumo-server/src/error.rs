@@ -57,7 +57,10 @@ impl From<QueryRejection> for ApiError {
 
 impl From<MultipartRejection> for ApiError {
     fn from(e: MultipartRejection) -> Self {
-        Self::bad_request(format!("expected a multipart/form-data body: {}", e.body_text()))
+        Self::bad_request(format!(
+            "expected a multipart/form-data body: {}",
+            e.body_text()
+        ))
     }
 }
 
@@ -68,7 +71,10 @@ impl From<MultipartError> for ApiError {
         } else {
             ErrorKind::InvalidRequest
         };
-        Self::new(kind, format!("reading the multipart body: {}", e.body_text()))
+        Self::new(
+            kind,
+            format!("reading the multipart body: {}", e.body_text()),
+        )
     }
 }
 

@@ -1,9 +1,9 @@
 //! The data plane: `ANY /fn/{name}[:{qualifier}][/{rest..}]` and the custom routes. The guest
 //! sees `/{rest}` (or, on a custom route, the whole path) with query, headers and body intact.
 
+use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::invoker::{InvocationRequest, Invoked};
-use crate::AppState;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};

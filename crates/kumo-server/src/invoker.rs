@@ -118,10 +118,7 @@ impl Invoker {
         let entry = Arc::new(Entry::new(record, loaded));
         let mut cache = self.cache();
         // A deploy may have installed a newer entry while this one loaded; keep that one.
-        Ok(cache
-            .entry(target.name)
-            .or_insert(entry)
-            .clone())
+        Ok(cache.entry(target.name).or_insert(entry).clone())
     }
 
     async fn run(
@@ -145,8 +142,15 @@ impl Invoker {
                             config.max_concurrency.unwrap_or_default()
                         ),
                     );
-                    self.record(entry, request_id, started_at, start, Err(&error), Vec::new())
-                        .await;
+                    self.record(
+                        entry,
+                        request_id,
+                        started_at,
+                        start,
+                        Err(&error),
+                        Vec::new(),
+                    )
+                    .await;
                     return Err(error);
                 }
             },
@@ -199,12 +203,7 @@ impl Invoker {
     ) {
         let elapsed = start.elapsed();
         let (outcome, status, error_code, error_message) = match result {
-            Ok(response) => (
-                kumo_core::Outcome::Ok,
-                response.status.as_u16(),
-                None,
-                None,
-            ),
+            Ok(response) => (kumo_core::Outcome::Ok, response.status.as_u16(), None, None),
             Err(e) => (
                 e.kind.outcome(),
                 e.kind.status(),

@@ -103,7 +103,10 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests and writes every
     /// pending invocation record before returning.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let state = self.state.clone();
         axum::serve(self.listener, app(self.state))
             .with_graceful_shutdown(shutdown)

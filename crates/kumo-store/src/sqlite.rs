@@ -2,7 +2,9 @@
 
 use anyhow::Context as _;
 use kumo_core::{FunctionKind, FunctionRecord, InvocationRecord, LogRecord, Outcome};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
@@ -172,7 +174,10 @@ impl Store {
         tx.commit().await.context("writing invocation records")
     }
 
-    pub async fn get_invocation(&self, request_id: &str) -> anyhow::Result<Option<InvocationRecord>> {
+    pub async fn get_invocation(
+        &self,
+        request_id: &str,
+    ) -> anyhow::Result<Option<InvocationRecord>> {
         let row = sqlx::query("SELECT * FROM invocations WHERE request_id = ?")
             .bind(request_id)
             .fetch_optional(&self.pool)
@@ -251,7 +256,8 @@ fn invocation_from_row(row: &SqliteRow) -> anyhow::Result<InvocationRecord> {
         duration_ms: row.try_get("duration_ms")?,
         billed_ms: u64::try_from(row.try_get::<i64, _>("billed_ms")?)?,
         memory_mb: row.try_get("memory_mb")?,
-        outcome: Outcome::parse(&outcome).with_context(|| format!("unknown outcome {outcome:?}"))?,
+        outcome: Outcome::parse(&outcome)
+            .with_context(|| format!("unknown outcome {outcome:?}"))?,
         error_code: row.try_get("error_code")?,
         error_message: row.try_get("error_message")?,
         status: row.try_get("status")?,

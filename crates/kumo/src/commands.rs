@@ -143,7 +143,10 @@ async fn deploy_manifest(client: &Client, manifest: &Manifest) -> anyhow::Result
                 .await
                 .with_context(|| format!("running {cmd:?}"))?;
             if !status.success() {
-                bail!("the build of {} failed: {cmd:?} exited with {status}", f.name);
+                bail!(
+                    "the build of {} failed: {cmd:?} exited with {status}",
+                    f.name
+                );
             }
             built.push(cmd);
         }

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "kumo", version, about = "Self-hosted serverless functions on WebAssembly")]
+#[command(
+    name = "kumo",
+    version,
+    about = "Self-hosted serverless functions on WebAssembly"
+)]
 struct Cli {
     /// The kumo server the CLI talks to.
     #[arg(
@@ -98,9 +102,7 @@ async fn main() -> std::process::ExitCode {
             request_id,
             limit,
         } => commands::logs(&client, &name, request_id.as_deref(), limit).await,
-        Command::Invocations { name, limit } => {
-            commands::invocations(&client, &name, limit).await
-        }
+        Command::Invocations { name, limit } => commands::invocations(&client, &name, limit).await,
     };
     match result {
         Ok(code) => code,

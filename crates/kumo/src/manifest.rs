@@ -63,8 +63,7 @@ impl Manifest {
         let mut functions = Vec::new();
         for entry in file.function {
             let name = entry.name.clone();
-            let function =
-                Self::check(entry, dir).with_context(|| format!("function {name:?}"))?;
+            let function = Self::check(entry, dir).with_context(|| format!("function {name:?}"))?;
             if functions.iter().any(|f: &ManifestFunction| f.name == name) {
                 bail!("function {name:?} is declared twice");
             }
@@ -132,7 +131,10 @@ mod tests {
         let cases = [
             ("name = \"Bad\"\ncode = \"x\"", "Bad"),
             ("name = \"a\"\ncode = \"x\"\nmemory_mb = 1", "memory_mb"),
-            ("name = \"a\"\ncode = \"x\"\ntimeout = \"forever\"", "timeout"),
+            (
+                "name = \"a\"\ncode = \"x\"\ntimeout = \"forever\"",
+                "timeout",
+            ),
             ("name = \"a\"\ncode = \"x\"\nmemroy = 1", "memroy"),
             ("name = \"a\"", "code"),
         ];

@@ -15,44 +15,91 @@ fn stdout(output: &std::process::Output) -> String {
 async fn deploy_invoke_inspect_and_remove() {
     let server = TestServer::start().await;
     let deployed = server.cli(&[
-        "deploy", test_programs::HELLO, "--name", "hello", "--memory", "64", "--timeout", "5s",
-        "--env", "GREETING=hi", "--route", "/hello/*",
+        "deploy",
+        test_programs::HELLO,
+        "--name",
+        "hello",
+        "--memory",
+        "64",
+        "--timeout",
+        "5s",
+        "--env",
+        "GREETING=hi",
+        "--route",
+        "/hello/*",
     ]);
     assert!(stdout(&deployed).starts_with("created hello (wasi-http"));
     let record = server.client.get("hello").await.unwrap();
     assert_eq!(record.config.memory_mb, 64);
     assert_eq!(record.config.routes, ["/hello/*"]);
-    let routed = server.get("/hello/Ada").send().await.unwrap().text().await.unwrap();
+    let routed = server
+        .get("/hello/Ada")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(routed, "hi, Ada!\n");
 
-    assert_eq!(stdout(&server.cli(&["invoke", "hello", "--data", "x"])), "hi, world!\n");
+    assert_eq!(
+        stdout(&server.cli(&["invoke", "hello", "--data", "x"])),
+        "hi, world!\n"
+    );
     let payload = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(payload.path(), "from a file").unwrap();
     let cmd = server.cli(&["deploy", test_programs::COMMAND_PROBE, "--name", "cmd"]);
     stdout(&cmd);
     let at = format!("@{}", payload.path().display());
-    assert_eq!(stdout(&server.cli(&["invoke", "cmd", "--data", &at])), "from a file");
+    assert_eq!(
+        stdout(&server.cli(&["invoke", "cmd", "--data", &at])),
+        "from a file"
+    );
     let failed = server.cli(&["invoke", "cmd", "--data", "exit:2"]);
     assert!(!failed.status.success());
     assert!(String::from_utf8_lossy(&failed.stderr).contains("function_error"));
 
     let ls = stdout(&server.cli(&["ls"]));
-    assert!(ls.lines().any(|l| l.starts_with("hello") && l.contains("wasi-http") && l.contains("64MB")), "{ls}");
-    assert!(ls.lines().any(|l| l.starts_with("cmd") && l.contains("wasi-command")), "{ls}");
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("hello") && l.contains("wasi-http") && l.contains("64MB")),
+        "{ls}"
+    );
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("cmd") && l.contains("wasi-command")),
+        "{ls}"
+    );
 
     let invocations = stdout(&server.cli(&["invocations", "cmd"]));
     let rows: Vec<&str> = invocations.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "{invocations}");
-    assert!(rows[0].ends_with("error") && rows[1].ends_with("ok"), "{invocations}");
+    assert!(
+        rows[0].ends_with("error") && rows[1].ends_with("ok"),
+        "{invocations}"
+    );
     let failed_id = rows[0].split_whitespace().next().unwrap();
     let logs = stdout(&server.cli(&["logs", "cmd", "--request-id", failed_id]));
-    assert!(logs.contains("command got 6 bytes") && logs.contains(failed_id), "{logs}");
-    assert!(!logs.contains("command got 11 bytes"), "only that request: {logs}");
+    assert!(
+        logs.contains("command got 6 bytes") && logs.contains(failed_id),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("command got 11 bytes"),
+        "only that request: {logs}"
+    );
 
     assert_eq!(stdout(&server.cli(&["rm", "cmd"])), "deleted cmd\n");
     let missing = server.cli(&["rm", "cmd"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("function_not_found"));
-    let bad = server.cli(&["deploy", test_programs::HELLO, "--name", "x", "--memory", "1"]);
+    let bad = server.cli(&[
+        "deploy",
+        test_programs::HELLO,
+        "--name",
+        "x",
+        "--memory",
+        "1",
+    ]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("memory_mb"));
 }
 
@@ -81,12 +128,32 @@ async fn deploy_reads_the_manifest_and_runs_build_commands() {
     std::fs::write(dir.path().join("kumo.toml"), manifest).unwrap();
     let file = dir.path().join("kumo.toml");
     let out = stdout(&server.cli(&["deploy", "-f", file.to_str().unwrap()]));
-    assert!(out.contains("created hello") && out.contains("created wc"), "{out}");
-    assert!(dir.path().join("build-ran.txt").exists(), "the build ran in the manifest's folder");
-    assert_eq!(server.get("/hi/Ada").send().await.unwrap().text().await.unwrap(), "yo, Ada!\n");
+    assert!(
+        out.contains("created hello") && out.contains("created wc"),
+        "{out}"
+    );
+    assert!(
+        dir.path().join("build-ran.txt").exists(),
+        "the build ran in the manifest's folder"
+    );
+    assert_eq!(
+        server
+            .get("/hi/Ada")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "yo, Ada!\n"
+    );
     assert_eq!(server.client.get("wc").await.unwrap().config.memory_mb, 32);
 
-    std::fs::write(&file, "[[function]]\nname = \"a\"\ncode = \"x\"\ntimeout = \"never\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[[function]]\nname = \"a\"\ncode = \"x\"\ntimeout = \"never\"\n",
+    )
+    .unwrap();
     let bad = server.cli(&["deploy", "-f", file.to_str().unwrap()]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("timeout"));

@@ -29,23 +29,50 @@ async fn create_then_update_runs_the_new_code() {
     assert_eq!(health.status(), 200);
 
     let code = std::fs::read(test_programs::HTTP_PROBE).unwrap();
-    let created = put(&server, "svc", form(code, Some(r#"{"env":{"WHO":"probe"}}"#))).await;
+    let created = put(
+        &server,
+        "svc",
+        form(code, Some(r#"{"env":{"WHO":"probe"}}"#)),
+    )
+    .await;
     assert_eq!(created.status(), 201);
     let record: kumo_api::FunctionRecord = created.json().await.unwrap();
     assert_eq!(record.kind, FunctionKind::WasiHttp);
     assert_eq!(record.config.env["WHO"], "probe");
-    let body = server.get("/fn/svc/env/WHO").send().await.unwrap().text().await.unwrap();
+    let body = server
+        .get("/fn/svc/env/WHO")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(body, "probe");
 
     let code = std::fs::read(test_programs::HELLO).unwrap();
-    let updated = put(&server, "svc", form(code, Some(r#"{"env":{"GREETING":"hey"}}"#))).await;
+    let updated = put(
+        &server,
+        "svc",
+        form(code, Some(r#"{"env":{"GREETING":"hey"}}"#)),
+    )
+    .await;
     assert_eq!(updated.status(), 200);
-    let body = server.get("/fn/svc/Ada").send().await.unwrap().text().await.unwrap();
+    let body = server
+        .get("/fn/svc/Ada")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(body, "hey, Ada!\n");
 
     let listed = server.client.list().await.unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(server.client.get("svc").await.unwrap().code_size, record_size(test_programs::HELLO));
+    assert_eq!(
+        server.client.get("svc").await.unwrap().code_size,
+        record_size(test_programs::HELLO)
+    );
 }
 
 fn record_size(path: &str) -> u64 {
@@ -57,14 +84,15 @@ async fn unusable_code_is_refused_with_the_reason() {
     let server = TestServer::start().await;
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"hello, not wasm".to_vec(), "not a WebAssembly binary"),
-        (b"\0asm\x01\0\0\0\xff\xff".to_vec(), "not a valid core module"),
+        (
+            b"\0asm\x01\0\0\0\xff\xff".to_vec(),
+            "not a valid core module",
+        ),
         (wat::parse_str("(module)").unwrap(), "no `_start`"),
         (wat::parse_str("(component)").unwrap(), "exports neither"),
         (
-            wat::parse_str(
-                r#"(module (import "env" "mystery" (func)) (func (export "_start")))"#,
-            )
-            .unwrap(),
+            wat::parse_str(r#"(module (import "env" "mystery" (func)) (func (export "_start")))"#)
+                .unwrap(),
             "does not provide",
         ),
     ];
@@ -85,13 +113,48 @@ async fn bad_names_configs_and_requests_are_400_naming_the_problem() {
     let server = TestServer::start().await;
     let code = || std::fs::read(test_programs::COMMAND_PROBE).unwrap();
     let cases = [
-        ("Bad_Name", None, "invalid_function", "invalid function name"),
-        ("ok", Some(r#"{"memory_mb":8}"#), "invalid_function", "memory_mb"),
-        ("ok", Some(r#"{"memory_mb":4097}"#), "invalid_function", "memory_mb"),
-        ("ok", Some(r#"{"timeout":"16m"}"#), "invalid_function", "timeout"),
-        ("ok", Some(r#"{"timeout":"soon"}"#), "invalid_function", "timeout"),
-        ("ok", Some(r#"{"memroy_mb":64}"#), "invalid_function", "memroy_mb"),
-        ("ok", Some(r#"{"routes":["/api/x"]}"#), "invalid_function", "reserved"),
+        (
+            "Bad_Name",
+            None,
+            "invalid_function",
+            "invalid function name",
+        ),
+        (
+            "ok",
+            Some(r#"{"memory_mb":8}"#),
+            "invalid_function",
+            "memory_mb",
+        ),
+        (
+            "ok",
+            Some(r#"{"memory_mb":4097}"#),
+            "invalid_function",
+            "memory_mb",
+        ),
+        (
+            "ok",
+            Some(r#"{"timeout":"16m"}"#),
+            "invalid_function",
+            "timeout",
+        ),
+        (
+            "ok",
+            Some(r#"{"timeout":"soon"}"#),
+            "invalid_function",
+            "timeout",
+        ),
+        (
+            "ok",
+            Some(r#"{"memroy_mb":64}"#),
+            "invalid_function",
+            "memroy_mb",
+        ),
+        (
+            "ok",
+            Some(r#"{"routes":["/api/x"]}"#),
+            "invalid_function",
+            "reserved",
+        ),
         ("ok", Some("not json"), "invalid_function", "invalid config"),
     ];
     for (name, cfg, code_want, says) in cases {
@@ -100,7 +163,10 @@ async fn bad_names_configs_and_requests_are_400_naming_the_problem() {
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], code_want);
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.contains(says), "{message:?} should mention {says:?}");
+        assert!(
+            message.contains(says),
+            "{message:?} should mention {says:?}"
+        );
     }
     let no_code = put(&server, "ok", Form::new().text("config", "{}")).await;
     assert_eq!(no_code.status(), 400);
@@ -113,7 +179,11 @@ async fn bad_names_configs_and_requests_are_400_naming_the_problem() {
         .unwrap();
     assert_eq!(not_multipart.status(), 400);
     assert_eq!(error_code(not_multipart).await, "invalid_request");
-    let bad_query = server.get("/api/v1/invocations?limit=lots").send().await.unwrap();
+    let bad_query = server
+        .get("/api/v1/invocations?limit=lots")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad_query.status(), 400);
     assert_eq!(error_code(bad_query).await, "invalid_request");
     assert!(server.client.list().await.unwrap().is_empty());
@@ -124,9 +194,15 @@ async fn a_route_belongs_to_one_function_and_delete_frees_it() {
     let server = TestServer::start().await;
     let mut cfg = config();
     cfg.routes = vec!["/echo/*".into()];
-    server.deploy("shop", test_programs::HTTP_PROBE, cfg.clone()).await;
+    server
+        .deploy("shop", test_programs::HTTP_PROBE, cfg.clone())
+        .await;
     let code = std::fs::read(test_programs::HELLO).unwrap();
-    let err = server.client.deploy("other", code.clone(), &cfg).await.unwrap_err();
+    let err = server
+        .client
+        .deploy("other", code.clone(), &cfg)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, kumo_api::ClientError::Api { status: 409, code, .. } if code == "conflict"),
         "{err}"
@@ -140,7 +216,12 @@ async fn a_route_belongs_to_one_function_and_delete_frees_it() {
     let gone = server.get("/echo").send().await.unwrap();
     assert_eq!(gone.status(), 404);
     assert_eq!(error_code(gone).await, "function_not_found");
-    let again = server.http.delete(format!("{}/api/v1/functions/shop", server.url)).send().await.unwrap();
+    let again = server
+        .http
+        .delete(format!("{}/api/v1/functions/shop", server.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 404);
     server.client.deploy("other", code, &cfg).await.unwrap();
 }

@@ -111,9 +111,14 @@ pub async fn error_code(response: reqwest::Response) -> String {
         .get("x-kumo-error")
         .map(|v| v.to_str().unwrap().to_string());
     let body: serde_json::Value = response.json().await.expect("an error body is JSON");
-    let code = body["error"]["code"].as_str().expect("error.code").to_string();
+    let code = body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_string();
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "error.message is set: {body}"
     );
     if let Some(h) = header {

@@ -6,7 +6,9 @@ use kumo_core::Outcome;
 #[tokio::test]
 async fn wasi_http_sees_path_query_headers_and_body() {
     let server = TestServer::start().await;
-    server.deploy("probe", test_programs::HTTP_PROBE, config()).await;
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, config())
+        .await;
     let response = server
         .http
         .put(format!("{}/fn/probe/echo?a=1&b=two", server.url))
@@ -43,20 +45,46 @@ async fn the_invoke_api_runs_both_kinds() {
     let server = TestServer::start().await;
     let mut cfg = config();
     cfg.env.insert("GREETING".into(), "ahoy".into());
-    server.deploy("hello", test_programs::HELLO, cfg.clone()).await;
-    server.deploy("cmd", test_programs::COMMAND_PROBE, cfg).await;
+    server
+        .deploy("hello", test_programs::HELLO, cfg.clone())
+        .await;
+    server
+        .deploy("cmd", test_programs::COMMAND_PROBE, cfg)
+        .await;
 
-    let hello = server.client.invoke("hello", b"ignored".to_vec()).await.unwrap();
-    assert_eq!((hello.status, &hello.body[..]), (200, &b"ahoy, world!\n"[..]));
-    let echoed = server.client.invoke("cmd", b"payload on stdin".to_vec()).await.unwrap();
+    let hello = server
+        .client
+        .invoke("hello", b"ignored".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        (hello.status, &hello.body[..]),
+        (200, &b"ahoy, world!\n"[..])
+    );
+    let echoed = server
+        .client
+        .invoke("cmd", b"payload on stdin".to_vec())
+        .await
+        .unwrap();
     assert_eq!(&echoed.body[..], b"payload on stdin");
-    let env = server.client.invoke("cmd", b"env:GREETING".to_vec()).await.unwrap();
+    let env = server
+        .client
+        .invoke("cmd", b"env:GREETING".to_vec())
+        .await
+        .unwrap();
     assert_eq!(&env.body[..], b"ahoy");
 
     let wc = std::fs::read(test_programs::WORDCOUNT).unwrap();
     server.client.deploy("wc", wc, &config()).await.unwrap();
-    let counted = server.client.invoke("wc", b"one two\nthree".to_vec()).await.unwrap();
-    assert_eq!(&counted.body[..], b"{\"lines\":2,\"words\":3,\"bytes\":13}\n");
+    let counted = server
+        .client
+        .invoke("wc", b"one two\nthree".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        &counted.body[..],
+        b"{\"lines\":2,\"words\":3,\"bytes\":13}\n"
+    );
 }
 
 #[tokio::test]
@@ -84,20 +112,36 @@ async fn wasip1_core_modules_run_as_commands() {
 #[tokio::test]
 async fn logs_are_captured_per_request_id() {
     let server = TestServer::start().await;
-    server.deploy("probe", test_programs::HTTP_PROBE, config()).await;
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, config())
+        .await;
     let first = server.get("/fn/probe/log").send().await.unwrap();
     let first_id = request_id(&first);
     let second_id = request_id(&server.get("/fn/probe/log").send().await.unwrap());
     assert_ne!(first_id, second_id);
 
-    let logs = server.client.logs("probe", Some(&first_id), 100).await.unwrap();
-    let lines: Vec<(&str, &str)> = logs.iter().map(|l| (l.stream.as_str(), l.line.as_str())).collect();
+    let logs = server
+        .client
+        .logs("probe", Some(&first_id), 100)
+        .await
+        .unwrap();
+    let lines: Vec<(&str, &str)> = logs
+        .iter()
+        .map(|l| (l.stream.as_str(), l.line.as_str()))
+        .collect();
     assert_eq!(
         lines,
-        [("stdout", "to stdout"), ("stderr", "to stderr 1"), ("stderr", "to stderr 2")]
+        [
+            ("stdout", "to stdout"),
+            ("stderr", "to stderr 1"),
+            ("stderr", "to stderr 2")
+        ]
     );
     assert!(logs.iter().all(|l| l.request_id == first_id));
-    assert_eq!(server.client.logs("probe", None, 100).await.unwrap().len(), 6);
+    assert_eq!(
+        server.client.logs("probe", None, 100).await.unwrap().len(),
+        6
+    );
     assert_eq!(server.client.logs("probe", None, 2).await.unwrap().len(), 2);
     let records = server.client.invocations(Some("probe"), 10).await.unwrap();
     assert_eq!(records.len(), 2);
@@ -107,17 +151,33 @@ async fn logs_are_captured_per_request_id() {
 #[tokio::test]
 async fn unknown_functions_versions_and_paths_are_404() {
     let server = TestServer::start().await;
-    server.deploy("probe", test_programs::HTTP_PROBE, config()).await;
-    for path in ["/fn/missing", "/fn/missing/x", "/fn/probe:prod/echo", "/fn/probe:3", "/nowhere"] {
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, config())
+        .await;
+    for path in [
+        "/fn/missing",
+        "/fn/missing/x",
+        "/fn/probe:prod/echo",
+        "/fn/probe:3",
+        "/nowhere",
+    ] {
         let response = server.get(path).send().await.unwrap();
         assert_eq!(response.status(), 404, "{path}");
         request_id(&response);
         assert_eq!(error_code(response).await, "function_not_found", "{path}");
     }
-    let invoke = server.post("/api/v1/functions/missing/invoke").send().await.unwrap();
+    let invoke = server
+        .post("/api/v1/functions/missing/invoke")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(invoke.status(), 404);
     let record = server.get("/api/v1/invocations/nope").send().await.unwrap();
     assert_eq!(record.status(), 404);
-    let function = server.get("/api/v1/functions/missing").send().await.unwrap();
+    let function = server
+        .get("/api/v1/functions/missing")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(function).await, "function_not_found");
 }

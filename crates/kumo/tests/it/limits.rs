@@ -9,8 +9,12 @@ async fn memory_limit_stops_the_guest_and_spares_the_others() {
     let server = TestServer::start().await;
     let mut small = config();
     small.memory_mb = 32;
-    server.deploy("hog", test_programs::HTTP_PROBE, small.clone()).await;
-    server.deploy("cmdhog", test_programs::COMMAND_PROBE, small).await;
+    server
+        .deploy("hog", test_programs::HTTP_PROBE, small.clone())
+        .await;
+    server
+        .deploy("cmdhog", test_programs::COMMAND_PROBE, small)
+        .await;
     server.deploy("hello", test_programs::HELLO, config()).await;
 
     let response = server.get("/fn/hog/oom").send().await.unwrap();
@@ -20,11 +24,23 @@ async fn memory_limit_stops_the_guest_and_spares_the_others() {
     let record = server.client.invocation(&id).await.unwrap();
     assert_eq!(record.outcome, Outcome::OutOfMemory);
 
-    let cmd = server.client.invoke("cmdhog", b"oom".to_vec()).await.unwrap();
-    assert_eq!((cmd.status, cmd.error_code.as_deref()), (502, Some("out_of_memory")));
+    let cmd = server
+        .client
+        .invoke("cmdhog", b"oom".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        (cmd.status, cmd.error_code.as_deref()),
+        (502, Some("out_of_memory"))
+    );
 
     // The same function and the others keep working.
-    let ok = server.get("/fn/hog/echo").body("still here").send().await.unwrap();
+    let ok = server
+        .get("/fn/hog/echo")
+        .body("still here")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.text().await.unwrap(), "still here");
     let hello = server.get("/fn/hello/x").send().await.unwrap();
     assert_eq!(hello.status(), 200);
@@ -35,8 +51,12 @@ async fn timeout_stops_a_looping_guest_and_the_server_carries_on() {
     let server = TestServer::start().await;
     let mut quick = config();
     quick.timeout = Duration::from_millis(300);
-    server.deploy("spin", test_programs::HTTP_PROBE, quick.clone()).await;
-    server.deploy("cmdspin", test_programs::COMMAND_PROBE, quick).await;
+    server
+        .deploy("spin", test_programs::HTTP_PROBE, quick.clone())
+        .await;
+    server
+        .deploy("cmdspin", test_programs::COMMAND_PROBE, quick)
+        .await;
 
     // More looping guests than the server has worker threads: none may be lost to them.
     let started = Instant::now();
@@ -49,14 +69,34 @@ async fn timeout_stops_a_looping_guest_and_the_server_carries_on() {
         assert_eq!(error_code(response).await, "timeout");
     }
     // Generous bound: it only has to show the guests were stopped, not run to completion.
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
-    let cmd = server.client.invoke("cmdspin", b"loop".to_vec()).await.unwrap();
-    assert_eq!((cmd.status, cmd.error_code.as_deref()), (504, Some("timeout")));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let cmd = server
+        .client
+        .invoke("cmdspin", b"loop".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        (cmd.status, cmd.error_code.as_deref()),
+        (504, Some("timeout"))
+    );
     let records = server.client.invocations(Some("spin"), 10).await.unwrap();
-    assert!(records.iter().all(|r| r.outcome == Outcome::Timeout && r.duration_ms >= 300.0));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.outcome == Outcome::Timeout && r.duration_ms >= 300.0)
+    );
 
     for _ in 0..8 {
-        let ok = server.get("/fn/spin/echo").body("alive").send().await.unwrap();
+        let ok = server
+            .get("/fn/spin/echo")
+            .body("alive")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(ok.text().await.unwrap(), "alive");
     }
 }
@@ -64,26 +104,60 @@ async fn timeout_stops_a_looping_guest_and_the_server_carries_on() {
 #[tokio::test]
 async fn payloads_over_the_limit_are_413_both_ways() {
     let server = TestServer::start().await;
-    server.deploy("probe", test_programs::HTTP_PROBE, config()).await;
-    server.deploy("cmd", test_programs::COMMAND_PROBE, config()).await;
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, config())
+        .await;
+    server
+        .deploy("cmd", test_programs::COMMAND_PROBE, config())
+        .await;
     let limit = 6 * 1024 * 1024;
 
     let big = vec![b'a'; limit + 1];
-    let response = server.post("/fn/probe/echo").body(big.clone()).send().await.unwrap();
+    let response = server
+        .post("/fn/probe/echo")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 413);
     assert_eq!(error_code(response).await, "payload_too_large");
-    let response = server.post("/api/v1/functions/cmd/invoke").body(big).send().await.unwrap();
+    let response = server
+        .post("/api/v1/functions/cmd/invoke")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(response).await, "payload_too_large");
     // Exactly at the limit is fine.
-    let at_limit = server.post("/fn/probe/echo").body(vec![b'a'; limit]).send().await.unwrap();
+    let at_limit = server
+        .post("/fn/probe/echo")
+        .body(vec![b'a'; limit])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(at_limit.bytes().await.unwrap().len(), limit);
 
-    let response = server.get(&format!("/fn/probe/big?bytes={}", limit + 1)).send().await.unwrap();
+    let response = server
+        .get(&format!("/fn/probe/big?bytes={}", limit + 1))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 413);
     assert_eq!(error_code(response).await, "payload_too_large");
-    let out = server.client.invoke("cmd", format!("big:{}", limit + 1).into_bytes()).await.unwrap();
-    assert_eq!((out.status, out.error_code.as_deref()), (413, Some("payload_too_large")));
-    let out = server.client.invoke("cmd", format!("big:{limit}").into_bytes()).await.unwrap();
+    let out = server
+        .client
+        .invoke("cmd", format!("big:{}", limit + 1).into_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.status, out.error_code.as_deref()),
+        (413, Some("payload_too_large"))
+    );
+    let out = server
+        .client
+        .invoke("cmd", format!("big:{limit}").into_bytes())
+        .await
+        .unwrap();
     assert_eq!(out.body.len(), limit);
 }
 
@@ -91,19 +165,37 @@ async fn payloads_over_the_limit_are_413_both_ways() {
 async fn configured_body_limit_applies() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), &["--max-body-bytes", "1000"]);
-    server.deploy("probe", test_programs::HTTP_PROBE, config()).await;
-    let response = server.post("/fn/probe/echo").body(vec![0u8; 1001]).send().await.unwrap();
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, config())
+        .await;
+    let response = server
+        .post("/fn/probe/echo")
+        .body(vec![0u8; 1001])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 413);
-    let ok = server.post("/fn/probe/echo").body(vec![0u8; 1000]).send().await.unwrap();
+    let ok = server
+        .post("/fn/probe/echo")
+        .body(vec![0u8; 1000])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
 }
 
 #[tokio::test]
 async fn traps_panics_exits_and_missing_responses_are_function_errors() {
     let server = TestServer::start().await;
-    server.deploy("probe", test_programs::HTTP_PROBE, config()).await;
-    server.deploy("cmd", test_programs::COMMAND_PROBE, config()).await;
-    server.deploy("silent", test_programs::NO_RESPONSE, config()).await;
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, config())
+        .await;
+    server
+        .deploy("cmd", test_programs::COMMAND_PROBE, config())
+        .await;
+    server
+        .deploy("silent", test_programs::NO_RESPONSE, config())
+        .await;
 
     let response = server.get("/fn/probe/panic").send().await.unwrap();
     assert_eq!(response.status(), 502);
@@ -112,28 +204,58 @@ async fn traps_panics_exits_and_missing_responses_are_function_errors() {
     let logs = server.client.logs("probe", Some(&id), 100).await.unwrap();
     let text: Vec<&str> = logs.iter().map(|l| l.line.as_str()).collect();
     assert!(text.contains(&"about to panic"), "{text:?}");
-    assert!(text.iter().any(|l| l.contains("guest panicked on purpose")), "{text:?}");
-    assert!(logs.iter().any(|l| l.stream == "kumo" && l.line.starts_with("function_error")));
-    assert_eq!(server.client.invocation(&id).await.unwrap().outcome, Outcome::Error);
+    assert!(
+        text.iter().any(|l| l.contains("guest panicked on purpose")),
+        "{text:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.stream == "kumo" && l.line.starts_with("function_error"))
+    );
+    assert_eq!(
+        server.client.invocation(&id).await.unwrap().outcome,
+        Outcome::Error
+    );
 
     for payload in ["panic", "exit:3"] {
-        let out = server.client.invoke("cmd", payload.as_bytes().to_vec()).await.unwrap();
-        assert_eq!((out.status, out.error_code.as_deref()), (502, Some("function_error")), "{payload}");
+        let out = server
+            .client
+            .invoke("cmd", payload.as_bytes().to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            (out.status, out.error_code.as_deref()),
+            (502, Some("function_error")),
+            "{payload}"
+        );
     }
-    let exit0 = server.client.invoke("cmd", b"exit:0".to_vec()).await.unwrap();
+    let exit0 = server
+        .client
+        .invoke("cmd", b"exit:0".to_vec())
+        .await
+        .unwrap();
     assert_eq!(exit0.status, 200);
 
     let silent = server.get("/fn/silent").send().await.unwrap();
     assert_eq!(silent.status(), 502);
     let body: serde_json::Value = silent.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("without sending a response"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("without sending a response")
+    );
 }
 
 #[tokio::test]
 async fn guests_cannot_reach_the_host_filesystem_or_network() {
     let server = TestServer::start().await;
-    server.deploy("probe", test_programs::HTTP_PROBE, config()).await;
-    server.deploy("cmd", test_programs::COMMAND_PROBE, config()).await;
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, config())
+        .await;
+    server
+        .deploy("cmd", test_programs::COMMAND_PROBE, config())
+        .await;
     for path in ["/fn/probe/fs", "/fn/probe/socket", "/fn/probe/outbound"] {
         let body = server.get(path).send().await.unwrap().text().await.unwrap();
         assert!(body.starts_with("denied"), "{path}: {body}");
@@ -148,7 +270,9 @@ async fn max_concurrency_throttles_with_retry_after() {
     let mut one = config();
     one.max_concurrency = Some(1);
     one.timeout = Duration::from_secs(3);
-    server.deploy("single", test_programs::HTTP_PROBE, one).await;
+    server
+        .deploy("single", test_programs::HTTP_PROBE, one)
+        .await;
 
     let busy = tokio::spawn(server.get("/fn/single/loop").send());
     // Wait until the looping invocation holds the only slot.
@@ -166,7 +290,10 @@ async fn max_concurrency_throttles_with_retry_after() {
     let id = request_id(&throttled);
     assert_eq!(error_code(throttled).await, "throttled");
     assert_eq!(busy.await.unwrap().unwrap().status(), 504);
-    assert_eq!(server.client.invocation(&id).await.unwrap().outcome, Outcome::Throttled);
+    assert_eq!(
+        server.client.invocation(&id).await.unwrap().outcome,
+        Outcome::Throttled
+    );
     // The slot is free again.
     let ok = server.get("/fn/single/echo").send().await.unwrap();
     assert_eq!(ok.status(), 200);
