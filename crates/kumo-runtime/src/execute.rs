@@ -4,17 +4,15 @@
 use crate::Runtime;
 use crate::capture::Capture;
 use crate::compile::Loaded;
-use crate::host::{ComponentHost, DenyOutbound, MemoryLimit, ModuleHost};
+use crate::host::{ComponentHost, MemoryLimit, ModuleHost};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use kumo_core::ErrorKind;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
-use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -135,24 +133,12 @@ impl Runtime {
         let run = async {
             match loaded {
                 Loaded::Http(pre) => {
-                    let host = ComponentHost {
-                        wasi: wasi.build(),
-                        http: WasiHttpCtx::new(),
-                        table: ResourceTable::new(),
-                        limits,
-                        hooks: DenyOutbound,
-                    };
+                    let host = ComponentHost::new(wasi.build(), limits);
                     let store = self.new_store(host, |h| &mut h.limits);
                     run_http(pre.clone(), store, inv).await
                 }
                 Loaded::Command(pre) => {
-                    let host = ComponentHost {
-                        wasi: wasi.build(),
-                        http: WasiHttpCtx::new(),
-                        table: ResourceTable::new(),
-                        limits,
-                        hooks: DenyOutbound,
-                    };
+                    let host = ComponentHost::new(wasi.build(), limits);
                     let mut store = self.new_store(host, |h| &mut h.limits);
                     let run = async {
                         let command = pre.instantiate_async(&mut store).await?;

@@ -21,6 +21,18 @@ pub struct ComponentHost {
     pub hooks: DenyOutbound,
 }
 
+impl ComponentHost {
+    pub fn new(wasi: WasiCtx, limits: MemoryLimit) -> Self {
+        Self {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits,
+            hooks: DenyOutbound,
+        }
+    }
+}
+
 impl WasiView for ComponentHost {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

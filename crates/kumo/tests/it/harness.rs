@@ -58,8 +58,9 @@ impl TestServer {
 
     /// Stops the server with SIGTERM (a graceful shutdown) and waits for it to exit.
     pub fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+        // The shell's builtin `kill`: no extra package needed.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
             .status()
             .unwrap();
         assert!(status.success());
