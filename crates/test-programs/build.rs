@@ -12,7 +12,12 @@ const TARGET: &str = "wasm32-wasip2";
 const GUESTS: &[(&str, &[&str])] = &[
     (
         "crates/test-programs/guests",
-        &["http-probe", "command-probe", "no-response"],
+        &[
+            "http-probe",
+            "command-probe",
+            "no-response",
+            "http-wasi-0-2-0",
+        ],
     ),
     ("examples", &["hello", "wordcount"]),
 ];

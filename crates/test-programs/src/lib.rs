@@ -5,6 +5,7 @@
 //! - `COMMAND_PROBE`: WASI command, behaviour chosen by stdin (`exit:N`, `panic`, `loop`, `oom`,
 //!   `big:N`, `env:NAME`, `fs`; anything else is echoed).
 //! - `NO_RESPONSE`: wasi:http guest that never sends a response.
+//! - `HTTP_WASI_0_2_0`: wasi:http guest built against WASI 0.2.0 (the others use 0.2.12).
 //! - `HELLO`, `WORDCOUNT`: the examples in `examples/`.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));

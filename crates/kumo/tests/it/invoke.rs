@@ -181,3 +181,20 @@ async fn unknown_functions_versions_and_paths_are_404() {
         .unwrap();
     assert_eq!(error_code(function).await, "function_not_found");
 }
+
+#[tokio::test]
+async fn wasi_http_guests_of_any_0_2_version_run() {
+    let server = TestServer::start().await;
+    // Built against WASI 0.2.0 (older than this wasmtime) and 0.2.12 (newer) respectively.
+    server
+        .deploy("old", test_programs::HTTP_WASI_0_2_0, config())
+        .await;
+    server
+        .deploy("new", test_programs::HTTP_PROBE, config())
+        .await;
+    let old = server.get("/fn/old/any").send().await.unwrap();
+    assert_eq!(old.status(), 200);
+    assert_eq!(old.text().await.unwrap(), "built against wasi 0.2.0");
+    let new = server.get("/fn/new/echo").body("x").send().await.unwrap();
+    assert_eq!(new.text().await.unwrap(), "x");
+}
