@@ -158,3 +158,28 @@ async fn deploy_reads_the_manifest_and_runs_build_commands() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("timeout"));
 }
+
+#[tokio::test]
+async fn up_serves_and_deploys_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("kumo.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[[function]]\nname = \"hello\"\ncode = \"{}\"\nroutes = [\"/hello/*\"]\nenv = {{ GREETING = \"up\" }}\n",
+            test_programs::HELLO
+        ),
+    )
+    .unwrap();
+    let server = TestServer::up(&dir.path().join("data"), &manifest);
+    let body = server
+        .get("/hello/Ada")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "up, Ada!\n");
+    server.stop();
+}

@@ -27,8 +27,18 @@ impl TestServer {
 
     /// Starts `kumo serve` on 127.0.0.1:0 with `data_dir`, and waits for its address.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::spawn("serve", data_dir, extra, None)
+    }
+
+    /// Starts `kumo up -f MANIFEST` and waits until it says the functions are deployed.
+    pub fn up(data_dir: &Path, manifest: &Path) -> Self {
+        let manifest = manifest.to_str().unwrap();
+        Self::spawn("up", data_dir, &["-f", manifest], Some("ready"))
+    }
+
+    fn spawn(command: &str, data_dir: &Path, extra: &[&str], ready: Option<&str>) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kumo"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([command, "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .stdout(Stdio::piped())
@@ -39,14 +49,21 @@ impl TestServer {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("kumo listening on ") {
-                    let _ = tx.send(url.to_string());
-                }
+                let _ = tx.send(line);
             }
         });
-        let url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("kumo prints its address within 30s");
+        let next_line = || {
+            rx.recv_timeout(Duration::from_secs(60))
+                .expect("kumo answers within 60s")
+        };
+        let url = loop {
+            if let Some(url) = next_line().strip_prefix("kumo listening on ") {
+                break url.to_string();
+            }
+        };
+        if let Some(ready) = ready {
+            while !next_line().starts_with(ready) {}
+        }
         Self {
             client: Client::new(&url),
             http: reqwest::Client::new(),
