@@ -32,14 +32,7 @@ async fn deploy_invoke_inspect_and_remove() {
     let record = server.client.get("hello").await.unwrap();
     assert_eq!(record.config.memory_mb, 64);
     assert_eq!(record.config.routes, ["/hello/*"]);
-    let routed = server
-        .get("/hello/Ada")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let routed = server.get_text("/hello/Ada").await;
     assert_eq!(routed, "hi, Ada!\n");
 
     assert_eq!(
@@ -136,17 +129,7 @@ async fn deploy_reads_the_manifest_and_runs_build_commands() {
         dir.path().join("build-ran.txt").exists(),
         "the build ran in the manifest's folder"
     );
-    assert_eq!(
-        server
-            .get("/hi/Ada")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "yo, Ada!\n"
-    );
+    assert_eq!(server.get_text("/hi/Ada").await, "yo, Ada!\n");
     assert_eq!(server.client.get("wc").await.unwrap().config.memory_mb, 32);
 
     std::fs::write(
@@ -172,14 +155,7 @@ async fn up_serves_and_deploys_the_manifest() {
     )
     .unwrap();
     let server = TestServer::up(&dir.path().join("data"), &manifest);
-    let body = server
-        .get("/hello/Ada")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = server.get_text("/hello/Ada").await;
     assert_eq!(body, "up, Ada!\n");
     server.stop();
 }

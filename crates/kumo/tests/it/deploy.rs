@@ -39,14 +39,7 @@ async fn create_then_update_runs_the_new_code() {
     let record: kumo_api::FunctionRecord = created.json().await.unwrap();
     assert_eq!(record.kind, FunctionKind::WasiHttp);
     assert_eq!(record.config.env["WHO"], "probe");
-    let body = server
-        .get("/fn/svc/env/WHO")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = server.get_text("/fn/svc/env/WHO").await;
     assert_eq!(body, "probe");
 
     let code = std::fs::read(test_programs::HELLO).unwrap();
@@ -57,14 +50,7 @@ async fn create_then_update_runs_the_new_code() {
     )
     .await;
     assert_eq!(updated.status(), 200);
-    let body = server
-        .get("/fn/svc/Ada")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = server.get_text("/fn/svc/Ada").await;
     assert_eq!(body, "hey, Ada!\n");
 
     let listed = server.client.list().await.unwrap();

@@ -97,6 +97,11 @@ impl TestServer {
         self.http.get(format!("{}{path}", self.url))
     }
 
+    /// GET `path` and return the body as text, whatever the status.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.get(path).send().await.unwrap().text().await.unwrap()
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.post(format!("{}{path}", self.url))
     }

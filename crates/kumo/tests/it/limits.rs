@@ -257,7 +257,7 @@ async fn guests_cannot_reach_the_host_filesystem_or_network() {
         .deploy("cmd", test_programs::COMMAND_PROBE, config())
         .await;
     for path in ["/fn/probe/fs", "/fn/probe/socket", "/fn/probe/outbound"] {
-        let body = server.get(path).send().await.unwrap().text().await.unwrap();
+        let body = server.get_text(path).await;
         assert!(body.starts_with("denied"), "{path}: {body}");
     }
     let fs = server.client.invoke("cmd", b"fs".to_vec()).await.unwrap();

@@ -3,14 +3,7 @@
 use crate::harness::{TestServer, config, request_id};
 
 async fn compilations(server: &TestServer) -> u64 {
-    let metrics = server
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get_text("/metrics").await;
     metrics
         .lines()
         .find_map(|l| l.strip_prefix("kumo_compilations_total "))
