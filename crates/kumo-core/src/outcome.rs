@@ -71,6 +71,9 @@ impl Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     FunctionNotFound,
+    /// A control-API path or method that does not exist.
+    NotFound,
+    MethodNotAllowed,
     InvalidFunction,
     InvalidRequest,
     Conflict,
@@ -86,6 +89,8 @@ impl ErrorKind {
     pub fn code(self) -> &'static str {
         match self {
             Self::FunctionNotFound => "function_not_found",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::InvalidFunction => "invalid_function",
             Self::InvalidRequest => "invalid_request",
             Self::Conflict => "conflict",
@@ -100,7 +105,8 @@ impl ErrorKind {
 
     pub fn status(self) -> u16 {
         match self {
-            Self::FunctionNotFound => 404,
+            Self::FunctionNotFound | Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
             Self::InvalidFunction | Self::InvalidRequest => 400,
             Self::Conflict => 409,
             Self::PayloadTooLarge => 413,

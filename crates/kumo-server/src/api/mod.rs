@@ -8,6 +8,7 @@ use crate::error::ApiError;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
+use kumo_core::ErrorKind;
 use std::sync::Arc;
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -25,6 +26,15 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/invocations", get(records::list_invocations))
         .route("/invocations/{id}", get(records::get_invocation))
         .fallback(|uri: axum::http::Uri| async move {
-            ApiError::bad_request(format!("no API endpoint at {}", uri.path()))
+            ApiError::new(
+                ErrorKind::NotFound,
+                format!("no API endpoint at /api/v1{}", uri.path()),
+            )
+        })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::new(
+                ErrorKind::MethodNotAllowed,
+                format!("{method} is not allowed on this endpoint"),
+            )
         })
 }
