@@ -34,6 +34,10 @@ pub struct InvocationRecord {
     pub error_message: Option<String>,
     /// HTTP status of the response the caller got.
     pub status: u16,
+    /// The function was not in memory and had to be loaded first (a cold start).
+    pub cold: bool,
+    /// How long that load took; not part of `duration_ms`.
+    pub init_ms: Option<f64>,
 }
 
 /// One line a guest wrote (or kumo wrote about an invocation).

@@ -16,6 +16,8 @@ use kumo_core::ErrorKind;
 use std::sync::Arc;
 
 pub const REQUEST_ID_HEADER: &str = "x-kumo-request-id";
+/// Set to `1` on the response of an invocation that had to load its function first.
+pub const COLD_HEADER: &str = "x-kumo-cold";
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -49,6 +51,7 @@ async fn custom_route(State(state): State<Arc<AppState>>, request: Request) -> R
         Some(name) => forward(&state, &name, path, request).await,
         None => invoked_response(Invoked {
             request_id: uuid::Uuid::now_v7().to_string(),
+            cold: false,
             result: Err(ApiError::new(
                 ErrorKind::FunctionNotFound,
                 format!("no function serves {path}"),
@@ -103,6 +106,11 @@ pub fn invoked_response(invoked: Invoked) -> Response {
     };
     if let Ok(id) = HeaderValue::from_str(&invoked.request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, id);
+    }
+    if invoked.cold {
+        response
+            .headers_mut()
+            .insert(COLD_HEADER, HeaderValue::from_static("1"));
     }
     response
 }

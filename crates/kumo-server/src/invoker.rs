@@ -3,15 +3,14 @@
 //! records. Limits, metering and logs live here and nowhere else.
 
 use crate::error::ApiError;
+use crate::loaded::{Entry, LoadedFunctions};
 use crate::recorder::Recorder;
 use bytes::Bytes;
-use kumo_core::{ErrorKind, FunctionRecord, InvocationRecord, LogRecord, Target, billed_ms};
-use kumo_runtime::{Invocation, Loaded, Response, Runtime};
+use kumo_core::{ErrorKind, InvocationRecord, LogRecord, Target, billed_ms};
+use kumo_runtime::{Invocation, Response, Runtime};
 use kumo_store::{Blobs, Store};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
-use tokio::sync::Semaphore;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub struct InvocationRequest {
     pub method: http::Method,
@@ -23,14 +22,9 @@ pub struct InvocationRequest {
 
 pub struct Invoked {
     pub request_id: String,
+    /// The function had to be loaded for this invocation.
+    pub cold: bool,
     pub result: Result<Response, ApiError>,
-}
-
-/// A function in memory: its record, its pre-instantiated code, its concurrency gate.
-struct Entry {
-    record: FunctionRecord,
-    loaded: Loaded,
-    slots: Option<Arc<Semaphore>>,
 }
 
 pub struct Invoker {
@@ -39,8 +33,8 @@ pub struct Invoker {
     runtime: Arc<Runtime>,
     recorder: Recorder,
     max_response_bytes: usize,
-    /// Cache of the store; cleared per function on deploy and delete.
-    loaded: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Cache of the store: the functions in memory.
+    loaded: LoadedFunctions,
 }
 
 impl Invoker {
@@ -57,39 +51,43 @@ impl Invoker {
             runtime,
             recorder,
             max_response_bytes,
-            loaded: Mutex::default(),
+            loaded: LoadedFunctions::default(),
         }
     }
 
     pub async fn invoke(&self, target: &str, request: InvocationRequest) -> Invoked {
         let request_id = uuid::Uuid::now_v7().to_string();
-        let result = match self.resolve(target).await {
-            Ok(entry) => self.run(&entry, &request_id, request).await,
-            Err(e) => Err(e),
+        let (result, cold) = match self.resolve(target).await {
+            Ok((entry, init)) => (
+                self.run(&entry, &request_id, init, request).await,
+                init.is_some(),
+            ),
+            Err(e) => (Err(e), false),
         };
-        Invoked { request_id, result }
+        Invoked {
+            request_id,
+            cold,
+            result,
+        }
     }
 
-    /// Puts a freshly deployed function in the cache, replacing what was there.
-    pub fn install(&self, record: FunctionRecord, loaded: Loaded) {
-        let entry = Arc::new(Entry::new(record, loaded));
-        self.cache().insert(entry.record.name.clone(), entry);
-    }
-
+    /// Drops the function from memory; its next invocation loads what the store has.
     pub fn forget(&self, name: &str) {
-        self.cache().remove(name);
+        self.loaded.forget(name);
     }
 
     pub fn loaded_count(&self) -> usize {
-        self.cache().len()
+        self.loaded.len()
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
-        // The map is always consistent between statements, so a poisoned lock is still usable.
-        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    /// Scale to zero: unloads functions idle for `keep_alive`.
+    pub fn unload_idle(&self, keep_alive: Duration) -> usize {
+        self.loaded.unload_idle(keep_alive)
     }
 
-    async fn resolve(&self, target: &str) -> Result<Arc<Entry>, ApiError> {
+    /// The function to run, loading it when it is not in memory (a cold start, whose load
+    /// time is returned).
+    async fn resolve(&self, target: &str) -> Result<(Arc<Entry>, Option<Duration>), ApiError> {
         let target = Target::parse(target).map_err(|_| ApiError::not_found(target))?;
         if let Some(qualifier) = &target.qualifier {
             // Versions and aliases are not built yet: only $LATEST exists.
@@ -101,9 +99,11 @@ impl Invoker {
                 ),
             ));
         }
-        if let Some(entry) = self.cache().get(&target.name) {
-            return Ok(entry.clone());
+        if let Some(entry) = self.loaded.get(&target.name) {
+            return Ok((entry, None));
         }
+        let load_start = Instant::now();
+        let generation = self.loaded.generation();
         let record = self
             .store
             .get_function(&target.name)
@@ -115,21 +115,25 @@ impl Invoker {
         let loaded = tokio::task::spawn_blocking(move || runtime.load(&sha, &code_path))
             .await
             .map_err(anyhow::Error::from)??;
-        let entry = Arc::new(Entry::new(record, loaded));
-        let mut cache = self.cache();
-        // A deploy may have installed a newer entry while this one loaded; keep that one.
-        Ok(cache.entry(target.name).or_insert(entry).clone())
+        let entry = self.loaded.insert(Entry::new(record, loaded), generation);
+        Ok((entry, Some(load_start.elapsed())))
     }
 
     async fn run(
         &self,
         entry: &Entry,
         request_id: &str,
+        init: Option<Duration>,
         request: InvocationRequest,
     ) -> Result<Response, ApiError> {
         let config = &entry.record.config;
-        let started_at = kumo_core::now_ms();
-        let start = Instant::now();
+        let attempt = Attempt {
+            entry,
+            request_id,
+            init,
+            started_at: kumo_core::now_ms(),
+            start: Instant::now(),
+        };
         let permit = match &entry.slots {
             Some(slots) => match slots.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
@@ -142,15 +146,7 @@ impl Invoker {
                             config.max_concurrency.unwrap_or_default()
                         ),
                     );
-                    self.record(
-                        entry,
-                        request_id,
-                        started_at,
-                        start,
-                        Err(&error),
-                        Vec::new(),
-                    )
-                    .await;
+                    self.record(&attempt, Err(&error), Vec::new()).await;
                     return Err(error);
                 }
             },
@@ -182,26 +178,23 @@ impl Invoker {
                 id: 0,
                 function: entry.record.name.clone(),
                 request_id: request_id.to_string(),
-                ts: started_at,
+                ts: attempt.started_at,
                 stream: l.stream.as_str().to_string(),
                 line: l.line,
             })
             .collect();
-        self.record(entry, request_id, started_at, start, result.as_ref(), logs)
-            .await;
+        self.record(&attempt, result.as_ref(), logs).await;
         result
     }
 
+    /// The invocation's end, as one record (with its log lines) for the recorder.
     async fn record(
         &self,
-        entry: &Entry,
-        request_id: &str,
-        started_at: i64,
-        start: Instant,
+        attempt: &Attempt<'_>,
         result: Result<&Response, &ApiError>,
         logs: Vec<LogRecord>,
     ) {
-        let elapsed = start.elapsed();
+        let elapsed = attempt.start.elapsed();
         let (outcome, status, error_code, error_message) = match result {
             Ok(response) => (kumo_core::Outcome::Ok, response.status.as_u16(), None, None),
             Err(e) => (
@@ -212,31 +205,30 @@ impl Invoker {
             ),
         };
         let record = InvocationRecord {
-            request_id: request_id.to_string(),
-            function: entry.record.name.clone(),
-            started_at,
+            request_id: attempt.request_id.to_string(),
+            function: attempt.entry.record.name.clone(),
+            started_at: attempt.started_at,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             billed_ms: billed_ms(elapsed),
-            memory_mb: entry.record.config.memory_mb,
+            memory_mb: attempt.entry.record.config.memory_mb,
             outcome,
             error_code,
             error_message,
             status,
+            cold: attempt.init.is_some(),
+            init_ms: attempt.init.map(|d| d.as_secs_f64() * 1000.0),
         };
         self.recorder.record(record, logs).await;
     }
 }
 
-impl Entry {
-    fn new(record: FunctionRecord, loaded: Loaded) -> Self {
-        let slots = record
-            .config
-            .max_concurrency
-            .map(|n| Arc::new(Semaphore::new(n as usize)));
-        Self {
-            record,
-            loaded,
-            slots,
-        }
-    }
+/// What is known about one invocation from its admission on.
+struct Attempt<'a> {
+    entry: &'a Entry,
+    request_id: &'a str,
+    /// The load time, when this invocation was a cold start.
+    init: Option<Duration>,
+    /// Wall clock, for the record; `start` measures the duration.
+    started_at: i64,
+    start: Instant,
 }

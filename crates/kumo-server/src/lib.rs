@@ -5,6 +5,7 @@ mod api;
 mod error;
 mod gateway;
 mod invoker;
+mod loaded;
 mod recorder;
 mod routes;
 
@@ -19,11 +20,14 @@ use routes::RouteTable;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 /// Default limit of request and response bodies (Lambda's synchronous payload limit).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+/// How long an idle function stays loaded by default.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10 * 60);
 /// Largest code upload accepted by a deploy.
 pub const MAX_CODE_BYTES: usize = 100 * 1024 * 1024;
 
@@ -33,6 +37,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Limit of invocation request and response bodies.
     pub max_body_bytes: usize,
+    /// A function not invoked for this long is unloaded from memory (scale to zero).
+    pub keep_alive: Duration,
 }
 
 /// Everything the handlers share.
@@ -60,6 +66,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
+    keep_alive: Duration,
 }
 
 impl Server {
@@ -94,7 +101,11 @@ impl Server {
             max_body_bytes: config.max_body_bytes,
             deploy_lock: Mutex::new(()),
         });
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            keep_alive: config.keep_alive,
+        })
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -108,13 +119,28 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
+        let sweeper = tokio::spawn(unload_idle_functions(state.clone(), self.keep_alive));
         axum::serve(self.listener, app(self.state))
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving")?;
+        sweeper.abort();
         state.recorder.flush().await;
         state.store.close().await;
         Ok(())
+    }
+}
+
+/// Scale to zero: every so often, unload the functions idle for `keep_alive`.
+async fn unload_idle_functions(state: Arc<AppState>, keep_alive: Duration) {
+    let period = (keep_alive / 4).clamp(Duration::from_millis(10), Duration::from_secs(10));
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        ticks.tick().await;
+        let unloaded = state.invoker.unload_idle(keep_alive);
+        if unloaded > 0 {
+            tracing::debug!(unloaded, "unloaded idle functions");
+        }
     }
 }
 

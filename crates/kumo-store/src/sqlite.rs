@@ -29,7 +29,9 @@ CREATE TABLE IF NOT EXISTS invocations (
     outcome       TEXT NOT NULL,
     error_code    TEXT,
     error_message TEXT,
-    status        INTEGER NOT NULL
+    status        INTEGER NOT NULL,
+    cold          INTEGER NOT NULL,
+    init_ms       REAL
 );
 CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (function, started_at);
 CREATE TABLE IF NOT EXISTS logs (
@@ -143,8 +145,8 @@ impl Store {
         for r in invocations {
             sqlx::query(
                 "INSERT OR REPLACE INTO invocations (request_id, function, started_at, duration_ms,
-                    billed_ms, memory_mb, outcome, error_code, error_message, status)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    billed_ms, memory_mb, outcome, error_code, error_message, status, cold, init_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&r.request_id)
             .bind(&r.function)
@@ -156,6 +158,8 @@ impl Store {
             .bind(&r.error_code)
             .bind(&r.error_message)
             .bind(r.status)
+            .bind(r.cold)
+            .bind(r.init_ms)
             .execute(&mut *tx)
             .await?;
         }
@@ -261,6 +265,8 @@ fn invocation_from_row(row: &SqliteRow) -> anyhow::Result<InvocationRecord> {
         error_code: row.try_get("error_code")?,
         error_message: row.try_get("error_message")?,
         status: row.try_get("status")?,
+        cold: row.try_get("cold")?,
+        init_ms: row.try_get("init_ms")?,
     })
 }
 

@@ -69,7 +69,8 @@ pub async fn deploy(
     functions.retain(|f| f.name != name);
     functions.push(record.clone());
     state.routes.rebuild(&functions);
-    state.invoker.install(record.clone(), loaded);
+    // Not kept in memory: the first invocation loads the cached artifact (lazy loading).
+    state.invoker.forget(&name);
     tracing::info!(function = %name, kind = record.kind.as_str(), created, "deployed");
     let status = if created {
         StatusCode::CREATED

@@ -102,6 +102,17 @@ impl TestServer {
         self.get(path).send().await.unwrap().text().await.unwrap()
     }
 
+    /// The value of an unlabelled metric in `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let metrics = self.get_text("/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} is exported"))
+            .parse()
+            .unwrap()
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.post(format!("{}{path}", self.url))
     }

@@ -5,5 +5,6 @@ mod cli;
 mod deploy;
 mod harness;
 mod invoke;
+mod lifecycle;
 mod limits;
 mod persistence;

@@ -3,13 +3,7 @@
 use crate::harness::{TestServer, config, request_id};
 
 async fn compilations(server: &TestServer) -> u64 {
-    let metrics = server.get_text("/metrics").await;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("kumo_compilations_total "))
-        .expect("the metric is exported")
-        .parse()
-        .unwrap()
+    server.metric("kumo_compilations_total").await
 }
 
 #[tokio::test]

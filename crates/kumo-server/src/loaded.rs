@@ -1,0 +1,97 @@
+//! The functions in memory: each one's record, pre-instantiated code and concurrency gate.
+//! A function is loaded by its first invocation (a cold start) and unloaded after `keep_alive`
+//! without invocations (scale to zero); the store stays the source of truth.
+
+use kumo_core::FunctionRecord;
+use kumo_runtime::Loaded;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+pub struct Entry {
+    pub record: FunctionRecord,
+    pub loaded: Loaded,
+    pub slots: Option<Arc<Semaphore>>,
+    last_used_ms: AtomicI64,
+}
+
+impl Entry {
+    pub fn new(record: FunctionRecord, loaded: Loaded) -> Self {
+        let slots = record
+            .config
+            .max_concurrency
+            .map(|n| Arc::new(Semaphore::new(n as usize)));
+        Self {
+            record,
+            loaded,
+            slots,
+            last_used_ms: AtomicI64::new(kumo_core::now_ms()),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct LoadedFunctions {
+    map: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Bumped by every `forget`, so a load that began before a deploy is not cached after it.
+    generation: AtomicU64,
+}
+
+impl LoadedFunctions {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+        // The map is consistent between statements, so a poisoned lock is still usable.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The loaded function, marked as used now.
+    pub fn get(&self, name: &str) -> Option<Arc<Entry>> {
+        let entry = self.map().get(name).cloned()?;
+        entry
+            .last_used_ms
+            .store(kumo_core::now_ms(), Ordering::Relaxed);
+        Some(entry)
+    }
+
+    /// Read before loading; pass to [`Self::insert`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Caches a freshly loaded entry unless the function was forgotten (redeployed, deleted)
+    /// since `generation` was read; a concurrent load that won keeps its entry.
+    pub fn insert(&self, entry: Entry, generation: u64) -> Arc<Entry> {
+        let entry = Arc::new(entry);
+        let mut map = self.map();
+        if self.generation.load(Ordering::Acquire) != generation {
+            return entry;
+        }
+        map.entry(entry.record.name.clone())
+            .or_insert(entry)
+            .clone()
+    }
+
+    pub fn forget(&self, name: &str) {
+        let mut map = self.map();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        map.remove(name);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Drops functions unused for `keep_alive` and not running now; returns how many.
+    pub fn unload_idle(&self, keep_alive: Duration) -> usize {
+        let cutoff =
+            kumo_core::now_ms() - i64::try_from(keep_alive.as_millis()).unwrap_or(i64::MAX);
+        let mut map = self.map();
+        let before = map.len();
+        // An invocation in flight holds a clone of the Arc.
+        map.retain(|_, e| {
+            Arc::strong_count(e) > 1 || e.last_used_ms.load(Ordering::Relaxed) > cutoff
+        });
+        before - map.len()
+    }
+}

@@ -1,0 +1,71 @@
+//! Instance lifecycle: lazy loading, cold and warm invocations, scale to zero.
+
+use crate::harness::{TestServer, config, request_id};
+use std::time::Duration;
+
+#[tokio::test]
+async fn deploy_loads_nothing_and_the_first_request_is_cold() {
+    let server = TestServer::start().await;
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, config())
+        .await;
+    assert_eq!(server.metric("kumo_functions_loaded").await, 0);
+
+    let first = server.get("/fn/probe/echo").send().await.unwrap();
+    assert_eq!(first.headers()["x-kumo-cold"], "1");
+    let first_id = request_id(&first);
+    let second = server.get("/fn/probe/echo").send().await.unwrap();
+    assert!(second.headers().get("x-kumo-cold").is_none());
+    let second_id = request_id(&second);
+    assert_eq!(server.metric("kumo_functions_loaded").await, 1);
+
+    let cold = server.client.invocation(&first_id).await.unwrap();
+    assert!(
+        cold.cold && cold.init_ms.is_some_and(|ms| ms > 0.0),
+        "{cold:?}"
+    );
+    let warm = server.client.invocation(&second_id).await.unwrap();
+    assert!(!warm.cold && warm.init_ms.is_none(), "{warm:?}");
+
+    // A redeploy unloads the old code: the next request is cold again and runs the new code.
+    server.deploy("probe", test_programs::HELLO, config()).await;
+    let after = server.get("/fn/probe/Ada").send().await.unwrap();
+    assert_eq!(after.headers()["x-kumo-cold"], "1");
+    assert_eq!(after.text().await.unwrap(), "hello, Ada!\n");
+}
+
+#[tokio::test]
+async fn idle_functions_scale_to_zero_and_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &["--keep-alive", "200ms"]);
+    server
+        .deploy("a", test_programs::HTTP_PROBE, config())
+        .await;
+    server
+        .deploy("b", test_programs::COMMAND_PROBE, config())
+        .await;
+    server.get("/fn/a/echo").send().await.unwrap();
+    server.client.invoke("b", b"x".to_vec()).await.unwrap();
+
+    let mut loaded = u64::MAX;
+    for _ in 0..100 {
+        loaded = server.metric("kumo_functions_loaded").await;
+        if loaded == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        loaded, 0,
+        "idle functions are unloaded after the keep-alive"
+    );
+
+    let again = server.get("/fn/a/echo").body("back").send().await.unwrap();
+    assert_eq!(again.headers()["x-kumo-cold"], "1");
+    assert_eq!(again.text().await.unwrap(), "back");
+    assert_eq!(
+        server.metric("kumo_compilations_total").await,
+        2,
+        "reloads compile nothing"
+    );
+}
