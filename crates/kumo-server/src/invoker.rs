@@ -11,6 +11,7 @@ use kumo_runtime::{Invocation, Response, Runtime};
 use kumo_store::{Blobs, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub struct InvocationRequest {
     pub method: http::Method,
@@ -33,6 +34,9 @@ pub struct Invoker {
     runtime: Arc<Runtime>,
     recorder: Recorder,
     max_response_bytes: usize,
+    /// Invocations running at once across all functions; past it, 429 (never a queue).
+    global_slots: Arc<Semaphore>,
+    max_concurrency: usize,
     /// Cache of the store: the functions in memory.
     loaded: LoadedFunctions,
 }
@@ -44,6 +48,7 @@ impl Invoker {
         runtime: Arc<Runtime>,
         recorder: Recorder,
         max_response_bytes: usize,
+        max_concurrency: usize,
     ) -> Self {
         Self {
             store,
@@ -51,6 +56,8 @@ impl Invoker {
             runtime,
             recorder,
             max_response_bytes,
+            global_slots: Arc::new(Semaphore::new(max_concurrency)),
+            max_concurrency,
             loaded: LoadedFunctions::default(),
         }
     }
@@ -134,23 +141,12 @@ impl Invoker {
             started_at: kumo_core::now_ms(),
             start: Instant::now(),
         };
-        let permit = match &entry.slots {
-            Some(slots) => match slots.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    let error = ApiError::new(
-                        ErrorKind::Throttled,
-                        format!(
-                            "function {:?} is at its max_concurrency of {}",
-                            entry.record.name,
-                            config.max_concurrency.unwrap_or_default()
-                        ),
-                    );
-                    self.record(&attempt, Err(&error), Vec::new()).await;
-                    return Err(error);
-                }
-            },
-            None => None,
+        let permits = match self.admit(entry) {
+            Ok(permits) => permits,
+            Err(error) => {
+                self.record(&attempt, Err(&error), Vec::new()).await;
+                return Err(error);
+            }
         };
         let invocation = Invocation {
             method: request.method,
@@ -167,7 +163,7 @@ impl Invoker {
             max_response_bytes: self.max_response_bytes,
         };
         let execution = self.runtime.execute(&entry.loaded, invocation).await;
-        drop(permit);
+        drop(permits);
         let result = execution
             .result
             .map_err(|f| ApiError::new(f.kind, f.message));
@@ -185,6 +181,33 @@ impl Invoker {
             .collect();
         self.record(&attempt, result.as_ref(), logs).await;
         result
+    }
+
+    /// Takes a slot of the function (if it has a limit) and one of the server, or says why not.
+    fn admit(&self, entry: &Entry) -> Result<[Option<OwnedSemaphorePermit>; 2], ApiError> {
+        let function = match &entry.slots {
+            Some(slots) => Some(slots.clone().try_acquire_owned().map_err(|_| {
+                ApiError::new(
+                    ErrorKind::Throttled,
+                    format!(
+                        "function {:?} is at its max_concurrency of {}",
+                        entry.record.name,
+                        entry.record.config.max_concurrency.unwrap_or_default()
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        let global = self.global_slots.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                ErrorKind::Throttled,
+                format!(
+                    "the server is at its max_concurrency of {}",
+                    self.max_concurrency
+                ),
+            )
+        })?;
+        Ok([function, Some(global)])
     }
 
     /// The invocation's end, as one record (with its log lines) for the recorder.

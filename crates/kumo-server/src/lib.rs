@@ -26,6 +26,8 @@ use tokio::sync::Mutex;
 
 /// Default limit of request and response bodies (Lambda's synchronous payload limit).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+/// Invocations running at once across all functions, by default.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 1000;
 /// How long an idle function stays loaded by default.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10 * 60);
 /// Largest code upload accepted by a deploy.
@@ -37,6 +39,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Limit of invocation request and response bodies.
     pub max_body_bytes: usize,
+    /// Invocations running at once across all functions.
+    pub max_concurrency: usize,
     /// A function not invoked for this long is unloaded from memory (scale to zero).
     pub keep_alive: Duration,
 }
@@ -72,6 +76,10 @@ pub struct Server {
 impl Server {
     /// Opens the data directory (creating it), restores state from it and binds the listener.
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.max_concurrency > 0,
+            "max_concurrency must be at least 1"
+        );
         let data = &config.data_dir;
         std::fs::create_dir_all(data)
             .with_context(|| format!("creating data dir {}", data.display()))?;
@@ -87,6 +95,7 @@ impl Server {
             runtime.clone(),
             recorder.clone(),
             config.max_body_bytes,
+            config.max_concurrency,
         );
         let listener = TcpListener::bind(&config.listen)
             .await

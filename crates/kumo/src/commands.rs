@@ -18,6 +18,7 @@ async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
         data_dir: args.data_dir,
         max_body_bytes: args.max_body_bytes,
         keep_alive: args.keep_alive,
+        max_concurrency: args.max_concurrency,
     })
     .await?;
     // Tests and scripts read this line to learn the port (e.g. with --listen 127.0.0.1:0).

@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// Limit of invocation request and response bodies, in bytes.
     #[arg(long, env = "KUMO_MAX_BODY_BYTES", default_value_t = kumo_server::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Invocations running at once across all functions; more are throttled (429).
+    #[arg(long, env = "KUMO_MAX_CONCURRENCY", default_value_t = kumo_server::DEFAULT_MAX_CONCURRENCY, value_parser = clap::value_parser!(usize))]
+    max_concurrency: usize,
     /// How long a function stays loaded without invocations (then it scales to zero).
     #[arg(long, env = "KUMO_KEEP_ALIVE", default_value = "10m", value_parser = kumo_core::parse_duration)]
     keep_alive: std::time::Duration,

@@ -298,3 +298,39 @@ async fn max_concurrency_throttles_with_retry_after() {
     let ok = server.get("/fn/single/echo").send().await.unwrap();
     assert_eq!(ok.status(), 200);
 }
+
+#[tokio::test]
+async fn the_server_wide_limit_throttles_every_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &["--max-concurrency", "1"]);
+    let mut slow = config();
+    slow.timeout = Duration::from_secs(3);
+    server.deploy("busy", test_programs::HTTP_PROBE, slow).await;
+    server.deploy("other", test_programs::HELLO, config()).await;
+
+    let busy = tokio::spawn(server.get("/fn/busy/loop").send());
+    let mut throttled = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let response = server.get("/fn/other/x").send().await.unwrap();
+        if response.status() == 429 {
+            throttled = Some(response);
+            break;
+        }
+    }
+    let throttled = throttled.expect("another function is throttled while the only slot is taken");
+    assert_eq!(throttled.headers()["retry-after"], "1");
+    let body: serde_json::Value = throttled.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("server"),
+        "{body}"
+    );
+    assert_eq!(busy.await.unwrap().unwrap().status(), 504);
+    assert_eq!(
+        server.get("/fn/other/x").send().await.unwrap().status(),
+        200
+    );
+}
