@@ -38,6 +38,10 @@ pub struct FunctionConfig {
     /// Invocations of this function running at once; more are throttled (429).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
+    /// Keep the function loaded from deploy (and start-up) on and never unload it, so it sees
+    /// no cold start. (Reserving this many slots of the server's limit is not built yet.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioned_concurrency: Option<u32>,
     /// Custom data-plane paths besides `/fn/{name}`: `/hello` (exact) or `/hello/*` (prefix).
     pub routes: Vec<String>,
     /// Environment variables visible to the guest.
@@ -50,6 +54,7 @@ impl Default for FunctionConfig {
             memory_mb: DEFAULT_MEMORY_MB,
             timeout: DEFAULT_TIMEOUT,
             max_concurrency: None,
+            provisioned_concurrency: None,
             routes: Vec::new(),
             env: BTreeMap::new(),
         }
@@ -86,6 +91,18 @@ impl FunctionConfig {
         }
         if self.max_concurrency == Some(0) {
             return fail("max_concurrency", "must be at least 1".to_string());
+        }
+        match (self.provisioned_concurrency, self.max_concurrency) {
+            (Some(0), _) => {
+                return fail("provisioned_concurrency", "must be at least 1".to_string());
+            }
+            (Some(p), Some(m)) if p > m => {
+                return fail(
+                    "provisioned_concurrency",
+                    format!("{p} is more than max_concurrency {m}"),
+                );
+            }
+            _ => {}
         }
         for route in &self.routes {
             if let Err(e) = Route::parse(route) {
@@ -154,6 +171,14 @@ mod tests {
             (r#"{"timeout":"16m"}"#, "timeout"),
             (r#"{"timeout":"0ms"}"#, "timeout"),
             (r#"{"max_concurrency":0}"#, "max_concurrency"),
+            (
+                r#"{"provisioned_concurrency":0}"#,
+                "provisioned_concurrency",
+            ),
+            (
+                r#"{"provisioned_concurrency":3,"max_concurrency":2}"#,
+                "provisioned_concurrency",
+            ),
             (r#"{"routes":["nope"]}"#, "routes"),
             (r#"{"env":{"A=B":"x"}}"#, "env"),
         ];

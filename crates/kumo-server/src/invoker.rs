@@ -6,8 +6,8 @@ use crate::error::ApiError;
 use crate::loaded::{Entry, LoadedFunctions};
 use crate::recorder::Recorder;
 use bytes::Bytes;
-use kumo_core::{ErrorKind, InvocationRecord, LogRecord, Target, billed_ms};
-use kumo_runtime::{Invocation, Response, Runtime};
+use kumo_core::{ErrorKind, FunctionRecord, InvocationRecord, LogRecord, Target, billed_ms};
+use kumo_runtime::{Invocation, Loaded, Response, Runtime};
 use kumo_store::{Blobs, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,6 +78,31 @@ impl Invoker {
         }
     }
 
+    /// Loads `record`'s code (from the compile cache) and caches it.
+    async fn load(&self, record: FunctionRecord, generation: u64) -> anyhow::Result<Arc<Entry>> {
+        let runtime = self.runtime.clone();
+        let code_path = self.blobs.path(&record.code_sha256);
+        let sha = record.code_sha256.clone();
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(&sha, &code_path)).await??;
+        Ok(self.loaded.insert(Entry::new(record, loaded), generation))
+    }
+
+    /// Loads a function with provisioned concurrency now, so no invocation of it is cold.
+    pub async fn preload(&self, record: FunctionRecord) -> anyhow::Result<()> {
+        let generation = self.loaded.generation();
+        self.load(record, generation).await.map(drop)
+    }
+
+    /// Replaces what is in memory after a deploy: nothing (lazy loading), or, for a function
+    /// with provisioned concurrency, the code the deploy just prepared.
+    pub fn deployed(&self, record: FunctionRecord, prepared: Loaded) {
+        self.loaded.forget(&record.name);
+        if record.config.provisioned_concurrency.is_some() {
+            let generation = self.loaded.generation();
+            self.loaded.insert(Entry::new(record, prepared), generation);
+        }
+    }
+
     /// Drops the function from memory; its next invocation loads what the store has.
     pub fn forget(&self, name: &str) {
         self.loaded.forget(name);
@@ -116,13 +141,7 @@ impl Invoker {
             .get_function(&target.name)
             .await?
             .ok_or_else(|| ApiError::not_found(&target.name))?;
-        let runtime = self.runtime.clone();
-        let code_path = self.blobs.path(&record.code_sha256);
-        let sha = record.code_sha256.clone();
-        let loaded = tokio::task::spawn_blocking(move || runtime.load(&sha, &code_path))
-            .await
-            .map_err(anyhow::Error::from)??;
-        let entry = self.loaded.insert(Entry::new(record, loaded), generation);
+        let entry = self.load(record, generation).await?;
         Ok((entry, Some(load_start.elapsed())))
     }
 

@@ -87,8 +87,9 @@ impl Server {
         let blobs = Blobs::open(&data.join("blobs"))?;
         let runtime = Runtime::new(&data.join("cache"))?;
         let recorder = Recorder::start(store.clone());
+        let functions = store.list_functions().await?;
         let routes = RouteTable::default();
-        routes.rebuild(&store.list_functions().await?);
+        routes.rebuild(&functions);
         let invoker = Invoker::new(
             store.clone(),
             blobs.clone(),
@@ -97,6 +98,15 @@ impl Server {
             config.max_body_bytes,
             config.max_concurrency,
         );
+        for f in functions.into_iter() {
+            if f.config.provisioned_concurrency.is_some() {
+                let name = f.name.clone();
+                invoker
+                    .preload(f)
+                    .await
+                    .with_context(|| format!("loading provisioned function {name}"))?;
+            }
+        }
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;

@@ -82,7 +82,8 @@ impl LoadedFunctions {
         self.map().len()
     }
 
-    /// Drops functions unused for `keep_alive` and not running now; returns how many.
+    /// Drops functions unused for `keep_alive`, not running now and without provisioned
+    /// concurrency; returns how many.
     pub fn unload_idle(&self, keep_alive: Duration) -> usize {
         let cutoff =
             kumo_core::now_ms() - i64::try_from(keep_alive.as_millis()).unwrap_or(i64::MAX);
@@ -90,7 +91,9 @@ impl LoadedFunctions {
         let before = map.len();
         // An invocation in flight holds a clone of the Arc.
         map.retain(|_, e| {
-            Arc::strong_count(e) > 1 || e.last_used_ms.load(Ordering::Relaxed) > cutoff
+            Arc::strong_count(e) > 1
+                || e.record.config.provisioned_concurrency.is_some()
+                || e.last_used_ms.load(Ordering::Relaxed) > cutoff
         });
         before - map.len()
     }

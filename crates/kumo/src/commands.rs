@@ -70,6 +70,9 @@ pub struct DeployArgs {
     /// Most invocations running at once.
     #[arg(long)]
     max_concurrency: Option<u32>,
+    /// Keep the function loaded (never a cold start); the number of slots is not reserved yet.
+    #[arg(long)]
+    provisioned_concurrency: Option<u32>,
 }
 
 pub async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
@@ -89,6 +92,7 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
     validate_name(&name)?;
     let mut config = FunctionConfig {
         max_concurrency: args.max_concurrency,
+        provisioned_concurrency: args.provisioned_concurrency,
         routes: args.routes.clone(),
         ..FunctionConfig::default()
     };

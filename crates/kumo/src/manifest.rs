@@ -22,6 +22,7 @@ struct FunctionEntry {
     memory_mb: Option<u32>,
     timeout: Option<String>,
     max_concurrency: Option<u32>,
+    provisioned_concurrency: Option<u32>,
     #[serde(default)]
     routes: Vec<String>,
     #[serde(default)]
@@ -86,6 +87,7 @@ impl Manifest {
             memory_mb: entry.memory_mb.unwrap_or(defaults.memory_mb),
             timeout,
             max_concurrency: entry.max_concurrency,
+            provisioned_concurrency: entry.provisioned_concurrency,
             routes: entry.routes,
             env: entry.env,
         };

@@ -69,8 +69,7 @@ pub async fn deploy(
     functions.retain(|f| f.name != name);
     functions.push(record.clone());
     state.routes.rebuild(&functions);
-    // Not kept in memory: the first invocation loads the cached artifact (lazy loading).
-    state.invoker.forget(&name);
+    state.invoker.deployed(record.clone(), loaded);
     tracing::info!(function = %name, kind = record.kind.as_str(), created, "deployed");
     let status = if created {
         StatusCode::CREATED

@@ -69,3 +69,46 @@ async fn idle_functions_scale_to_zero_and_come_back() {
         "reloads compile nothing"
     );
 }
+
+#[tokio::test]
+async fn provisioned_functions_are_never_cold_nor_unloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--keep-alive", "100ms"];
+    let server = TestServer::start_in(dir.path(), &args);
+    let mut provisioned = config();
+    provisioned.provisioned_concurrency = Some(1);
+    server
+        .deploy("warm", test_programs::HTTP_PROBE, provisioned)
+        .await;
+    server.deploy("lazy", test_programs::HELLO, config()).await;
+
+    let first = server.get("/fn/warm/echo").send().await.unwrap();
+    assert!(
+        first.headers().get("x-kumo-cold").is_none(),
+        "loaded at deploy"
+    );
+    server.get("/fn/lazy/x").send().await.unwrap();
+    // The lazy one scales to zero; the provisioned one stays.
+    let mut loaded = u64::MAX;
+    for _ in 0..100 {
+        loaded = server.metric("kumo_functions_loaded").await;
+        if loaded == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(loaded, 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let later = server.get("/fn/warm/echo").send().await.unwrap();
+    assert!(
+        later.headers().get("x-kumo-cold").is_none(),
+        "never unloaded"
+    );
+    server.stop();
+
+    // After a restart it is loaded again before the first request.
+    let server = TestServer::start_in(dir.path(), &args);
+    assert_eq!(server.metric("kumo_functions_loaded").await, 1);
+    let restarted = server.get("/fn/warm/echo").send().await.unwrap();
+    assert!(restarted.headers().get("x-kumo-cold").is_none());
+}
