@@ -275,17 +275,7 @@ async fn max_concurrency_throttles_with_retry_after() {
         .await;
 
     let busy = tokio::spawn(server.get("/fn/single/loop").send());
-    // Wait until the looping invocation holds the only slot.
-    let mut throttled = None;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let response = server.get("/fn/single/echo").send().await.unwrap();
-        if response.status() == 429 {
-            throttled = Some(response);
-            break;
-        }
-    }
-    let throttled = throttled.expect("a second invocation is throttled while the first runs");
+    let throttled = first_throttled(&server, "/fn/single/echo").await;
     assert_eq!(throttled.headers()["retry-after"], "1");
     let id = request_id(&throttled);
     assert_eq!(error_code(throttled).await, "throttled");
@@ -309,16 +299,7 @@ async fn the_server_wide_limit_throttles_every_function() {
     server.deploy("other", test_programs::HELLO, config()).await;
 
     let busy = tokio::spawn(server.get("/fn/busy/loop").send());
-    let mut throttled = None;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let response = server.get("/fn/other/x").send().await.unwrap();
-        if response.status() == 429 {
-            throttled = Some(response);
-            break;
-        }
-    }
-    let throttled = throttled.expect("another function is throttled while the only slot is taken");
+    let throttled = first_throttled(&server, "/fn/other/x").await;
     assert_eq!(throttled.headers()["retry-after"], "1");
     let body: serde_json::Value = throttled.json().await.unwrap();
     assert!(
@@ -333,4 +314,17 @@ async fn the_server_wide_limit_throttles_every_function() {
         server.get("/fn/other/x").send().await.unwrap().status(),
         200
     );
+}
+
+/// Requests `path` until one is throttled, i.e. until a looping invocation started just before
+/// holds the only slot; fails after 2.5 s.
+async fn first_throttled(server: &TestServer, path: &str) -> reqwest::Response {
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let response = server.get(path).send().await.unwrap();
+        if response.status() == 429 {
+            return response;
+        }
+    }
+    panic!("no request to {path} was throttled while the only slot was taken");
 }
