@@ -25,6 +25,18 @@ impl TestServer {
         server
     }
 
+    /// A fresh server with the probes deployed as `probe` (wasi-http) and `cmd` (command).
+    pub async fn with_probes() -> Self {
+        let server = Self::start().await;
+        server
+            .deploy("probe", test_programs::HTTP_PROBE, config())
+            .await;
+        server
+            .deploy("cmd", test_programs::COMMAND_PROBE, config())
+            .await;
+        server
+    }
+
     /// Starts `kumo serve` on 127.0.0.1:0 with `data_dir`, and waits for its address.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
         Self::spawn("serve", data_dir, extra, None)

@@ -103,13 +103,7 @@ async fn timeout_stops_a_looping_guest_and_the_server_carries_on() {
 
 #[tokio::test]
 async fn payloads_over_the_limit_are_413_both_ways() {
-    let server = TestServer::start().await;
-    server
-        .deploy("probe", test_programs::HTTP_PROBE, config())
-        .await;
-    server
-        .deploy("cmd", test_programs::COMMAND_PROBE, config())
-        .await;
+    let server = TestServer::with_probes().await;
     let limit = 6 * 1024 * 1024;
 
     let big = vec![b'a'; limit + 1];
@@ -186,13 +180,7 @@ async fn configured_body_limit_applies() {
 
 #[tokio::test]
 async fn traps_panics_exits_and_missing_responses_are_function_errors() {
-    let server = TestServer::start().await;
-    server
-        .deploy("probe", test_programs::HTTP_PROBE, config())
-        .await;
-    server
-        .deploy("cmd", test_programs::COMMAND_PROBE, config())
-        .await;
+    let server = TestServer::with_probes().await;
     server
         .deploy("silent", test_programs::NO_RESPONSE, config())
         .await;
@@ -249,13 +237,7 @@ async fn traps_panics_exits_and_missing_responses_are_function_errors() {
 
 #[tokio::test]
 async fn guests_cannot_reach_the_host_filesystem_or_network() {
-    let server = TestServer::start().await;
-    server
-        .deploy("probe", test_programs::HTTP_PROBE, config())
-        .await;
-    server
-        .deploy("cmd", test_programs::COMMAND_PROBE, config())
-        .await;
+    let server = TestServer::with_probes().await;
     for path in ["/fn/probe/fs", "/fn/probe/socket", "/fn/probe/outbound"] {
         let body = server.get_text(path).await;
         assert!(body.starts_with("denied"), "{path}: {body}");
