@@ -15,6 +15,33 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lambda's limit; longer work belongs in a workflow.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
+/// Requests one reused instance serves before it is replaced, by default.
+pub const DEFAULT_MAX_INSTANCE_REQUESTS: u32 = 1000;
+
+/// How a wasi-http function's instances serve requests. Commands always run fresh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Instances {
+    /// A new instance per request: nothing a request leaves in memory reaches the next.
+    #[default]
+    Fresh,
+    /// Like Lambda's warm execution environments: an instance serves one request after
+    /// another and keeps its memory between them; it is replaced after a failure, after
+    /// `max_instance_requests` requests, or when idle.
+    Reuse,
+}
+
+impl std::str::FromStr for Instances {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fresh" => Ok(Self::Fresh),
+            "reuse" => Ok(Self::Reuse),
+            _ => Err(format!("{s:?} is not fresh or reuse")),
+        }
+    }
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("{field}: {message}")]
 pub struct ConfigError {
@@ -39,13 +66,17 @@ pub struct FunctionConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
     /// Keep the function loaded from deploy (and start-up) on and never unload it, so it sees
-    /// no cold start. (Reserving this many slots of the server's limit is not built yet.)
+    /// no cold start; this many slots of the server's concurrency are kept for it alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provisioned_concurrency: Option<u32>,
     /// Custom data-plane paths besides `/fn/{name}`: `/hello` (exact) or `/hello/*` (prefix).
     pub routes: Vec<String>,
     /// Environment variables visible to the guest.
     pub env: BTreeMap<String, String>,
+    /// `fresh` (default) or `reuse`.
+    pub instances: Instances,
+    /// With `instances = "reuse"`: requests one instance serves before it is replaced.
+    pub max_instance_requests: u32,
 }
 
 impl Default for FunctionConfig {
@@ -57,6 +88,8 @@ impl Default for FunctionConfig {
             provisioned_concurrency: None,
             routes: Vec::new(),
             env: BTreeMap::new(),
+            instances: Instances::Fresh,
+            max_instance_requests: DEFAULT_MAX_INSTANCE_REQUESTS,
         }
     }
 }
@@ -103,6 +136,9 @@ impl FunctionConfig {
                 );
             }
             _ => {}
+        }
+        if self.max_instance_requests == 0 {
+            return fail("max_instance_requests", "must be at least 1".to_string());
         }
         for route in &self.routes {
             if let Err(e) = Route::parse(route) {
@@ -155,9 +191,10 @@ mod tests {
     #[test]
     fn json_round_trips() {
         let c = config(
-            r#"{"memory_mb":64,"timeout":"5s","max_concurrency":3,"routes":["/a/*"],"env":{"K":"v"}}"#,
+            r#"{"memory_mb":64,"timeout":"5s","max_concurrency":3,"routes":["/a/*"],"env":{"K":"v"},"instances":"reuse","max_instance_requests":5}"#,
         );
         assert_eq!(c.timeout, Duration::from_secs(5));
+        assert_eq!(c.instances, Instances::Reuse);
         let again: FunctionConfig =
             serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(again, c);
@@ -179,6 +216,7 @@ mod tests {
                 r#"{"provisioned_concurrency":3,"max_concurrency":2}"#,
                 "provisioned_concurrency",
             ),
+            (r#"{"max_instance_requests":0}"#, "max_instance_requests"),
             (r#"{"routes":["nope"]}"#, "routes"),
             (r#"{"env":{"A=B":"x"}}"#, "env"),
         ];
@@ -194,5 +232,7 @@ mod tests {
         assert!(err.to_string().contains("memroy_mb"), "{err}");
         let err = serde_json::from_str::<FunctionConfig>(r#"{"timeout":"5 parsecs"}"#).unwrap_err();
         assert!(err.to_string().contains("timeout"), "{err}");
+        let err = serde_json::from_str::<FunctionConfig>(r#"{"instances":"warm"}"#).unwrap_err();
+        assert!(err.to_string().contains("fresh"), "{err}");
     }
 }

@@ -10,8 +10,8 @@ mod records;
 mod route;
 
 pub use config::{
-    ConfigError, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, FunctionConfig, MAX_MEMORY_MB, MAX_TIMEOUT,
-    MIN_MEMORY_MB,
+    ConfigError, DEFAULT_MAX_INSTANCE_REQUESTS, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, FunctionConfig,
+    Instances, MAX_MEMORY_MB, MAX_TIMEOUT, MIN_MEMORY_MB,
 };
 pub use duration::{format_duration, parse_duration};
 pub use name::{NameError, Target, validate_name};

@@ -44,10 +44,11 @@ impl Capture {
         buf.bytes.extend_from_slice(&data[..data.len().min(room)]);
     }
 
-    /// Takes what was captured and whether anything was dropped.
+    /// Takes what was captured and whether anything was dropped, and starts afresh (a reused
+    /// instance keeps its capture across invocations).
     pub fn take(&self) -> (Vec<u8>, bool) {
-        let mut buf = self.lock();
-        (std::mem::take(&mut buf.bytes), buf.overflowed)
+        let buf = std::mem::take(&mut *self.lock());
+        (buf.bytes, buf.overflowed)
     }
 }
 

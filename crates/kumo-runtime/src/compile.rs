@@ -63,6 +63,11 @@ impl Runtime {
     /// Validates `code`, compiles it, caches the artifact under `sha256`, and returns it loaded.
     /// CPU-heavy: call it from a blocking thread.
     pub fn prepare(&self, sha256: &str, code: &[u8]) -> Result<Loaded, InvalidCode> {
+        // Code compiled before (same bytes, same engine) is not compiled again, which keeps a
+        // deploy of known code (another name, a config change) cheap.
+        if let Some(compiled) = self.read_cache(&self.cache_path(sha256)) {
+            return self.link(&compiled);
+        }
         let compiled = self.compile(code)?;
         let loaded = self.link(&compiled)?;
         self.write_cache(sha256, &compiled)?;

@@ -67,6 +67,10 @@ impl Failure {
                 ErrorKind::FunctionError,
                 format!("the function exited with status {code}"),
             )),
+            None if e.is::<wasmtime::PoolConcurrencyLimitError>() => Err(Self::new(
+                ErrorKind::Throttled,
+                "every instance slot of the server is in use",
+            )),
             None => Err(Self {
                 kind: ErrorKind::FunctionError,
                 message: format!("the function failed: {}", e.root_cause()),
@@ -208,6 +212,41 @@ impl Runtime {
             });
         }
         Execution { result, logs }
+    }
+
+    /// The per-request cost of a fresh instance without running the guest: a new store with its
+    /// limits, instantiation, and dropping it all again. For benchmarks and diagnostics.
+    pub async fn time_instantiation(
+        &self,
+        loaded: &Loaded,
+        memory_bytes: usize,
+    ) -> anyhow::Result<Duration> {
+        let start = std::time::Instant::now();
+        let component_host = || {
+            ComponentHost::new(
+                WasiCtxBuilder::new().build(),
+                MemoryLimit::new(memory_bytes),
+            )
+        };
+        match loaded {
+            Loaded::Http(pre) => {
+                let mut store = self.new_store(component_host(), |h| &mut h.limits);
+                pre.instantiate_async(&mut store).await?;
+            }
+            Loaded::Command(pre) => {
+                let mut store = self.new_store(component_host(), |h| &mut h.limits);
+                pre.instantiate_async(&mut store).await?;
+            }
+            Loaded::Module(pre) => {
+                let host = ModuleHost {
+                    wasi: WasiCtxBuilder::new().build_p1(),
+                    limits: MemoryLimit::new(memory_bytes),
+                };
+                let mut store = self.new_store(host, |h| &mut h.limits);
+                pre.instantiate_async(&mut store).await?;
+            }
+        }
+        Ok(start.elapsed())
     }
 
     fn new_store<T: Send + 'static>(

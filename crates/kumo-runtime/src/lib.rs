@@ -19,14 +19,50 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the engine's epoch advances. A running guest yields to the async executor at every
 /// tick, which is what lets a timeout (a plain `tokio::time::timeout`) stop a guest that loops.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// How the engine allocates instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    /// Pre-reserved slots for memories, tables and stacks, with copy-on-write memory images: an
+    /// instantiation maps the module's initial memory instead of copying it. Falls back to
+    /// `OnDemand` when the machine cannot reserve the address space.
+    Pooling,
+    /// mmap per instance; slower to instantiate, no up-front reservation.
+    OnDemand,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeConfig {
+    pub allocator: Allocator,
+    /// Invocations that may run at once (the server's limit); sizes the instance pool.
+    pub max_concurrency: u32,
+    /// Warm instances kept for reuse across all functions; they hold pool slots too.
+    pub max_idle_instances: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            allocator: Allocator::Pooling,
+            max_concurrency: 1000,
+            max_idle_instances: 256,
+        }
+    }
+}
+
+/// Core instances (and memories, tables) a slot allows for one component instance: a wasi-http
+/// component built with an adapter carries several small core modules beside the main one.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+const MEMORIES_PER_COMPONENT: u32 = 2;
+
 pub struct Runtime {
     engine: Engine,
+    allocator: Allocator,
     component_linker: wasmtime::component::Linker<ComponentHost>,
     module_linker: wasmtime::Linker<ModuleHost>,
     cache_dir: PathBuf,
@@ -37,13 +73,20 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds the engine and linkers. Compiled artifacts are cached in `cache_dir`.
-    pub fn new(cache_dir: &Path) -> anyhow::Result<Arc<Self>> {
+    pub fn new(cache_dir: &Path, config: RuntimeConfig) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(cache_dir)
             .with_context(|| format!("creating compile cache {}", cache_dir.display()))?;
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+        let slots = config
+            .max_concurrency
+            .saturating_add(config.max_idle_instances);
+        let (engine, allocator) = match build_engine(config.allocator, slots) {
+            Ok(engine) => (engine, config.allocator),
+            Err(e) if config.allocator == Allocator::Pooling => {
+                tracing::warn!("pooling allocator unavailable ({e:#}); allocating on demand");
+                (build_engine(Allocator::OnDemand, 0)?, Allocator::OnDemand)
+            }
+            Err(e) => return Err(e),
+        };
 
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
@@ -60,6 +103,7 @@ impl Runtime {
         let fingerprint = compile::engine_fingerprint(&engine);
         Ok(Arc::new(Self {
             engine,
+            allocator,
             component_linker,
             module_linker,
             cache_dir: cache_dir.to_path_buf(),
@@ -73,9 +117,32 @@ impl Runtime {
         self.compilations.load(Ordering::Relaxed)
     }
 
+    /// The allocator in use (pooling may have fallen back to on-demand).
+    pub fn allocator(&self) -> Allocator {
+        self.allocator
+    }
+
     fn count_compilation(&self) {
         self.compilations.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+fn build_engine(allocator: Allocator, max_instances: u32) -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    if allocator == Allocator::Pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(max_instances)
+            .total_core_instances(max_instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+            .total_memories(max_instances.saturating_mul(MEMORIES_PER_COMPONENT))
+            .total_tables(max_instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+            .total_stacks(max_instances)
+            .max_memory_size(kumo_core::MAX_MEMORY_MB as usize * 1024 * 1024);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config.memory_init_cow(true);
+    }
+    Engine::new(&config).map_err(anyhow::Error::from)
 }
 
 /// Advances the engine's epoch forever on a plain thread. It holds only a weak handle, so it

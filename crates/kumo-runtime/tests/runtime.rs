@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use kumo_core::{ErrorKind, FunctionKind};
-use kumo_runtime::{Execution, Invocation, Loaded, Runtime};
+use kumo_runtime::{Execution, Invocation, Loaded, Runtime, RuntimeConfig};
 use std::path::Path;
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ async fn run(rt: &Runtime, loaded: &Loaded, inv: Invocation) -> Execution {
 #[tokio::test]
 async fn kinds_are_detected_and_guests_run() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = Runtime::new(dir.path()).unwrap();
+    let rt = Runtime::new(dir.path(), RuntimeConfig::default()).unwrap();
     let http = prepare(&rt, test_programs::HTTP_PROBE);
     assert_eq!(http.kind(), FunctionKind::WasiHttp);
     let out = run(&rt, &http, invocation("/env/GREETING", "")).await;
@@ -48,7 +48,7 @@ async fn kinds_are_detected_and_guests_run() {
 #[tokio::test]
 async fn limits_and_failures_are_classified() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = Runtime::new(dir.path()).unwrap();
+    let rt = Runtime::new(dir.path(), RuntimeConfig::default()).unwrap();
     let http = prepare(&rt, test_programs::HTTP_PROBE);
     let cmd = prepare(&rt, test_programs::COMMAND_PROBE);
     let mut short = invocation("/loop", "loop");
@@ -88,10 +88,10 @@ async fn limits_and_failures_are_classified() {
 async fn cached_artifacts_are_not_recompiled() {
     let dir = tempfile::tempdir().unwrap();
     let code = std::fs::read(test_programs::WORDCOUNT).unwrap();
-    let rt = Runtime::new(dir.path()).unwrap();
+    let rt = Runtime::new(dir.path(), RuntimeConfig::default()).unwrap();
     rt.prepare("wc", &code).unwrap();
     assert_eq!(rt.compilations(), 1);
-    let again = Runtime::new(dir.path()).unwrap();
+    let again = Runtime::new(dir.path(), RuntimeConfig::default()).unwrap();
     let loaded = again.load("wc", Path::new("/nonexistent")).unwrap();
     assert_eq!(again.compilations(), 0);
     let out = run(&again, &loaded, invocation("/", "a b\nc")).await;

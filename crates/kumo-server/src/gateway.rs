@@ -162,9 +162,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
          kumo_compilations_total {}\n\
          # HELP kumo_functions_loaded Functions loaded in memory.\n\
          # TYPE kumo_functions_loaded gauge\n\
-         kumo_functions_loaded {}\n",
+         kumo_functions_loaded {}\n\
+         # HELP kumo_pooling_allocator 1 when instances come from the pooling allocator.\n\
+         # TYPE kumo_pooling_allocator gauge\n\
+         kumo_pooling_allocator {}\n",
         state.runtime.compilations(),
-        state.invoker.loaded_count()
+        state.invoker.loaded_count(),
+        u8::from(state.runtime.allocator() == kumo_runtime::Allocator::Pooling)
     );
     (
         StatusCode::OK,

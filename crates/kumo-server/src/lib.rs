@@ -13,7 +13,8 @@ pub use invoker::{InvocationRequest, Invoked, Invoker};
 
 use anyhow::Context as _;
 use axum::Router;
-use kumo_runtime::Runtime;
+pub use kumo_runtime::Allocator;
+use kumo_runtime::{Runtime, RuntimeConfig};
 use kumo_store::{Blobs, Store};
 use recorder::Recorder;
 use routes::RouteTable;
@@ -43,6 +44,8 @@ pub struct ServerConfig {
     pub max_concurrency: usize,
     /// A function not invoked for this long is unloaded from memory (scale to zero).
     pub keep_alive: Duration,
+    /// How wasm instances get their memory (pooling unless the machine cannot).
+    pub allocator: Allocator,
 }
 
 /// Everything the handlers share.
@@ -85,7 +88,14 @@ impl Server {
             .with_context(|| format!("creating data dir {}", data.display()))?;
         let store = Store::open(&data.join("kumo.db")).await?;
         let blobs = Blobs::open(&data.join("blobs"))?;
-        let runtime = Runtime::new(&data.join("cache"))?;
+        let runtime = Runtime::new(
+            &data.join("cache"),
+            RuntimeConfig {
+                allocator: config.allocator,
+                max_concurrency: u32::try_from(config.max_concurrency).unwrap_or(u32::MAX),
+                ..RuntimeConfig::default()
+            },
+        )?;
         let recorder = Recorder::start(store.clone());
         let functions = store.list_functions().await?;
         let routes = RouteTable::default();

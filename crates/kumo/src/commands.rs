@@ -19,6 +19,7 @@ async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
         max_body_bytes: args.max_body_bytes,
         keep_alive: args.keep_alive,
         max_concurrency: args.max_concurrency,
+        allocator: args.allocator,
     })
     .await?;
     // Tests and scripts read this line to learn the port (e.g. with --listen 127.0.0.1:0).
@@ -70,9 +71,15 @@ pub struct DeployArgs {
     /// Most invocations running at once.
     #[arg(long)]
     max_concurrency: Option<u32>,
-    /// Keep the function loaded (never a cold start); the number of slots is not reserved yet.
+    /// Keep the function loaded (never a cold start) with this many concurrency slots reserved.
     #[arg(long)]
     provisioned_concurrency: Option<u32>,
+    /// `fresh` (a new instance per request) or `reuse` (warm instances serve many requests).
+    #[arg(long)]
+    instances: Option<kumo_core::Instances>,
+    /// With --instances reuse: requests one instance serves before it is replaced.
+    #[arg(long)]
+    max_instance_requests: Option<u32>,
 }
 
 pub async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
@@ -98,6 +105,12 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
     };
     if let Some(m) = args.memory {
         config.memory_mb = m;
+    }
+    if let Some(i) = args.instances {
+        config.instances = i;
+    }
+    if let Some(n) = args.max_instance_requests {
+        config.max_instance_requests = n;
     }
     if let Some(t) = &args.timeout {
         config.timeout = parse_duration(t).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;

@@ -42,6 +42,18 @@ pub struct ServeArgs {
     /// How long a function stays loaded without invocations (then it scales to zero).
     #[arg(long, env = "KUMO_KEEP_ALIVE", default_value = "10m", value_parser = kumo_core::parse_duration)]
     keep_alive: std::time::Duration,
+    /// How wasm instances get memory: `pooling` (pre-reserved slots, copy-on-write images) or
+    /// `on-demand` (mmap per instance).
+    #[arg(long, env = "KUMO_ALLOCATOR", default_value = "pooling", value_parser = parse_allocator)]
+    allocator: kumo_server::Allocator,
+}
+
+fn parse_allocator(s: &str) -> Result<kumo_server::Allocator, String> {
+    match s {
+        "pooling" => Ok(kumo_server::Allocator::Pooling),
+        "on-demand" => Ok(kumo_server::Allocator::OnDemand),
+        _ => Err("expected pooling or on-demand".into()),
+    }
 }
 
 #[derive(Subcommand)]

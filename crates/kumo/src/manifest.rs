@@ -1,7 +1,7 @@
 //! `kumo.toml`: the functions of a project, how to build them and how to configure them.
 
 use anyhow::{Context as _, bail};
-use kumo_core::{FunctionConfig, parse_duration, validate_name};
+use kumo_core::{FunctionConfig, Instances, parse_duration, validate_name};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,8 @@ struct FunctionEntry {
     timeout: Option<String>,
     max_concurrency: Option<u32>,
     provisioned_concurrency: Option<u32>,
+    instances: Option<Instances>,
+    max_instance_requests: Option<u32>,
     #[serde(default)]
     routes: Vec<String>,
     #[serde(default)]
@@ -90,6 +92,10 @@ impl Manifest {
             provisioned_concurrency: entry.provisioned_concurrency,
             routes: entry.routes,
             env: entry.env,
+            instances: entry.instances.unwrap_or(defaults.instances),
+            max_instance_requests: entry
+                .max_instance_requests
+                .unwrap_or(defaults.max_instance_requests),
         };
         config.validate()?;
         Ok(ManifestFunction {

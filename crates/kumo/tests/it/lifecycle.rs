@@ -112,3 +112,19 @@ async fn provisioned_functions_are_never_cold_nor_unloaded() {
     let restarted = server.get("/fn/warm/echo").send().await.unwrap();
     assert!(restarted.headers().get("x-kumo-cold").is_none());
 }
+
+#[tokio::test]
+async fn both_instance_allocators_run_functions() {
+    let pooled = TestServer::start().await;
+    assert_eq!(pooled.metric("kumo_pooling_allocator").await, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let on_demand = TestServer::start_in(dir.path(), &["--allocator", "on-demand"]);
+    assert_eq!(on_demand.metric("kumo_pooling_allocator").await, 0);
+    for server in [&pooled, &on_demand] {
+        server.deploy("hello", test_programs::HELLO, config()).await;
+        for _ in 0..3 {
+            let response = server.get("/fn/hello/Ada").send().await.unwrap();
+            assert_eq!(response.text().await.unwrap(), "hello, Ada!\n");
+        }
+    }
+}

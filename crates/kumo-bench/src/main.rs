@@ -1,0 +1,64 @@
+//! `kumo-bench`: measures kumo side by side with `wasmtime serve` (the peer) and a bare hyper
+//! server (the limit) in one run, and reports ratios. See BENCHMARKS.md and `scripts/bench.sh`.
+
+mod hello_server;
+mod load;
+mod run;
+mod servers;
+mod stats;
+
+use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "kumo-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The whole benchmark: prints a markdown report and writes the JSON results.
+    Run(run::RunArgs),
+    /// The load generator alone (the harness runs it as a separate, pinned process).
+    Load {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        concurrency: usize,
+        #[arg(long, value_parser = kumo_core::parse_duration)]
+        warmup: Duration,
+        #[arg(long, value_parser = kumo_core::parse_duration)]
+        duration: Duration,
+    },
+    /// The bare hyper hello-world server (the limit).
+    HyperHello {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(run::run(args)),
+        Command::Load {
+            url,
+            concurrency,
+            warmup,
+            duration,
+        } => {
+            // One thread: the load generator gets one core and must not need more.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let local = tokio::task::LocalSet::new();
+            let result = local.block_on(&rt, load::run(&url, concurrency, warmup, duration))?;
+            println!("{}", serde_json::to_string(&result)?);
+            Ok(())
+        }
+        Command::HyperHello { listen } => {
+            tokio::runtime::Runtime::new()?.block_on(hello_server::serve(&listen))
+        }
+    }
+}
