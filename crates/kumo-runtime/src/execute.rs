@@ -5,9 +5,11 @@ use crate::Runtime;
 use crate::capture::Capture;
 use crate::compile::Loaded;
 use crate::host::{ComponentHost, MemoryLimit, ModuleHost};
+use crate::warm::{HttpInstance, WarmPool};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use kumo_core::ErrorKind;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use wasmtime::{Store, UpdateDeadline};
@@ -110,39 +112,54 @@ pub struct Execution {
 }
 
 impl Runtime {
-    /// Runs one invocation in a fresh instance. Never panics on guest behaviour: every trap,
-    /// exit, limit and malformed response ends up in `Execution::result`.
-    pub async fn execute(&self, loaded: &Loaded, inv: Invocation) -> Execution {
+    /// Runs one invocation: in a fresh instance, or, for a wasi-http function given a `warm`
+    /// pool, in a warm instance from it (which goes back after a success). Never panics on
+    /// guest behaviour: every trap, exit, limit and malformed response ends up in
+    /// `Execution::result`.
+    pub async fn execute(
+        &self,
+        loaded: &Loaded,
+        warm: Option<&WarmPool>,
+        inv: Invocation,
+    ) -> Execution {
         let is_command = !matches!(loaded, Loaded::Http(_));
-        // A command's stdout is its response body, so it is capped at the response limit (+1
-        // byte to tell "exactly at the limit" from "over it").
-        let stdout = Capture::new(if is_command {
-            inv.max_response_bytes + 1
-        } else {
-            LOG_CAP
-        });
-        let stderr = Capture::new(LOG_CAP);
-        let limits = MemoryLimit::new(inv.memory_bytes);
-        let memory_hit = limits.hit_flag();
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .envs(&inv.env);
-        if is_command {
-            wasi.stdin(MemoryInputPipe::new(inv.body.clone()));
-        }
         let timeout = inv.timeout;
         let memory_mib = inv.memory_bytes / (1024 * 1024);
 
+        // A wasi-http instance, warm or new, with the captures and memory flag it writes to.
+        let http_instance = match loaded {
+            Loaded::Http(_) => Some(
+                warm.and_then(WarmPool::take)
+                    .unwrap_or_else(|| self.new_http_instance(&inv)),
+            ),
+            _ => None,
+        };
+        let (stdout, stderr, memory_hit) = match &http_instance {
+            Some(i) => (i.stdout.clone(), i.stderr.clone(), i.memory_hit.clone()),
+            None => (
+                // A command's stdout is its response body, so it is capped at the response
+                // limit (+1 byte to tell "exactly at the limit" from "over it").
+                Capture::new(inv.max_response_bytes + 1),
+                Capture::new(LOG_CAP),
+                Arc::default(),
+            ),
+        };
+        memory_hit.store(false, Ordering::Relaxed);
+
         let run = async {
-            match loaded {
-                Loaded::Http(pre) => {
-                    let host = ComponentHost::new(wasi.build(), limits);
-                    let store = self.new_store(host, |h| &mut h.limits);
-                    run_http(pre.clone(), store, inv).await
+            match (loaded, http_instance) {
+                (Loaded::Http(pre), Some(instance)) => {
+                    let (result, instance) = run_http(pre.clone(), instance, inv).await;
+                    if let (Some(warm), Some(instance)) = (warm, instance) {
+                        warm.put(instance);
+                    }
+                    result
                 }
-                Loaded::Command(pre) => {
-                    let host = ComponentHost::new(wasi.build(), limits);
+                (Loaded::Http(_), None) => unreachable!("an http function has an instance"),
+                (Loaded::Command(pre), _) => {
+                    let limits = MemoryLimit::with_flag(inv.memory_bytes, memory_hit.clone());
+                    let wasi = command_wasi(&inv, &stdout, &stderr).build();
+                    let host = ComponentHost::new(wasi, limits);
                     let mut store = self.new_store(host, |h| &mut h.limits);
                     let run = async {
                         let command = pre.instantiate_async(&mut store).await?;
@@ -158,10 +175,10 @@ impl Runtime {
                     }
                     .and_then(|()| command_response(&stdout, inv.max_response_bytes))
                 }
-                Loaded::Module(pre) => {
+                (Loaded::Module(pre), _) => {
                     let host = ModuleHost {
-                        wasi: wasi.build_p1(),
-                        limits,
+                        wasi: command_wasi(&inv, &stdout, &stderr).build_p1(),
+                        limits: MemoryLimit::with_flag(inv.memory_bytes, memory_hit.clone()),
                     };
                     let mut store = self.new_store(host, |h| &mut h.limits);
                     let run = async {
@@ -249,6 +266,20 @@ impl Runtime {
         Ok(start.elapsed())
     }
 
+    /// A new, not yet instantiated wasi-http instance: its store, limits and captured stdio.
+    fn new_http_instance(&self, inv: &Invocation) -> HttpInstance {
+        let (stdout, stderr) = (Capture::new(LOG_CAP), Capture::new(LOG_CAP));
+        let limits = MemoryLimit::new(inv.memory_bytes);
+        let memory_hit = limits.hit_flag();
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .envs(&inv.env)
+            .build();
+        let store = self.new_store(ComponentHost::new(wasi, limits), |h| &mut h.limits);
+        HttpInstance::new(store, stdout, stderr, memory_hit)
+    }
+
     fn new_store<T: Send + 'static>(
         &self,
         data: T,
@@ -262,6 +293,16 @@ impl Runtime {
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         store
     }
+}
+
+/// The WASI context of a command: the payload on stdin, stdout and stderr captured.
+fn command_wasi(inv: &Invocation, stdout: &Capture, stderr: &Capture) -> WasiCtxBuilder {
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdin(MemoryInputPipe::new(inv.body.clone()))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .envs(&inv.env);
+    wasi
 }
 
 /// A command's response: its stdout as the body, unless it wrote more than the limit.
@@ -282,12 +323,13 @@ fn command_response(stdout: &Capture, max_bytes: usize) -> Result<Response, Fail
 
 /// Hands the request to a wasi:http handler and collects its whole response (bounded).
 /// The guest runs in its own task, as the response head can arrive before it finishes
-/// writing the body; the task is aborted when this future is dropped (timeout).
+/// writing the body; the task is aborted when this future is dropped (timeout). The instance
+/// is handed back only when everything succeeded, so a failed one is never reused.
 async fn run_http(
     pre: ProxyPre<ComponentHost>,
-    mut store: Store<ComponentHost>,
+    mut instance: HttpInstance,
     inv: Invocation,
-) -> Result<Response, Failure> {
+) -> (Result<Response, Failure>, Option<HttpInstance>) {
     let internal = |e: wasmtime::Error| Failure::new(ErrorKind::Internal, format!("{e:#}"));
     let authority = inv
         .headers
@@ -296,81 +338,123 @@ async fn run_http(
         .filter(|h| h.parse::<http::uri::Authority>().is_ok())
         .unwrap_or("localhost")
         .to_string();
-    let mut request = http::Request::builder()
+    let request = http::Request::builder()
         .method(inv.method)
         .uri(format!("http://{authority}{}", inv.path_and_query))
-        .body(Full::new(inv.body).map_err(|never| -> wasmtime_wasi_http::Error { match never {} }))
-        .map_err(|e| Failure::new(ErrorKind::InvalidRequest, format!("bad request: {e}")))?;
+        .body(Full::new(inv.body).map_err(|never| -> wasmtime_wasi_http::Error { match never {} }));
+    let mut request = match request {
+        Ok(request) => request,
+        Err(e) => {
+            let failure = Failure::new(ErrorKind::InvalidRequest, format!("bad request: {e}"));
+            return (Err(failure), Some(instance));
+        }
+    };
     *request.headers_mut() = inv.headers;
 
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    let request = store
-        .data_mut()
+    let (sender, mut receiver) = tokio::sync::oneshot::channel();
+    let http = instance.store.data_mut();
+    let resources = http
         .http()
         .new_incoming_request(Scheme::Http, request)
-        .map_err(internal)?;
-    let outparam = store
-        .data_mut()
-        .http()
-        .new_response_outparam(sender)
-        .map_err(internal)?;
-    let guest = AbortOnDrop(tokio::spawn(async move {
-        let proxy = pre.instantiate_async(&mut store).await?;
+        .and_then(|request| Ok((request, http.http().new_response_outparam(sender)?)));
+    let (request, outparam) = match resources {
+        Ok(resources) => resources,
+        Err(e) => return (Err(internal(e)), None),
+    };
+    let mut guest = AbortOnDrop(tokio::spawn(async move {
+        let proxy = match instance.proxy.take() {
+            Some(proxy) => proxy,
+            None => pre.instantiate_async(&mut instance.store).await?,
+        };
         proxy
             .wasi_http_incoming_handler()
-            .call_handle(&mut store, request, outparam)
-            .await
-        // The store, and with it the response sender if never used, is dropped here.
+            .call_handle(&mut instance.store, request, outparam)
+            .await?;
+        instance.proxy = Some(proxy);
+        instance.served += 1;
+        Ok(instance)
     }));
 
-    let response = match receiver.await {
-        Ok(Ok(response)) => response,
-        Ok(Err(code)) => {
-            return Err(Failure::new(
+    // The guest may end before its response arrives (it never sent one, or it kept the
+    // response handle alive); then its result is all there is.
+    let mut ended = None;
+    let sent = tokio::select! {
+        sent = &mut receiver => sent.ok(),
+        joined = guest.wait() => {
+            ended = Some(joined);
+            receiver.try_recv().ok()
+        }
+    };
+    let response = match sent {
+        Some(Ok(response)) => response,
+        Some(Err(code)) => {
+            let failure = Failure::new(
                 ErrorKind::FunctionError,
                 format!("the function answered with an error: {code:?}"),
-            ));
+            );
+            return (Err(failure), None);
         }
-        Err(_) => {
-            guest_result(guest).await?;
-            return Err(Failure::new(
-                ErrorKind::FunctionError,
-                "the function returned without sending a response",
-            ));
+        None => {
+            let result = guest_result(ended, guest).await.and_then(|_| {
+                Err(Failure::new(
+                    ErrorKind::FunctionError,
+                    "the function returned without sending a response",
+                ))
+            });
+            return (result, None);
         }
     };
     let (parts, body) = response.into_parts();
     let body = match collect_limited(body, inv.max_response_bytes).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
-            return Err(Failure::new(
+            let failure = Failure::new(
                 ErrorKind::PayloadTooLarge,
                 format!(
                     "the function's response body is larger than the limit of {} bytes",
                     inv.max_response_bytes
                 ),
-            ));
+            );
+            return (Err(failure), None);
         }
         Err(BodyError::Stream(e)) => {
-            guest_result(guest).await?;
-            return Err(Failure::new(
-                ErrorKind::FunctionError,
-                format!("the function's response body failed: {e}"),
-            ));
+            let result = guest_result(ended, guest).await.and_then(|_| {
+                Err(Failure::new(
+                    ErrorKind::FunctionError,
+                    format!("the function's response body failed: {e}"),
+                ))
+            });
+            return (result, None);
         }
     };
-    guest_result(guest).await?;
-    Ok(Response {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    })
+    match guest_result(ended, guest).await {
+        Ok(instance) => (
+            Ok(Response {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            }),
+            instance,
+        ),
+        Err(failure) => (Err(failure), None),
+    }
 }
 
-async fn guest_result(guest: AbortOnDrop<wasmtime::Result<()>>) -> Result<(), Failure> {
-    match guest.join().await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Failure::from_guest_error(e),
+type GuestJoin = Result<wasmtime::Result<HttpInstance>, tokio::task::JoinError>;
+
+/// The guest task's outcome: `ended` if it was already taken, else waited for now. The
+/// instance, unless the guest exited (status 0) and so cannot serve again.
+async fn guest_result(
+    ended: Option<GuestJoin>,
+    mut guest: AbortOnDrop<wasmtime::Result<HttpInstance>>,
+) -> Result<Option<HttpInstance>, Failure> {
+    let joined = match ended {
+        Some(joined) => joined,
+        None => guest.wait().await,
+    };
+    match joined {
+        Ok(Ok(instance)) => Ok(Some(instance)),
+        Ok(Err(e)) => Failure::from_guest_error(e).map(|()| None),
         Err(e) => Err(Failure::new(
             ErrorKind::Internal,
             format!("the guest task failed: {e}"),
@@ -401,7 +485,9 @@ async fn collect_limited(mut body: HyperOutgoingBody, max: usize) -> Result<Byte
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
 impl<T> AbortOnDrop<T> {
-    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+    /// Waits for the task. Call it at most once to completion: a finished task cannot be
+    /// polled again.
+    async fn wait(&mut self) -> Result<T, tokio::task::JoinError> {
         (&mut self.0).await
     }
 }

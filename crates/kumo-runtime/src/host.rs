@@ -76,6 +76,15 @@ impl MemoryLimit {
         }
     }
 
+    /// A limit that reports hitting it on `hit`, a flag the caller already holds.
+    pub fn with_flag(max_bytes: usize, hit: Arc<AtomicBool>) -> Self {
+        Self {
+            max_bytes,
+            total_bytes: 0,
+            hit,
+        }
+    }
+
     /// A handle that outlives the store, to ask afterwards whether the limit was hit.
     pub fn hit_flag(&self) -> Arc<AtomicBool> {
         self.hit.clone()

@@ -9,15 +9,17 @@ mod capture;
 mod compile;
 mod execute;
 mod host;
+mod warm;
 
 pub use compile::{InvalidCode, Loaded};
 pub use execute::{Execution, Failure, Invocation, LogLine, LogStream, Response};
+pub use warm::WarmPool;
 
 use anyhow::Context as _;
 use host::{ComponentHost, ModuleHost};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -69,6 +71,9 @@ pub struct Runtime {
     /// Identifies the engine's compiled-code format; part of every cache file name.
     fingerprint: String,
     compilations: AtomicU64,
+    /// Warm instances waiting for reuse, across all functions, and their cap.
+    warm_instances: Arc<AtomicUsize>,
+    max_warm_instances: usize,
 }
 
 impl Runtime {
@@ -109,12 +114,28 @@ impl Runtime {
             cache_dir: cache_dir.to_path_buf(),
             fingerprint,
             compilations: AtomicU64::new(0),
+            warm_instances: Arc::default(),
+            max_warm_instances: config.max_idle_instances as usize,
         }))
     }
 
     /// How many times this runtime compiled wasm to machine code (cache misses included).
     pub fn compilations(&self) -> u64 {
         self.compilations.load(Ordering::Relaxed)
+    }
+
+    /// An empty pool of warm instances for a function with `instances = "reuse"`.
+    pub fn warm_pool(&self, max_requests: u32) -> WarmPool {
+        WarmPool::new(
+            max_requests,
+            self.warm_instances.clone(),
+            self.max_warm_instances,
+        )
+    }
+
+    /// Warm instances waiting for reuse now, across all functions.
+    pub fn warm_instances(&self) -> usize {
+        self.warm_instances.load(Ordering::Relaxed)
     }
 
     /// The allocator in use (pooling may have fallen back to on-demand).

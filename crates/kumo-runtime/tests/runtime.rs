@@ -20,13 +20,15 @@ fn invocation(path: &str, body: &str) -> Invocation {
     }
 }
 
+/// Prepares the code at `path`, cached under its content hash as the server does.
 fn prepare(rt: &Runtime, path: &str) -> Loaded {
     let code = std::fs::read(path).unwrap();
-    rt.prepare("test", &code).unwrap()
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&code));
+    rt.prepare(&sha, &code).unwrap()
 }
 
 async fn run(rt: &Runtime, loaded: &Loaded, inv: Invocation) -> Execution {
-    rt.execute(loaded, inv).await
+    rt.execute(loaded, None, inv).await
 }
 
 #[tokio::test]
@@ -89,6 +91,9 @@ async fn cached_artifacts_are_not_recompiled() {
     let dir = tempfile::tempdir().unwrap();
     let code = std::fs::read(test_programs::WORDCOUNT).unwrap();
     let rt = Runtime::new(dir.path(), RuntimeConfig::default()).unwrap();
+    rt.prepare("wc", &code).unwrap();
+    assert_eq!(rt.compilations(), 1);
+    // A second deploy of the same code (another name, a config change) compiles nothing.
     rt.prepare("wc", &code).unwrap();
     assert_eq!(rt.compilations(), 1);
     let again = Runtime::new(dir.path(), RuntimeConfig::default()).unwrap();

@@ -165,10 +165,18 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
          kumo_functions_loaded {}\n\
          # HELP kumo_pooling_allocator 1 when instances come from the pooling allocator.\n\
          # TYPE kumo_pooling_allocator gauge\n\
-         kumo_pooling_allocator {}\n",
+         kumo_pooling_allocator {}\n\
+         # HELP kumo_warm_instances Instances kept warm for reuse, across all functions.\n\
+         # TYPE kumo_warm_instances gauge\n\
+         kumo_warm_instances {}\n\
+         # HELP kumo_invocations_in_flight Invocations running now.\n\
+         # TYPE kumo_invocations_in_flight gauge\n\
+         kumo_invocations_in_flight {}\n",
         state.runtime.compilations(),
         state.invoker.loaded_count(),
-        u8::from(state.runtime.allocator() == kumo_runtime::Allocator::Pooling)
+        u8::from(state.runtime.allocator() == kumo_runtime::Allocator::Pooling),
+        state.runtime.warm_instances(),
+        state.invoker.in_flight()
     );
     (
         StatusCode::OK,

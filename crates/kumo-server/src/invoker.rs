@@ -5,13 +5,15 @@
 use crate::error::ApiError;
 use crate::loaded::{Entry, LoadedFunctions};
 use crate::recorder::Recorder;
+use crate::slots::{Slot, Slots};
 use bytes::Bytes;
 use kumo_core::{ErrorKind, FunctionRecord, InvocationRecord, LogRecord, Target, billed_ms};
 use kumo_runtime::{Invocation, Loaded, Response, Runtime};
 use kumo_store::{Blobs, Store};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 pub struct InvocationRequest {
     pub method: http::Method,
@@ -34,8 +36,11 @@ pub struct Invoker {
     runtime: Arc<Runtime>,
     recorder: Recorder,
     max_response_bytes: usize,
-    /// Invocations running at once across all functions; past it, 429 (never a queue).
-    global_slots: Arc<Semaphore>,
+    /// The server's slots not reserved by provisioned concurrency; past them, 429 (never a
+    /// queue).
+    shared_slots: Arc<Slots>,
+    /// Slots reserved for functions with provisioned concurrency, by function name.
+    reserved_slots: Mutex<HashMap<String, Arc<Slots>>>,
     max_concurrency: usize,
     /// Cache of the store: the functions in memory.
     loaded: LoadedFunctions,
@@ -56,7 +61,8 @@ impl Invoker {
             runtime,
             recorder,
             max_response_bytes,
-            global_slots: Arc::new(Semaphore::new(max_concurrency)),
+            shared_slots: Slots::new(max_concurrency),
+            reserved_slots: Mutex::default(),
             max_concurrency,
             loaded: LoadedFunctions::default(),
         }
@@ -84,7 +90,9 @@ impl Invoker {
         let code_path = self.blobs.path(&record.code_sha256);
         let sha = record.code_sha256.clone();
         let loaded = tokio::task::spawn_blocking(move || runtime.load(&sha, &code_path)).await??;
-        Ok(self.loaded.insert(Entry::new(record, loaded), generation))
+        Ok(self
+            .loaded
+            .insert(Entry::new(record, loaded, &self.runtime), generation))
     }
 
     /// Loads a function with provisioned concurrency now, so no invocation of it is cold.
@@ -99,7 +107,8 @@ impl Invoker {
         self.loaded.forget(&record.name);
         if record.config.provisioned_concurrency.is_some() {
             let generation = self.loaded.generation();
-            self.loaded.insert(Entry::new(record, prepared), generation);
+            self.loaded
+                .insert(Entry::new(record, prepared, &self.runtime), generation);
         }
     }
 
@@ -181,7 +190,10 @@ impl Invoker {
             timeout: config.timeout,
             max_response_bytes: self.max_response_bytes,
         };
-        let execution = self.runtime.execute(&entry.loaded, invocation).await;
+        let execution = self
+            .runtime
+            .execute(&entry.loaded, entry.warm.as_ref(), invocation)
+            .await;
         drop(permits);
         let result = execution
             .result
@@ -202,8 +214,9 @@ impl Invoker {
         result
     }
 
-    /// Takes a slot of the function (if it has a limit) and one of the server, or says why not.
-    fn admit(&self, entry: &Entry) -> Result<[Option<OwnedSemaphorePermit>; 2], ApiError> {
+    /// Takes a slot of the function (if it has a limit) and one of the server (from its
+    /// reserve first, if it has provisioned concurrency), or says why not.
+    fn admit(&self, entry: &Entry) -> Result<(Option<OwnedSemaphorePermit>, Slot), ApiError> {
         let function = match &entry.slots {
             Some(slots) => Some(slots.clone().try_acquire_owned().map_err(|_| {
                 ApiError::new(
@@ -217,16 +230,75 @@ impl Invoker {
             })?),
             None => None,
         };
-        let global = self.global_slots.clone().try_acquire_owned().map_err(|_| {
-            ApiError::new(
-                ErrorKind::Throttled,
-                format!(
-                    "the server is at its max_concurrency of {}",
-                    self.max_concurrency
-                ),
-            )
-        })?;
-        Ok([function, Some(global)])
+        let reserved = match entry.record.config.provisioned_concurrency {
+            Some(_) => self.reserved_slots().get(&entry.record.name).cloned(),
+            None => None,
+        };
+        let server = reserved
+            .and_then(|r| r.try_take())
+            .or_else(|| self.shared_slots.try_take())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::Throttled,
+                    format!(
+                        "the server is at its max_concurrency of {}",
+                        self.max_concurrency
+                    ),
+                )
+            })?;
+        Ok((function, server))
+    }
+
+    /// Invocations running now, across all functions.
+    pub fn in_flight(&self) -> usize {
+        let reserved: usize = self.reserved_slots().values().map(|s| s.in_use()).sum();
+        self.shared_slots.in_use() + reserved
+    }
+
+    fn reserved_slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slots>>> {
+        // The map is consistent between statements, so a poisoned lock is still usable.
+        self.reserved_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Slots of the server a function named `name` could reserve: those not reserved by the
+    /// other functions.
+    pub fn reservable(&self, name: &str, functions: &[FunctionRecord]) -> usize {
+        let others: usize = functions
+            .iter()
+            .filter(|f| f.name != name)
+            .filter_map(|f| f.config.provisioned_concurrency)
+            .map(|n| n as usize)
+            .sum();
+        self.max_concurrency.saturating_sub(others)
+    }
+
+    /// Sets aside the provisioned concurrency of `functions` (all deployed functions) and
+    /// leaves the rest of the server's slots shared. What does not fit (a server restarted
+    /// with a lower limit) is reserved only as far as it goes.
+    pub fn reserve(&self, functions: &[FunctionRecord]) {
+        let mut reserved = self.reserved_slots();
+        let mut left = self.max_concurrency;
+        let mut next = HashMap::new();
+        for f in functions {
+            let Some(wanted) = f.config.provisioned_concurrency else {
+                continue;
+            };
+            let n = (wanted as usize).min(left);
+            if n < wanted as usize {
+                tracing::warn!(
+                    function = %f.name,
+                    "provisioned_concurrency {wanted} does not fit the server's max_concurrency; {n} reserved"
+                );
+            }
+            left -= n;
+            let slots = reserved.remove(&f.name).unwrap_or_else(|| Slots::new(n));
+            slots.set_limit(n);
+            next.insert(f.name.clone(), slots);
+        }
+        *reserved = next;
+        self.shared_slots.set_limit(left);
     }
 
     /// The invocation's end, as one record (with its log lines) for the recorder.

@@ -8,6 +8,7 @@ mod invoker;
 mod loaded;
 mod recorder;
 mod routes;
+mod slots;
 
 pub use invoker::{InvocationRequest, Invoked, Invoker};
 
@@ -108,6 +109,7 @@ impl Server {
             config.max_body_bytes,
             config.max_concurrency,
         );
+        invoker.reserve(&functions);
         for f in functions.into_iter() {
             if f.config.provisioned_concurrency.is_some() {
                 let name = f.name.clone();

@@ -2,8 +2,8 @@
 //! A function is loaded by its first invocation (a cold start) and unloaded after `keep_alive`
 //! without invocations (scale to zero); the store stays the source of truth.
 
-use kumo_core::FunctionRecord;
-use kumo_runtime::Loaded;
+use kumo_core::{FunctionRecord, Instances};
+use kumo_runtime::{Loaded, Runtime, WarmPool};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,19 +14,25 @@ pub struct Entry {
     pub record: FunctionRecord,
     pub loaded: Loaded,
     pub slots: Option<Arc<Semaphore>>,
+    /// Warm instances, for a wasi-http function with `instances = "reuse"`.
+    pub warm: Option<WarmPool>,
     last_used_ms: AtomicI64,
 }
 
 impl Entry {
-    pub fn new(record: FunctionRecord, loaded: Loaded) -> Self {
+    pub fn new(record: FunctionRecord, loaded: Loaded, runtime: &Runtime) -> Self {
         let slots = record
             .config
             .max_concurrency
             .map(|n| Arc::new(Semaphore::new(n as usize)));
+        let warm = (record.config.instances == Instances::Reuse
+            && matches!(loaded, Loaded::Http(_)))
+        .then(|| runtime.warm_pool(record.config.max_instance_requests));
         Self {
             record,
             loaded,
             slots,
+            warm,
             last_used_ms: AtomicI64::new(kumo_core::now_ms()),
         }
     }
@@ -83,8 +89,15 @@ impl LoadedFunctions {
     }
 
     /// Drops functions unused for `keep_alive`, not running now and without provisioned
-    /// concurrency; returns how many.
+    /// concurrency, and warm instances idle as long; returns how many functions it unloaded.
     pub fn unload_idle(&self, keep_alive: Duration) -> usize {
+        // Trimmed outside the lock: dropping instances releases memory, which takes a while.
+        let entries: Vec<_> = self.map().values().cloned().collect();
+        for entry in entries {
+            if let Some(warm) = &entry.warm {
+                warm.trim(keep_alive);
+            }
+        }
         let cutoff =
             kumo_core::now_ms() - i64::try_from(keep_alive.as_millis()).unwrap_or(i64::MAX);
         let mut map = self.map();

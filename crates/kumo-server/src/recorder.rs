@@ -3,12 +3,17 @@
 
 use kumo_core::{InvocationRecord, LogRecord};
 use kumo_store::Store;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 512;
 /// Records waiting in the channel before senders wait: backpressure rather than loss.
 const CHANNEL_CAPACITY: usize = 8192;
+/// How long a batch gathers records before it is written: under load, one transaction per
+/// window instead of one per handful of records. A flush ends the window at once.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
 enum Message {
     Record(Box<InvocationRecord>, Vec<LogRecord>),
@@ -50,12 +55,12 @@ impl Recorder {
 }
 
 async fn write_batches(store: Store, mut rx: mpsc::Receiver<Message>) {
-    let mut first = rx.recv().await;
-    while let Some(message) = first {
+    while let Some(first) = rx.recv().await {
         let mut invocations = Vec::new();
         let mut logs = Vec::new();
         let mut flushes = Vec::new();
-        let mut next = Some(message);
+        let window_end = Instant::now() + BATCH_WINDOW;
+        let mut next = Some(first);
         while let Some(message) = next {
             match message {
                 Message::Record(r, l) => {
@@ -64,10 +69,16 @@ async fn write_batches(store: Store, mut rx: mpsc::Receiver<Message>) {
                 }
                 Message::Flush(done) => flushes.push(done),
             }
-            next = if invocations.len() < MAX_BATCH {
+            next = if invocations.len() >= MAX_BATCH {
+                None
+            } else if !flushes.is_empty() {
                 rx.try_recv().ok()
             } else {
-                None
+                // Wait for more until the window closes; None also when every sender is gone.
+                tokio::time::timeout_at(window_end, rx.recv())
+                    .await
+                    .ok()
+                    .flatten()
             };
         }
         if let Err(e) = store.insert_batch(&invocations, &logs).await {
@@ -79,6 +90,5 @@ async fn write_batches(store: Store, mut rx: mpsc::Receiver<Message>) {
         for done in flushes {
             let _ = done.send(());
         }
-        first = rx.recv().await;
     }
 }

@@ -9,6 +9,9 @@ use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
 
+/// Rows per multi-row INSERT: 12 columns x 256 stays far below SQLite's 32,766 bound variables.
+const INSERT_CHUNK: usize = 256;
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS functions (
     name        TEXT PRIMARY KEY,
@@ -69,6 +72,9 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             // With WAL, NORMAL loses at most the last transactions on power loss, never integrity.
             .synchronous(SqliteSynchronous::Normal)
+            // 16 MiB of page cache per connection (SQLite's default is 2 MiB): the indexes of
+            // the records tables are written all the time and should not be re-read.
+            .pragma("cache_size", "-16384")
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -141,39 +147,42 @@ impl Store {
         invocations: &[InvocationRecord],
         logs: &[LogRecord],
     ) -> anyhow::Result<()> {
+        // Multi-row INSERTs: one statement per chunk rather than per row, as each statement is
+        // a round trip to sqlx's SQLite worker thread.
         let mut tx = self.pool.begin().await?;
-        for r in invocations {
-            sqlx::query(
+        for chunk in invocations.chunks(INSERT_CHUNK) {
+            let mut query = sqlx::QueryBuilder::new(
                 "INSERT OR REPLACE INTO invocations (request_id, function, started_at, duration_ms,
-                    billed_ms, memory_mb, outcome, error_code, error_message, status, cold, init_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&r.request_id)
-            .bind(&r.function)
-            .bind(r.started_at)
-            .bind(r.duration_ms)
-            .bind(i64::try_from(r.billed_ms).unwrap_or(i64::MAX))
-            .bind(r.memory_mb)
-            .bind(r.outcome.as_str())
-            .bind(&r.error_code)
-            .bind(&r.error_message)
-            .bind(r.status)
-            .bind(r.cold)
-            .bind(r.init_ms)
-            .execute(&mut *tx)
-            .await?;
+                    billed_ms, memory_mb, outcome, error_code, error_message, status, cold, init_ms) ",
+            );
+            query.push_values(chunk, |mut row, r| {
+                row.push_bind(&r.request_id)
+                    .push_bind(&r.function)
+                    .push_bind(r.started_at)
+                    .push_bind(r.duration_ms)
+                    .push_bind(i64::try_from(r.billed_ms).unwrap_or(i64::MAX))
+                    .push_bind(r.memory_mb)
+                    .push_bind(r.outcome.as_str())
+                    .push_bind(&r.error_code)
+                    .push_bind(&r.error_message)
+                    .push_bind(r.status)
+                    .push_bind(r.cold)
+                    .push_bind(r.init_ms);
+            });
+            query.build().execute(&mut *tx).await?;
         }
-        for l in logs {
-            sqlx::query(
-                "INSERT INTO logs (function, request_id, ts, stream, line) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&l.function)
-            .bind(&l.request_id)
-            .bind(l.ts)
-            .bind(&l.stream)
-            .bind(&l.line)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in logs.chunks(INSERT_CHUNK) {
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO logs (function, request_id, ts, stream, line) ",
+            );
+            query.push_values(chunk, |mut row, l| {
+                row.push_bind(&l.function)
+                    .push_bind(&l.request_id)
+                    .push_bind(l.ts)
+                    .push_bind(&l.stream)
+                    .push_bind(&l.line);
+            });
+            query.build().execute(&mut *tx).await?;
         }
         tx.commit().await.context("writing invocation records")
     }

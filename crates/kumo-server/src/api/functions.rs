@@ -59,6 +59,17 @@ pub async fn deploy(
             format!("route {route} is already served by function {owner:?}"),
         ));
     }
+    if let Some(wanted) = record.config.provisioned_concurrency {
+        let free = state.invoker.reservable(&name, &functions);
+        if wanted as usize > free {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "provisioned_concurrency {wanted} does not fit: {free} of the server's slots are not reserved by other functions"
+                ),
+            ));
+        }
+    }
     state.blobs.put(&code).await?;
     let created = state.store.upsert_function(&record).await?;
     let record = state
@@ -69,6 +80,7 @@ pub async fn deploy(
     functions.retain(|f| f.name != name);
     functions.push(record.clone());
     state.routes.rebuild(&functions);
+    state.invoker.reserve(&functions);
     state.invoker.deployed(record.clone(), loaded);
     tracing::info!(function = %name, kind = record.kind.as_str(), created, "deployed");
     let status = if created {
@@ -123,7 +135,9 @@ pub async fn delete(
         return Err(ApiError::not_found(&name));
     }
     state.invoker.forget(&name);
-    state.routes.rebuild(&state.store.list_functions().await?);
+    let functions = state.store.list_functions().await?;
+    state.routes.rebuild(&functions);
+    state.invoker.reserve(&functions);
     tracing::info!(function = %name, "deleted");
     Ok(StatusCode::NO_CONTENT)
 }

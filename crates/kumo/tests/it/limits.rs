@@ -1,6 +1,7 @@
 //! Every limit, hit: memory, time, payload sizes, concurrency; guest failures and the sandbox.
 
 use crate::harness::{TestServer, config, error_code, request_id};
+use kumo_api::FunctionConfig;
 use kumo_core::Outcome;
 use std::time::{Duration, Instant};
 
@@ -309,4 +310,46 @@ async fn first_throttled(server: &TestServer, path: &str) -> reqwest::Response {
         }
     }
     panic!("no request to {path} was throttled while the only slot was taken");
+}
+
+#[tokio::test]
+async fn provisioned_concurrency_reserves_slots_of_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &["--max-concurrency", "2"]);
+    let provisioned = FunctionConfig {
+        provisioned_concurrency: Some(1),
+        ..config()
+    };
+    server
+        .deploy("reserved", test_programs::HTTP_PROBE, provisioned)
+        .await;
+    let busy = FunctionConfig {
+        timeout: Duration::from_secs(2),
+        ..config()
+    };
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, busy)
+        .await;
+
+    // Asking for more than is left unreserved is refused, and nothing changes.
+    let greedy = FunctionConfig {
+        provisioned_concurrency: Some(2),
+        ..config()
+    };
+    let code = std::fs::read(test_programs::HTTP_PROBE).unwrap();
+    let refused = server.client.deploy("greedy", code, &greedy).await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("conflict")),
+        "{refused:?}"
+    );
+
+    // One looping request fills the only shared slot: other functions are throttled, the
+    // provisioned one still runs in its reserved slot.
+    let looping = tokio::spawn(server.get("/fn/probe/loop").send());
+    let throttled = first_throttled(&server, "/fn/probe/echo").await;
+    assert_eq!(error_code(throttled).await, "throttled");
+    assert_eq!(server.metric("kumo_invocations_in_flight").await, 1);
+    let reserved = server.get("/fn/reserved/echo").send().await.unwrap();
+    assert_eq!(reserved.status(), 200);
+    assert_eq!(error_code(looping.await.unwrap().unwrap()).await, "timeout");
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod deploy;
 mod harness;
+mod instances;
 mod invoke;
 mod lifecycle;
 mod limits;

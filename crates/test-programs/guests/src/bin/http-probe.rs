@@ -1,7 +1,12 @@
 //! A wasi:http guest whose behaviour is chosen by the request path, so that one compiled
 //! component can exercise every limit and error path of the platform.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use wstd::http::{Body, Error, Request, Response, StatusCode};
+
+/// Requests this instance has served: 1 on every request of a fresh instance, counting up in a
+/// reused one.
+static SERVED: AtomicU32 = AtomicU32::new(0);
 
 #[wstd::http_server]
 async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
@@ -9,7 +14,9 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
     let text = |s: String| Response::builder().status(StatusCode::OK).body(Body::from(s));
+    let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
     match path.as_str() {
+        "/counter" => Ok(text(served.to_string())?),
         // Echoes method, path, query, one header and the body.
         "/echo" | "/" => {
             let payload = body.bytes_contents().await?;

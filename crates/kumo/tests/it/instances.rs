@@ -1,0 +1,100 @@
+//! Instance reuse: `fresh` instances share nothing between requests; `reuse` keeps an
+//! instance warm and replaces it after a failure, after `max_instance_requests`, or when idle.
+//! The probe's `/counter` answers how many requests its instance has served.
+
+use crate::harness::{TestServer, config, error_code};
+use kumo_api::FunctionConfig;
+use kumo_core::Instances;
+use std::time::Duration;
+
+fn reuse(max_instance_requests: u32) -> FunctionConfig {
+    FunctionConfig {
+        instances: Instances::Reuse,
+        max_instance_requests,
+        timeout: Duration::from_millis(500),
+        ..config()
+    }
+}
+
+async fn counters(server: &TestServer, n: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        seen.push(server.get_text("/fn/probe/counter").await);
+    }
+    seen
+}
+
+#[tokio::test]
+async fn fresh_instances_share_nothing_between_requests() {
+    let server = TestServer::start().await;
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, config())
+        .await;
+    assert_eq!(counters(&server, 3).await, ["1", "1", "1"]);
+    assert_eq!(server.metric("kumo_warm_instances").await, 0);
+}
+
+#[tokio::test]
+async fn reused_instances_are_replaced_after_their_requests_and_after_failures() {
+    let server = TestServer::start().await;
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, reuse(3))
+        .await;
+    // One instance serves three requests, then a new one takes over.
+    assert_eq!(counters(&server, 5).await, ["1", "2", "3", "1", "2"]);
+    assert_eq!(server.metric("kumo_warm_instances").await, 1);
+
+    // A trap: the instance is dropped, the next request gets a new one.
+    let panic = server.get("/fn/probe/panic").send().await.unwrap();
+    assert_eq!(error_code(panic).await, "function_error");
+    assert_eq!(counters(&server, 2).await, ["1", "2"]);
+
+    // A timeout too.
+    let looping = server.get("/fn/probe/loop").send().await.unwrap();
+    assert_eq!(error_code(looping).await, "timeout");
+    assert_eq!(counters(&server, 1).await, ["1"]);
+
+    // A redeploy starts over with new instances.
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, reuse(100))
+        .await;
+    assert_eq!(counters(&server, 3).await, ["1", "2", "3"]);
+}
+
+#[tokio::test]
+async fn idle_warm_instances_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &["--keep-alive", "300ms"]);
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, reuse(100))
+        .await;
+    assert_eq!(counters(&server, 2).await, ["1", "2"]);
+    let mut warm = u64::MAX;
+    for _ in 0..100 {
+        warm = server.metric("kumo_warm_instances").await;
+        if warm == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        warm, 0,
+        "an idle warm instance is dropped after the keep-alive"
+    );
+    assert_eq!(counters(&server, 1).await, ["1"]);
+}
+
+#[tokio::test]
+async fn concurrent_requests_each_get_their_own_instance() {
+    let server = TestServer::start().await;
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, reuse(1000))
+        .await;
+    // Requests in flight at once never share an instance; afterwards the warm ones wait.
+    let requests = (0..8).map(|_| server.get("/fn/probe/counter").send());
+    for response in futures::future::join_all(requests).await {
+        assert_eq!(response.unwrap().status(), 200);
+    }
+    let warm = server.metric("kumo_warm_instances").await;
+    assert!((1..=8).contains(&warm), "{warm} warm instances");
+}
