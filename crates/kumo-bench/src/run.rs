@@ -111,6 +111,7 @@ const LIMIT: &str = "bare hyper";
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let can_pin = servers::can_pin();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     servers::pin_self();
     let hello =
         std::fs::read(&args.hello).with_context(|| format!("reading {}", args.hello.display()))?;
@@ -174,7 +175,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let ratios = ratios(&warm, &args.concurrency);
     let report = Report {
-        machine: machine(can_pin, &args),
+        machine: machine(can_pin, cpus, &args),
         instantiate,
         cold_start,
         warm,
@@ -427,7 +428,7 @@ fn ratios(warm: &[WarmRun], levels: &[usize]) -> Vec<Ratio> {
     ratios
 }
 
-fn machine(pinned: bool, args: &RunArgs) -> Machine {
+fn machine(pinned: bool, cpus: usize, args: &RunArgs) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -439,7 +440,7 @@ fn machine(pinned: bool, args: &RunArgs) -> Machine {
         .unwrap_or_else(|_| "unknown".into());
     Machine {
         cpu,
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpus,
         kernel,
         pinned,
         duration_s: args.duration.as_secs_f64(),
@@ -451,7 +452,7 @@ fn markdown(r: &Report) -> String {
     let mut out = String::new();
     let m = &r.machine;
     out += &format!(
-        "Machine: {} ({} CPUs visible to the harness), Linux {}; servers pinned to CPU {SERVER_CPU}, load generator to CPU {CLIENT_CPU}: {}. {} s per run after {} s warm-up.\n\n",
+        "Machine: {} ({} CPUs), Linux {}; servers pinned to CPU {SERVER_CPU}, load generator to CPU {CLIENT_CPU}: {}. {} s per run after {} s warm-up.\n\n",
         m.cpu, m.cpus, m.kernel, m.pinned, m.duration_s, m.warmup_s
     );
     out += "| start-up | samples | p50 (µs) | p99 (µs) |\n|---|---|---|---|\n";

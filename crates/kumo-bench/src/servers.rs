@@ -82,7 +82,10 @@ pub fn free_addr() -> anyhow::Result<String> {
 
 /// Starts `command` (which must listen on `addr`) and waits until it accepts connections.
 pub async fn start(mut command: Command, addr: String, what: &str) -> anyhow::Result<Running> {
+    // Servers run as in production: no backtrace capture on every error value.
     command
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
