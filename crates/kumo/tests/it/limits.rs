@@ -353,3 +353,47 @@ async fn provisioned_concurrency_reserves_slots_of_the_server() {
     assert_eq!(reserved.status(), 200);
     assert_eq!(error_code(looping.await.unwrap().unwrap()).await, "timeout");
 }
+
+#[tokio::test]
+async fn a_function_hogging_cpu_does_not_starve_the_others() {
+    let server = TestServer::start().await;
+    let hog = FunctionConfig {
+        max_concurrency: Some(4),
+        timeout: Duration::from_secs(5),
+        ..config()
+    };
+    server.deploy("hog", test_programs::HTTP_PROBE, hog).await;
+    server.deploy("other", test_programs::HELLO, config()).await;
+
+    // Eight busy loops: four run (its max_concurrency), four are throttled at once.
+    let loops: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(server.get("/fn/hog/loop").send()))
+        .collect();
+    let mut in_flight = 0;
+    for _ in 0..100 {
+        in_flight = server.metric("kumo_invocations_in_flight").await;
+        if in_flight == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(in_flight, 4, "the hog runs at its max_concurrency");
+    // While all four spin, another function still answers, request after request.
+    for _ in 0..10 {
+        let response = server.get("/fn/other/Ada").send().await.unwrap();
+        assert_eq!(response.text().await.unwrap(), "hello, Ada!\n");
+    }
+    assert_eq!(server.metric("kumo_invocations_in_flight").await, 4);
+    let mut codes = Vec::new();
+    for running in loops {
+        codes.push(error_code(running.await.unwrap().unwrap()).await);
+    }
+    codes.sort();
+    assert_eq!(
+        codes,
+        ["throttled"; 4]
+            .into_iter()
+            .chain(["timeout"; 4])
+            .collect::<Vec<_>>()
+    );
+}
