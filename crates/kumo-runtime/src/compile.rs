@@ -122,7 +122,8 @@ impl Runtime {
         .map_err(anyhow::Error::from)?;
         // Write then rename, so a crash never leaves a half-written artifact under the real name.
         let path = self.cache_path(sha256);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per write: concurrent deploys of the same new code each write their own file.
+        let tmp = path.with_extension(format!("tmp-{}", unique_suffix()));
         std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
     }
@@ -213,4 +214,11 @@ pub fn engine_fingerprint(engine: &Engine) -> String {
     let mut hasher = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     format!("{:016x}", hasher.finish())
+}
+
+/// A suffix no other write in this process (or another process) uses at the same time.
+fn unique_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
 }

@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Clone)]
 pub struct Blobs {
@@ -33,7 +34,12 @@ impl Blobs {
             return Ok(sha);
         }
         // Write then rename: a crash never leaves a truncated blob under its hash.
-        let tmp = self.dir.join(format!(".{sha}.{}.tmp", std::process::id()));
+        // Unique per write: concurrent deploys of the same new code each write their own file.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!(".{sha}.{}-{n}.tmp", std::process::id()));
         tokio::fs::write(&tmp, bytes)
             .await
             .with_context(|| format!("writing {}", tmp.display()))?;

@@ -211,3 +211,26 @@ async fn a_route_belongs_to_one_function_and_delete_frees_it() {
     assert_eq!(again.status(), 404);
     server.client.deploy("other", code, &cfg).await.unwrap();
 }
+
+#[tokio::test]
+async fn concurrent_deploys_of_the_same_new_code_all_succeed_and_compile_once() {
+    let server = TestServer::start().await;
+    let code = std::fs::read(test_programs::HELLO).unwrap();
+    let deploys = (0..8).map(|i| {
+        let (client, code) = (server.client.clone(), code.clone());
+        async move { client.deploy(&format!("h{i}"), code, &config()).await }
+    });
+    for result in futures::future::join_all(deploys).await {
+        assert!(result.is_ok(), "{result:?}");
+    }
+    // Each concurrent first deploy may compile before the artifact is cached, but a later
+    // deploy of the same code compiles nothing.
+    let compiled = server.metric("kumo_compilations_total").await;
+    assert!((1..=8).contains(&compiled), "{compiled}");
+    server.client.deploy("h8", code, &config()).await.unwrap();
+    assert_eq!(server.metric("kumo_compilations_total").await, compiled);
+    for i in 0..9 {
+        let hello = server.get(&format!("/fn/h{i}/Ada")).send().await.unwrap();
+        assert_eq!(hello.text().await.unwrap(), "hello, Ada!\n");
+    }
+}
