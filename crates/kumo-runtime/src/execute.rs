@@ -9,6 +9,7 @@ use crate::warm::{HttpInstance, WarmPool};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use kumo_core::ErrorKind;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -322,9 +323,9 @@ fn command_response(stdout: &Capture, max_bytes: usize) -> Result<Response, Fail
 }
 
 /// Hands the request to a wasi:http handler and collects its whole response (bounded).
-/// The guest runs in its own task, as the response head can arrive before it finishes
-/// writing the body; the task is aborted when this future is dropped (timeout). The instance
-/// is handed back only when everything succeeded, so a failed one is never reused.
+/// The guest's call is driven beside the wait for the response, as the response head can
+/// arrive before it finishes writing the body; it is dropped with this future (timeout). The
+/// instance is handed back only when everything succeeded, so a failed one is never reused.
 async fn run_http(
     pre: ProxyPre<ComponentHost>,
     mut instance: HttpInstance,
@@ -361,7 +362,7 @@ async fn run_http(
         Ok(resources) => resources,
         Err(e) => return (Err(internal(e)), None),
     };
-    let mut guest = AbortOnDrop(tokio::spawn(async move {
+    let mut guest = Guest::new(Box::pin(async move {
         let proxy = match instance.proxy.take() {
             Some(proxy) => proxy,
             None => pre.instantiate_async(&mut instance.store).await?,
@@ -375,13 +376,14 @@ async fn run_http(
         Ok(instance)
     }));
 
-    // The guest may end before its response arrives (it never sent one, or it kept the
-    // response handle alive); then its result is all there is.
-    let mut ended = None;
+    // The guest runs in this task, beside the wait for its response and the collection of the
+    // body it streams. It may end before its response arrives (it never sent one, or it kept
+    // the response handle alive); then its result is all there is.
     let sent = tokio::select! {
+        biased;
         sent = &mut receiver => sent.ok(),
-        joined = guest.wait() => {
-            ended = Some(joined);
+        ended = &mut guest.call => {
+            guest.ended = Some(ended);
             receiver.try_recv().ok()
         }
     };
@@ -395,7 +397,7 @@ async fn run_http(
             return (Err(failure), None);
         }
         None => {
-            let result = guest_result(ended, guest).await.and_then(|_| {
+            let result = guest.finish().await.and_then(|_| {
                 Err(Failure::new(
                     ErrorKind::FunctionError,
                     "the function returned without sending a response",
@@ -405,7 +407,10 @@ async fn run_http(
         }
     };
     let (parts, body) = response.into_parts();
-    let body = match collect_limited(body, inv.max_response_bytes).await {
+    let collected = guest
+        .drive_until(collect_limited(body, inv.max_response_bytes))
+        .await;
+    let body = match collected {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
             let failure = Failure::new(
@@ -418,7 +423,7 @@ async fn run_http(
             return (Err(failure), None);
         }
         Err(BodyError::Stream(e)) => {
-            let result = guest_result(ended, guest).await.and_then(|_| {
+            let result = guest.finish().await.and_then(|_| {
                 Err(Failure::new(
                     ErrorKind::FunctionError,
                     format!("the function's response body failed: {e}"),
@@ -427,7 +432,7 @@ async fn run_http(
             return (result, None);
         }
     };
-    match guest_result(ended, guest).await {
+    match guest.finish().await {
         Ok(instance) => (
             Ok(Response {
                 status: parts.status,
@@ -440,25 +445,44 @@ async fn run_http(
     }
 }
 
-type GuestJoin = Result<wasmtime::Result<HttpInstance>, tokio::task::JoinError>;
+type GuestCall = Pin<Box<dyn Future<Output = wasmtime::Result<HttpInstance>> + Send>>;
 
-/// The guest task's outcome: `ended` if it was already taken, else waited for now. The
-/// instance, unless the guest exited (status 0) and so cannot serve again.
-async fn guest_result(
-    ended: Option<GuestJoin>,
-    mut guest: AbortOnDrop<wasmtime::Result<HttpInstance>>,
-) -> Result<Option<HttpInstance>, Failure> {
-    let joined = match ended {
-        Some(joined) => joined,
-        None => guest.wait().await,
-    };
-    match joined {
-        Ok(Ok(instance)) => Ok(Some(instance)),
-        Ok(Err(e)) => Failure::from_guest_error(e).map(|()| None),
-        Err(e) => Err(Failure::new(
-            ErrorKind::Internal,
-            format!("the guest task failed: {e}"),
-        )),
+/// The guest's call, driven by the invocation's own task (no task per request); dropping it
+/// (a timeout) drops the call and the instance with it.
+struct Guest {
+    call: GuestCall,
+    ended: Option<wasmtime::Result<HttpInstance>>,
+}
+
+impl Guest {
+    fn new(call: GuestCall) -> Self {
+        Self { call, ended: None }
+    }
+
+    /// Waits for `other` while the guest keeps running (until it ends). For what the guest
+    /// feeds (its body), so `other` completes once the guest has.
+    async fn drive_until<T>(&mut self, other: impl Future<Output = T>) -> T {
+        let mut other = std::pin::pin!(other);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut other => return out,
+                ended = &mut self.call, if self.ended.is_none() => self.ended = Some(ended),
+            }
+        }
+    }
+
+    /// The guest's outcome once it ends: the instance, unless the guest exited (status 0) and
+    /// so cannot serve again.
+    async fn finish(mut self) -> Result<Option<HttpInstance>, Failure> {
+        let ended = match self.ended.take() {
+            Some(ended) => ended,
+            None => self.call.await,
+        };
+        match ended {
+            Ok(instance) => Ok(Some(instance)),
+            Err(e) => Failure::from_guest_error(e).map(|()| None),
+        }
     }
 }
 
@@ -479,23 +503,6 @@ async fn collect_limited(mut body: HyperOutgoingBody, max: usize) -> Result<Byte
         }
     }
     Ok(buf.freeze())
-}
-
-/// A spawned task that is aborted when its handle is dropped (e.g. by a timeout).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> AbortOnDrop<T> {
-    /// Waits for the task. Call it at most once to completion: a finished task cannot be
-    /// polled again.
-    async fn wait(&mut self) -> Result<T, tokio::task::JoinError> {
-        (&mut self.0).await
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 fn push_lines(logs: &mut Vec<LogLine>, stream: LogStream, capture: &Capture) {

@@ -13,7 +13,7 @@ use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::Proxy;
 
 /// A wasi-http instance's store and the handles kumo keeps on it. `proxy` is `None` until the
-/// instance is instantiated (a fresh one is, inside the guest task).
+/// instance is instantiated (a fresh one is, as part of the guest's call).
 pub(crate) struct HttpInstance {
     pub store: Store<ComponentHost>,
     pub proxy: Option<Proxy>,
