@@ -408,20 +408,23 @@ fn ratios(warm: &[WarmRun], levels: &[usize]) -> Vec<Ratio> {
             let Some(k) = find(kumo, c) else { continue };
             for other in [PEER_DEFAULT, PEER_FASTEST, LIMIT] {
                 let Some(o) = find(other, c) else { continue };
-                ratios.push(Ratio {
-                    figure: "throughput".into(),
-                    concurrency: c,
-                    kumo: k.load.requests_per_sec,
-                    other: format!("{kumo} / {other}"),
-                    value: k.load.requests_per_sec / o.load.requests_per_sec,
-                });
-                ratios.push(Ratio {
-                    figure: "p50 latency".into(),
-                    concurrency: c,
-                    kumo: k.load.p50_us,
-                    other: format!("{kumo} / {other}"),
-                    value: k.load.p50_us / o.load.p50_us,
-                });
+                let figures = [
+                    (
+                        "throughput",
+                        k.load.requests_per_sec,
+                        o.load.requests_per_sec,
+                    ),
+                    ("p50 latency", k.load.p50_us, o.load.p50_us),
+                ];
+                for (figure, kumo_value, other_value) in figures {
+                    ratios.push(Ratio {
+                        figure: figure.into(),
+                        concurrency: c,
+                        kumo: kumo_value,
+                        other: format!("{kumo} / {other}"),
+                        value: kumo_value / other_value,
+                    });
+                }
             }
         }
     }

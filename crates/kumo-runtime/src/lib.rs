@@ -44,7 +44,7 @@ pub struct RuntimeConfig {
     /// Invocations that may run at once (the server's limit); sizes the instance pool.
     pub max_concurrency: u32,
     /// Warm instances kept for reuse across all functions; they hold pool slots too.
-    pub max_idle_instances: u32,
+    pub max_warm_instances: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -52,7 +52,7 @@ impl Default for RuntimeConfig {
         Self {
             allocator: Allocator::Pooling,
             max_concurrency: 1000,
-            max_idle_instances: 256,
+            max_warm_instances: 256,
         }
     }
 }
@@ -83,7 +83,7 @@ impl Runtime {
             .with_context(|| format!("creating compile cache {}", cache_dir.display()))?;
         let slots = config
             .max_concurrency
-            .saturating_add(config.max_idle_instances);
+            .saturating_add(config.max_warm_instances);
         let (engine, allocator) = match build_engine(config.allocator, slots) {
             Ok(engine) => (engine, config.allocator),
             Err(e) if config.allocator == Allocator::Pooling => {
@@ -115,7 +115,7 @@ impl Runtime {
             fingerprint,
             compilations: AtomicU64::new(0),
             warm_instances: Arc::default(),
-            max_warm_instances: config.max_idle_instances as usize,
+            max_warm_instances: config.max_warm_instances as usize,
         }))
     }
 

@@ -125,6 +125,20 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Polls a metric until it equals `want` (up to 10 s) and returns its last value, so a
+    /// test can assert on it.
+    pub async fn metric_eventually(&self, name: &str, want: u64) -> u64 {
+        let mut value = self.metric(name).await;
+        for _ in 0..200 {
+            if value == want {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            value = self.metric(name).await;
+        }
+        value
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.post(format!("{}{path}", self.url))
     }

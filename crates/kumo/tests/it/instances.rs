@@ -69,14 +69,7 @@ async fn idle_warm_instances_are_dropped() {
         .deploy("probe", test_programs::HTTP_PROBE, reuse(100))
         .await;
     assert_eq!(counters(&server, 2).await, ["1", "2"]);
-    let mut warm = u64::MAX;
-    for _ in 0..100 {
-        warm = server.metric("kumo_warm_instances").await;
-        if warm == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let warm = server.metric_eventually("kumo_warm_instances", 0).await;
     assert_eq!(
         warm, 0,
         "an idle warm instance is dropped after the keep-alive"

@@ -47,14 +47,7 @@ async fn idle_functions_scale_to_zero_and_come_back() {
     server.get("/fn/a/echo").send().await.unwrap();
     server.client.invoke("b", b"x".to_vec()).await.unwrap();
 
-    let mut loaded = u64::MAX;
-    for _ in 0..100 {
-        loaded = server.metric("kumo_functions_loaded").await;
-        if loaded == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let loaded = server.metric_eventually("kumo_functions_loaded", 0).await;
     assert_eq!(
         loaded, 0,
         "idle functions are unloaded after the keep-alive"

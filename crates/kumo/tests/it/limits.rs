@@ -369,14 +369,9 @@ async fn a_function_hogging_cpu_does_not_starve_the_others() {
     let loops: Vec<_> = (0..8)
         .map(|_| tokio::spawn(server.get("/fn/hog/loop").send()))
         .collect();
-    let mut in_flight = 0;
-    for _ in 0..100 {
-        in_flight = server.metric("kumo_invocations_in_flight").await;
-        if in_flight == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let in_flight = server
+        .metric_eventually("kumo_invocations_in_flight", 4)
+        .await;
     assert_eq!(in_flight, 4, "the hog runs at its max_concurrency");
     // While all four spin, another function still answers, request after request.
     for _ in 0..10 {
