@@ -1,7 +1,9 @@
 //! A function's configuration and its limits.
 
 use crate::duration::{format_duration, parse_duration};
+use crate::event::{Destination, validate_topic};
 use crate::route::Route;
+use crate::schedule::Schedule;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,6 +19,12 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Requests one reused instance serves before it is replaced, by default.
 pub const DEFAULT_MAX_INSTANCE_REQUESTS: u32 = 1000;
+/// Retries of a failed asynchronous invocation, by default (Lambda's).
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
+pub const MAX_RETRIES: u32 = 10;
+/// How long an asynchronous event may wait and be retried before it goes to the dead letters.
+pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(6 * 3600);
+pub const MAX_EVENT_AGE: Duration = Duration::from_secs(6 * 3600);
 
 /// How a wasi-http function's instances serve requests. Commands always run fresh.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +66,7 @@ pub struct FunctionConfig {
     pub memory_mb: u32,
     /// Wall-clock limit of one invocation.
     #[serde(
-        serialize_with = "serialize_timeout",
+        serialize_with = "serialize_duration",
         deserialize_with = "deserialize_timeout"
     )]
     pub timeout: Duration,
@@ -77,6 +85,29 @@ pub struct FunctionConfig {
     pub instances: Instances,
     /// With `instances = "reuse"`: requests one instance serves before it is replaced.
     pub max_instance_requests: u32,
+    /// Asynchronous invocations: retries after a failed attempt (0 = one attempt only).
+    pub max_retries: u32,
+    /// Asynchronous invocations: an event older than this is not tried again.
+    #[serde(
+        serialize_with = "serialize_duration",
+        deserialize_with = "deserialize_event_age"
+    )]
+    pub max_event_age: Duration,
+    /// Where the outcome of an asynchronous invocation that succeeded goes: an `http(s)://`
+    /// URL (POSTed to) or the name of a function (invoked asynchronously).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<String>,
+    /// Same, for an invocation that failed for good (it is in the dead letters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
+    /// A cron expression (5 fields, UTC) or `rate(N unit)`: each tick is one asynchronous
+    /// invocation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Topics whose messages this function receives, each as an asynchronous invocation.
+    pub topics: Vec<String>,
+    /// Hosts (`host` or `host:port`) the guest may send HTTP requests to; none by default.
+    pub allow_outbound: Vec<String>,
 }
 
 impl Default for FunctionConfig {
@@ -90,6 +121,13 @@ impl Default for FunctionConfig {
             env: BTreeMap::new(),
             instances: Instances::Fresh,
             max_instance_requests: DEFAULT_MAX_INSTANCE_REQUESTS,
+            max_retries: DEFAULT_MAX_RETRIES,
+            max_event_age: DEFAULT_MAX_EVENT_AGE,
+            on_success: None,
+            on_failure: None,
+            schedule: None,
+            topics: Vec::new(),
+            allow_outbound: Vec::new(),
         }
     }
 }
@@ -140,6 +178,50 @@ impl FunctionConfig {
         if self.max_instance_requests == 0 {
             return fail("max_instance_requests", "must be at least 1".to_string());
         }
+        if self.max_retries > MAX_RETRIES {
+            return fail(
+                "max_retries",
+                format!("{} is more than {MAX_RETRIES}", self.max_retries),
+            );
+        }
+        if self.max_event_age < Duration::from_secs(1) || self.max_event_age > MAX_EVENT_AGE {
+            return fail(
+                "max_event_age",
+                format!(
+                    "{} is outside 1s..={}",
+                    format_duration(self.max_event_age),
+                    format_duration(MAX_EVENT_AGE)
+                ),
+            );
+        }
+        for (field, destination) in [
+            ("on_success", &self.on_success),
+            ("on_failure", &self.on_failure),
+        ] {
+            if let Some(d) = destination
+                && let Err(e) = Destination::parse(d)
+            {
+                return fail(field, e);
+            }
+        }
+        if let Some(schedule) = &self.schedule
+            && let Err(e) = Schedule::parse(schedule)
+        {
+            return fail("schedule", e);
+        }
+        for topic in &self.topics {
+            if let Err(e) = validate_topic(topic) {
+                return fail("topics", e);
+            }
+        }
+        for host in &self.allow_outbound {
+            if host.is_empty() || host.contains(['/', ' ', '@']) {
+                return fail(
+                    "allow_outbound",
+                    format!("{host:?} is not a host or host:port"),
+                );
+            }
+        }
         for route in &self.routes {
             if let Err(e) = Route::parse(route) {
                 return fail("routes", e.to_string());
@@ -164,8 +246,13 @@ impl FunctionConfig {
     }
 }
 
-fn serialize_timeout<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_duration(*d))
+}
+
+fn deserialize_event_age<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("max_event_age: {e}")))
 }
 
 fn deserialize_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -219,6 +306,12 @@ mod tests {
             (r#"{"max_instance_requests":0}"#, "max_instance_requests"),
             (r#"{"routes":["nope"]}"#, "routes"),
             (r#"{"env":{"A=B":"x"}}"#, "env"),
+            (r#"{"max_retries":11}"#, "max_retries"),
+            (r#"{"max_event_age":"7h"}"#, "max_event_age"),
+            (r#"{"on_failure":"ftp://x"}"#, "on_failure"),
+            (r#"{"schedule":"61 * * * *"}"#, "schedule"),
+            (r#"{"topics":["a b"]}"#, "topics"),
+            (r#"{"allow_outbound":["http://x/"]}"#, "allow_outbound"),
         ];
         for (json, field) in cases {
             let err = config(json).validate().unwrap_err();

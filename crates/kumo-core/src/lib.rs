@@ -4,20 +4,28 @@
 
 mod config;
 mod duration;
+mod event;
 mod name;
 mod outcome;
 mod records;
 mod route;
+mod schedule;
 
 pub use config::{
-    ConfigError, DEFAULT_MAX_INSTANCE_REQUESTS, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, FunctionConfig,
-    Instances, MAX_MEMORY_MB, MAX_TIMEOUT, MIN_MEMORY_MB,
+    ConfigError, DEFAULT_MAX_EVENT_AGE, DEFAULT_MAX_INSTANCE_REQUESTS, DEFAULT_MAX_RETRIES,
+    DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, FunctionConfig, Instances, MAX_EVENT_AGE, MAX_MEMORY_MB,
+    MAX_RETRIES, MAX_TIMEOUT, MIN_MEMORY_MB,
 };
 pub use duration::{format_duration, parse_duration};
+pub use event::{
+    CLOUDEVENTS_JSON, CloudEvent, Destination, EventError, EventRecord, EventResult, EventStatus,
+    MAX_RETRY_DELAY, Trigger, base64, retry_delay, validate_topic,
+};
 pub use name::{NameError, Target, validate_name};
 pub use outcome::{ErrorKind, FunctionKind, Outcome, billed_ms};
 pub use records::{FunctionRecord, InvocationRecord, LogRecord, format_timestamp};
 pub use route::{Route, RouteError};
+pub use schedule::Schedule;
 
 /// Now, as milliseconds since the Unix epoch (the unit of every timestamp in kumo's records).
 pub fn now_ms() -> i64 {

@@ -51,7 +51,7 @@ CREATE INDEX IF NOT EXISTS logs_by_request ON logs (request_id);
 
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 /// Which log lines to return: the newest `limit` lines (oldest first), optionally of one
@@ -81,10 +81,12 @@ impl Store {
             .connect_with(options)
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
-        sqlx::raw_sql(SCHEMA)
-            .execute(&pool)
-            .await
-            .context("creating the schema")?;
+        for schema in [SCHEMA, crate::queue::SCHEMA] {
+            sqlx::raw_sql(schema)
+                .execute(&pool)
+                .await
+                .context("creating the schema")?;
+        }
         Ok(Self { pool })
     }
 

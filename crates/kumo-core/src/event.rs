@@ -1,0 +1,296 @@
+//! Asynchronous invocations: an event's life (queued → running → succeeded, or failed and
+//! retried, or dead), the retry schedule, destinations and the CloudEvents envelope.
+
+use crate::name::validate_name;
+use crate::records::format_timestamp;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Longest wait between two attempts, whatever the backoff says.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5 * 60);
+
+/// Where an asynchronous event is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Waiting for its first attempt (or for a redrive's).
+    Queued,
+    /// An attempt is running.
+    Running,
+    /// The last attempt failed; another is due at `next_attempt_at`.
+    Failed,
+    Succeeded,
+    /// Out of retries or too old: in the function's dead letters until redriven.
+    Dead,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Failed => "failed",
+            Self::Succeeded => "succeeded",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Queued,
+            Self::Running,
+            Self::Failed,
+            Self::Succeeded,
+            Self::Dead,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+
+    /// Nothing more happens to the event unless someone redrives it.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Dead)
+    }
+}
+
+/// What made an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// `invoke?mode=async`.
+    Async,
+    Schedule,
+    Topic,
+    /// A destination of another function's event.
+    Destination,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Async => "async",
+            Self::Schedule => "schedule",
+            Self::Topic => "topic",
+            Self::Destination => "destination",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Async, Self::Schedule, Self::Topic, Self::Destination]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// The result of the attempt that succeeded, as much of it as is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventResult {
+    pub status: u16,
+    /// The response body as text (invalid UTF-8 replaced), cut at the kept length.
+    pub body: String,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventError {
+    pub code: String,
+    pub message: String,
+}
+
+/// An asynchronous invocation as `GET /invocations/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: String,
+    pub function: String,
+    pub status: EventStatus,
+    pub trigger: Trigger,
+    /// Attempts started so far (an attempt cut short by a server crash counts).
+    pub attempts: u32,
+    /// Unix epoch milliseconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// When the next attempt may start (queued or failed events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<i64>,
+    /// The request id of the latest attempt: its record and logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<EventResult>,
+    /// Why the latest attempt failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<EventError>,
+}
+
+/// The wait before attempt `failed + 1` after `failed` failures: `base`, doubling each time,
+/// at most [`MAX_RETRY_DELAY`], then "equal jitter" (a random point in its upper half) so
+/// events that failed together do not come back together. `jitter` is uniform in [0, 1).
+pub fn retry_delay(base: Duration, failed: u32, jitter: f64) -> Duration {
+    let doubled = base.saturating_mul(1u32 << failed.saturating_sub(1).min(20));
+    let delay = doubled.min(MAX_RETRY_DELAY);
+    delay.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// Where the outcome of an asynchronous invocation goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// POSTed to, as JSON.
+    Url(String),
+    /// Invoked asynchronously with the outcome as its payload.
+    Function(String),
+}
+
+impl Destination {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(rest) = s
+            .strip_prefix("http://")
+            .or_else(|| s.strip_prefix("https://"))
+        {
+            let host = rest.split('/').next().unwrap_or_default();
+            if host.is_empty() || s.contains(char::is_whitespace) {
+                return Err(format!("{s:?} is not a usable URL"));
+            }
+            return Ok(Self::Url(s.to_string()));
+        }
+        if s.contains("://") {
+            return Err(format!("{s:?}: only http:// and https:// URLs are allowed"));
+        }
+        validate_name(s)
+            .map(|()| Self::Function(s.to_string()))
+            .map_err(|e| format!("{s:?} is neither an http(s) URL nor a function: {e}"))
+    }
+}
+
+/// A topic name follows the rules of function names.
+pub fn validate_topic(topic: &str) -> Result<(), String> {
+    validate_name(topic).map_err(|e| format!("invalid topic {topic:?}: {}", e.why))
+}
+
+/// A CloudEvents 1.0 envelope in structured JSON mode. `data` is the payload as JSON when it
+/// is JSON, as a string when it is UTF-8 text, and base64 in `data_base64` otherwise.
+pub struct CloudEvent<'a> {
+    pub id: &'a str,
+    pub source: String,
+    pub kind: &'a str,
+    pub time_ms: i64,
+    pub subject: Option<&'a str>,
+    pub traceparent: Option<&'a str>,
+    pub data: &'a [u8],
+}
+
+/// The content type of a structured-mode CloudEvent.
+pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+
+impl CloudEvent<'_> {
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut event = serde_json::json!({
+            "specversion": "1.0",
+            "id": self.id,
+            "source": self.source,
+            "type": self.kind,
+            "time": format_timestamp(self.time_ms),
+        });
+        let fields = event
+            .as_object_mut()
+            .expect("a json! object literal is an object");
+        if let Some(subject) = self.subject {
+            fields.insert("subject".into(), subject.into());
+        }
+        if let Some(tp) = self.traceparent {
+            fields.insert("traceparent".into(), tp.into());
+        }
+        if let Ok(json) = serde_json::from_slice::<serde_json::Value>(self.data) {
+            fields.insert("datacontenttype".into(), "application/json".into());
+            fields.insert("data".into(), json);
+        } else if let Ok(text) = std::str::from_utf8(self.data) {
+            fields.insert("datacontenttype".into(), "text/plain".into());
+            fields.insert("data".into(), text.into());
+        } else {
+            fields.insert("data_base64".into(), base64(self.data).into());
+        }
+        serde_json::to_vec(&event).expect("a JSON value always serializes")
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), for payloads that are not text.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
+        let base = Duration::from_secs(1);
+        assert_eq!(retry_delay(base, 1, 1.0), Duration::from_secs(1));
+        assert_eq!(retry_delay(base, 2, 1.0), Duration::from_secs(2));
+        assert_eq!(retry_delay(base, 3, 1.0), Duration::from_secs(4));
+        assert_eq!(retry_delay(base, 3, 0.0), Duration::from_secs(2));
+        assert_eq!(retry_delay(base, 30, 1.0), MAX_RETRY_DELAY);
+    }
+
+    #[test]
+    fn destinations_are_urls_or_function_names() {
+        assert_eq!(
+            Destination::parse("http://127.0.0.1:9/x"),
+            Ok(Destination::Url("http://127.0.0.1:9/x".into()))
+        );
+        assert_eq!(
+            Destination::parse("audit"),
+            Ok(Destination::Function("audit".into()))
+        );
+        assert!(Destination::parse("ftp://x").is_err());
+        assert!(Destination::parse("http:///x").is_err());
+        assert!(Destination::parse("Not A Name").is_err());
+    }
+
+    #[test]
+    fn cloudevents_carry_json_text_or_base64() {
+        let event = |data: &[u8]| {
+            let json = CloudEvent {
+                id: "e1",
+                source: "kumo/topic/orders".into(),
+                kind: "dev.kumo.topic.message",
+                time_ms: 0,
+                subject: None,
+                traceparent: None,
+                data,
+            }
+            .to_json();
+            serde_json::from_slice::<serde_json::Value>(&json).unwrap()
+        };
+        let e = event(br#"{"n":1}"#);
+        assert_eq!(e["specversion"], "1.0");
+        assert_eq!(e["id"], "e1");
+        assert_eq!(e["data"]["n"], 1);
+        assert_eq!(event(b"plain")["data"], "plain");
+        assert_eq!(event(&[0xff, 0, 1])["data_base64"], "/wAB");
+    }
+
+    #[test]
+    fn base64_pads() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+    }
+}
