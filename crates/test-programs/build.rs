@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &[&str])] = &[
             "command-probe",
             "no-response",
             "http-wasi-0-2-0",
+            "event-probe",
         ],
     ),
     ("examples", &["hello", "wordcount"]),

@@ -1,7 +1,10 @@
 //! kumo's HTTP API as Rust: the wire types (shared with the server through kumo-core) and a
 //! typed client.
 
-pub use kumo_core::{FunctionConfig, FunctionKind, FunctionRecord, InvocationRecord, LogRecord};
+pub use kumo_core::{
+    EventRecord, EventStatus, FunctionConfig, FunctionKind, FunctionRecord, InvocationRecord,
+    LogRecord,
+};
 
 use bytes::Bytes;
 use reqwest::StatusCode;
@@ -43,6 +46,37 @@ pub struct InvokeResponse {
     /// `x-kumo-error`, set when the invocation failed.
     pub error_code: Option<String>,
     pub body: Bytes,
+}
+
+/// A message published to a topic: its id and the event each subscriber got.
+#[derive(Debug, Deserialize)]
+pub struct Published {
+    pub id: String,
+    pub events: Vec<Delivery>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Delivery {
+    pub function: String,
+    pub id: String,
+}
+
+/// A route, schedule or topic subscription of a function.
+#[derive(Debug, Deserialize)]
+pub struct TriggerInfo {
+    pub function: String,
+    pub kind: String,
+    pub source: String,
+}
+
+#[derive(Deserialize)]
+struct Submitted {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct Redriven {
+    redriven: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -136,6 +170,68 @@ impl Client {
             error_code: header(ERROR_HEADER),
             body: response.bytes().await?,
         })
+    }
+
+    /// Submits an asynchronous invocation; returns its id and whether the idempotency key
+    /// matched an earlier submit (whose id it is).
+    pub async fn invoke_async(
+        &self,
+        name: &str,
+        payload: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(String, bool), ClientError> {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/functions/{name}/invoke")))
+            .query(&[("mode", "async")])
+            .body(payload);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = check(request.send().await?).await?;
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        let submitted: Submitted = response.json().await?;
+        Ok((submitted.id, replayed))
+    }
+
+    /// An asynchronous invocation's status; with `wait` (`30s`), once it is final or the
+    /// time is up.
+    pub async fn event(&self, id: &str, wait: Option<&str>) -> Result<EventRecord, ClientError> {
+        let mut request = self.http.get(self.url(&format!("/invocations/{id}")));
+        if let Some(wait) = wait {
+            request = request.query(&[("wait", wait)]);
+        }
+        json(request.send().await?).await
+    }
+
+    pub async fn dead_letters(
+        &self,
+        name: &str,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, ClientError> {
+        let url = self.url(&format!("/functions/{name}/dlq"));
+        json(self.http.get(url).query(&[("limit", limit)]).send().await?).await
+    }
+
+    /// Requeues the function's dead events (or only `id`); returns the ids requeued.
+    pub async fn redrive(&self, name: &str, id: Option<&str>) -> Result<Vec<String>, ClientError> {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/functions/{name}/dlq/redrive")));
+        if let Some(id) = id {
+            request = request.query(&[("id", id)]);
+        }
+        let redriven: Redriven = json(request.send().await?).await?;
+        Ok(redriven.redriven)
+    }
+
+    pub async fn publish(&self, topic: &str, message: Vec<u8>) -> Result<Published, ClientError> {
+        let url = self.url(&format!("/topics/{topic}"));
+        json(self.http.post(url).body(message).send().await?).await
+    }
+
+    pub async fn triggers(&self) -> Result<Vec<TriggerInfo>, ClientError> {
+        json(self.http.get(self.url("/triggers")).send().await?).await
     }
 
     pub async fn invocations(

@@ -4,7 +4,7 @@
 use crate::Runtime;
 use crate::capture::Capture;
 use crate::compile::Loaded;
-use crate::host::{ComponentHost, MemoryLimit, ModuleHost};
+use crate::host::{ComponentHost, MemoryLimit, ModuleHost, OutboundGrants};
 use crate::warm::{HttpInstance, WarmPool};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
@@ -35,6 +35,8 @@ pub struct Invocation {
     pub memory_bytes: usize,
     pub timeout: Duration,
     pub max_response_bytes: usize,
+    /// Hosts the guest may send HTTP requests to.
+    pub allow_outbound: Arc<[String]>,
 }
 
 #[derive(Debug)]
@@ -160,7 +162,8 @@ impl Runtime {
                 (Loaded::Command(pre), _) => {
                     let limits = MemoryLimit::with_flag(inv.memory_bytes, memory_hit.clone());
                     let wasi = command_wasi(&inv, &stdout, &stderr).build();
-                    let host = ComponentHost::new(wasi, limits);
+                    let outbound = OutboundGrants::new(inv.allow_outbound.clone());
+                    let host = ComponentHost::new(wasi, limits, outbound);
                     let mut store = self.new_store(host, |h| &mut h.limits);
                     let run = async {
                         let command = pre.instantiate_async(&mut store).await?;
@@ -244,6 +247,7 @@ impl Runtime {
             ComponentHost::new(
                 WasiCtxBuilder::new().build(),
                 MemoryLimit::new(memory_bytes),
+                OutboundGrants::default(),
             )
         };
         match loaded {
@@ -277,7 +281,10 @@ impl Runtime {
             .stderr(stderr.clone())
             .envs(&inv.env)
             .build();
-        let store = self.new_store(ComponentHost::new(wasi, limits), |h| &mut h.limits);
+        let outbound = OutboundGrants::new(inv.allow_outbound.clone());
+        let store = self.new_store(ComponentHost::new(wasi, limits, outbound), |h| {
+            &mut h.limits
+        });
         HttpInstance::new(store, stdout, stderr, memory_hit)
     }
 

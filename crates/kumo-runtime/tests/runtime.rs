@@ -17,6 +17,7 @@ fn invocation(path: &str, body: &str) -> Invocation {
         memory_bytes: 64 << 20,
         timeout: Duration::from_secs(5),
         max_response_bytes: 1 << 20,
+        allow_outbound: Vec::new().into(),
     }
 }
 

@@ -79,6 +79,7 @@ async fn forward(state: &AppState, target: &str, path: String, request: Request)
                 path_and_query,
                 headers: parts.headers,
                 body,
+                env: Vec::new(),
             },
         )
         .await;

@@ -21,6 +21,9 @@ pub struct InvocationRequest {
     pub path_and_query: String,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+    /// Environment variables for this invocation only, besides the function's (a command
+    /// has no headers: an event's id reaches it this way).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Invoked {
@@ -82,6 +85,17 @@ impl Invoker {
             cold,
             result,
         }
+    }
+
+    /// The function's current record, from memory when it is loaded (no code is loaded).
+    pub async fn function(&self, name: &str) -> Result<FunctionRecord, ApiError> {
+        if let Some(entry) = self.loaded.get(name) {
+            return Ok(entry.record.clone());
+        }
+        self.store
+            .get_function(name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(name))
     }
 
     /// Loads `record`'s code (from the compile cache) and caches it.
@@ -185,10 +199,12 @@ impl Invoker {
                 .env
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
+                .chain(request.env)
                 .collect(),
             memory_bytes: config.memory_bytes(),
             timeout: config.timeout,
             max_response_bytes: self.max_response_bytes,
+            allow_outbound: entry.allow_outbound.clone(),
         };
         let execution = self
             .runtime

@@ -3,6 +3,7 @@
 
 mod api;
 mod error;
+mod events;
 mod gateway;
 mod invoker;
 mod loaded;
@@ -10,10 +11,14 @@ mod recorder;
 mod routes;
 mod slots;
 
+pub use events::AsyncConfig;
 pub use invoker::{InvocationRequest, Invoked, Invoker};
 
 use anyhow::Context as _;
 use axum::Router;
+use events::Events;
+use events::scheduler::Schedules;
+use events::topics::Subscriptions;
 pub use kumo_runtime::Allocator;
 use kumo_runtime::{Runtime, RuntimeConfig};
 use kumo_store::{Blobs, Store};
@@ -24,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 /// Default limit of request and response bodies (Lambda's synchronous payload limit).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -47,6 +52,8 @@ pub struct ServerConfig {
     pub keep_alive: Duration,
     /// How wasm instances get their memory (pooling unless the machine cannot).
     pub allocator: Allocator,
+    /// Asynchronous invocations: workers, retries, the share kept for sync requests.
+    pub async_config: AsyncConfig,
 }
 
 /// Everything the handlers share.
@@ -57,9 +64,24 @@ pub struct AppState {
     invoker: Invoker,
     routes: RouteTable,
     recorder: Recorder,
+    events: Events,
+    schedules: Schedules,
+    subscriptions: Subscriptions,
     max_body_bytes: usize,
     /// Deploys and deletes one at a time, so route-conflict checks see a stable table.
     deploy_lock: Mutex<()>,
+    /// Turns true when the server begins to stop: long polls and event streams end.
+    stopping: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Everything derived from the set of deployed functions, rebuilt after it changed.
+    fn functions_changed(&self, functions: &[kumo_core::FunctionRecord]) {
+        self.routes.rebuild(functions);
+        self.invoker.reserve(functions);
+        self.schedules.rebuild(functions);
+        self.subscriptions.rebuild(functions);
+    }
 }
 
 /// The whole HTTP surface, built in one place.
@@ -75,6 +97,7 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     keep_alive: Duration,
+    stop: watch::Sender<bool>,
 }
 
 impl Server {
@@ -99,8 +122,6 @@ impl Server {
         )?;
         let recorder = Recorder::start(store.clone());
         let functions = store.list_functions().await?;
-        let routes = RouteTable::default();
-        routes.rebuild(&functions);
         let invoker = Invoker::new(
             store.clone(),
             blobs.clone(),
@@ -109,11 +130,32 @@ impl Server {
             config.max_body_bytes,
             config.max_concurrency,
         );
-        invoker.reserve(&functions);
+        let events = Events::new(
+            store.clone(),
+            config.async_config.clone(),
+            config.max_concurrency,
+        );
+        let (stop, stopping) = watch::channel(false);
+        let state = Arc::new(AppState {
+            store,
+            blobs,
+            runtime,
+            invoker,
+            routes: RouteTable::default(),
+            recorder,
+            events,
+            schedules: Schedules::default(),
+            subscriptions: Subscriptions::default(),
+            max_body_bytes: config.max_body_bytes,
+            deploy_lock: Mutex::new(()),
+            stopping,
+        });
+        state.functions_changed(&functions);
         for f in functions.into_iter() {
             if f.config.provisioned_concurrency.is_some() {
                 let name = f.name.clone();
-                invoker
+                state
+                    .invoker
                     .preload(f)
                     .await
                     .with_context(|| format!("loading provisioned function {name}"))?;
@@ -122,20 +164,11 @@ impl Server {
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        let state = Arc::new(AppState {
-            store,
-            blobs,
-            runtime,
-            invoker,
-            routes,
-            recorder,
-            max_body_bytes: config.max_body_bytes,
-            deploy_lock: Mutex::new(()),
-        });
         Ok(Self {
             listener,
             state,
             keep_alive: config.keep_alive,
+            stop,
         })
     }
 
@@ -151,11 +184,20 @@ impl Server {
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let sweeper = tokio::spawn(unload_idle_functions(state.clone(), self.keep_alive));
-        axum::serve(self.listener, app(self.state))
-            .with_graceful_shutdown(shutdown)
+        let dispatcher = tokio::spawn(events::dispatch(state.clone(), self.stop.subscribe()));
+        let scheduler = tokio::spawn(events::scheduler::run(state.clone(), self.stop.subscribe()));
+        let stop = self.stop;
+        let served = axum::serve(self.listener, app(self.state))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
             .await
-            .context("serving")?;
+            .context("serving");
         sweeper.abort();
+        // Both watch the stop signal; the dispatcher lets running attempts finish first.
+        let _ = tokio::join!(dispatcher, scheduler);
+        served?;
         state.recorder.flush().await;
         state.store.close().await;
         Ok(())

@@ -16,6 +16,8 @@ pub struct Entry {
     pub slots: Option<Arc<Semaphore>>,
     /// Warm instances, for a wasi-http function with `instances = "reuse"`.
     pub warm: Option<WarmPool>,
+    /// The config's `allow_outbound`, shared by its invocations.
+    pub allow_outbound: Arc<[String]>,
     last_used_ms: AtomicI64,
 }
 
@@ -28,11 +30,13 @@ impl Entry {
         let warm = (record.config.instances == Instances::Reuse
             && matches!(loaded, Loaded::Http(_)))
         .then(|| runtime.warm_pool(record.config.max_instance_requests));
+        let allow_outbound = record.config.allow_outbound.clone().into();
         Self {
             record,
             loaded,
             slots,
             warm,
+            allow_outbound,
             last_used_ms: AtomicI64::new(kumo_core::now_ms()),
         }
     }

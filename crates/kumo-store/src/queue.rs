@@ -134,6 +134,15 @@ impl Store {
         Ok((event.id.to_string(), false))
     }
 
+    /// Stores several events in one transaction: all or none (a topic's fan-out).
+    pub async fn submit_events(&self, events: &[NewEvent<'_>]) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for event in events {
+            insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await.context("storing events")
+    }
+
     /// Takes up to `limit` events whose attempt is due (or whose lease ran out: the worker
     /// holding it is gone) for one attempt each, leased until `lease_end`.
     pub async fn claim_events(

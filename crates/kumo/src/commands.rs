@@ -20,6 +20,12 @@ async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
         keep_alive: args.keep_alive,
         max_concurrency: args.max_concurrency,
         allocator: args.allocator,
+        async_config: kumo_server::AsyncConfig {
+            workers: args.async_workers,
+            retry_base_delay: args.retry_base_delay,
+            sync_reserve_percent: args.sync_reserve_percent,
+            max_payload_bytes: args.max_async_payload_bytes,
+        },
     })
     .await?;
     // Tests and scripts read this line to learn the port (e.g. with --listen 127.0.0.1:0).
@@ -176,11 +182,16 @@ async fn deploy_manifest(client: &Client, manifest: &Manifest) -> anyhow::Result
     Ok(())
 }
 
-pub async fn invoke(client: &Client, name: &str, data: &str) -> CmdResult {
-    let payload = match data.strip_prefix('@') {
+/// `text`, or the contents of the file named after `@`.
+fn read_payload(data: &str) -> anyhow::Result<Vec<u8>> {
+    Ok(match data.strip_prefix('@') {
         Some(path) => std::fs::read(path).with_context(|| format!("reading {path}"))?,
         None => data.as_bytes().to_vec(),
-    };
+    })
+}
+
+pub async fn invoke(client: &Client, name: &str, data: &str) -> CmdResult {
+    let payload = read_payload(data)?;
     let response = client.invoke(name, payload).await?;
     if let Some(code) = &response.error_code {
         eprintln!(
@@ -250,6 +261,97 @@ pub async fn invocations(client: &Client, name: &str, limit: u32) -> CmdResult {
             r.memory_mb,
             r.outcome.as_str()
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn invoke_async(
+    client: &Client,
+    name: &str,
+    data: &str,
+    idempotency_key: Option<&str>,
+) -> CmdResult {
+    let (id, replayed) = client
+        .invoke_async(name, read_payload(data)?, idempotency_key)
+        .await?;
+    if replayed {
+        eprintln!("(the idempotency key was used before: this is the first submit's id)");
+    }
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn event(client: &Client, id: &str, wait: Option<&str>) -> CmdResult {
+    let event = client.event(id, wait).await?;
+    println!("{}", serde_json::to_string_pretty(&event)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DlqArgs {
+    /// The function whose dead letters to list.
+    name: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    #[command(subcommand)]
+    action: Option<DlqAction>,
+}
+
+#[derive(clap::Subcommand)]
+enum DlqAction {
+    /// Put dead events back in the queue, with fresh attempts.
+    Redrive {
+        name: String,
+        /// Only this event.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+pub async fn dlq(client: &Client, args: DlqArgs) -> CmdResult {
+    match (args.action, args.name) {
+        (Some(DlqAction::Redrive { name, id }), _) => {
+            let ids = client.redrive(&name, id.as_deref()).await?;
+            println!("{} event(s) requeued", ids.len());
+            for id in ids {
+                println!("{id}");
+            }
+        }
+        (None, Some(name)) => {
+            let dead = client.dead_letters(&name, args.limit).await?;
+            println!("{:<36}  {:<24} {:>8}  LAST ERROR", "ID", "DIED", "ATTEMPTS");
+            for e in dead {
+                let error = e
+                    .error
+                    .map(|e| format!("{}: {}", e.code, e.message))
+                    .unwrap_or_default();
+                println!(
+                    "{:<36}  {:<24} {:>8}  {error}",
+                    e.id,
+                    format_timestamp(e.updated_at),
+                    e.attempts
+                );
+            }
+        }
+        (None, None) => bail!("name a function: kumo dlq NAME, or kumo dlq redrive NAME"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn publish(client: &Client, topic: &str, data: &str) -> CmdResult {
+    let published = client.publish(topic, read_payload(data)?).await?;
+    println!("message {}", published.id);
+    for e in published.events {
+        println!("  -> {} (event {})", e.function, e.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn triggers(client: &Client) -> CmdResult {
+    println!("{:<24} {:<9} SOURCE", "FUNCTION", "KIND");
+    for t in client.triggers().await? {
+        println!("{:<24} {:<9} {}", t.function, t.kind, t.source);
     }
     Ok(ExitCode::SUCCESS)
 }

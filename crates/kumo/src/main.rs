@@ -46,6 +46,20 @@ pub struct ServeArgs {
     /// `on-demand` (mmap per instance).
     #[arg(long, env = "KUMO_ALLOCATOR", default_value = "pooling", value_parser = parse_allocator)]
     allocator: kumo_server::Allocator,
+    /// Asynchronous attempts running at once, across all functions.
+    #[arg(long, env = "KUMO_ASYNC_WORKERS", default_value_t = kumo_server::AsyncConfig::default().workers)]
+    async_workers: usize,
+    /// Wait before the first retry of a failed asynchronous invocation; doubles for each next
+    /// one (with jitter), up to 5 minutes.
+    #[arg(long, env = "KUMO_RETRY_BASE_DELAY", default_value = "1s", value_parser = kumo_core::parse_duration)]
+    retry_base_delay: std::time::Duration,
+    /// Percent of each function's concurrency (and of the server's) that asynchronous
+    /// invocations leave to synchronous requests.
+    #[arg(long, env = "KUMO_SYNC_RESERVE_PERCENT", default_value_t = kumo_server::AsyncConfig::default().sync_reserve_percent, value_parser = clap::value_parser!(u8).range(0..=90))]
+    sync_reserve_percent: u8,
+    /// Largest payload of an asynchronous invocation or topic message, in bytes.
+    #[arg(long, env = "KUMO_MAX_ASYNC_PAYLOAD_BYTES", default_value_t = kumo_server::AsyncConfig::default().max_payload_bytes)]
+    max_async_payload_bytes: usize,
 }
 
 fn parse_allocator(s: &str) -> Result<kumo_server::Allocator, String> {
@@ -70,13 +84,37 @@ enum Command {
     },
     /// Deploy one .wasm file, or (without FILE) every function of ./kumo.toml.
     Deploy(commands::DeployArgs),
-    /// Invoke a function synchronously and print its response.
+    /// Invoke a function and print its response (or, with --async, the event's id).
     Invoke {
         name: String,
         /// The payload: text, or @path to read a file.
         #[arg(short, long, default_value = "")]
         data: String,
+        /// Queue the invocation and return at once (retried on failure; see `kumo event`).
+        #[arg(long = "async")]
+        is_async: bool,
+        /// With --async: a second submit with the same key within 24 h returns the first id.
+        #[arg(long, requires = "is_async")]
+        idempotency_key: Option<String>,
     },
+    /// Show an asynchronous invocation's status.
+    Event {
+        id: String,
+        /// Wait until it is final (succeeded or dead), at most this long (e.g. 30s).
+        #[arg(long)]
+        wait: Option<String>,
+    },
+    /// A function's dead letters (asynchronous invocations out of retries), and redrive.
+    Dlq(commands::DlqArgs),
+    /// Publish a message to a topic: every subscribed function gets it.
+    Publish {
+        topic: String,
+        /// The message: text, or @path to read a file.
+        #[arg(short, long, default_value = "")]
+        data: String,
+    },
+    /// List routes, schedules and topic subscriptions of all functions.
+    Triggers,
     /// List deployed functions.
     Ls,
     /// Delete a function.
@@ -112,7 +150,22 @@ async fn main() -> std::process::ExitCode {
         Command::Serve(args) => commands::serve(args).await,
         Command::Up { serve, manifest } => commands::up(serve, &manifest).await,
         Command::Deploy(args) => commands::deploy(&client, args).await,
-        Command::Invoke { name, data } => commands::invoke(&client, &name, &data).await,
+        Command::Invoke {
+            name,
+            data,
+            is_async,
+            idempotency_key,
+        } => {
+            if is_async {
+                commands::invoke_async(&client, &name, &data, idempotency_key.as_deref()).await
+            } else {
+                commands::invoke(&client, &name, &data).await
+            }
+        }
+        Command::Event { id, wait } => commands::event(&client, &id, wait.as_deref()).await,
+        Command::Dlq(args) => commands::dlq(&client, args).await,
+        Command::Publish { topic, data } => commands::publish(&client, &topic, &data).await,
+        Command::Triggers => commands::triggers(&client).await,
         Command::Ls => commands::ls(&client).await,
         Command::Rm { name } => commands::rm(&client, &name).await,
         Command::Logs {

@@ -29,6 +29,15 @@ struct FunctionEntry {
     routes: Vec<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    max_retries: Option<u32>,
+    max_event_age: Option<String>,
+    on_success: Option<String>,
+    on_failure: Option<String>,
+    schedule: Option<String>,
+    #[serde(default)]
+    topics: Vec<String>,
+    #[serde(default)]
+    allow_outbound: Vec<String>,
 }
 
 /// One function of a manifest, checked and with paths resolved against the manifest's folder.
@@ -85,6 +94,10 @@ impl Manifest {
             Some(t) => parse_duration(t).map_err(|e| anyhow::anyhow!("timeout: {e}"))?,
             None => defaults.timeout,
         };
+        let max_event_age = match &entry.max_event_age {
+            Some(t) => parse_duration(t).map_err(|e| anyhow::anyhow!("max_event_age: {e}"))?,
+            None => defaults.max_event_age,
+        };
         let config = FunctionConfig {
             memory_mb: entry.memory_mb.unwrap_or(defaults.memory_mb),
             timeout,
@@ -96,6 +109,13 @@ impl Manifest {
             max_instance_requests: entry
                 .max_instance_requests
                 .unwrap_or(defaults.max_instance_requests),
+            max_retries: entry.max_retries.unwrap_or(defaults.max_retries),
+            max_event_age,
+            on_success: entry.on_success,
+            on_failure: entry.on_failure,
+            schedule: entry.schedule,
+            topics: entry.topics,
+            allow_outbound: entry.allow_outbound,
         };
         config.validate()?;
         Ok(ManifestFunction {
@@ -124,6 +144,11 @@ mod tests {
             max_concurrency = 5
             routes = ["/hello", "/hello/*"]
             env = { GREETING = "hi" }
+            max_retries = 1
+            max_event_age = "1h"
+            on_failure = "alerts"
+            schedule = "rate(5 minutes)"
+            topics = ["orders"]
             "#,
             Path::new("/p"),
         )
@@ -132,6 +157,9 @@ mod tests {
         assert_eq!(f.code, Path::new("/p/target/hello.wasm"));
         assert_eq!(f.config.memory_mb, 64);
         assert_eq!(f.config.env["GREETING"], "hi");
+        assert_eq!(f.config.max_retries, 1);
+        assert_eq!(f.config.schedule.as_deref(), Some("rate(5 minutes)"));
+        assert_eq!(f.config.topics, ["orders"]);
     }
 
     #[test]

@@ -7,13 +7,15 @@ use crate::invoker::InvocationRequest;
 use crate::routes::conflicting_route;
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{Multipart, Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Multipart, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use kumo_core::{ErrorKind, FunctionConfig, FunctionRecord, validate_name};
 use kumo_runtime::InvalidCode;
 use kumo_store::Blobs;
+use serde::Deserialize;
 use std::sync::Arc;
 
 /// `PUT /functions/{name}`, multipart: `code` (the .wasm) and optional `config` (JSON).
@@ -79,8 +81,10 @@ pub async fn deploy(
         .ok_or_else(|| anyhow::anyhow!("function {name} vanished after saving"))?;
     functions.retain(|f| f.name != name);
     functions.push(record.clone());
-    state.routes.rebuild(&functions);
-    state.invoker.reserve(&functions);
+    state.functions_changed(&functions);
+    if record.config.schedule.is_none() {
+        state.store.forget_schedule(&name).await?;
+    }
     state.invoker.deployed(record.clone(), loaded);
     tracing::info!(function = %name, kind = record.kind.as_str(), created, "deployed");
     let status = if created {
@@ -135,20 +139,40 @@ pub async fn delete(
         return Err(ApiError::not_found(&name));
     }
     state.invoker.forget(&name);
+    state.store.forget_schedule(&name).await?;
     let functions = state.store.list_functions().await?;
-    state.routes.rebuild(&functions);
-    state.invoker.reserve(&functions);
+    state.functions_changed(&functions);
     tracing::info!(function = %name, "deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /functions/{name}/invoke`: the body is the payload. A wasi-http function gets it as
-/// `POST /`; a command gets it on stdin. The response is the function's own.
+#[derive(Deserialize)]
+pub struct InvokeParams {
+    /// `sync` (default) or `async`.
+    mode: Option<String>,
+}
+
+/// `POST /functions/{name}/invoke[?mode=async]`: the body is the payload. A wasi-http
+/// function gets it as `POST /`; a command gets it on stdin. Sync: the response is the
+/// function's own. Async: 202 with the event's id once it is stored.
 pub async fn invoke(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    params: Result<Query<InvokeParams>, QueryRejection>,
     request: Request,
 ) -> Response {
+    match params.map(|Query(p)| p.mode) {
+        Ok(None) => {}
+        Ok(Some(mode)) if mode == "sync" => {}
+        Ok(Some(mode)) if mode == "async" => {
+            return super::events::invoke_async(state, name, request).await;
+        }
+        Ok(Some(mode)) => {
+            return ApiError::bad_request(format!("mode {mode:?} is not sync or async"))
+                .into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    }
     let (parts, body) = request.into_parts();
     let body = match read_body(body, &parts.headers, state.max_body_bytes).await {
         Ok(body) => body,
@@ -167,6 +191,7 @@ pub async fn invoke(
                 path_and_query: "/".to_string(),
                 headers,
                 body,
+                env: Vec::new(),
             },
         )
         .await;

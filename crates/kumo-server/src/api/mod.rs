@@ -1,5 +1,6 @@
 //! The control API under `/api/v1`: JSON in, JSON out, errors in the one error format.
 
+mod events;
 mod functions;
 mod records;
 
@@ -24,7 +25,12 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/functions/{name}/invoke", post(functions::invoke))
         .route("/functions/{name}/logs", get(records::logs))
         .route("/invocations", get(records::list_invocations))
-        .route("/invocations/{id}", get(records::get_invocation))
+        .route("/invocations/{id}", get(events::get_invocation))
+        .route("/invocations/{id}/events", get(events::invocation_events))
+        .route("/functions/{name}/dlq", get(events::dead_letters))
+        .route("/functions/{name}/dlq/redrive", post(events::redrive))
+        .route("/topics/{topic}", post(events::publish))
+        .route("/triggers", get(events::triggers))
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::new(
                 ErrorKind::NotFound,

@@ -2,7 +2,7 @@
 //! so a client sees its own invocations.
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -32,20 +32,6 @@ pub async fn list_invocations(
         .list_invocations(params.function.as_deref(), limit)
         .await?;
     Ok(Json(records))
-}
-
-pub async fn get_invocation(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<InvocationRecord>> {
-    state.recorder.flush().await;
-    let record = state.store.get_invocation(&id).await?;
-    record.map(Json).ok_or_else(|| {
-        ApiError::new(
-            kumo_core::ErrorKind::FunctionNotFound,
-            format!("no invocation with id {id:?}"),
-        )
-    })
 }
 
 #[derive(Deserialize)]

@@ -25,6 +25,21 @@ impl TestServer {
         server
     }
 
+    /// A fresh server started with extra `kumo serve` arguments.
+    pub async fn start_with(extra: &[&str]) -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let mut server = Self::start_in(&dir, extra);
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Stops the server abruptly (SIGKILL: no graceful anything), as a crash would.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// A fresh server with the probes deployed as `probe` (wasi-http) and `cmd` (command).
     pub async fn with_probes() -> Self {
         let server = Self::start().await;
@@ -195,4 +210,49 @@ pub fn request_id(response: &reqwest::Response) -> String {
         .to_str()
         .unwrap()
         .to_string()
+}
+
+/// An HTTP endpoint for the server to call (destinations, guests' outbound requests): it
+/// answers 200 to every POST and keeps the bodies.
+pub struct Receiver {
+    pub url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<bytes::Bytes>>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        let app = axum::Router::new().fallback(axum::routing::post(
+            move |body: bytes::Bytes| async move {
+                kept.lock().unwrap().push(body);
+                "ok"
+            },
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, bodies }
+    }
+
+    /// host:port, as `allow_outbound` grants it.
+    pub fn host_port(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    pub fn bodies(&self) -> Vec<bytes::Bytes> {
+        self.bodies.lock().unwrap().clone()
+    }
+
+    /// The bodies as JSON, once there are at least `n` of them (up to `timeout`).
+    pub async fn json_when(&self, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.bodies().len() < n && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.bodies()
+            .iter()
+            .map(|b| serde_json::from_slice(b).expect("a JSON body"))
+            .collect()
+    }
 }

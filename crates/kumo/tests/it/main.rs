@@ -3,6 +3,7 @@
 
 mod cli;
 mod deploy;
+mod events;
 mod harness;
 mod instances;
 mod invoke;

@@ -1,0 +1,310 @@
+//! Asynchronous invocations over HTTP: submit (`invoke?mode=async`), status with long-poll,
+//! status as Server-Sent Events, dead letters and redrive, topics, and the list of triggers.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::events::topics::{self, Delivery};
+use crate::gateway::read_body;
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use kumo_core::{
+    ErrorKind, EventRecord, EventStatus, FunctionRecord, InvocationRecord, Trigger, parse_duration,
+    validate_topic,
+};
+use kumo_store::NewEvent;
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// Longest `?wait=` of a long poll.
+const MAX_WAIT: Duration = Duration::from_secs(5 * 60);
+/// Header of a replayed submit: the idempotency key matched an earlier event.
+const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+#[derive(Serialize, Deserialize)]
+pub struct Submitted {
+    pub id: String,
+}
+
+/// `POST /functions/{name}/invoke?mode=async`: stores the event, then 202 `{"id"}`.
+pub async fn invoke_async(state: Arc<AppState>, name: String, request: Request) -> Response {
+    match submit(&state, &name, request).await {
+        Ok((id, replayed)) => {
+            let mut response =
+                (StatusCode::ACCEPTED, Json(Submitted { id: id.clone() })).into_response();
+            let headers = response.headers_mut();
+            if let Ok(location) = format!("/api/v1/invocations/{id}").parse() {
+                headers.insert(http::header::LOCATION, location);
+            }
+            if replayed {
+                headers.insert(REPLAYED_HEADER, http::HeaderValue::from_static("true"));
+            }
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn submit(state: &AppState, name: &str, request: Request) -> ApiResult<(String, bool)> {
+    // Refused now rather than dead later: the function must exist when the event is sent.
+    state.invoker.function(name).await?;
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, &parts.headers, state.events.config.max_payload_bytes).await?;
+    let header = |h: &str| parts.headers.get(h).and_then(|v| v.to_str().ok());
+    let key = header("idempotency-key");
+    if key.is_some_and(|k| k.is_empty() || k.len() > 255) {
+        return Err(ApiError::bad_request(
+            "Idempotency-Key must be 1 to 255 characters",
+        ));
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let event = NewEvent {
+        id: &id,
+        function: name,
+        trigger: Trigger::Async,
+        payload: &body,
+        content_type: header("content-type"),
+        traceparent: header("traceparent"),
+        now: kumo_core::now_ms(),
+    };
+    Ok(state.events.submit(&event, key).await?)
+}
+
+#[derive(Deserialize)]
+pub struct WaitParams {
+    /// Long poll: answer when the event is final or after this long (`30s`).
+    wait: Option<String>,
+}
+
+/// An async event's status, or a synchronous invocation's record (ids never collide: both
+/// are UUIDv7s made here).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Invocation {
+    Event(EventRecord),
+    Record(InvocationRecord),
+}
+
+/// `GET /invocations/{id}[?wait=30s]`.
+pub async fn get_invocation(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    params: Result<Query<WaitParams>, QueryRejection>,
+) -> ApiResult<Json<Invocation>> {
+    let Query(params) = params?;
+    let wait = match params.wait.as_deref() {
+        Some(w) => parse_duration(w)
+            .map_err(|e| ApiError::bad_request(format!("wait: {e}")))?
+            .min(MAX_WAIT),
+        None => Duration::ZERO,
+    };
+    let mut changes = state.events.subscribe();
+    if let Some(mut event) = state.store.get_event(&id).await? {
+        let deadline = tokio::time::Instant::now() + wait;
+        while !event.status.is_final() {
+            match tokio::time::timeout_at(deadline, next_change(&state, &id, &mut changes)).await {
+                Ok(Some(e)) => event = e,
+                Ok(None) | Err(_) => break,
+            }
+        }
+        return Ok(Json(Invocation::Event(event)));
+    }
+    state.recorder.flush().await;
+    let record = state.store.get_invocation(&id).await?;
+    record.map(|r| Json(Invocation::Record(r))).ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::FunctionNotFound,
+            format!("no invocation with id {id:?}"),
+        )
+    })
+}
+
+/// `GET /invocations/{id}/events`: the event's status now and at every change, as
+/// Server-Sent Events (`event: status`, data = the event JSON); the stream ends once the
+/// status is final.
+pub async fn invocation_events(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let changes = state.events.subscribe();
+    let first = state.store.get_event(&id).await?.ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::FunctionNotFound,
+            format!("no async invocation with id {id:?}"),
+        )
+    })?;
+    let stream = futures::stream::unfold(
+        Some((state, id, changes, Some(first), None)),
+        |progress| async move {
+            let (state, id, mut changes, mut pending, mut last) = progress?;
+            loop {
+                let event = match pending.take() {
+                    Some(e) => e,
+                    None => next_change(&state, &id, &mut changes).await?,
+                };
+                let seen = (event.status, event.attempts);
+                if last == Some(seen) {
+                    continue;
+                }
+                last = Some(seen);
+                let sse = Event::default()
+                    .event("status")
+                    .json_data(&event)
+                    .unwrap_or_else(|_| Event::default().event("status"));
+                let next = (!event.status.is_final()).then_some((state, id, changes, None, last));
+                return Some((Ok(sse), next));
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Waits for the next change of event `id` and reads it; None when the server is stopping
+/// or the event is gone.
+async fn next_change(
+    state: &AppState,
+    id: &str,
+    changes: &mut broadcast::Receiver<Arc<str>>,
+) -> Option<EventRecord> {
+    let mut stopping = state.stopping.clone();
+    loop {
+        let change = tokio::select! {
+            c = changes.recv() => c,
+            _ = stopping.wait_for(|s| *s) => return None,
+        };
+        match change {
+            Ok(changed) if &*changed != id => continue,
+            // Matching, or some changes were missed: read the event either way.
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+        match state.store.get_event(id).await {
+            Ok(Some(event)) => return Some(event),
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!("reading event {id}: {e:#}");
+                return None;
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    limit: Option<u32>,
+}
+
+/// `GET /functions/{name}/dlq`: the function's dead events, oldest first, with their errors.
+pub async fn dead_letters(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult<Json<Vec<EventRecord>>> {
+    let Query(params) = params?;
+    let limit = params.limit.unwrap_or(100).min(10_000);
+    Ok(Json(
+        state
+            .store
+            .list_events(&name, EventStatus::Dead, limit)
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct RedriveParams {
+    /// Only this event.
+    id: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Redriven {
+    pub redriven: Vec<String>,
+}
+
+/// `POST /functions/{name}/dlq/redrive[?id=]`: dead events go back to the queue, with their
+/// attempts and age starting over.
+pub async fn redrive(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    params: Result<Query<RedriveParams>, QueryRejection>,
+) -> ApiResult<Json<Redriven>> {
+    let Query(params) = params?;
+    state.invoker.function(&name).await?;
+    let redriven = state
+        .store
+        .redrive(&name, params.id.as_deref(), kumo_core::now_ms())
+        .await?;
+    for id in &redriven {
+        state.events.changed(id);
+    }
+    state.events.wake();
+    Ok(Json(Redriven { redriven }))
+}
+
+#[derive(Serialize)]
+pub struct Published {
+    /// The message's id: the `id` of the CloudEvent every subscriber gets.
+    id: String,
+    /// One event per subscribed function.
+    events: Vec<Delivery>,
+}
+
+/// `POST /topics/{topic}`: the body is the message; 202 once every subscriber's event is
+/// stored.
+pub async fn publish(
+    State(state): State<Arc<AppState>>,
+    Path(topic): Path<String>,
+    request: Request,
+) -> ApiResult<(StatusCode, Json<Published>)> {
+    validate_topic(&topic).map_err(ApiError::bad_request)?;
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, &parts.headers, state.events.config.max_payload_bytes).await?;
+    let traceparent = parts
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    let (id, events) = topics::publish(
+        &state.events,
+        &state.subscriptions,
+        &topic,
+        &body,
+        traceparent,
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(Published { id, events })))
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct TriggerInfo {
+    pub function: String,
+    /// `route`, `schedule` or `topic`.
+    pub kind: String,
+    /// The route, the schedule expression or the topic.
+    pub source: String,
+}
+
+/// `GET /triggers`: every route, schedule and topic subscription of the deployed functions.
+pub async fn triggers(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<TriggerInfo>>> {
+    let functions = state.store.list_functions().await?;
+    Ok(Json(functions.iter().flat_map(triggers_of).collect()))
+}
+
+fn triggers_of(f: &FunctionRecord) -> Vec<TriggerInfo> {
+    let info = |kind: &str, source: &str| TriggerInfo {
+        function: f.name.clone(),
+        kind: kind.to_string(),
+        source: source.to_string(),
+    };
+    let config = &f.config;
+    let routes = config.routes.iter().map(|r| info("route", r));
+    let schedule = config.schedule.iter().map(|s| info("schedule", s));
+    let topics = config.topics.iter().map(|t| info("topic", t));
+    routes.chain(schedule).chain(topics).collect()
+}

@@ -1,0 +1,158 @@
+//! Destinations: the outcome of an asynchronous invocation, sent on when it is final —
+//! `on_success` after a success, `on_failure` once it is dead. A function destination gets
+//! a new event, stored in the same transaction as the outcome (so it is as durable as the
+//! event itself); a URL gets a POST, tried a few times, not kept across a restart.
+
+use kumo_core::{CLOUDEVENTS_JSON, CloudEvent, Destination, FunctionRecord, Trigger};
+use kumo_store::{ClaimedEvent, Completion, NewEvent};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+const URL_ATTEMPTS: u32 = 3;
+const URL_TIMEOUT: Duration = Duration::from_secs(10);
+
+static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
+    reqwest::Client::builder()
+        .timeout(URL_TIMEOUT)
+        .build()
+        .unwrap_or_default()
+});
+
+/// A final outcome on its way to a destination, as a CloudEvent.
+pub struct Outcome {
+    destination: Destination,
+    /// The CloudEvent's id: also the id of the destination function's event.
+    id: String,
+    traceparent: Option<String>,
+    cloud_event: Vec<u8>,
+}
+
+impl Outcome {
+    /// The outcome to send, when the completion is final and the function has a destination
+    /// for it.
+    pub fn of(
+        function: &FunctionRecord,
+        event: &ClaimedEvent,
+        completion: &Completion,
+    ) -> Option<Self> {
+        let (target, kind, data) = match completion {
+            Completion::Succeeded { request_id, result } => (
+                function.config.on_success.as_deref()?,
+                "dev.kumo.invocation.succeeded",
+                serde_json::json!({
+                    "condition": "success",
+                    "request_id": request_id,
+                    "result": result,
+                }),
+            ),
+            Completion::Dead { request_id, error } => (
+                function.config.on_failure.as_deref()?,
+                "dev.kumo.invocation.failed",
+                serde_json::json!({
+                    "condition": error.code,
+                    "request_id": request_id,
+                    "error": error,
+                }),
+            ),
+            Completion::Retry { .. } | Completion::Deferred { .. } => return None,
+        };
+        // The destination was validated at deploy; a stored config that no longer parses
+        // has no destination.
+        let destination = Destination::parse(target).ok()?;
+        let mut data = data;
+        if let Some(fields) = data.as_object_mut() {
+            fields.insert("event_id".into(), event.id.clone().into());
+            fields.insert("function".into(), function.name.clone().into());
+            fields.insert("trigger".into(), event.trigger.as_str().into());
+            fields.insert("attempts".into(), event.attempt.into());
+            fields.insert("request_payload".into(), payload_value(&event.payload));
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let data = serde_json::to_vec(&data).unwrap_or_default();
+        let cloud_event = CloudEvent {
+            id: &id,
+            source: format!("kumo/functions/{}", function.name),
+            kind,
+            time_ms: kumo_core::now_ms(),
+            subject: Some(&event.id),
+            traceparent: event.traceparent.as_deref(),
+            data: &data,
+        }
+        .to_json();
+        Some(Self {
+            destination,
+            id,
+            traceparent: event.traceparent.clone(),
+            cloud_event,
+        })
+    }
+
+    /// The event to store for a function destination.
+    pub fn function_event(&self, now: i64) -> Option<FollowUp> {
+        match &self.destination {
+            Destination::Function(name) => Some(FollowUp {
+                id: self.id.clone(),
+                function: name.clone(),
+                payload: self.cloud_event.clone(),
+                traceparent: self.traceparent.clone(),
+                now,
+            }),
+            Destination::Url(_) => None,
+        }
+    }
+}
+
+/// An event for a destination function, owned until it is stored.
+pub struct FollowUp {
+    pub id: String,
+    function: String,
+    payload: Vec<u8>,
+    traceparent: Option<String>,
+    now: i64,
+}
+
+impl FollowUp {
+    pub fn as_new(&self) -> NewEvent<'_> {
+        NewEvent {
+            id: &self.id,
+            function: &self.function,
+            trigger: Trigger::Destination,
+            payload: &self.payload,
+            content_type: Some(CLOUDEVENTS_JSON),
+            traceparent: self.traceparent.as_deref(),
+            now: self.now,
+        }
+    }
+}
+
+/// POSTs the outcome to a URL destination in the background, retrying with backoff.
+pub fn deliver_to_url(outcome: Outcome) {
+    let Destination::Url(url) = outcome.destination else {
+        return;
+    };
+    tokio::spawn(async move {
+        for attempt in 1..=URL_ATTEMPTS {
+            let sent = CLIENT
+                .post(&url)
+                .header("content-type", CLOUDEVENTS_JSON)
+                .body(outcome.cloud_event.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) => {
+                    tracing::warn!(%url, status = %r.status(), attempt, "destination refused an outcome")
+                }
+                Err(e) => tracing::warn!(%url, attempt, "destination unreachable: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
+        }
+        tracing::error!(%url, id = %outcome.id, "an outcome could not be delivered to its destination");
+    });
+}
+
+/// A payload inside a JSON document: itself when it is JSON, else as text (lossy).
+fn payload_value(payload: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(payload)
+        .unwrap_or_else(|_| String::from_utf8_lossy(payload).into_owned().into())
+}

@@ -1,0 +1,293 @@
+//! The dispatcher: takes due events from the queue as workers free up, runs one attempt of
+//! each through the Invoker, and records how it ended.
+
+use super::destination::{self, Outcome};
+use super::{ATTEMPT_HEADER, EVENT_ID_HEADER};
+use crate::AppState;
+use crate::invoker::InvocationRequest;
+use kumo_core::{
+    ErrorKind, EventError, EventResult, FunctionRecord, MAX_TIMEOUT, format_duration, retry_delay,
+};
+use kumo_store::{ClaimedEvent, Completion};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+/// How long a claimed event stays leased to its attempt: longer than any attempt can run,
+/// so only an attempt whose worker is gone loses its lease.
+const LEASE: Duration = MAX_TIMEOUT.saturating_add(Duration::from_secs(60));
+/// How long the dispatcher sleeps at most when it knows of nothing due.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// On shutdown, how long attempts in flight get to finish; those still running are
+/// interrupted and run again after the restart.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Response bodies kept with a succeeded event.
+const RESULT_KEEP_BYTES: usize = 64 * 1024;
+
+/// Runs until `stop` turns true, then waits (a while) for the attempts in flight.
+pub async fn dispatch(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let events = &state.events;
+    let workers = events.workers();
+    let free = Arc::new(Semaphore::new(workers));
+    match state
+        .store
+        .release_interrupted_events(kumo_core::now_ms())
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(events = n, "attempts cut short by the last stop run again"),
+        Err(e) => tracing::error!("releasing interrupted events: {e:#}"),
+    }
+    loop {
+        let first = tokio::select! {
+            permit = free.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = free.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        let now = kumo_core::now_ms();
+        let lease_end = now + LEASE.as_millis() as i64;
+        let limit = u32::try_from(permits.len()).unwrap_or(u32::MAX);
+        let claimed = match state.store.claim_events(now, lease_end, limit).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("claiming events: {e:#}");
+                tokio::time::sleep(IDLE_POLL).await;
+                continue;
+            }
+        };
+        let got = claimed.len();
+        for (event, permit) in claimed.into_iter().zip(permits.drain(..got)) {
+            tokio::spawn(attempt(state.clone(), event, permit));
+        }
+        drop(permits);
+        if got > 0 {
+            continue;
+        }
+        let wait = match state.store.next_due().await {
+            Ok(Some(due)) => {
+                Duration::from_millis((due - kumo_core::now_ms()).max(0) as u64).min(IDLE_POLL)
+            }
+            _ => IDLE_POLL,
+        };
+        tokio::select! {
+            () = events.wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    let all = u32::try_from(workers).unwrap_or(u32::MAX);
+    if tokio::time::timeout(SHUTDOWN_GRACE, free.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "stopping with asynchronous attempts still running; they run again on start"
+        );
+    }
+}
+
+/// One attempt of one event, holding a worker.
+async fn attempt(state: Arc<AppState>, event: ClaimedEvent, _worker: OwnedSemaphorePermit) {
+    let now = kumo_core::now_ms();
+    let function = match state.invoker.function(&event.function).await {
+        Ok(f) => f,
+        Err(e) if e.kind == ErrorKind::FunctionNotFound => {
+            let error = EventError {
+                code: e.kind.code().into(),
+                message: e.message,
+            };
+            // No destination: the function that had them is gone.
+            return finish(
+                &state,
+                &event,
+                None,
+                Completion::Dead {
+                    request_id: None,
+                    error,
+                },
+            )
+            .await;
+        }
+        Err(_) => {
+            // The store failed (and logged it): try again later.
+            let due_at = now + 1000;
+            return finish(&state, &event, None, Completion::Deferred { due_at }).await;
+        }
+    };
+    let config = &function.config;
+    let age = now - event.enqueued_at;
+    if age > config.max_event_age.as_millis() as i64 {
+        let error = EventError {
+            code: "event_too_old".into(),
+            message: format!(
+                "the event waited {} (max_event_age {}) and is not tried again",
+                format_duration(Duration::from_millis(age as u64)),
+                format_duration(config.max_event_age)
+            ),
+        };
+        let completion = Completion::Dead {
+            request_id: None,
+            error,
+        };
+        return finish(&state, &event, Some(&function), completion).await;
+    }
+    if event.attempt > config.max_retries + 1 {
+        let error = EventError {
+            code: "retries_exhausted".into(),
+            message: format!(
+                "the last of {} attempts was cut short by a server stop",
+                config.max_retries + 1
+            ),
+        };
+        let completion = Completion::Dead {
+            request_id: None,
+            error,
+        };
+        return finish(&state, &event, Some(&function), completion).await;
+    }
+    let Some(_slot) = state.events.take_slot(&function.name, config) else {
+        return finish(&state, &event, None, defer(now)).await;
+    };
+    let invoked = state
+        .invoker
+        .invoke(&event.function, request_for(&event))
+        .await;
+    let now = kumo_core::now_ms();
+    let request_id = invoked.request_id;
+    let error = match invoked.result {
+        Err(e) if e.kind == ErrorKind::Throttled => {
+            return finish(&state, &event, None, defer(now)).await;
+        }
+        Ok(response) if response.status.as_u16() < 500 => {
+            let result = kept_result(response.status.as_u16(), &response.body);
+            let completion = Completion::Succeeded { request_id, result };
+            return finish(&state, &event, Some(&function), completion).await;
+        }
+        Ok(response) => EventError {
+            code: "error_status".into(),
+            message: format!(
+                "the function answered {}: {}",
+                response.status,
+                String::from_utf8_lossy(&response.body[..response.body.len().min(200)])
+            ),
+        },
+        Err(e) => EventError {
+            code: e.kind.code().into(),
+            message: e.message,
+        },
+    };
+    let completion = if event.attempt <= config.max_retries {
+        let delay = retry_delay(
+            state.events.config.retry_base_delay,
+            event.attempt,
+            fastrand::f64(),
+        );
+        Completion::Retry {
+            request_id: Some(request_id),
+            error,
+            due_at: now + delay.as_millis() as i64,
+        }
+    } else {
+        Completion::Dead {
+            request_id: Some(request_id),
+            error,
+        }
+    };
+    finish(&state, &event, Some(&function), completion).await;
+}
+
+/// The event as a request: `POST /` with the payload, its id and attempt in headers (and in
+/// environment variables, for commands) and the trace context it came with.
+fn request_for(event: &ClaimedEvent) -> InvocationRequest {
+    let mut headers = http::HeaderMap::new();
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = http::HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    put(EVENT_ID_HEADER, &event.id);
+    put(ATTEMPT_HEADER, &event.attempt.to_string());
+    if let Some(ct) = &event.content_type {
+        put("content-type", ct);
+    }
+    if let Some(tp) = &event.traceparent {
+        put("traceparent", tp);
+    }
+    InvocationRequest {
+        method: http::Method::POST,
+        path_and_query: "/".to_string(),
+        headers,
+        body: event.payload.clone().into(),
+        env: vec![
+            ("KUMO_EVENT_ID".to_string(), event.id.clone()),
+            ("KUMO_ATTEMPT".to_string(), event.attempt.to_string()),
+        ],
+    }
+}
+
+/// No capacity now: back in the queue shortly, without counting as an attempt.
+fn defer(now: i64) -> Completion {
+    Completion::Deferred {
+        due_at: now + 100 + fastrand::i64(0..200),
+    }
+}
+
+fn kept_result(status: u16, body: &[u8]) -> EventResult {
+    let kept = &body[..body.len().min(RESULT_KEEP_BYTES)];
+    EventResult {
+        status,
+        body: String::from_utf8_lossy(kept).into_owned(),
+        truncated: kept.len() < body.len(),
+    }
+}
+
+/// Records the attempt's end, with the destination's event if it has one, and tells whoever
+/// waits. `function` is None when no destination applies.
+async fn finish(
+    state: &AppState,
+    event: &ClaimedEvent,
+    function: Option<&FunctionRecord>,
+    completion: Completion,
+) {
+    let now = kumo_core::now_ms();
+    let outcome = function.and_then(|f| Outcome::of(f, event, &completion));
+    let follow_up = outcome.as_ref().and_then(|o| o.function_event(now));
+    let new_event = follow_up.as_ref().map(|f| f.as_new());
+    let stored = state
+        .store
+        .complete_event(
+            &event.id,
+            event.attempt,
+            &completion,
+            now,
+            new_event.as_ref(),
+        )
+        .await;
+    match stored {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(event = %event.id, "an attempt ended after losing its lease; its end is ignored");
+            return;
+        }
+        Err(e) => {
+            // The lease will run out and the event be tried again: at least once.
+            tracing::error!(event = %event.id, "recording an attempt's end: {e:#}");
+            return;
+        }
+    }
+    state.events.changed(&event.id);
+    if let Some(e) = &follow_up {
+        state.events.changed(&e.id);
+    }
+    // A retry or a destination's event may be due before the dispatcher planned to look.
+    state.events.wake.notify_one();
+    if let Some(outcome) = outcome {
+        destination::deliver_to_url(outcome);
+    }
+}

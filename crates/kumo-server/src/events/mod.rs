@@ -1,0 +1,180 @@
+//! Asynchronous invocations: events are stored durably (the queue in kumo-store), a dispatcher
+//! hands due events to workers, each attempt goes through the one Invoker, and its end is
+//! recorded in the queue (success, retry with backoff, dead letter) and announced to readers
+//! waiting on the event (long-poll, Server-Sent Events).
+
+mod destination;
+mod dispatcher;
+pub mod scheduler;
+pub mod topics;
+
+pub use dispatcher::dispatch;
+
+use kumo_core::FunctionConfig;
+use kumo_store::{NewEvent, Store};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, broadcast};
+
+/// Header with the event's stable id, on every attempt (at-least-once: a function that sees
+/// an id twice can tell).
+pub const EVENT_ID_HEADER: &str = "x-kumo-event-id";
+/// Header with the attempt's number, from 1.
+pub const ATTEMPT_HEADER: &str = "x-kumo-attempt";
+
+#[derive(Debug, Clone)]
+pub struct AsyncConfig {
+    /// Attempts running at once, across all functions.
+    pub workers: usize,
+    /// Wait before the first retry; it doubles for each further one (with jitter).
+    pub retry_base_delay: Duration,
+    /// Share (percent) of each function's concurrency, and of the server's, that asynchronous
+    /// attempts leave to synchronous requests.
+    pub sync_reserve_percent: u8,
+    /// Largest payload an asynchronous invocation accepts.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for AsyncConfig {
+    fn default() -> Self {
+        Self {
+            workers: 64,
+            retry_base_delay: Duration::from_secs(1),
+            sync_reserve_percent: 20,
+            max_payload_bytes: 1024 * 1024,
+        }
+    }
+}
+
+pub struct Events {
+    store: Store,
+    pub config: AsyncConfig,
+    /// Wakes the dispatcher: new events, or a retry that may be due before it planned to look.
+    wake: Notify,
+    /// Ids of events that changed, for readers waiting on them.
+    changes: broadcast::Sender<Arc<str>>,
+    /// Asynchronous attempts running now, by function.
+    running: Mutex<HashMap<String, usize>>,
+    /// Slots of the server asynchronous attempts may use (the rest is kept for sync).
+    server_limit: usize,
+}
+
+impl Events {
+    pub fn new(store: Store, config: AsyncConfig, server_max_concurrency: usize) -> Self {
+        let server_limit = async_limit(server_max_concurrency, config.sync_reserve_percent);
+        Self {
+            store,
+            config,
+            wake: Notify::new(),
+            changes: broadcast::channel(1024).0,
+            running: Mutex::default(),
+            server_limit,
+        }
+    }
+
+    /// Stores an event (committed when this returns) and wakes the dispatcher; `true` when
+    /// the idempotency key matched an earlier event, whose id is returned.
+    pub async fn submit(
+        &self,
+        event: &NewEvent<'_>,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<(String, bool)> {
+        let (id, replayed) = self.store.submit_event(event, idempotency_key).await?;
+        if !replayed {
+            self.wake.notify_one();
+            self.changed(&id);
+        }
+        Ok((id, replayed))
+    }
+
+    /// Stores several events at once (all or none) and wakes the dispatcher.
+    pub async fn submit_all(&self, events: &[NewEvent<'_>]) -> anyhow::Result<()> {
+        self.store.submit_events(events).await?;
+        self.wake.notify_one();
+        for e in events {
+            self.changed(e.id);
+        }
+        Ok(())
+    }
+
+    /// Tells the dispatcher to look at the queue now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Tells readers waiting on event `id` that it changed.
+    pub fn changed(&self, id: &str) {
+        // No receiver is fine: nobody is waiting on any event.
+        let _ = self.changes.send(id.into());
+    }
+
+    /// Status changes from now on (subscribe before reading the event, so none is missed).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+        self.changes.subscribe()
+    }
+
+    /// Attempts the dispatcher runs at once.
+    fn workers(&self) -> usize {
+        self.config.workers.clamp(1, self.server_limit)
+    }
+
+    /// A slot for one asynchronous attempt of the function, if it has not reached its share.
+    fn take_slot(&self, function: &str, config: &FunctionConfig) -> Option<AsyncSlot<'_>> {
+        let limit = config.max_concurrency.map_or(usize::MAX, |n| {
+            async_limit(n as usize, self.config.sync_reserve_percent)
+        });
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let n = running.entry(function.to_string()).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(AsyncSlot {
+            events: self,
+            function: function.to_string(),
+        })
+    }
+}
+
+/// Held while an asynchronous attempt runs.
+struct AsyncSlot<'a> {
+    events: &'a Events,
+    function: String,
+}
+
+impl Drop for AsyncSlot<'_> {
+    fn drop(&mut self) {
+        let mut running = self
+            .events
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = running.get_mut(&self.function) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.function);
+            }
+        }
+    }
+}
+
+/// What asynchronous attempts may use of a concurrency of `n`: all but `reserve_percent`
+/// (rounded up), and at least 1, or events would never run.
+pub fn async_limit(n: usize, reserve_percent: u8) -> usize {
+    let kept = (n * usize::from(reserve_percent)).div_ceil(100);
+    n.saturating_sub(kept).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn async_limit_keeps_the_sync_share() {
+        assert_eq!(async_limit(10, 20), 8);
+        assert_eq!(async_limit(4, 20), 3);
+        assert_eq!(async_limit(1, 20), 1);
+        assert_eq!(async_limit(1000, 0), 1000);
+    }
+}
