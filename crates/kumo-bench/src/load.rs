@@ -1,4 +1,5 @@
-//! The load generator: C keep-alive HTTP/1.1 connections, each sending one GET after another for
+//! The load generator: C keep-alive HTTP/1.1 connections, each sending one request (GET, or
+//! an empty POST) after another for
 //! a fixed time. It runs as its own process (pinned to its own core), on one thread, so the
 //! server under test shares nothing with it.
 
@@ -25,6 +26,7 @@ pub struct LoadResult {
 /// Runs the load and returns what it measured. `warmup` runs first and is not counted.
 pub async fn run(
     url: &str,
+    method: http::Method,
     concurrency: usize,
     warmup: Duration,
     duration: Duration,
@@ -42,8 +44,8 @@ pub async fn run(
     let end = measure_from + duration;
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (authority, path) = (authority.clone(), path.clone());
-            tokio::task::spawn_local(connection(authority, path, measure_from, end))
+            let (authority, path, method) = (authority.clone(), path.clone(), method.clone());
+            tokio::task::spawn_local(connection(authority, method, path, measure_from, end))
         })
         .collect();
     let mut latencies = Latencies::default();
@@ -67,6 +69,7 @@ pub async fn run(
 /// One connection's loop; reconnects after an error. Returns its latencies and error count.
 async fn connection(
     authority: String,
+    method: http::Method,
     path: String,
     measure_from: Instant,
     end: Instant,
@@ -94,7 +97,9 @@ async fn connection(
             if sender.ready().await.is_err() {
                 continue 'connect;
             }
-            let request = http::Request::get(&path)
+            let request = http::Request::builder()
+                .method(method.clone())
+                .uri(&path)
                 .header(http::header::HOST, &authority)
                 .body(Empty::<Bytes>::new())?;
             let ok = match sender.send_request(request).await {

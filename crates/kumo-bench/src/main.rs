@@ -25,6 +25,9 @@ enum Command {
     Load {
         #[arg(long)]
         url: String,
+        /// GET, or POST (with an empty body).
+        #[arg(long, default_value = "GET")]
+        method: http::Method,
         #[arg(long)]
         concurrency: usize,
         #[arg(long, value_parser = kumo_core::parse_duration)]
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(run::run(args)),
         Command::Load {
             url,
+            method,
             concurrency,
             warmup,
             duration,
@@ -53,7 +57,8 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let local = tokio::task::LocalSet::new();
-            let result = local.block_on(&rt, load::run(&url, concurrency, warmup, duration))?;
+            let result =
+                local.block_on(&rt, load::run(&url, method, concurrency, warmup, duration))?;
             println!("{}", serde_json::to_string(&result)?);
             Ok(())
         }

@@ -48,6 +48,7 @@ struct Report {
     instantiate: Vec<Percentiles>,
     cold_start: ColdStart,
     warm: Vec<WarmRun>,
+    async_events: AsyncEvents,
     idle_memory: IdleMemory,
     ratios: Vec<Ratio>,
 }
@@ -82,6 +83,20 @@ struct WarmRun {
     server: String,
     #[serde(flatten)]
     load: LoadResult,
+}
+
+#[derive(Serialize)]
+struct AsyncEvents {
+    connections: usize,
+    /// Submits answered 202 (the event committed to SQLite).
+    accepted: u64,
+    accepted_per_sec: f64,
+    submit_p50_us: f64,
+    submit_p99_us: f64,
+    errors: u64,
+    /// From the first submit until the queue was empty.
+    drain_s: f64,
+    drained_per_sec: f64,
 }
 
 #[derive(Serialize)]
@@ -133,6 +148,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let url = server.url(&format!("/fn/{function}/bench"));
         warm.extend(load_all(label, &url, &args).await?);
     }
+    eprintln!("kumo: asynchronous invocations ...");
+    let async_events = async_events(&server, &args).await?;
     let cold_start = cold_starts(&server, &client, &hello, args.cold_functions).await?;
     server.stop().await;
 
@@ -179,6 +196,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         instantiate,
         cold_start,
         warm,
+        async_events,
         idle_memory,
         ratios,
     };
@@ -273,27 +291,7 @@ async fn deploy(
 async fn load_all(label: &str, url: &str, args: &RunArgs) -> anyhow::Result<Vec<WarmRun>> {
     let mut runs = Vec::new();
     for &concurrency in &args.concurrency {
-        let output = pinned(CLIENT_CPU, &std::env::current_exe()?)
-            .args([
-                "load",
-                "--url",
-                url,
-                "--concurrency",
-                &concurrency.to_string(),
-            ])
-            .arg("--warmup")
-            .arg(kumo_core::format_duration(args.warmup))
-            .arg("--duration")
-            .arg(kumo_core::format_duration(args.duration))
-            .output()
-            .await?;
-        if !output.status.success() {
-            bail!(
-                "the load generator failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let load: LoadResult = serde_json::from_slice(&output.stdout)?;
+        let load = load_once(url, "GET", concurrency, args.warmup, args.duration).await?;
         eprintln!(
             "  {label} c={concurrency}: {:.0} req/s, p50 {} µs, p99 {} µs, {} errors",
             load.requests_per_sec, load.p50_us, load.p99_us, load.errors
@@ -304,6 +302,64 @@ async fn load_all(label: &str, url: &str, args: &RunArgs) -> anyhow::Result<Vec<
         });
     }
     Ok(runs)
+}
+
+/// One run of the load generator, as its own process on the client core.
+async fn load_once(
+    url: &str,
+    method: &str,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<LoadResult> {
+    let output = pinned(CLIENT_CPU, &std::env::current_exe()?)
+        .args(["load", "--url", url, "--method", method])
+        .args(["--concurrency", &concurrency.to_string()])
+        .args(["--warmup", &kumo_core::format_duration(warmup)])
+        .args(["--duration", &kumo_core::format_duration(duration)])
+        .output()
+        .await?;
+    if !output.status.success() {
+        bail!(
+            "the load generator failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// Asynchronous invocations of hello: submits at 16 connections for the run's duration (the
+/// workers drain the queue meanwhile, on the same core), then waits for the queue to empty.
+async fn async_events(server: &Running, args: &RunArgs) -> anyhow::Result<AsyncEvents> {
+    const CONNECTIONS: usize = 16;
+    let url = server.url("/api/v1/functions/hello/invoke?mode=async");
+    let start = Instant::now();
+    let load = load_once(&url, "POST", CONNECTIONS, Duration::ZERO, args.duration).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while metric(server, "kumo_events_pending").await? > 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "the queue did not drain in 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let drain = start.elapsed();
+    eprintln!(
+        "  async: {:.0} events/s accepted, drained in {:.1} s, {} errors",
+        load.requests_per_sec,
+        drain.as_secs_f64(),
+        load.errors
+    );
+    Ok(AsyncEvents {
+        connections: CONNECTIONS,
+        accepted: load.requests,
+        accepted_per_sec: load.requests_per_sec,
+        submit_p50_us: load.p50_us,
+        submit_p99_us: load.p99_us,
+        errors: load.errors,
+        drain_s: drain.as_secs_f64(),
+        drained_per_sec: load.requests as f64 / drain.as_secs_f64(),
+    })
 }
 
 /// Deploys `n` functions, then times the first request of each (a cold start: the cached
@@ -369,7 +425,7 @@ async fn idle_memory(kumo: &Path, hello: &[u8], n: usize) -> anyhow::Result<Idle
     // Let start-up settle before reading memory.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after_restart_mib = server.rss_mib()?;
-    let loaded_after_restart = loaded_functions(&server).await?;
+    let loaded_after_restart = metric(&server, "kumo_functions_loaded").await?;
     let listed = Client::new(&server.url("")).list().await?.len();
     ensure!(
         listed == n,
@@ -386,15 +442,16 @@ async fn idle_memory(kumo: &Path, hello: &[u8], n: usize) -> anyhow::Result<Idle
     })
 }
 
-async fn loaded_functions(server: &Running) -> anyhow::Result<u64> {
+/// An unlabelled metric of the server's /metrics.
+async fn metric(server: &Running, name: &str) -> anyhow::Result<u64> {
     let mut connection = Connection::open(&server.addr).await?;
     let (response, _) = connection.get("/metrics").await?;
     let text = String::from_utf8_lossy(response.body()).to_string();
     text.lines()
-        .find_map(|l| l.strip_prefix("kumo_functions_loaded "))
-        .context("no kumo_functions_loaded in /metrics")?
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .with_context(|| format!("no {name} in /metrics"))?
         .parse()
-        .context("parsing kumo_functions_loaded")
+        .with_context(|| format!("parsing {name}"))
 }
 
 fn ratios(warm: &[WarmRun], levels: &[usize]) -> Vec<Ratio> {
@@ -488,6 +545,18 @@ fn markdown(r: &Report) -> String {
             ratio.figure, ratio.other, ratio.concurrency, ratio.value
         );
     }
+    let a = &r.async_events;
+    out += &format!(
+        "\nAsynchronous invocations of hello ({} connections submitting while the workers drain, same core): {:.0} events/s accepted (202 after the SQLite commit; submit p50 {:.0} µs, p99 {:.0} µs, {} errors); all {} done after {:.1} s: {:.0} events/s end to end.\n",
+        a.connections,
+        a.accepted_per_sec,
+        a.submit_p50_us,
+        a.submit_p99_us,
+        a.errors,
+        a.accepted,
+        a.drain_s,
+        a.drained_per_sec
+    );
     let i = &r.idle_memory;
     out += &format!(
         "\nIdle memory: {} functions deployed at {:.0} deploys/s; server RSS {:.1} MiB empty, {:.1} MiB after the deploys, {:.1} MiB after a restart with {} loaded.\n",

@@ -156,7 +156,8 @@ pub async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> A
 }
 
 /// Prometheus text format. A few gauges for now; the full set comes with the metrics work.
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
+    let pending = state.store.pending_events().await?;
     let body = format!(
         "# HELP kumo_compilations_total Wasm compilations to machine code since start.\n\
          # TYPE kumo_compilations_total counter\n\
@@ -172,19 +173,23 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
          kumo_warm_instances {}\n\
          # HELP kumo_invocations_in_flight Invocations running now.\n\
          # TYPE kumo_invocations_in_flight gauge\n\
-         kumo_invocations_in_flight {}\n",
+         kumo_invocations_in_flight {}\n\
+         # HELP kumo_events_pending Asynchronous events not yet finished (queued, failed and waiting for a retry, running).\n\
+         # TYPE kumo_events_pending gauge\n\
+         kumo_events_pending {}\n",
         state.runtime.compilations(),
         state.invoker.loaded_count(),
         u8::from(state.runtime.allocator() == kumo_runtime::Allocator::Pooling),
         state.runtime.warm_instances(),
-        state.invoker.in_flight()
+        state.invoker.in_flight(),
+        pending
     );
-    (
+    Ok((
         StatusCode::OK,
         [(
             http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         body,
-    )
+    ))
 }

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS schedule_ticks (
 /// How long an `Idempotency-Key` maps to its first event.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
+#[derive(Clone)]
 pub struct NewEvent<'a> {
     pub id: &'a str,
     pub function: &'a str,
@@ -96,42 +97,59 @@ pub enum Completion {
 }
 
 impl Store {
-    /// Stores a new event, committed before this returns. With `idempotency_key`, an earlier
-    /// event submitted with the same key to the same function within 24 h is returned instead
-    /// (`true` = replayed, nothing new stored).
+    /// Stores new events in one transaction (one commit for many submitters), committed
+    /// before this returns. With an idempotency key, an earlier event submitted with the same
+    /// key to the same function within 24 h (in this batch too) is returned instead: `(id,
+    /// true)`, nothing new stored.
+    pub async fn submit_events_once(
+        &self,
+        events: &[(NewEvent<'_>, Option<&str>)],
+    ) -> anyhow::Result<Vec<(String, bool)>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut submitted = Vec::with_capacity(events.len());
+        for (event, idempotency_key) in events {
+            if let Some(key) = idempotency_key {
+                let earlier: Option<String> = sqlx::query_scalar(
+                    "SELECT event_id FROM idempotency_keys
+                     WHERE function = ? AND key = ? AND created_at > ?",
+                )
+                .bind(event.function)
+                .bind(key)
+                .bind(event.now - IDEMPOTENCY_WINDOW_MS)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(id) = earlier {
+                    submitted.push((id, true));
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT OR REPLACE INTO idempotency_keys (function, key, event_id, created_at)
+                     VALUES (?, ?, ?, ?)",
+                )
+                .bind(event.function)
+                .bind(key)
+                .bind(event.id)
+                .bind(event.now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            insert_event(&mut tx, event).await?;
+            submitted.push((event.id.to_string(), false));
+        }
+        tx.commit().await.context("storing events")?;
+        Ok(submitted)
+    }
+
+    /// [`Self::submit_events_once`] for one event.
     pub async fn submit_event(
         &self,
         event: &NewEvent<'_>,
         idempotency_key: Option<&str>,
     ) -> anyhow::Result<(String, bool)> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(key) = idempotency_key {
-            let earlier: Option<String> = sqlx::query_scalar(
-                "SELECT event_id FROM idempotency_keys
-                 WHERE function = ? AND key = ? AND created_at > ?",
-            )
-            .bind(event.function)
-            .bind(key)
-            .bind(event.now - IDEMPOTENCY_WINDOW_MS)
-            .fetch_optional(&mut *tx)
+        let mut submitted = self
+            .submit_events_once(&[(event.clone(), idempotency_key)])
             .await?;
-            if let Some(id) = earlier {
-                return Ok((id, true));
-            }
-            sqlx::query(
-                "INSERT OR REPLACE INTO idempotency_keys (function, key, event_id, created_at)
-                 VALUES (?, ?, ?, ?)",
-            )
-            .bind(event.function)
-            .bind(key)
-            .bind(event.id)
-            .bind(event.now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        insert_event(&mut tx, event).await?;
-        tx.commit().await.context("storing the event")?;
-        Ok((event.id.to_string(), false))
+        submitted.pop().context("one event in, one answer out")
     }
 
     /// Stores several events in one transaction: all or none (a topic's fan-out).
@@ -190,7 +208,6 @@ impl Store {
         now: i64,
         follow_up: Option<&NewEvent<'_>>,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let query = match completion {
             Completion::Succeeded { request_id, result } => sqlx::query(
                 "UPDATE events SET status = 'succeeded', updated_at = ?3, request_id = ?4,
@@ -242,8 +259,13 @@ impl Store {
             .bind(now)
             .bind(due_at),
         };
+        let Some(event) = follow_up else {
+            // One statement commits by itself: no transaction round trips.
+            return Ok(query.execute(&self.pool).await?.rows_affected() == 1);
+        };
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let owned = query.execute(&mut *tx).await?.rows_affected() == 1;
-        if owned && let Some(event) = follow_up {
+        if owned {
             insert_event(&mut tx, event).await?;
         }
         tx.commit().await.context("completing the event")?;
@@ -302,7 +324,7 @@ impl Store {
         id: Option<&str>,
         now: i64,
     ) -> anyhow::Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
+        sqlx::query_scalar(
             "UPDATE events SET status = 'queued', attempts = 0, enqueued_at = ?3,
                  updated_at = ?3, due_at = ?3
              WHERE function = ?1 AND status = 'dead' AND (?2 IS NULL OR id = ?2)
@@ -313,10 +335,11 @@ impl Store {
         .bind(now)
         .fetch_all(&self.pool)
         .await
-        .context("redriving events")?)
+        .context("redriving events")
     }
 
-    /// Events waiting for an attempt (queued or failed), across all functions.
+    /// Events not finished (queued, failed and waiting for a retry, running), across all
+    /// functions.
     pub async fn pending_events(&self) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM events WHERE status IN ('queued', 'failed', 'running')",

@@ -3,6 +3,7 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::events::OwnedEvent;
 use crate::events::topics::{self, Delivery};
 use crate::gateway::read_body;
 use axum::Json;
@@ -16,7 +17,6 @@ use kumo_core::{
     ErrorKind, EventRecord, EventStatus, FunctionRecord, InvocationRecord, Trigger, parse_duration,
     validate_topic,
 };
-use kumo_store::NewEvent;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -57,24 +57,29 @@ async fn submit(state: &AppState, name: &str, request: Request) -> ApiResult<(St
     state.invoker.function(name).await?;
     let (parts, body) = request.into_parts();
     let body = read_body(body, &parts.headers, state.events.config.max_payload_bytes).await?;
-    let header = |h: &str| parts.headers.get(h).and_then(|v| v.to_str().ok());
+    let header = |h: &str| {
+        parts
+            .headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let key = header("idempotency-key");
-    if key.is_some_and(|k| k.is_empty() || k.len() > 255) {
+    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
         return Err(ApiError::bad_request(
             "Idempotency-Key must be 1 to 255 characters",
         ));
     }
-    let id = uuid::Uuid::now_v7().to_string();
-    let event = NewEvent {
-        id: &id,
-        function: name,
+    let event = OwnedEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        function: name.to_string(),
         trigger: Trigger::Async,
-        payload: &body,
+        payload: body,
         content_type: header("content-type"),
         traceparent: header("traceparent"),
         now: kumo_core::now_ms(),
     };
-    Ok(state.events.submit(&event, key).await?)
+    Ok(state.events.submit(event, key).await?)
 }
 
 #[derive(Deserialize)]

@@ -3,8 +3,9 @@
 //! a new event, stored in the same transaction as the outcome (so it is as durable as the
 //! event itself); a URL gets a POST, tried a few times, not kept across a restart.
 
+use super::OwnedEvent;
 use kumo_core::{CLOUDEVENTS_JSON, CloudEvent, Destination, FunctionRecord, Trigger};
-use kumo_store::{ClaimedEvent, Completion, NewEvent};
+use kumo_store::{ClaimedEvent, Completion};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -88,39 +89,18 @@ impl Outcome {
     }
 
     /// The event to store for a function destination.
-    pub fn function_event(&self, now: i64) -> Option<FollowUp> {
+    pub fn function_event(&self, now: i64) -> Option<OwnedEvent> {
         match &self.destination {
-            Destination::Function(name) => Some(FollowUp {
+            Destination::Function(name) => Some(OwnedEvent {
                 id: self.id.clone(),
                 function: name.clone(),
-                payload: self.cloud_event.clone(),
+                trigger: Trigger::Destination,
+                payload: self.cloud_event.clone().into(),
+                content_type: Some(CLOUDEVENTS_JSON.to_string()),
                 traceparent: self.traceparent.clone(),
                 now,
             }),
             Destination::Url(_) => None,
-        }
-    }
-}
-
-/// An event for a destination function, owned until it is stored.
-pub struct FollowUp {
-    pub id: String,
-    function: String,
-    payload: Vec<u8>,
-    traceparent: Option<String>,
-    now: i64,
-}
-
-impl FollowUp {
-    pub fn as_new(&self) -> NewEvent<'_> {
-        NewEvent {
-            id: &self.id,
-            function: &self.function,
-            trigger: Trigger::Destination,
-            payload: &self.payload,
-            content_type: Some(CLOUDEVENTS_JSON),
-            traceparent: self.traceparent.as_deref(),
-            now: self.now,
         }
     }
 }

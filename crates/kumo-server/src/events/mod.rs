@@ -10,12 +10,18 @@ pub mod topics;
 
 pub use dispatcher::dispatch;
 
-use kumo_core::FunctionConfig;
+use bytes::Bytes;
+use kumo_core::{FunctionConfig, Trigger};
 use kumo_store::{NewEvent, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+
+/// Submits waiting for the writer before senders wait.
+const SUBMIT_QUEUE: usize = 4096;
+/// Most submits committed in one transaction.
+const MAX_SUBMIT_BATCH: usize = 256;
 
 /// Header with the event's stable id, on every attempt (at-least-once: a function that sees
 /// an id twice can tell).
@@ -47,8 +53,42 @@ impl Default for AsyncConfig {
     }
 }
 
+/// An event to store, owning its parts (it crosses a channel to the writer).
+#[derive(Clone)]
+pub struct OwnedEvent {
+    pub id: String,
+    pub function: String,
+    pub trigger: Trigger,
+    pub payload: Bytes,
+    pub content_type: Option<String>,
+    pub traceparent: Option<String>,
+    pub now: i64,
+}
+
+impl OwnedEvent {
+    pub fn as_new(&self) -> NewEvent<'_> {
+        NewEvent {
+            id: &self.id,
+            function: &self.function,
+            trigger: self.trigger,
+            payload: &self.payload,
+            content_type: self.content_type.as_deref(),
+            traceparent: self.traceparent.as_deref(),
+            now: self.now,
+        }
+    }
+}
+
+struct Submit {
+    event: OwnedEvent,
+    idempotency_key: Option<String>,
+    done: oneshot::Sender<anyhow::Result<(String, bool)>>,
+}
+
 pub struct Events {
     store: Store,
+    /// To the writer, which commits the submits waiting at once in one transaction.
+    submits: mpsc::Sender<Submit>,
     pub config: AsyncConfig,
     /// Wakes the dispatcher: new events, or a retry that may be due before it planned to look.
     wake: Notify,
@@ -63,8 +103,11 @@ pub struct Events {
 impl Events {
     pub fn new(store: Store, config: AsyncConfig, server_max_concurrency: usize) -> Self {
         let server_limit = async_limit(server_max_concurrency, config.sync_reserve_percent);
+        let (submits, queued) = mpsc::channel(SUBMIT_QUEUE);
+        tokio::spawn(write_submits(store.clone(), queued));
         Self {
             store,
+            submits,
             config,
             wake: Notify::new(),
             changes: broadcast::channel(1024).0,
@@ -77,10 +120,22 @@ impl Events {
     /// the idempotency key matched an earlier event, whose id is returned.
     pub async fn submit(
         &self,
-        event: &NewEvent<'_>,
-        idempotency_key: Option<&str>,
+        event: OwnedEvent,
+        idempotency_key: Option<String>,
     ) -> anyhow::Result<(String, bool)> {
-        let (id, replayed) = self.store.submit_event(event, idempotency_key).await?;
+        let (done, answer) = oneshot::channel();
+        let submit = Submit {
+            event,
+            idempotency_key,
+            done,
+        };
+        self.submits
+            .send(submit)
+            .await
+            .map_err(|_| anyhow::anyhow!("the event writer has stopped"))?;
+        let (id, replayed) = answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the event writer dropped a submit"))??;
         if !replayed {
             self.wake.notify_one();
             self.changed(&id);
@@ -134,6 +189,39 @@ impl Events {
             events: self,
             function: function.to_string(),
         })
+    }
+}
+
+/// Group commit: takes the submits waiting now (while one transaction commits, the next
+/// batch gathers) and stores them in one transaction. If a batch fails, its submits are
+/// tried one by one, so one bad event does not fail the others.
+async fn write_submits(store: Store, mut queued: mpsc::Receiver<Submit>) {
+    while let Some(first) = queued.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_SUBMIT_BATCH {
+            match queued.try_recv() {
+                Ok(s) => batch.push(s),
+                Err(_) => break,
+            }
+        }
+        let events: Vec<_> = batch
+            .iter()
+            .map(|s| (s.event.as_new(), s.idempotency_key.as_deref()))
+            .collect();
+        match store.submit_events_once(&events).await {
+            Ok(stored) => {
+                for (submit, result) in batch.into_iter().zip(stored) {
+                    let _ = submit.done.send(Ok(result));
+                }
+            }
+            Err(_) => {
+                for submit in batch {
+                    let key = submit.idempotency_key.as_deref();
+                    let result = store.submit_event(&submit.event.as_new(), key).await;
+                    let _ = submit.done.send(result);
+                }
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! directory, real wasm built from the repository's guests, driven over HTTP and through the CLI.
 
 mod cli;
+mod crash;
 mod deploy;
 mod events;
 mod harness;
@@ -10,3 +11,4 @@ mod invoke;
 mod lifecycle;
 mod limits;
 mod persistence;
+mod triggers;

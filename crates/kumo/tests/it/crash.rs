@@ -1,0 +1,104 @@
+//! The queue survives a crash: 2,000 asynchronous events to a function that reports each
+//! event id to a host-visible endpoint; the server is killed with SIGKILL midway and
+//! restarted on the same data directory. Every event must complete at least once, and only
+//! attempts that were running at the kill may have run twice (at most one per worker).
+
+use crate::harness::{Receiver, TestServer, config};
+use kumo_api::{EventStatus, FunctionConfig};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const EVENTS: usize = 2_000;
+const WORKERS: usize = 16;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_event_is_lost_when_the_server_is_killed_midway() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--async-workers", "16"];
+    let server = TestServer::start_in(dir.path(), &args);
+    server
+        .deploy(
+            "reporter",
+            test_programs::EVENT_PROBE,
+            FunctionConfig {
+                allow_outbound: vec![receiver.host_port().to_string()],
+                ..config()
+            },
+        )
+        .await;
+    let payload = format!("report:{}/", receiver.url);
+    let mut ids = Vec::with_capacity(EVENTS);
+    for chunk in 0..EVENTS / 100 {
+        let submits = (0..100).map(|_| {
+            server
+                .client
+                .invoke_async("reporter", payload.clone().into_bytes(), None)
+        });
+        for submitted in futures::future::join_all(submits).await {
+            ids.push(
+                submitted
+                    .unwrap_or_else(|e| panic!("submit in chunk {chunk}: {e}"))
+                    .0,
+            );
+        }
+    }
+
+    // Midway: kill -9.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiver.bodies().len() < EVENTS / 4 {
+        assert!(Instant::now() < deadline, "the events do not drain");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill();
+    let at_kill = receiver.bodies().len();
+    assert!(
+        at_kill < EVENTS,
+        "the kill came after the drain ({at_kill})"
+    );
+
+    let server = TestServer::start_in(dir.path(), &args);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    while Instant::now() < deadline {
+        seen.clear();
+        for body in receiver.bodies() {
+            *seen
+                .entry(String::from_utf8(body.to_vec()).unwrap())
+                .or_default() += 1;
+        }
+        if ids.iter().all(|id| seen.contains_key(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lost: Vec<&String> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} events never ran: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let twice: Vec<(&String, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.len() <= WORKERS,
+        "{} events ran twice; at most {WORKERS} were running at the kill",
+        twice.len()
+    );
+    assert!(twice.iter().all(|(_, n)| **n == 2), "{twice:?}");
+    for (id, _) in &twice {
+        let event = server.client.event(id, Some("10s")).await.unwrap();
+        assert!(
+            event.attempts >= 2,
+            "a repeated event shows its second attempt"
+        );
+    }
+    for id in &ids {
+        let event = server.client.event(id, Some("10s")).await.unwrap();
+        assert_eq!(event.status, EventStatus::Succeeded, "{id}");
+    }
+    eprintln!(
+        "crash test: {EVENTS} events, {at_kill} reported at the kill, {} ran twice",
+        twice.len()
+    );
+}
