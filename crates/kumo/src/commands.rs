@@ -86,6 +86,27 @@ pub struct DeployArgs {
     /// With --instances reuse: requests one instance serves before it is replaced.
     #[arg(long)]
     max_instance_requests: Option<u32>,
+    /// Asynchronous invocations: retries after a failed attempt.
+    #[arg(long)]
+    max_retries: Option<u32>,
+    /// Asynchronous invocations: not tried again when older, e.g. 1h.
+    #[arg(long)]
+    max_event_age: Option<String>,
+    /// Where successful async outcomes go: a function name or an http(s):// URL.
+    #[arg(long)]
+    on_success: Option<String>,
+    /// Where async events that failed for good go: a function name or an http(s):// URL.
+    #[arg(long)]
+    on_failure: Option<String>,
+    /// A cron expression (UTC) or rate(N unit): each tick is one async invocation.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// A topic whose messages the function receives (repeatable).
+    #[arg(long = "topic")]
+    topics: Vec<String>,
+    /// A host (or host:port) the guest may send HTTP requests to (repeatable).
+    #[arg(long = "allow-outbound", value_name = "HOST")]
+    allow_outbound: Vec<String>,
 }
 
 pub async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
@@ -107,8 +128,20 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
         max_concurrency: args.max_concurrency,
         provisioned_concurrency: args.provisioned_concurrency,
         routes: args.routes.clone(),
+        on_success: args.on_success.clone(),
+        on_failure: args.on_failure.clone(),
+        schedule: args.schedule.clone(),
+        topics: args.topics.clone(),
+        allow_outbound: args.allow_outbound.clone(),
         ..FunctionConfig::default()
     };
+    if let Some(n) = args.max_retries {
+        config.max_retries = n;
+    }
+    if let Some(age) = &args.max_event_age {
+        config.max_event_age =
+            parse_duration(age).map_err(|e| anyhow::anyhow!("--max-event-age: {e}"))?;
+    }
     if let Some(m) = args.memory {
         config.memory_mb = m;
     }

@@ -14,7 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use kumo_core::{
-    ErrorKind, EventRecord, EventStatus, FunctionRecord, InvocationRecord, Trigger, parse_duration,
+    ErrorKind, EventRecord, FunctionRecord, InvocationRecord, Trigger, parse_duration,
     validate_topic,
 };
 use serde::{Deserialize, Serialize};
@@ -214,12 +214,7 @@ pub async fn dead_letters(
 ) -> ApiResult<Json<Vec<EventRecord>>> {
     let Query(params) = params?;
     let limit = params.limit.unwrap_or(100).min(10_000);
-    Ok(Json(
-        state
-            .store
-            .list_events(&name, EventStatus::Dead, limit)
-            .await?,
-    ))
+    Ok(Json(state.store.list_dead_events(&name, limit).await?))
 }
 
 #[derive(Deserialize)]

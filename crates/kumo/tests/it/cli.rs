@@ -159,3 +159,52 @@ async fn up_serves_and_deploys_the_manifest() {
     assert_eq!(body, "up, Ada!\n");
     server.stop();
 }
+
+#[tokio::test]
+async fn deploy_sets_the_event_options() {
+    let server = TestServer::start().await;
+    let out = server.cli(&[
+        "deploy",
+        test_programs::EVENT_PROBE,
+        "--name",
+        "ev",
+        "--schedule",
+        "rate(1 hour)",
+        "--topic",
+        "orders",
+        "--max-retries",
+        "1",
+        "--max-event-age",
+        "10m",
+        "--on-failure",
+        "alerts",
+        "--allow-outbound",
+        "127.0.0.1:9",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let config = server.client.get("ev").await.unwrap().config;
+    assert_eq!(config.schedule.as_deref(), Some("rate(1 hour)"));
+    assert_eq!(config.topics, ["orders"]);
+    assert_eq!(config.max_retries, 1);
+    assert_eq!(config.max_event_age, std::time::Duration::from_secs(600));
+    assert_eq!(config.on_failure.as_deref(), Some("alerts"));
+    assert_eq!(config.allow_outbound, ["127.0.0.1:9"]);
+    let triggers = stdout(&server.cli(&["triggers"]));
+    assert!(
+        triggers.contains("schedule") && triggers.contains("rate(1 hour)"),
+        "{triggers}"
+    );
+    assert!(
+        triggers.contains("topic") && triggers.contains("orders"),
+        "{triggers}"
+    );
+    let bad = server.cli(&[
+        "deploy",
+        test_programs::EVENT_PROBE,
+        "--name",
+        "ev",
+        "--schedule",
+        "often",
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("schedule"));
+}
