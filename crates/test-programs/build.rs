@@ -18,9 +18,10 @@ const GUESTS: &[(&str, &[&str])] = &[
             "no-response",
             "http-wasi-0-2-0",
             "event-probe",
+            "kv-probe",
         ],
     ),
-    ("examples", &["hello", "wordcount"]),
+    ("examples", &["hello", "wordcount", "orders"]),
 ];
 
 fn main() {

@@ -3,7 +3,7 @@
 
 pub use kumo_core::{
     EventRecord, EventStatus, FunctionConfig, FunctionKind, FunctionRecord, InvocationRecord,
-    LogRecord,
+    KeyPage, LogRecord,
 };
 
 use bytes::Bytes;
@@ -25,6 +25,46 @@ pub enum ClientError {
     },
     #[error("cannot reach the kumo server")]
     Transport(#[from] reqwest::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// A key-value entry as the API returns it.
+#[derive(Debug)]
+pub struct KvValue {
+    pub value: Bytes,
+    /// Without quotes.
+    pub etag: String,
+}
+
+/// The condition of a key-value write.
+#[derive(Debug, Clone, Copy)]
+pub enum KvCondition<'a> {
+    Always,
+    /// `If-Match`: only if the key holds the write with this etag.
+    IfMatch(&'a str),
+    /// `If-None-Match: *`: only if the key does not exist.
+    IfAbsent,
+}
+
+impl KvCondition<'_> {
+    fn apply(self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Self::Always => request,
+            Self::IfMatch(etag) => request.header("if-match", format!("\"{etag}\"")),
+            Self::IfAbsent => request.header("if-none-match", "*"),
+        }
+    }
+}
+
+fn etag_of(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim_matches('"')
+        .to_string()
 }
 
 #[derive(Deserialize)]
@@ -96,6 +136,67 @@ impl Client {
 
     fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.base)
+    }
+
+    /// `/api/v1/kv/{bucket}/{key}` with every segment of the key percent-encoded.
+    fn kv_url(&self, bucket: &str, key: &str) -> Result<reqwest::Url, ClientError> {
+        let mut url = reqwest::Url::parse(&self.url("/kv"))
+            .map_err(|e| ClientError::Usage(format!("bad server URL: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|()| ClientError::Usage("bad server URL".into()))?
+            .push(bucket)
+            .extend(key.split('/'));
+        Ok(url)
+    }
+
+    /// A key's value and etag.
+    pub async fn kv_get(&self, bucket: &str, key: &str) -> Result<KvValue, ClientError> {
+        let response = check(self.http.get(self.kv_url(bucket, key)?).send().await?).await?;
+        let etag = etag_of(&response);
+        Ok(KvValue {
+            value: response.bytes().await?,
+            etag,
+        })
+    }
+
+    /// Writes a key if `condition` holds; returns the new etag.
+    pub async fn kv_put(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Vec<u8>,
+        condition: KvCondition<'_>,
+    ) -> Result<String, ClientError> {
+        let request = condition.apply(self.http.put(self.kv_url(bucket, key)?));
+        let response = check(request.body(value).send().await?).await?;
+        Ok(etag_of(&response))
+    }
+
+    /// Deletes a key (no error if it is absent, unless `condition` names an etag).
+    pub async fn kv_delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        condition: KvCondition<'_>,
+    ) -> Result<(), ClientError> {
+        let request = condition.apply(self.http.delete(self.kv_url(bucket, key)?));
+        check(request.send().await?).await?;
+        Ok(())
+    }
+
+    /// One page of a bucket's keys that start with `prefix`, after `cursor`.
+    pub async fn kv_list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<KeyPage, ClientError> {
+        let mut query = vec![("prefix", prefix.to_string())];
+        query.extend(cursor.map(|c| ("cursor", c.to_string())));
+        query.extend(limit.map(|l| ("limit", l.to_string())));
+        let url = self.url(&format!("/kv/{bucket}"));
+        json(self.http.get(url).query(&query).send().await?).await
     }
 
     /// Deploys (creates or updates) a function; true when it was created.

@@ -2,6 +2,7 @@
 
 use crate::duration::{format_duration, parse_duration};
 use crate::event::{Destination, validate_topic};
+use crate::kv::validate_bucket;
 use crate::route::Route;
 use crate::schedule::Schedule;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -108,6 +109,8 @@ pub struct FunctionConfig {
     pub topics: Vec<String>,
     /// Hosts (`host` or `host:port`) the guest may send HTTP requests to; none by default.
     pub allow_outbound: Vec<String>,
+    /// Key-value buckets the guest may open (`wasi:keyvalue`); none by default.
+    pub kv: Vec<String>,
 }
 
 impl Default for FunctionConfig {
@@ -128,6 +131,7 @@ impl Default for FunctionConfig {
             schedule: None,
             topics: Vec::new(),
             allow_outbound: Vec::new(),
+            kv: Vec::new(),
         }
     }
 }
@@ -222,6 +226,11 @@ impl FunctionConfig {
                 );
             }
         }
+        for bucket in &self.kv {
+            if let Err(e) = validate_bucket(bucket) {
+                return fail("kv", e);
+            }
+        }
         for route in &self.routes {
             if let Err(e) = Route::parse(route) {
                 return fail("routes", e.to_string());
@@ -312,6 +321,7 @@ mod tests {
             (r#"{"schedule":"61 * * * *"}"#, "schedule"),
             (r#"{"topics":["a b"]}"#, "topics"),
             (r#"{"allow_outbound":["http://x/"]}"#, "allow_outbound"),
+            (r#"{"kv":["Orders"]}"#, "kv"),
         ];
         for (json, field) in cases {
             let err = config(json).validate().unwrap_err();

@@ -5,6 +5,7 @@
 mod config;
 mod duration;
 mod event;
+mod kv;
 mod name;
 mod outcome;
 mod records;
@@ -20,6 +21,10 @@ pub use duration::{format_duration, parse_duration};
 pub use event::{
     CLOUDEVENTS_JSON, CloudEvent, Destination, EventError, EventRecord, EventResult, EventStatus,
     MAX_RETRY_DELAY, Trigger, base64, retry_delay, validate_topic,
+};
+pub use kv::{
+    KV_LIST_PAGE, KeyPage, MAX_KV_KEY_BYTES, MAX_KV_VALUE_BYTES, parse_counter, validate_bucket,
+    validate_key,
 };
 pub use name::{NameError, Target, validate_name};
 pub use outcome::{ErrorKind, FunctionKind, Outcome, billed_ms};

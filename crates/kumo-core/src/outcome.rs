@@ -77,6 +77,10 @@ pub enum ErrorKind {
     InvalidFunction,
     InvalidRequest,
     Conflict,
+    /// A key-value key that does not exist.
+    KeyNotFound,
+    /// A conditional write whose `If-Match` / `If-None-Match` does not hold.
+    PreconditionFailed,
     PayloadTooLarge,
     Throttled,
     Timeout,
@@ -94,6 +98,8 @@ impl ErrorKind {
             Self::InvalidFunction => "invalid_function",
             Self::InvalidRequest => "invalid_request",
             Self::Conflict => "conflict",
+            Self::KeyNotFound => "key_not_found",
+            Self::PreconditionFailed => "precondition_failed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Throttled => "throttled",
             Self::Timeout => "timeout",
@@ -105,10 +111,11 @@ impl ErrorKind {
 
     pub fn status(self) -> u16 {
         match self {
-            Self::FunctionNotFound | Self::NotFound => 404,
+            Self::FunctionNotFound | Self::NotFound | Self::KeyNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::InvalidFunction | Self::InvalidRequest => 400,
             Self::Conflict => 409,
+            Self::PreconditionFailed => 412,
             Self::PayloadTooLarge => 413,
             Self::Throttled => 429,
             Self::Timeout => 504,

@@ -5,6 +5,7 @@ use crate::Runtime;
 use crate::capture::Capture;
 use crate::compile::Loaded;
 use crate::host::{ComponentHost, MemoryLimit, ModuleHost, OutboundGrants};
+use crate::kv::KvAccess;
 use crate::warm::{HttpInstance, WarmPool};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
@@ -37,6 +38,8 @@ pub struct Invocation {
     pub max_response_bytes: usize,
     /// Hosts the guest may send HTTP requests to.
     pub allow_outbound: Arc<[String]>,
+    /// The key-value buckets the guest may open, and their store.
+    pub kv: KvAccess,
 }
 
 #[derive(Debug)]
@@ -163,7 +166,7 @@ impl Runtime {
                     let limits = MemoryLimit::with_flag(inv.memory_bytes, memory_hit.clone());
                     let wasi = command_wasi(&inv, &stdout, &stderr).build();
                     let outbound = OutboundGrants::new(inv.allow_outbound.clone());
-                    let host = ComponentHost::new(wasi, limits, outbound);
+                    let host = ComponentHost::new(wasi, limits, outbound, inv.kv.clone());
                     let mut store = self.new_store(host, |h| &mut h.limits);
                     let run = async {
                         let command = pre.instantiate_async(&mut store).await?;
@@ -248,6 +251,7 @@ impl Runtime {
                 WasiCtxBuilder::new().build(),
                 MemoryLimit::new(memory_bytes),
                 OutboundGrants::default(),
+                KvAccess::default(),
             )
         };
         match loaded {
@@ -282,9 +286,8 @@ impl Runtime {
             .envs(&inv.env)
             .build();
         let outbound = OutboundGrants::new(inv.allow_outbound.clone());
-        let store = self.new_store(ComponentHost::new(wasi, limits, outbound), |h| {
-            &mut h.limits
-        });
+        let host = ComponentHost::new(wasi, limits, outbound, inv.kv.clone());
+        let store = self.new_store(host, |h| &mut h.limits);
         HttpInstance::new(store, stdout, stderr, memory_hit)
     }
 

@@ -1,6 +1,8 @@
 //! Per-invocation host state (the `T` of `Store<T>`): WASI contexts, the memory limiter, and the
-//! wasi:http hooks that let outbound requests through only to granted hosts.
+//! wasi:http hooks that let outbound requests through only to granted hosts, and the
+//! key-value buckets the guest may open.
 
+use crate::kv::KvAccess;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,16 +22,18 @@ pub struct ComponentHost {
     pub table: ResourceTable,
     pub limits: MemoryLimit,
     pub hooks: OutboundGrants,
+    pub kv: KvAccess,
 }
 
 impl ComponentHost {
-    pub fn new(wasi: WasiCtx, limits: MemoryLimit, outbound: OutboundGrants) -> Self {
+    pub fn new(wasi: WasiCtx, limits: MemoryLimit, outbound: OutboundGrants, kv: KvAccess) -> Self {
         Self {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits,
             hooks: outbound,
+            kv,
         }
     }
 }

@@ -9,10 +9,12 @@ mod capture;
 mod compile;
 mod execute;
 mod host;
+mod kv;
 mod warm;
 
 pub use compile::{InvalidCode, Loaded};
 pub use execute::{Execution, Failure, Invocation, LogLine, LogStream, Response};
+pub use kv::KvAccess;
 pub use warm::WarmPool;
 
 use anyhow::Context as _;
@@ -98,6 +100,7 @@ impl Runtime {
             .map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
             .map_err(anyhow::Error::from)?;
+        kv::add_to_linker(&mut component_linker)?;
         let mut module_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |host: &mut ModuleHost| {
             &mut host.wasi

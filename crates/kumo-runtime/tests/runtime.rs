@@ -18,6 +18,7 @@ fn invocation(path: &str, body: &str) -> Invocation {
         timeout: Duration::from_secs(5),
         max_response_bytes: 1 << 20,
         allow_outbound: Vec::new().into(),
+        kv: Default::default(),
     }
 }
 

@@ -8,7 +8,7 @@ use crate::recorder::Recorder;
 use crate::slots::{Slot, Slots};
 use bytes::Bytes;
 use kumo_core::{ErrorKind, FunctionRecord, InvocationRecord, LogRecord, Target, billed_ms};
-use kumo_runtime::{Invocation, Loaded, Response, Runtime};
+use kumo_runtime::{Invocation, KvAccess, Loaded, Response, Runtime};
 use kumo_store::{Blobs, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -205,6 +205,10 @@ impl Invoker {
             timeout: config.timeout,
             max_response_bytes: self.max_response_bytes,
             allow_outbound: entry.allow_outbound.clone(),
+            kv: KvAccess {
+                store: Some(self.store.clone()),
+                buckets: entry.kv_buckets.clone(),
+            },
         };
         let execution = self
             .runtime

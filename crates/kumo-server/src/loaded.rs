@@ -18,6 +18,8 @@ pub struct Entry {
     pub warm: Option<WarmPool>,
     /// The config's `allow_outbound`, shared by its invocations.
     pub allow_outbound: Arc<[String]>,
+    /// The config's `kv` buckets, shared by its invocations.
+    pub kv_buckets: Arc<[String]>,
     last_used_ms: AtomicI64,
 }
 
@@ -31,12 +33,14 @@ impl Entry {
             && matches!(loaded, Loaded::Http(_)))
         .then(|| runtime.warm_pool(record.config.max_instance_requests));
         let allow_outbound = record.config.allow_outbound.clone().into();
+        let kv_buckets = record.config.kv.clone().into();
         Self {
             record,
             loaded,
             slots,
             warm,
             allow_outbound,
+            kv_buckets,
             last_used_ms: AtomicI64::new(kumo_core::now_ms()),
         }
     }

@@ -1,7 +1,7 @@
 //! kumo's durable state in a data directory:
 //!
 //! ```text
-//! DATA/kumo.db        SQLite (WAL): functions, invocations, logs, the event queue
+//! DATA/kumo.db        SQLite (WAL): functions, invocations, logs, the event queue, key-value
 //! DATA/blobs/<sha256> deployed code, content-addressed and immutable
 //! DATA/cache/         compiled artifacts (owned by kumo-runtime)
 //! ```
@@ -10,9 +10,11 @@
 //! One concrete SQLite store for now; a trait will come with the PostgreSQL backend.
 
 mod blobs;
+mod kv;
 mod queue;
 mod sqlite;
 
 pub use blobs::Blobs;
+pub use kv::{Expect, IncrementError, KvEntry, KvWrite};
 pub use queue::{ClaimedEvent, Completion, IDEMPOTENCY_WINDOW_MS, NewEvent};
 pub use sqlite::{LogQuery, Store};

@@ -107,6 +107,9 @@ pub struct DeployArgs {
     /// A host (or host:port) the guest may send HTTP requests to (repeatable).
     #[arg(long = "allow-outbound", value_name = "HOST")]
     allow_outbound: Vec<String>,
+    /// A key-value bucket the guest may open (repeatable).
+    #[arg(long = "kv", value_name = "BUCKET")]
+    kv: Vec<String>,
 }
 
 pub async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
@@ -133,6 +136,7 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
         schedule: args.schedule.clone(),
         topics: args.topics.clone(),
         allow_outbound: args.allow_outbound.clone(),
+        kv: args.kv.clone(),
         ..FunctionConfig::default()
     };
     if let Some(n) = args.max_retries {
@@ -216,7 +220,7 @@ async fn deploy_manifest(client: &Client, manifest: &Manifest) -> anyhow::Result
 }
 
 /// `text`, or the contents of the file named after `@`.
-fn read_payload(data: &str) -> anyhow::Result<Vec<u8>> {
+pub fn read_payload(data: &str) -> anyhow::Result<Vec<u8>> {
     Ok(match data.strip_prefix('@') {
         Some(path) => std::fs::read(path).with_context(|| format!("reading {path}"))?,
         None => data.as_bytes().to_vec(),

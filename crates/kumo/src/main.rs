@@ -1,6 +1,7 @@
 //! The `kumo` binary: the server (`serve`, `up`) and the CLI that talks to it.
 
 mod commands;
+mod kv;
 mod manifest;
 
 use clap::{Parser, Subcommand};
@@ -83,7 +84,7 @@ enum Command {
         manifest: PathBuf,
     },
     /// Deploy one .wasm file, or (without FILE) every function of ./kumo.toml.
-    Deploy(commands::DeployArgs),
+    Deploy(Box<commands::DeployArgs>),
     /// Invoke a function and print its response (or, with --async, the event's id).
     Invoke {
         name: String,
@@ -115,6 +116,9 @@ enum Command {
     },
     /// List routes, schedules and topic subscriptions of all functions.
     Triggers,
+    /// The key-value store: get, put, rm, ls.
+    #[command(subcommand)]
+    Kv(kv::KvCommand),
     /// List deployed functions.
     Ls,
     /// Delete a function.
@@ -149,7 +153,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => commands::serve(args).await,
         Command::Up { serve, manifest } => commands::up(serve, &manifest).await,
-        Command::Deploy(args) => commands::deploy(&client, args).await,
+        Command::Deploy(args) => commands::deploy(&client, *args).await,
         Command::Invoke {
             name,
             data,
@@ -166,6 +170,7 @@ async fn main() -> std::process::ExitCode {
         Command::Dlq(args) => commands::dlq(&client, args).await,
         Command::Publish { topic, data } => commands::publish(&client, &topic, &data).await,
         Command::Triggers => commands::triggers(&client).await,
+        Command::Kv(command) => kv::run(&client, command).await,
         Command::Ls => commands::ls(&client).await,
         Command::Rm { name } => commands::rm(&client, &name).await,
         Command::Logs {

@@ -38,6 +38,8 @@ struct FunctionEntry {
     topics: Vec<String>,
     #[serde(default)]
     allow_outbound: Vec<String>,
+    #[serde(default)]
+    kv: Vec<String>,
 }
 
 /// One function of a manifest, checked and with paths resolved against the manifest's folder.
@@ -116,6 +118,7 @@ impl Manifest {
             schedule: entry.schedule,
             topics: entry.topics,
             allow_outbound: entry.allow_outbound,
+            kv: entry.kv,
         };
         config.validate()?;
         Ok(ManifestFunction {

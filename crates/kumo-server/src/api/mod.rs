@@ -2,6 +2,7 @@
 
 mod events;
 mod functions;
+mod kv;
 mod records;
 
 use crate::AppState;
@@ -31,6 +32,11 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/functions/{name}/dlq/redrive", post(events::redrive))
         .route("/topics/{topic}", post(events::publish))
         .route("/triggers", get(events::triggers))
+        .route("/kv/{bucket}", get(kv::list_keys))
+        .route(
+            "/kv/{bucket}/{*key}",
+            get(kv::get_key).put(kv::put_key).delete(kv::delete_key),
+        )
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::new(
                 ErrorKind::NotFound,

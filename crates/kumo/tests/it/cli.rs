@@ -161,7 +161,7 @@ async fn up_serves_and_deploys_the_manifest() {
 }
 
 #[tokio::test]
-async fn deploy_sets_the_event_options() {
+async fn deploy_sets_the_event_and_grant_options() {
     let server = TestServer::start().await;
     let out = server.cli(&[
         "deploy",
@@ -180,6 +180,8 @@ async fn deploy_sets_the_event_options() {
         "alerts",
         "--allow-outbound",
         "127.0.0.1:9",
+        "--kv",
+        "orders",
     ]);
     assert!(out.status.success(), "{out:?}");
     let config = server.client.get("ev").await.unwrap().config;
@@ -189,6 +191,7 @@ async fn deploy_sets_the_event_options() {
     assert_eq!(config.max_event_age, std::time::Duration::from_secs(600));
     assert_eq!(config.on_failure.as_deref(), Some("alerts"));
     assert_eq!(config.allow_outbound, ["127.0.0.1:9"]);
+    assert_eq!(config.kv, ["orders"]);
     let triggers = stdout(&server.cli(&["triggers"]));
     assert!(
         triggers.contains("schedule") && triggers.contains("rate(1 hour)"),

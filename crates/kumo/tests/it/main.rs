@@ -8,6 +8,7 @@ mod events;
 mod harness;
 mod instances;
 mod invoke;
+mod kv;
 mod lifecycle;
 mod limits;
 mod persistence;

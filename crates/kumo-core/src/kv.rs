@@ -1,0 +1,63 @@
+//! Rules of the key-value store: bucket names, keys, value sizes, list pages.
+
+use crate::validate_name;
+use serde::{Deserialize, Serialize};
+
+/// The largest value one key holds (DynamoDB allows 400 KB an item; Spin does not cap).
+pub const MAX_KV_VALUE_BYTES: usize = 1024 * 1024;
+/// The longest key, in bytes of UTF-8.
+pub const MAX_KV_KEY_BYTES: usize = 1024;
+/// Keys per page of a listing, unless the caller asks for fewer.
+pub const KV_LIST_PAGE: u32 = 1000;
+
+/// One page of a bucket's keys, in byte order; `cursor` (the page's last key) continues the
+/// listing and is absent on the last page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPage {
+    pub keys: Vec<String>,
+    pub cursor: Option<String>,
+}
+
+/// A bucket is named like a function: `[a-z0-9-]`, 1 to 63 characters.
+pub fn validate_bucket(bucket: &str) -> Result<(), String> {
+    validate_name(bucket).map_err(|e| format!("invalid bucket {bucket:?}: {}", e.why))
+}
+
+/// A key is any UTF-8 text of 1 to 1024 bytes without control characters.
+pub fn validate_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_KV_KEY_BYTES {
+        return Err(format!(
+            "a key must be 1 to {MAX_KV_KEY_BYTES} bytes long (got {})",
+            key.len()
+        ));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(format!("key {key:?} contains a control character"));
+    }
+    Ok(())
+}
+
+/// The integer `increment` works on: the value is its decimal text, as the HTTP API shows it.
+pub fn parse_counter(value: &[u8]) -> Result<i64, String> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.trim().parse::<i64>().ok())
+        .ok_or_else(|| "the value is not a decimal integer, so it cannot be incremented".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_buckets_follow_the_rules() {
+        assert!(validate_bucket("orders").is_ok());
+        assert!(validate_bucket("Orders").is_err());
+        assert!(validate_key("done/0192-a b").is_ok());
+        assert!(validate_key("").is_err());
+        assert!(validate_key("a\nb").is_err());
+        assert!(validate_key(&"k".repeat(MAX_KV_KEY_BYTES + 1)).is_err());
+        assert_eq!(parse_counter(b"-42"), Ok(-42));
+        assert!(parse_counter(b"4x").is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! The key-value store over HTTP: `/kv/{bucket}/{key..}` GET (with `ETag`), PUT (conditional
+//! with `If-Match` / `If-None-Match: *`), DELETE (conditional with `If-Match`), and
+//! `/kv/{bucket}?prefix=&cursor=&limit=` to list keys. Buckets exist once a key is written.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::gateway::read_body;
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kumo_core::{
+    ErrorKind, KV_LIST_PAGE, KeyPage, MAX_KV_VALUE_BYTES, validate_bucket, validate_key,
+};
+use kumo_store::{Expect, KvWrite};
+use serde::Deserialize;
+use std::sync::Arc;
+
+fn checked(bucket: &str, key: Option<&str>) -> ApiResult<()> {
+    validate_bucket(bucket).map_err(ApiError::bad_request)?;
+    if let Some(key) = key {
+        validate_key(key).map_err(ApiError::bad_request)?;
+    }
+    Ok(())
+}
+
+/// `"etag"` as a header value (etags are hex, always valid).
+fn etag_header(etag: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{etag}\"")).unwrap_or(HeaderValue::from_static("\"\""))
+}
+
+/// An entity tag from a conditional header: `*`, or a quoted (possibly weak) tag.
+enum Condition {
+    Any,
+    Tag(String),
+}
+
+fn condition(headers: &HeaderMap, name: header::HeaderName) -> ApiResult<Option<Condition>> {
+    let Some(value) = headers.get(&name) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request(format!("{name} is not text")))?
+        .trim();
+    if value == "*" {
+        return Ok(Some(Condition::Any));
+    }
+    let tag = value.strip_prefix("W/").unwrap_or(value);
+    let tag = tag.trim_matches('"');
+    if tag.is_empty() || tag.contains([',', '"']) {
+        return Err(ApiError::bad_request(format!(
+            "{name} must be * or one entity tag, got {value:?}"
+        )));
+    }
+    Ok(Some(Condition::Tag(tag.to_string())))
+}
+
+/// What a write expects from its `If-Match` / `If-None-Match` headers.
+fn expectation(headers: &HeaderMap) -> ApiResult<ExpectOwned> {
+    match (
+        condition(headers, header::IF_MATCH)?,
+        condition(headers, header::IF_NONE_MATCH)?,
+    ) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "give If-Match or If-None-Match, not both",
+        )),
+        (Some(Condition::Any), None) => Ok(ExpectOwned::Present),
+        (Some(Condition::Tag(tag)), None) => Ok(ExpectOwned::Etag(tag)),
+        (None, Some(Condition::Any)) => Ok(ExpectOwned::Absent),
+        (None, Some(Condition::Tag(_))) => Err(ApiError::bad_request(
+            "a write takes If-None-Match: * only (create if absent)",
+        )),
+        (None, None) => Ok(ExpectOwned::Anything),
+    }
+}
+
+enum ExpectOwned {
+    Anything,
+    Absent,
+    Present,
+    Etag(String),
+}
+
+impl ExpectOwned {
+    fn as_expect(&self) -> Expect<'_> {
+        match self {
+            Self::Anything => Expect::Anything,
+            Self::Absent => Expect::Absent,
+            Self::Present => Expect::Present,
+            Self::Etag(tag) => Expect::Etag(tag),
+        }
+    }
+
+    fn is_conditional(&self) -> bool {
+        !matches!(self, Self::Anything)
+    }
+}
+
+fn precondition_failed(bucket: &str, key: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::PreconditionFailed,
+        format!("{bucket}/{key} does not match the If-Match / If-None-Match condition"),
+    )
+}
+
+/// `GET /kv/{bucket}/{key..}`: the value, its `ETag`; 304 for a matching `If-None-Match`.
+pub async fn get_key(
+    State(state): State<Arc<AppState>>,
+    Path((bucket, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    checked(&bucket, Some(&key))?;
+    let entry = state.store.kv_get(&bucket, &key).await?.ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::KeyNotFound,
+            format!("no key {key:?} in bucket {bucket:?}"),
+        )
+    })?;
+    let etag = etag_header(&entry.etag);
+    let not_modified = match condition(&headers, header::IF_NONE_MATCH)? {
+        Some(Condition::Any) => true,
+        Some(Condition::Tag(tag)) => tag == entry.etag,
+        None => false,
+    };
+    if not_modified {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok((
+        [
+            (header::ETAG, etag),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+        ],
+        entry.value,
+    )
+        .into_response())
+}
+
+/// `PUT /kv/{bucket}/{key..}`: 201 created or 204 replaced, with the new `ETag`; 412 when the
+/// condition does not hold (nothing is written).
+pub async fn put_key(
+    State(state): State<Arc<AppState>>,
+    Path((bucket, key)): Path<(String, String)>,
+    request: Request,
+) -> ApiResult<Response> {
+    checked(&bucket, Some(&key))?;
+    let (parts, body) = request.into_parts();
+    let expect = expectation(&parts.headers)?;
+    let value = read_body(body, &parts.headers, MAX_KV_VALUE_BYTES).await?;
+    match state
+        .store
+        .kv_put(&bucket, &key, &value, expect.as_expect())
+        .await?
+    {
+        KvWrite::Written { etag, created } => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::NO_CONTENT
+            };
+            Ok((status, [(header::ETAG, etag_header(&etag))]).into_response())
+        }
+        KvWrite::Conflict => Err(precondition_failed(&bucket, &key)),
+    }
+}
+
+/// `DELETE /kv/{bucket}/{key..}`: 204, also when there was no such key (a retried delete
+/// succeeds); with `If-Match`, 412 unless the key holds that etag.
+pub async fn delete_key(
+    State(state): State<Arc<AppState>>,
+    Path((bucket, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    checked(&bucket, Some(&key))?;
+    let expect = expectation(&headers)?;
+    let deleted = state
+        .store
+        .kv_delete(&bucket, &key, expect.as_expect())
+        .await?;
+    if !deleted && expect.is_conditional() {
+        return Err(precondition_failed(&bucket, &key));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    #[serde(default)]
+    prefix: String,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /kv/{bucket}?prefix=&cursor=&limit=`: one page of keys (at most 1000).
+pub async fn list_keys(
+    State(state): State<Arc<AppState>>,
+    Path(bucket): Path<String>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult<Json<KeyPage>> {
+    let Query(params) = params?;
+    checked(&bucket, None)?;
+    let limit = params.limit.unwrap_or(KV_LIST_PAGE).clamp(1, KV_LIST_PAGE);
+    let page = state
+        .store
+        .kv_list(&bucket, &params.prefix, params.cursor.as_deref(), limit)
+        .await?;
+    Ok(Json(page))
+}

@@ -1,0 +1,419 @@
+//! The key-value store in SQLite: one table of (bucket, key) → value with an etag that changes
+//! on every write, so conditional writes (HTTP `If-Match`, guest compare-and-swap) are a single
+//! guarded statement. Reads go to the same database the writes commit to: strongly consistent.
+
+use crate::sqlite::Store;
+use anyhow::Context as _;
+use kumo_core::{KeyPage, now_ms, parse_counter};
+use sqlx::Row;
+
+pub(crate) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS kv (
+    bucket     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      BLOB NOT NULL,
+    etag       TEXT NOT NULL,     -- new on every write, never reused (UUIDv7)
+    updated_at INTEGER NOT NULL,  -- unix ms
+    PRIMARY KEY (bucket, key)
+) WITHOUT ROWID;
+"#;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEntry {
+    pub value: Vec<u8>,
+    pub etag: String,
+    pub updated_at: i64,
+}
+
+/// What a conditional write expects the key to hold now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect<'a> {
+    /// Write whatever is there (a plain set).
+    Anything,
+    /// Only if the key does not exist (`If-None-Match: *`, compare-and-swap on an absent key).
+    Absent,
+    /// Only if the key exists (`If-Match: *`).
+    Present,
+    /// Only if the key holds the write with this etag (`If-Match`).
+    Etag(&'a str),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvWrite {
+    Written {
+        etag: String,
+        created: bool,
+    },
+    /// The key did not hold what the write expected; nothing changed.
+    Conflict,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IncrementError {
+    #[error("{0}")]
+    NotACounter(String),
+    #[error("the counter would overflow a 64-bit integer")]
+    Overflow,
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+fn new_etag() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+impl Store {
+    pub async fn kv_get(&self, bucket: &str, key: &str) -> anyhow::Result<Option<KvEntry>> {
+        let row =
+            sqlx::query("SELECT value, etag, updated_at FROM kv WHERE bucket = ? AND key = ?")
+                .bind(bucket)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .context("reading a key")?;
+        Ok(row.map(|row| KvEntry {
+            value: row.get(0),
+            etag: row.get(1),
+            updated_at: row.get(2),
+        }))
+    }
+
+    pub async fn kv_exists(&self, bucket: &str, key: &str) -> anyhow::Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM kv WHERE bucket = ? AND key = ?")
+            .bind(bucket)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading a key")?;
+        Ok(row.is_some())
+    }
+
+    /// Writes `value` at `key` if the key holds what `expect` says.
+    pub async fn kv_put(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: &[u8],
+        expect: Expect<'_>,
+    ) -> anyhow::Result<KvWrite> {
+        let etag = new_etag();
+        let now = now_ms();
+        let row = KvRow {
+            bucket,
+            key,
+            value,
+            etag: &etag,
+            now,
+        };
+        let written = match expect {
+            Expect::Etag(expected) => row
+                .replace(&self.pool, Some(expected))
+                .await?
+                .then_some(false),
+            Expect::Present => row.replace(&self.pool, None).await?.then_some(false),
+            Expect::Absent => row.insert(&self.pool).await?.then_some(true),
+            // Replace, else create; if another writer created the key in between, replace that.
+            Expect::Anything => loop {
+                if row.replace(&self.pool, None).await? {
+                    break Some(false);
+                }
+                if row.insert(&self.pool).await? {
+                    break Some(true);
+                }
+            },
+        };
+        Ok(match written {
+            Some(created) => KvWrite::Written { etag, created },
+            None => KvWrite::Conflict,
+        })
+    }
+
+    /// Deletes `key` if it holds what `expect` says; `Ok(false)` when it did not (for
+    /// `Expect::Anything`: when there was no such key).
+    pub async fn kv_delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        expect: Expect<'_>,
+    ) -> anyhow::Result<bool> {
+        let query = match expect {
+            Expect::Etag(etag) => {
+                sqlx::query("DELETE FROM kv WHERE bucket = ? AND key = ? AND etag = ?")
+                    .bind(bucket)
+                    .bind(key)
+                    .bind(etag)
+            }
+            // Deleting "only if absent" deletes nothing.
+            Expect::Absent => return Ok(!self.kv_exists(bucket, key).await?),
+            Expect::Anything | Expect::Present => {
+                sqlx::query("DELETE FROM kv WHERE bucket = ? AND key = ?")
+                    .bind(bucket)
+                    .bind(key)
+            }
+        };
+        let done = query.execute(&self.pool).await.context("deleting a key")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Keys of `bucket` starting with `prefix`, in byte order, after `cursor` (the last key of
+    /// the previous page), at most `limit`.
+    pub async fn kv_list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<KeyPage> {
+        let limit = limit.max(1);
+        // A range on the primary key: prefix <= key < successor(prefix).
+        let start = cursor.filter(|c| *c >= prefix).unwrap_or(prefix);
+        let end = prefix_successor(prefix);
+        let rows = sqlx::query(
+            "SELECT key FROM kv WHERE bucket = ? AND key >= ? AND (? IS NULL OR key < ?)
+               AND (? IS NULL OR key > ?)
+             ORDER BY key LIMIT ?",
+        )
+        .bind(bucket)
+        .bind(start)
+        .bind(end.as_deref())
+        .bind(end.as_deref())
+        .bind(cursor)
+        .bind(cursor)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .context("listing keys")?;
+        let mut keys: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+        let more = keys.len() > limit as usize;
+        keys.truncate(limit as usize);
+        let cursor = if more { keys.last().cloned() } else { None };
+        Ok(KeyPage { keys, cursor })
+    }
+
+    /// Adds `delta` to the decimal integer at `key` (absent = 0) in one transaction.
+    pub async fn kv_increment(
+        &self,
+        bucket: &str,
+        key: &str,
+        delta: i64,
+    ) -> Result<i64, IncrementError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .context("starting an increment")?;
+        let current: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT value FROM kv WHERE bucket = ? AND key = ?")
+                .bind(bucket)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .context("reading a counter")?;
+        let current = match current {
+            Some(value) => parse_counter(&value).map_err(IncrementError::NotACounter)?,
+            None => 0,
+        };
+        let next = current.checked_add(delta).ok_or(IncrementError::Overflow)?;
+        sqlx::query(
+            "INSERT INTO kv (bucket, key, value, etag, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT DO UPDATE SET value = excluded.value, etag = excluded.etag,
+                updated_at = excluded.updated_at",
+        )
+        .bind(bucket)
+        .bind(key)
+        .bind(next.to_string().into_bytes())
+        .bind(new_etag())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .context("writing a counter")?;
+        tx.commit().await.context("committing an increment")?;
+        Ok(next)
+    }
+}
+
+/// The values of one write, for its two guarded statements.
+struct KvRow<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    value: &'a [u8],
+    etag: &'a str,
+    now: i64,
+}
+
+impl KvRow<'_> {
+    /// Replaces an existing key (holding `expected`, when given); false if none matched.
+    async fn replace(
+        &self,
+        pool: &sqlx::SqlitePool,
+        expected: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE kv SET value = ?, etag = ?, updated_at = ?
+             WHERE bucket = ? AND key = ? AND (? IS NULL OR etag = ?)",
+        )
+        .bind(self.value)
+        .bind(self.etag)
+        .bind(self.now)
+        .bind(self.bucket)
+        .bind(self.key)
+        .bind(expected)
+        .bind(expected)
+        .execute(pool)
+        .await
+        .context("writing a key")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Creates the key; false if it exists.
+    async fn insert(&self, pool: &sqlx::SqlitePool) -> anyhow::Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO kv (bucket, key, value, etag, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(self.bucket)
+        .bind(self.key)
+        .bind(self.value)
+        .bind(self.etag)
+        .bind(self.now)
+        .execute(pool)
+        .await
+        .context("writing a key")?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// The smallest string greater than every string starting with `prefix` (`None`: no bound).
+fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        // The next scalar value after `last` (skipping the surrogate gap), if there is one.
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kumo.db")).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn conditional_writes_see_every_change() {
+        let (_dir, store) = store().await;
+        let KvWrite::Written {
+            etag: first,
+            created: true,
+        } = store.kv_put("b", "k", b"1", Expect::Absent).await.unwrap()
+        else {
+            panic!("the first write creates the key")
+        };
+        assert_eq!(
+            store.kv_put("b", "k", b"2", Expect::Absent).await.unwrap(),
+            KvWrite::Conflict
+        );
+        let KvWrite::Written {
+            etag: second,
+            created: false,
+        } = store
+            .kv_put("b", "k", b"2", Expect::Etag(&first))
+            .await
+            .unwrap()
+        else {
+            panic!("a write with the current etag replaces")
+        };
+        assert_ne!(first, second);
+        assert_eq!(
+            store
+                .kv_put("b", "k", b"3", Expect::Etag(&first))
+                .await
+                .unwrap(),
+            KvWrite::Conflict
+        );
+        assert_eq!(store.kv_get("b", "k").await.unwrap().unwrap().value, b"2");
+        assert!(
+            !store
+                .kv_delete("b", "k", Expect::Etag(&first))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .kv_delete("b", "k", Expect::Etag(&second))
+                .await
+                .unwrap()
+        );
+        // Re-created after a delete: a new etag, so the old one never matches again.
+        store
+            .kv_put("b", "k", b"4", Expect::Anything)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .kv_put("b", "k", b"5", Expect::Etag(&second))
+                .await
+                .unwrap(),
+            KvWrite::Conflict
+        );
+        assert_eq!(store.kv_get("other", "k").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn listing_pages_through_a_prefix_and_increment_counts() {
+        let (_dir, store) = store().await;
+        for key in ["a/1", "a/2", "a/3", "a0", "b/1"] {
+            store
+                .kv_put("b", key, b"x", Expect::Anything)
+                .await
+                .unwrap();
+        }
+        let first = store.kv_list("b", "a/", None, 2).await.unwrap();
+        assert_eq!(first.keys, ["a/1", "a/2"]);
+        let rest = store
+            .kv_list("b", "a/", first.cursor.as_deref(), 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            rest,
+            KeyPage {
+                keys: vec!["a/3".into()],
+                cursor: None
+            }
+        );
+        assert_eq!(
+            store.kv_list("b", "", None, 10).await.unwrap().keys.len(),
+            5
+        );
+        assert_eq!(prefix_successor("a\u{10FFFF}"), Some("b".into()));
+        assert_eq!(prefix_successor(""), None);
+
+        assert_eq!(store.kv_increment("b", "n", 5).await.unwrap(), 5);
+        assert_eq!(store.kv_increment("b", "n", -7).await.unwrap(), -2);
+        assert!(matches!(
+            store.kv_increment("b", "a/1", 1).await,
+            Err(IncrementError::NotACounter(_))
+        ));
+        store
+            .kv_put(
+                "b",
+                "max",
+                i64::MAX.to_string().as_bytes(),
+                Expect::Anything,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.kv_increment("b", "max", 1).await,
+            Err(IncrementError::Overflow)
+        ));
+    }
+}
