@@ -19,6 +19,7 @@ const GUESTS: &[(&str, &[&str])] = &[
             "http-wasi-0-2-0",
             "event-probe",
             "kv-probe",
+            "call-probe",
         ],
     ),
     ("examples", &["hello", "wordcount", "orders"]),

@@ -4,8 +4,9 @@
 use crate::Runtime;
 use crate::capture::Capture;
 use crate::compile::Loaded;
-use crate::host::{ComponentHost, MemoryLimit, ModuleHost, OutboundGrants};
+use crate::host::{ComponentHost, MemoryLimit, ModuleHost};
 use crate::kv::KvAccess;
+use crate::outbound::{Outbound, OutboundGrants};
 use crate::warm::{HttpInstance, WarmPool};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
@@ -40,6 +41,8 @@ pub struct Invocation {
     pub allow_outbound: Arc<[String]>,
     /// The key-value buckets the guest may open, and their store.
     pub kv: KvAccess,
+    /// Function calls between the outside request and this invocation (0: none).
+    pub call_depth: u32,
 }
 
 #[derive(Debug)]
@@ -154,7 +157,9 @@ impl Runtime {
 
         let run = async {
             match (loaded, http_instance) {
-                (Loaded::Http(pre), Some(instance)) => {
+                (Loaded::Http(pre), Some(mut instance)) => {
+                    // A warm instance keeps its store: this request's depth and trace go in.
+                    instance.store.data_mut().hooks = self.outbound(&inv);
                     let (result, instance) = run_http(pre.clone(), instance, inv).await;
                     if let (Some(warm), Some(instance)) = (warm, instance) {
                         warm.put(instance);
@@ -165,8 +170,8 @@ impl Runtime {
                 (Loaded::Command(pre), _) => {
                     let limits = MemoryLimit::with_flag(inv.memory_bytes, memory_hit.clone());
                     let wasi = command_wasi(&inv, &stdout, &stderr).build();
-                    let outbound = OutboundGrants::new(inv.allow_outbound.clone());
-                    let host = ComponentHost::new(wasi, limits, outbound, inv.kv.clone());
+                    let host =
+                        ComponentHost::new(wasi, limits, self.outbound(&inv), inv.kv.clone());
                     let mut store = self.new_store(host, |h| &mut h.limits);
                     let run = async {
                         let command = pre.instantiate_async(&mut store).await?;
@@ -250,7 +255,7 @@ impl Runtime {
             ComponentHost::new(
                 WasiCtxBuilder::new().build(),
                 MemoryLimit::new(memory_bytes),
-                OutboundGrants::default(),
+                Outbound::default(),
                 KvAccess::default(),
             )
         };
@@ -285,10 +290,20 @@ impl Runtime {
             .stderr(stderr.clone())
             .envs(&inv.env)
             .build();
-        let outbound = OutboundGrants::new(inv.allow_outbound.clone());
-        let host = ComponentHost::new(wasi, limits, outbound, inv.kv.clone());
+        let host = ComponentHost::new(wasi, limits, self.outbound(inv), inv.kv.clone());
         let store = self.new_store(host, |h| &mut h.limits);
         HttpInstance::new(store, stdout, stderr, memory_hit)
+    }
+
+    /// The wasi:http hooks of one invocation.
+    fn outbound(&self, inv: &Invocation) -> Outbound {
+        Outbound {
+            grants: OutboundGrants::new(inv.allow_outbound.clone()),
+            breakers: self.breakers.clone(),
+            calls: self.calls.clone(),
+            depth: inv.call_depth,
+            traceparent: inv.headers.get("traceparent").cloned(),
+        }
     }
 
     fn new_store<T: Send + 'static>(

@@ -10,11 +10,15 @@ mod compile;
 mod execute;
 mod host;
 mod kv;
+mod outbound;
 mod warm;
 
 pub use compile::{InvalidCode, Loaded};
 pub use execute::{Execution, Failure, Invocation, LogLine, LogStream, Response};
 pub use kv::KvAccess;
+pub use outbound::{
+    BreakerConfig, BreakerState, CallFuture, FunctionCall, FunctionCalls, INTERNAL_HOST_SUFFIX,
+};
 pub use warm::WarmPool;
 
 use anyhow::Context as _;
@@ -47,6 +51,8 @@ pub struct RuntimeConfig {
     pub max_concurrency: u32,
     /// Warm instances kept for reuse across all functions; they hold pool slots too.
     pub max_warm_instances: u32,
+    /// Circuit breakers of guests' outbound HTTP destinations.
+    pub breaker: BreakerConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -55,6 +61,7 @@ impl Default for RuntimeConfig {
             allocator: Allocator::Pooling,
             max_concurrency: 1000,
             max_warm_instances: 256,
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -76,6 +83,8 @@ pub struct Runtime {
     /// Warm instances waiting for reuse, across all functions, and their cap.
     warm_instances: Arc<AtomicUsize>,
     max_warm_instances: usize,
+    breakers: outbound::Breakers,
+    calls: outbound::CallsSlot,
 }
 
 impl Runtime {
@@ -119,6 +128,8 @@ impl Runtime {
             compilations: AtomicU64::new(0),
             warm_instances: Arc::default(),
             max_warm_instances: config.max_warm_instances as usize,
+            breakers: outbound::Breakers::new(config.breaker),
+            calls: Arc::default(),
         }))
     }
 
@@ -139,6 +150,16 @@ impl Runtime {
     /// Warm instances waiting for reuse now, across all functions.
     pub fn warm_instances(&self) -> usize {
         self.warm_instances.load(Ordering::Relaxed)
+    }
+
+    /// Where guests' calls to `http://NAME.fn.internal/` go (set once; later calls are ignored).
+    pub fn set_function_calls(&self, calls: Arc<dyn FunctionCalls>) {
+        let _ = self.calls.set(calls);
+    }
+
+    /// Every outbound destination guests have called, with its circuit breaker's state.
+    pub fn breaker_states(&self) -> Vec<(String, BreakerState)> {
+        self.breakers.states()
     }
 
     /// The allocator in use (pooling may have fallen back to on-demand).

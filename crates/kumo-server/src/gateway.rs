@@ -80,6 +80,7 @@ async fn forward(state: &AppState, target: &str, path: String, request: Request)
                 headers: parts.headers,
                 body,
                 env: Vec::new(),
+                call_depth: 0,
             },
         )
         .await;
@@ -158,7 +159,7 @@ pub async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> A
 /// Prometheus text format. A few gauges for now; the full set comes with the metrics work.
 async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
     let pending = state.store.pending_events().await?;
-    let body = format!(
+    let mut body = format!(
         "# HELP kumo_compilations_total Wasm compilations to machine code since start.\n\
          # TYPE kumo_compilations_total counter\n\
          kumo_compilations_total {}\n\
@@ -184,6 +185,17 @@ async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoRespo
         state.invoker.in_flight(),
         pending
     );
+    body.push_str(
+        "# HELP kumo_outbound_circuit_open 1 while the circuit breaker of an outbound destination is open or half-open (requests fail fast).\n\
+         # TYPE kumo_outbound_circuit_open gauge\n",
+    );
+    for (destination, breaker) in state.runtime.breaker_states() {
+        body.push_str(&format!(
+            "kumo_outbound_circuit_open{{destination=\"{destination}\",state=\"{}\"}} {}\n",
+            breaker.as_str(),
+            u8::from(breaker != kumo_runtime::BreakerState::Closed)
+        ));
+    }
     Ok((
         StatusCode::OK,
         [(

@@ -24,7 +24,13 @@ pub struct InvocationRequest {
     /// Environment variables for this invocation only, besides the function's (a command
     /// has no headers: an event's id reaches it this way).
     pub env: Vec<(String, String)>,
+    /// Function calls between the outside request and this one (0: not called by a function).
+    pub call_depth: u32,
 }
+
+/// The deepest chain of function-to-function calls (A calls B calls C ... is depth 2 at C);
+/// deeper calls fail with `call_depth_exceeded`, which stops call loops.
+pub const MAX_CALL_DEPTH: u32 = 8;
 
 pub struct Invoked {
     pub request_id: String,
@@ -73,6 +79,20 @@ impl Invoker {
 
     pub async fn invoke(&self, target: &str, request: InvocationRequest) -> Invoked {
         let request_id = uuid::Uuid::now_v7().to_string();
+        if request.call_depth > MAX_CALL_DEPTH {
+            let error = ApiError::new(
+                ErrorKind::CallDepthExceeded,
+                format!(
+                    "calling {target} would nest function calls {} deep (the limit is {MAX_CALL_DEPTH}); is there a call loop?",
+                    request.call_depth
+                ),
+            );
+            return Invoked {
+                request_id,
+                cold: false,
+                result: Err(error),
+            };
+        }
         let (result, cold) = match self.resolve(target).await {
             Ok((entry, init)) => (
                 self.run(&entry, &request_id, init, request).await,
@@ -209,6 +229,7 @@ impl Invoker {
                 store: Some(self.store.clone()),
                 buckets: entry.kv_buckets.clone(),
             },
+            call_depth: request.call_depth,
         };
         let execution = self
             .runtime

@@ -2,6 +2,7 @@
 //! control API (`/api/v1/...`), both calling the one [`Invoker`].
 
 mod api;
+mod calls;
 mod error;
 mod events;
 mod gateway;
@@ -19,7 +20,7 @@ use axum::Router;
 use events::Events;
 use events::scheduler::Schedules;
 use events::topics::Subscriptions;
-pub use kumo_runtime::Allocator;
+pub use kumo_runtime::{Allocator, BreakerConfig};
 use kumo_runtime::{Runtime, RuntimeConfig};
 use kumo_store::{Blobs, Store};
 use recorder::Recorder;
@@ -54,6 +55,8 @@ pub struct ServerConfig {
     pub allocator: Allocator,
     /// Asynchronous invocations: workers, retries, the share kept for sync requests.
     pub async_config: AsyncConfig,
+    /// Circuit breakers of guests' outbound HTTP destinations.
+    pub breaker: BreakerConfig,
 }
 
 /// Everything the handlers share.
@@ -117,6 +120,7 @@ impl Server {
             RuntimeConfig {
                 allocator: config.allocator,
                 max_concurrency: u32::try_from(config.max_concurrency).unwrap_or(u32::MAX),
+                breaker: config.breaker,
                 ..RuntimeConfig::default()
             },
         )?;
@@ -150,6 +154,8 @@ impl Server {
             deploy_lock: Mutex::new(()),
             stopping,
         });
+        let calls = calls::InternalCalls(Arc::downgrade(&state));
+        state.runtime.set_function_calls(Arc::new(calls));
         state.functions_changed(&functions);
         for f in functions.into_iter() {
             if f.config.provisioned_concurrency.is_some() {

@@ -26,6 +26,10 @@ async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
             sync_reserve_percent: args.sync_reserve_percent,
             max_payload_bytes: args.max_async_payload_bytes,
         },
+        breaker: kumo_server::BreakerConfig {
+            failures: args.outbound_breaker_failures,
+            cooldown: args.outbound_breaker_cooldown,
+        },
     })
     .await?;
     // Tests and scripts read this line to learn the port (e.g. with --listen 127.0.0.1:0).

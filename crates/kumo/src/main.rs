@@ -61,6 +61,13 @@ pub struct ServeArgs {
     /// Largest payload of an asynchronous invocation or topic message, in bytes.
     #[arg(long, env = "KUMO_MAX_ASYNC_PAYLOAD_BYTES", default_value_t = kumo_server::AsyncConfig::default().max_payload_bytes)]
     max_async_payload_bytes: usize,
+    /// Consecutive failures (errors, timeouts, 5xx) after which guests' requests to one
+    /// outbound destination fail fast.
+    #[arg(long, env = "KUMO_OUTBOUND_BREAKER_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    outbound_breaker_failures: u32,
+    /// How long an open circuit fails fast before one probe request is let through.
+    #[arg(long, env = "KUMO_OUTBOUND_BREAKER_COOLDOWN", default_value = "30s", value_parser = kumo_core::parse_duration)]
+    outbound_breaker_cooldown: std::time::Duration,
 }
 
 fn parse_allocator(s: &str) -> Result<kumo_server::Allocator, String> {

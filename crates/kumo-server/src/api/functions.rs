@@ -192,6 +192,7 @@ pub async fn invoke(
                 headers,
                 body,
                 env: Vec::new(),
+                call_depth: 0,
             },
         )
         .await;

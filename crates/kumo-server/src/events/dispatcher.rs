@@ -228,6 +228,7 @@ fn request_for(event: &ClaimedEvent) -> InvocationRequest {
             ("KUMO_EVENT_ID".to_string(), event.id.clone()),
             ("KUMO_ATTEMPT".to_string(), event.attempt.to_string()),
         ],
+        call_depth: 0,
     }
 }
 

@@ -221,6 +221,11 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// A receiver on a given address (e.g. one a test first saw refuse connections).
+    pub async fn start_on(addr: &str) -> Self {
         let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = bodies.clone();
         let app = axum::Router::new().fallback(axum::routing::post(
@@ -229,7 +234,7 @@ impl Receiver {
                 "ok"
             },
         ));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { url, bodies }

@@ -180,7 +180,11 @@ async fn outbound_http_reaches_granted_hosts_only() {
         .await
         .unwrap();
     assert_eq!(denied.status, 502);
-    assert!(String::from_utf8_lossy(&denied.body).contains("report failed"));
+    let why = String::from_utf8_lossy(&denied.body);
+    assert!(
+        why.contains("report failed") && why.contains("HttpRequestDenied"),
+        "{why}"
+    );
     assert!(receiver.bodies().is_empty());
     let granted = server
         .client
