@@ -2,7 +2,7 @@
 
 use crate::duration::{format_duration, parse_duration};
 use crate::event::{Destination, validate_topic};
-use crate::kv::validate_bucket;
+use crate::kv::{ObjectTrigger, validate_bucket};
 use crate::route::Route;
 use crate::schedule::Schedule;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -111,6 +111,12 @@ pub struct FunctionConfig {
     pub allow_outbound: Vec<String>,
     /// Key-value buckets the guest may open (`wasi:keyvalue`); none by default.
     pub kv: Vec<String>,
+    /// Object buckets the guest may read and write (`kumo:objects`); none by default.
+    pub objects: Vec<String>,
+    /// Invoke the function asynchronously for each object written to (or deleted from) a
+    /// bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_object: Option<ObjectTrigger>,
 }
 
 impl Default for FunctionConfig {
@@ -132,6 +138,8 @@ impl Default for FunctionConfig {
             topics: Vec::new(),
             allow_outbound: Vec::new(),
             kv: Vec::new(),
+            objects: Vec::new(),
+            on_object: None,
         }
     }
 }
@@ -231,6 +239,22 @@ impl FunctionConfig {
                 return fail("kv", e);
             }
         }
+        for bucket in &self.objects {
+            if let Err(e) = validate_bucket(bucket) {
+                return fail("objects", e);
+            }
+        }
+        if let Some(trigger) = &self.on_object {
+            if let Err(e) = validate_bucket(&trigger.bucket) {
+                return fail("on_object", e);
+            }
+            if trigger.events.is_empty() {
+                return fail(
+                    "on_object",
+                    "events must name at least one of put, delete".into(),
+                );
+            }
+        }
         for route in &self.routes {
             if let Err(e) = Route::parse(route) {
                 return fail("routes", e.to_string());
@@ -322,6 +346,7 @@ mod tests {
             (r#"{"topics":["a b"]}"#, "topics"),
             (r#"{"allow_outbound":["http://x/"]}"#, "allow_outbound"),
             (r#"{"kv":["Orders"]}"#, "kv"),
+            (r#"{"on_object":{"bucket":"up","events":[]}}"#, "on_object"),
         ];
         for (json, field) in cases {
             let err = config(json).validate().unwrap_err();

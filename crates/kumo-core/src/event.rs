@@ -63,6 +63,8 @@ pub enum Trigger {
     Topic,
     /// A destination of another function's event.
     Destination,
+    /// An object written to or deleted from a bucket (`on_object`).
+    Storage,
 }
 
 impl Trigger {
@@ -72,13 +74,20 @@ impl Trigger {
             Self::Schedule => "schedule",
             Self::Topic => "topic",
             Self::Destination => "destination",
+            Self::Storage => "storage",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Async, Self::Schedule, Self::Topic, Self::Destination]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [
+            Self::Async,
+            Self::Schedule,
+            Self::Topic,
+            Self::Destination,
+            Self::Storage,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 }
 

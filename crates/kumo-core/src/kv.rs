@@ -1,4 +1,5 @@
-//! Rules of the key-value store: bucket names, keys, value sizes, list pages.
+//! Rules of the key-value store and object storage: bucket names, keys, value sizes, list
+//! pages, object metadata.
 
 use crate::validate_name;
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,52 @@ pub const KV_LIST_PAGE: u32 = 1000;
 pub struct KeyPage {
     pub keys: Vec<String>,
     pub cursor: Option<String>,
+}
+
+/// A stored object's metadata, as the object API returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    pub bucket: String,
+    pub key: String,
+    pub size: u64,
+    /// Changes on every write (no quotes).
+    pub etag: String,
+    pub content_type: String,
+    /// Unix ms of the write.
+    pub updated_at: i64,
+}
+
+/// What happened to an object, for `on_object` triggers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectEvent {
+    /// Written (created or replaced).
+    Put,
+    Delete,
+}
+
+impl ObjectEvent {
+    /// The CloudEvents `type` of the event.
+    pub fn cloud_event_type(self) -> &'static str {
+        match self {
+            Self::Put => "dev.kumo.object.created",
+            Self::Delete => "dev.kumo.object.deleted",
+        }
+    }
+}
+
+/// `on_object = { bucket = "uploads", events = ["put"] }`: each such change of an object in
+/// the bucket is an asynchronous invocation of the function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectTrigger {
+    pub bucket: String,
+    #[serde(default = "default_object_events")]
+    pub events: Vec<ObjectEvent>,
+}
+
+fn default_object_events() -> Vec<ObjectEvent> {
+    vec![ObjectEvent::Put]
 }
 
 /// A bucket is named like a function: `[a-z0-9-]`, 1 to 63 characters.

@@ -23,8 +23,8 @@ pub use event::{
     MAX_RETRY_DELAY, Trigger, base64, retry_delay, validate_topic,
 };
 pub use kv::{
-    KV_LIST_PAGE, KeyPage, MAX_KV_KEY_BYTES, MAX_KV_VALUE_BYTES, parse_counter, validate_bucket,
-    validate_key,
+    KV_LIST_PAGE, KeyPage, MAX_KV_KEY_BYTES, MAX_KV_VALUE_BYTES, ObjectEvent, ObjectInfo,
+    ObjectTrigger, parse_counter, validate_bucket, validate_key,
 };
 pub use name::{NameError, Target, validate_name};
 pub use outcome::{ErrorKind, FunctionKind, Outcome, billed_ms};

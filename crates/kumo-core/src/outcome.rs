@@ -79,6 +79,8 @@ pub enum ErrorKind {
     Conflict,
     /// A key-value key that does not exist.
     KeyNotFound,
+    /// An object that does not exist.
+    ObjectNotFound,
     /// A conditional write whose `If-Match` / `If-None-Match` does not hold.
     PreconditionFailed,
     PayloadTooLarge,
@@ -101,6 +103,7 @@ impl ErrorKind {
             Self::InvalidRequest => "invalid_request",
             Self::Conflict => "conflict",
             Self::KeyNotFound => "key_not_found",
+            Self::ObjectNotFound => "object_not_found",
             Self::PreconditionFailed => "precondition_failed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Throttled => "throttled",
@@ -114,7 +117,9 @@ impl ErrorKind {
 
     pub fn status(self) -> u16 {
         match self {
-            Self::FunctionNotFound | Self::NotFound | Self::KeyNotFound => 404,
+            Self::FunctionNotFound | Self::NotFound | Self::KeyNotFound | Self::ObjectNotFound => {
+                404
+            }
             Self::MethodNotAllowed => 405,
             Self::InvalidFunction | Self::InvalidRequest => 400,
             Self::Conflict => 409,

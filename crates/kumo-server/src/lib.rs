@@ -8,6 +8,7 @@ mod events;
 mod gateway;
 mod invoker;
 mod loaded;
+mod objects;
 mod recorder;
 mod routes;
 mod slots;
@@ -57,6 +58,8 @@ pub struct ServerConfig {
     pub async_config: AsyncConfig,
     /// Circuit breakers of guests' outbound HTTP destinations.
     pub breaker: BreakerConfig,
+    /// The largest object the object storage accepts.
+    pub max_object_bytes: u64,
 }
 
 /// Everything the handlers share.
@@ -70,6 +73,7 @@ pub struct AppState {
     events: Events,
     schedules: Schedules,
     subscriptions: Subscriptions,
+    objects: objects::ObjectService,
     max_body_bytes: usize,
     /// Deploys and deletes one at a time, so route-conflict checks see a stable table.
     deploy_lock: Mutex<()>,
@@ -84,6 +88,7 @@ impl AppState {
         self.invoker.reserve(functions);
         self.schedules.rebuild(functions);
         self.subscriptions.rebuild(functions);
+        self.objects.subscriptions.rebuild(functions);
     }
 }
 
@@ -139,6 +144,7 @@ impl Server {
             config.async_config.clone(),
             config.max_concurrency,
         );
+        let objects = kumo_store::Objects::open(store.clone(), &data.join("objects"))?;
         let (stop, stopping) = watch::channel(false);
         let state = Arc::new(AppState {
             store,
@@ -150,6 +156,11 @@ impl Server {
             events,
             schedules: Schedules::default(),
             subscriptions: Subscriptions::default(),
+            objects: objects::ObjectService {
+                objects,
+                subscriptions: Default::default(),
+                max_bytes: config.max_object_bytes,
+            },
             max_body_bytes: config.max_body_bytes,
             deploy_lock: Mutex::new(()),
             stopping,

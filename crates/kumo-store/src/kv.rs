@@ -284,7 +284,7 @@ impl KvRow<'_> {
 }
 
 /// The smallest string greater than every string starting with `prefix` (`None`: no bound).
-fn prefix_successor(prefix: &str) -> Option<String> {
+pub(crate) fn prefix_successor(prefix: &str) -> Option<String> {
     let mut chars: Vec<char> = prefix.chars().collect();
     while let Some(last) = chars.pop() {
         // The next scalar value after `last` (skipping the surrogate gap), if there is one.

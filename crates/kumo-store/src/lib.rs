@@ -3,6 +3,7 @@
 //! ```text
 //! DATA/kumo.db        SQLite (WAL): functions, invocations, logs, the event queue, key-value
 //! DATA/blobs/<sha256> deployed code, content-addressed and immutable
+//! DATA/objects/       object storage: one file per object version (`{bucket}/{etag}`)
 //! DATA/cache/         compiled artifacts (owned by kumo-runtime)
 //! ```
 //!
@@ -11,10 +12,12 @@
 
 mod blobs;
 mod kv;
+mod objects;
 mod queue;
 mod sqlite;
 
 pub use blobs::Blobs;
 pub use kv::{Expect, IncrementError, KvEntry, KvWrite};
+pub use objects::{ObjectBody, ObjectError, Objects, Staged};
 pub use queue::{ClaimedEvent, Completion, IDEMPOTENCY_WINDOW_MS, NewEvent};
 pub use sqlite::{LogQuery, Store};

@@ -396,7 +396,7 @@ impl Store {
     }
 }
 
-async fn insert_event(
+pub(crate) async fn insert_event(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     e: &NewEvent<'_>,
 ) -> anyhow::Result<()> {

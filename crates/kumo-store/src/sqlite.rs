@@ -81,7 +81,12 @@ impl Store {
             .connect_with(options)
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
-        for schema in [SCHEMA, crate::queue::SCHEMA, crate::kv::SCHEMA] {
+        for schema in [
+            SCHEMA,
+            crate::queue::SCHEMA,
+            crate::kv::SCHEMA,
+            crate::objects::SCHEMA,
+        ] {
             sqlx::raw_sql(schema)
                 .execute(&pool)
                 .await

@@ -26,6 +26,7 @@ async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
             sync_reserve_percent: args.sync_reserve_percent,
             max_payload_bytes: args.max_async_payload_bytes,
         },
+        max_object_bytes: args.max_object_bytes,
         breaker: kumo_server::BreakerConfig {
             failures: args.outbound_breaker_failures,
             cooldown: args.outbound_breaker_cooldown,

@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// How long an open circuit fails fast before one probe request is let through.
     #[arg(long, env = "KUMO_OUTBOUND_BREAKER_COOLDOWN", default_value = "30s", value_parser = kumo_core::parse_duration)]
     outbound_breaker_cooldown: std::time::Duration,
+    /// The largest object the object storage accepts, in bytes.
+    #[arg(long, env = "KUMO_MAX_OBJECT_BYTES", default_value_t = 1 << 30)]
+    max_object_bytes: u64,
 }
 
 fn parse_allocator(s: &str) -> Result<kumo_server::Allocator, String> {

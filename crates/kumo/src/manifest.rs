@@ -40,6 +40,9 @@ struct FunctionEntry {
     allow_outbound: Vec<String>,
     #[serde(default)]
     kv: Vec<String>,
+    #[serde(default)]
+    objects: Vec<String>,
+    on_object: Option<kumo_core::ObjectTrigger>,
 }
 
 /// One function of a manifest, checked and with paths resolved against the manifest's folder.
@@ -119,6 +122,8 @@ impl Manifest {
             topics: entry.topics,
             allow_outbound: entry.allow_outbound,
             kv: entry.kv,
+            objects: entry.objects,
+            on_object: entry.on_object,
         };
         config.validate()?;
         Ok(ManifestFunction {

@@ -290,7 +290,8 @@ pub struct TriggerInfo {
     pub source: String,
 }
 
-/// `GET /triggers`: every route, schedule and topic subscription of the deployed functions.
+/// `GET /triggers`: every route, schedule, topic subscription and object trigger of the
+/// deployed functions.
 pub async fn triggers(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<TriggerInfo>>> {
     let functions = state.store.list_functions().await?;
     Ok(Json(functions.iter().flat_map(triggers_of).collect()))
@@ -306,5 +307,20 @@ fn triggers_of(f: &FunctionRecord) -> Vec<TriggerInfo> {
     let routes = config.routes.iter().map(|r| info("route", r));
     let schedule = config.schedule.iter().map(|s| info("schedule", s));
     let topics = config.topics.iter().map(|t| info("topic", t));
-    routes.chain(schedule).chain(topics).collect()
+    let objects = config.on_object.iter().map(|t| {
+        let events: Vec<&str> = t
+            .events
+            .iter()
+            .map(|e| match e {
+                kumo_core::ObjectEvent::Put => "put",
+                kumo_core::ObjectEvent::Delete => "delete",
+            })
+            .collect();
+        info("object", &format!("{} ({})", t.bucket, events.join(", ")))
+    });
+    routes
+        .chain(schedule)
+        .chain(topics)
+        .chain(objects)
+        .collect()
 }

@@ -3,6 +3,7 @@
 mod events;
 mod functions;
 mod kv;
+mod objects;
 mod records;
 
 use crate::AppState;
@@ -36,6 +37,15 @@ pub fn router() -> Router<Arc<AppState>> {
         .route(
             "/kv/{bucket}/{*key}",
             get(kv::get_key).put(kv::put_key).delete(kv::delete_key),
+        )
+        .route("/objects/{bucket}", get(objects::list_objects))
+        .route(
+            "/objects/{bucket}/{*key}",
+            get(objects::get_object)
+                .head(objects::head_object)
+                .put(objects::put_object)
+                .layer(DefaultBodyLimit::disable())
+                .delete(objects::delete_object),
         )
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::new(

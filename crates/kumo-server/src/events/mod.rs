@@ -6,6 +6,7 @@
 mod destination;
 mod dispatcher;
 pub mod scheduler;
+pub mod storage;
 pub mod topics;
 
 pub use dispatcher::dispatch;

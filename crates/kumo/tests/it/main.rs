@@ -12,5 +12,6 @@ mod invoke;
 mod kv;
 mod lifecycle;
 mod limits;
+mod objects;
 mod persistence;
 mod triggers;

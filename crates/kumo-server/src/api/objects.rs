@@ -1,0 +1,211 @@
+//! Object storage over HTTP: `/objects/{bucket}/{key..}` PUT (streamed to disk, up to
+//! `--max-object-bytes`), GET (streamed back, `ETag`, `Content-Type`, `If-None-Match`), HEAD,
+//! DELETE, and `/objects/{bucket}?prefix=&cursor=&limit=` to list. Buckets exist once an
+//! object is written.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kumo_core::{ErrorKind, KV_LIST_PAGE, ObjectInfo, validate_bucket, validate_key};
+use kumo_store::ObjectError;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+fn checked(bucket: &str, key: Option<&str>) -> ApiResult<()> {
+    validate_bucket(bucket).map_err(ApiError::bad_request)?;
+    if let Some(key) = key {
+        validate_key(key).map_err(ApiError::bad_request)?;
+    }
+    Ok(())
+}
+
+fn not_found(bucket: &str, key: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::ObjectNotFound,
+        format!("no object {key:?} in bucket {bucket:?}"),
+    )
+}
+
+/// The metadata headers of an object: `ETag`, `Content-Type`, `Content-Length`, `Last-Modified`
+/// is left out (the JSON listing has `updated_at`).
+fn object_headers(info: &ObjectInfo) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", info.etag)) {
+        headers.insert(header::ETAG, etag);
+    }
+    let content_type = HeaderValue::from_str(&info.content_type)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_TYPE, content_type);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(info.size));
+    headers
+}
+
+fn traceparent(headers: &HeaderMap) -> Option<&str> {
+    headers.get("traceparent").and_then(|v| v.to_str().ok())
+}
+
+/// `PUT /objects/{bucket}/{key..}`: 201 created or 200 replaced, with the object's metadata.
+pub async fn put_object(
+    State(state): State<Arc<AppState>>,
+    Path((bucket, key)): Path<(String, String)>,
+    request: Request,
+) -> ApiResult<Response> {
+    checked(&bucket, Some(&key))?;
+    let (parts, body) = request.into_parts();
+    let service = &state.objects;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut body = body.into_data_stream();
+    if declared.is_some_and(|n| n > service.max_bytes) {
+        drain(&mut body).await;
+        return Err(too_large(service.max_bytes));
+    }
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream");
+    let written = service
+        .put(
+            &state.events,
+            &bucket,
+            &key,
+            content_type,
+            &mut body,
+            traceparent(&parts.headers),
+        )
+        .await;
+    let written = match written {
+        Ok(written) => written,
+        Err(ObjectError::TooLarge(max)) => {
+            drain(&mut body).await;
+            return Err(too_large(max));
+        }
+        Err(ObjectError::Upload(why)) => {
+            return Err(ApiError::bad_request(format!("reading the upload: {why}")));
+        }
+        Err(ObjectError::Store(e)) => return Err(e.into()),
+    };
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut headers = object_headers(&written.info);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::CONTENT_TYPE);
+    Ok((status, headers, Json(written.info)).into_response())
+}
+
+/// Reads (and drops) what is left of a refused upload, up to 16 MiB, so the client, still
+/// sending, gets the 413 instead of a reset connection; beyond that it is cut off.
+async fn drain(body: &mut axum::body::BodyDataStream) {
+    use futures::StreamExt as _;
+    let mut left: usize = 16 * 1024 * 1024;
+    while let Some(Ok(chunk)) = body.next().await {
+        left = left.saturating_sub(chunk.len());
+        if left == 0 {
+            break;
+        }
+    }
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::new(
+        ErrorKind::PayloadTooLarge,
+        format!("the object is larger than the limit of {max} bytes"),
+    )
+}
+
+/// `GET /objects/{bucket}/{key..}`: the bytes, streamed; 304 for a matching `If-None-Match`.
+pub async fn get_object(
+    State(state): State<Arc<AppState>>,
+    Path((bucket, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    checked(&bucket, Some(&key))?;
+    let (info, body) = state
+        .objects
+        .objects
+        .get(&bucket, &key)
+        .await?
+        .ok_or_else(|| not_found(&bucket, &key))?;
+    let wanted = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'));
+    if wanted.is_some_and(|tag| tag == "*" || tag == info.etag) {
+        let mut headers = object_headers(&info);
+        headers.remove(header::CONTENT_LENGTH);
+        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+    }
+    Ok((object_headers(&info), Body::from_stream(body)).into_response())
+}
+
+/// `HEAD /objects/{bucket}/{key..}`: the metadata headers only.
+pub async fn head_object(
+    State(state): State<Arc<AppState>>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    checked(&bucket, Some(&key))?;
+    let info = state
+        .objects
+        .objects
+        .head(&bucket, &key)
+        .await?
+        .ok_or_else(|| not_found(&bucket, &key))?;
+    Ok((object_headers(&info), Body::empty()).into_response())
+}
+
+/// `DELETE /objects/{bucket}/{key..}`: 204, also when there was no such object.
+pub async fn delete_object(
+    State(state): State<Arc<AppState>>,
+    Path((bucket, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    checked(&bucket, Some(&key))?;
+    state
+        .objects
+        .delete(&state.events, &bucket, &key, traceparent(&headers))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    #[serde(default)]
+    prefix: String,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ObjectPage {
+    pub objects: Vec<ObjectInfo>,
+    pub cursor: Option<String>,
+}
+
+/// `GET /objects/{bucket}?prefix=&cursor=&limit=`: one page of objects (at most 1000).
+pub async fn list_objects(
+    State(state): State<Arc<AppState>>,
+    Path(bucket): Path<String>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult<Json<ObjectPage>> {
+    let Query(params) = params?;
+    checked(&bucket, None)?;
+    let limit = params.limit.unwrap_or(KV_LIST_PAGE).clamp(1, KV_LIST_PAGE);
+    let (objects, cursor) = state
+        .objects
+        .objects
+        .list(&bucket, &params.prefix, params.cursor.as_deref(), limit)
+        .await?;
+    Ok(Json(ObjectPage { objects, cursor }))
+}

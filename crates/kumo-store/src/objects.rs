@@ -1,0 +1,310 @@
+//! Object storage: buckets of blobs. An object's metadata (size, etag, content type) is a row
+//! in SQLite; its bytes are a file `objects/{bucket}/{etag}` under the data dir, written through
+//! the `object_store` crate (a local file system today, an S3 bucket later). A write streams the
+//! body into a new file first and then commits the row (together with the storage events it
+//! triggers) in one transaction, so readers never see a half-written object and a replaced
+//! object's old file is deleted only after the commit.
+
+use crate::queue::{NewEvent, insert_event};
+use crate::sqlite::Store;
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use kumo_core::{ObjectInfo, now_ms};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt as _, WriteMultipart};
+use sqlx::Row;
+use std::path::Path;
+use std::sync::Arc;
+
+pub(crate) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS objects (
+    bucket       TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    etag         TEXT NOT NULL,    -- also the data file's name: new on every write (UUIDv7)
+    content_type TEXT NOT NULL,
+    updated_at   INTEGER NOT NULL, -- unix ms
+    PRIMARY KEY (bucket, key)
+) WITHOUT ROWID;
+"#;
+
+/// Writes are cut into parts of this size on their way to the file (the memory one upload
+/// holds at most, whatever the object's size).
+const PART_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("the object is larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("reading the upload: {0}")]
+    Upload(String),
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+/// An object written to its file but not yet visible: [`Objects::commit`] makes it so.
+pub struct Staged {
+    pub info: ObjectInfo,
+}
+
+/// A stored object's bytes, streamed from its file.
+pub type ObjectBody = std::pin::Pin<Box<dyn Stream<Item = anyhow::Result<Bytes>> + Send>>;
+
+#[derive(Clone)]
+pub struct Objects {
+    store: Store,
+    files: Arc<dyn ObjectStore>,
+}
+
+fn file(bucket: &str, etag: &str) -> ObjectPath {
+    // Both parts are safe path segments: a bucket name ([a-z0-9-]) and a hex etag.
+    ObjectPath::from(format!("{bucket}/{etag}"))
+}
+
+impl Objects {
+    /// Objects whose bytes live under `dir` (created if missing).
+    pub fn open(store: Store, dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let files = LocalFileSystem::new_with_prefix(dir)
+            .with_context(|| format!("opening {}", dir.display()))?;
+        Ok(Self {
+            store,
+            files: Arc::new(files),
+        })
+    }
+
+    /// Streams `body` into a new file, at most `max_bytes`; nothing is visible yet.
+    pub async fn stage<S, E>(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+        body: S,
+        max_bytes: u64,
+    ) -> Result<Staged, ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let etag = uuid::Uuid::now_v7().simple().to_string();
+        let path = file(bucket, &etag);
+        let upload = self
+            .files
+            .put_multipart(&path)
+            .await
+            .context("starting an object's file")?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut size: u64 = 0;
+        let mut body = std::pin::pin!(body);
+        let failure = loop {
+            match body.next().await {
+                None => break None,
+                Some(Err(e)) => break Some(ObjectError::Upload(e.to_string())),
+                Some(Ok(chunk)) => {
+                    size = size.saturating_add(chunk.len() as u64);
+                    if size > max_bytes {
+                        break Some(ObjectError::TooLarge(max_bytes));
+                    }
+                    // Back-pressure: at most a few parts in flight to the file.
+                    if let Err(e) = writer.wait_for_capacity(2).await {
+                        break Some(ObjectError::Store(anyhow::Error::from(e)));
+                    }
+                    writer.write(&chunk);
+                }
+            }
+        };
+        if let Some(failure) = failure {
+            let _ = writer.abort().await;
+            return Err(failure);
+        }
+        writer.finish().await.context("writing an object's file")?;
+        Ok(Staged {
+            info: ObjectInfo {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                size,
+                etag,
+                content_type: content_type.to_string(),
+                updated_at: now_ms(),
+            },
+        })
+    }
+
+    /// Makes a staged object visible, replacing any object at its key, and stores `events`
+    /// (storage events for it) in the same transaction. Returns whether the key was new.
+    pub async fn commit(&self, staged: Staged, events: &[NewEvent<'_>]) -> anyhow::Result<bool> {
+        let info = &staged.info;
+        let mut tx = self.store.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let old: Option<String> =
+            sqlx::query_scalar("SELECT etag FROM objects WHERE bucket = ? AND key = ?")
+                .bind(&info.bucket)
+                .bind(&info.key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO objects (bucket, key, size, etag, content_type, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT DO UPDATE SET size = excluded.size, etag = excluded.etag,
+                content_type = excluded.content_type, updated_at = excluded.updated_at",
+        )
+        .bind(&info.bucket)
+        .bind(&info.key)
+        .bind(i64::try_from(info.size).unwrap_or(i64::MAX))
+        .bind(&info.etag)
+        .bind(&info.content_type)
+        .bind(info.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        for event in events {
+            insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await.context("committing an object")?;
+        if let Some(old) = &old {
+            self.remove_file(&info.bucket, old).await;
+        }
+        Ok(old.is_none())
+    }
+
+    /// Drops a staged object that will not be committed.
+    pub async fn discard(&self, staged: Staged) {
+        self.remove_file(&staged.info.bucket, &staged.info.etag)
+            .await;
+    }
+
+    async fn remove_file(&self, bucket: &str, etag: &str) {
+        if let Err(e) = self.files.delete(&file(bucket, etag)).await {
+            // An orphaned file wastes space but is never read: its row is gone.
+            tracing::warn!("removing object file {bucket}/{etag}: {e}");
+        }
+    }
+
+    pub async fn head(&self, bucket: &str, key: &str) -> anyhow::Result<Option<ObjectInfo>> {
+        let row = sqlx::query(
+            "SELECT size, etag, content_type, updated_at FROM objects WHERE bucket = ? AND key = ?",
+        )
+        .bind(bucket)
+        .bind(key)
+        .fetch_optional(&self.store.pool)
+        .await
+        .context("reading an object's metadata")?;
+        Ok(row.map(|row| info_of(bucket, key, &row, 0)))
+    }
+
+    /// The object's metadata and a stream of its bytes.
+    pub async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> anyhow::Result<Option<(ObjectInfo, ObjectBody)>> {
+        let Some(info) = self.head(bucket, key).await? else {
+            return Ok(None);
+        };
+        let found = self.files.get(&file(bucket, &info.etag)).await;
+        let result = match found {
+            Ok(result) => result,
+            // Replaced between the row read and the file open: read the new one.
+            Err(object_store::Error::NotFound { .. }) => {
+                return Box::pin(self.get(bucket, key)).await;
+            }
+            Err(e) => return Err(anyhow::Error::from(e).context("opening an object's file")),
+        };
+        let body = result.into_stream().map_err(anyhow::Error::from).boxed();
+        Ok(Some((info, body)))
+    }
+
+    /// The whole object in memory (for guests, whose memory bounds it anyway).
+    pub async fn read(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> anyhow::Result<Option<(ObjectInfo, Bytes)>> {
+        let Some((info, body)) = self.get(bucket, key).await? else {
+            return Ok(None);
+        };
+        let chunks: Vec<Bytes> = body.try_collect().await?;
+        Ok(Some((info, chunks.concat().into())))
+    }
+
+    /// Deletes the object (and stores `events` in the same transaction); false if absent.
+    pub async fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        events: &[NewEvent<'_>],
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.store.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let old: Option<String> =
+            sqlx::query_scalar("DELETE FROM objects WHERE bucket = ? AND key = ? RETURNING etag")
+                .bind(bucket)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if old.is_some() {
+            for event in events {
+                insert_event(&mut tx, event).await?;
+            }
+        }
+        tx.commit().await.context("deleting an object")?;
+        match old {
+            Some(etag) => {
+                self.remove_file(bucket, &etag).await;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Objects of `bucket` whose key starts with `prefix`, in key order, after `cursor`.
+    pub async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<(Vec<ObjectInfo>, Option<String>)> {
+        let limit = limit.max(1);
+        let start = cursor.filter(|c| *c >= prefix).unwrap_or(prefix);
+        let end = crate::kv::prefix_successor(prefix);
+        let rows = sqlx::query(
+            "SELECT key, size, etag, content_type, updated_at FROM objects
+             WHERE bucket = ? AND key >= ? AND (? IS NULL OR key < ?) AND (? IS NULL OR key > ?)
+             ORDER BY key LIMIT ?",
+        )
+        .bind(bucket)
+        .bind(start)
+        .bind(end.as_deref())
+        .bind(end.as_deref())
+        .bind(cursor)
+        .bind(cursor)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.store.pool)
+        .await
+        .context("listing objects")?;
+        let mut objects: Vec<ObjectInfo> = rows
+            .iter()
+            .map(|row| info_of(bucket, &row.get::<String, _>(0), row, 1))
+            .collect();
+        let more = objects.len() > limit as usize;
+        objects.truncate(limit as usize);
+        let cursor = if more {
+            objects.last().map(|o| o.key.clone())
+        } else {
+            None
+        };
+        Ok((objects, cursor))
+    }
+}
+
+/// The metadata from a row whose columns from `first` are size, etag, content type, updated_at.
+fn info_of(bucket: &str, key: &str, row: &sqlx::sqlite::SqliteRow, first: usize) -> ObjectInfo {
+    ObjectInfo {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        size: u64::try_from(row.get::<i64, _>(first)).unwrap_or(0),
+        etag: row.get(first + 1),
+        content_type: row.get(first + 2),
+        updated_at: row.get(first + 3),
+    }
+}
