@@ -111,8 +111,6 @@ pub struct FunctionConfig {
     pub allow_outbound: Vec<String>,
     /// Key-value buckets the guest may open (`wasi:keyvalue`); none by default.
     pub kv: Vec<String>,
-    /// Object buckets the guest may read and write (`kumo:objects`); none by default.
-    pub objects: Vec<String>,
     /// Invoke the function asynchronously for each object written to (or deleted from) a
     /// bucket.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -138,7 +136,6 @@ impl Default for FunctionConfig {
             topics: Vec::new(),
             allow_outbound: Vec::new(),
             kv: Vec::new(),
-            objects: Vec::new(),
             on_object: None,
         }
     }
@@ -237,11 +234,6 @@ impl FunctionConfig {
         for bucket in &self.kv {
             if let Err(e) = validate_bucket(bucket) {
                 return fail("kv", e);
-            }
-        }
-        for bucket in &self.objects {
-            if let Err(e) = validate_bucket(bucket) {
-                return fail("objects", e);
             }
         }
         if let Some(trigger) = &self.on_object {

@@ -40,8 +40,6 @@ struct FunctionEntry {
     allow_outbound: Vec<String>,
     #[serde(default)]
     kv: Vec<String>,
-    #[serde(default)]
-    objects: Vec<String>,
     on_object: Option<kumo_core::ObjectTrigger>,
 }
 
@@ -122,7 +120,6 @@ impl Manifest {
             topics: entry.topics,
             allow_outbound: entry.allow_outbound,
             kv: entry.kv,
-            objects: entry.objects,
             on_object: entry.on_object,
         };
         config.validate()?;
@@ -157,6 +154,8 @@ mod tests {
             on_failure = "alerts"
             schedule = "rate(5 minutes)"
             topics = ["orders"]
+            kv = ["orders"]
+            on_object = { bucket = "uploads" }
             "#,
             Path::new("/p"),
         )
@@ -168,6 +167,14 @@ mod tests {
         assert_eq!(f.config.max_retries, 1);
         assert_eq!(f.config.schedule.as_deref(), Some("rate(5 minutes)"));
         assert_eq!(f.config.topics, ["orders"]);
+        assert_eq!(f.config.kv, ["orders"]);
+        let trigger = f.config.on_object.as_ref().unwrap();
+        assert_eq!(trigger.bucket, "uploads");
+        assert_eq!(
+            trigger.events,
+            [kumo_core::ObjectEvent::Put],
+            "put by default"
+        );
     }
 
     #[test]
