@@ -2,6 +2,7 @@
 //! with `If-Match` / `If-None-Match: *`), DELETE (conditional with `If-Match`), and
 //! `/kv/{bucket}?prefix=&cursor=&limit=` to list keys. Buckets exist once a key is written.
 
+use super::{ListParams, checked};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::read_body;
@@ -10,20 +11,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kumo_core::{
-    ErrorKind, KV_LIST_PAGE, KeyPage, MAX_KV_VALUE_BYTES, validate_bucket, validate_key,
-};
+use kumo_core::{ErrorKind, KV_LIST_PAGE, KeyPage, MAX_KV_VALUE_BYTES};
 use kumo_store::{Expect, KvWrite};
-use serde::Deserialize;
 use std::sync::Arc;
-
-fn checked(bucket: &str, key: Option<&str>) -> ApiResult<()> {
-    validate_bucket(bucket).map_err(ApiError::bad_request)?;
-    if let Some(key) = key {
-        validate_key(key).map_err(ApiError::bad_request)?;
-    }
-    Ok(())
-}
 
 /// `"etag"` as a header value (etags are hex, always valid).
 fn etag_header(etag: &str) -> HeaderValue {
@@ -185,14 +175,6 @@ pub async fn delete_key(
         return Err(precondition_failed(&bucket, &key));
     }
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-pub struct ListParams {
-    #[serde(default)]
-    prefix: String,
-    cursor: Option<String>,
-    limit: Option<u32>,
 }
 
 /// `GET /kv/{bucket}?prefix=&cursor=&limit=`: one page of keys (at most 1000).

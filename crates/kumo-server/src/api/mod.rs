@@ -7,12 +7,30 @@ mod objects;
 mod records;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use kumo_core::ErrorKind;
 use std::sync::Arc;
+
+/// A bucket name and (for a key's endpoint) key of the key-value and object APIs, or 400.
+fn checked(bucket: &str, key: Option<&str>) -> ApiResult<()> {
+    kumo_core::validate_bucket(bucket).map_err(ApiError::bad_request)?;
+    if let Some(key) = key {
+        kumo_core::validate_key(key).map_err(ApiError::bad_request)?;
+    }
+    Ok(())
+}
+
+/// `?prefix=&cursor=&limit=` of a bucket listing (keys or objects).
+#[derive(serde::Deserialize)]
+struct ListParams {
+    #[serde(default)]
+    prefix: String,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()

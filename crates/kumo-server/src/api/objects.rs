@@ -3,6 +3,7 @@
 //! DELETE, and `/objects/{bucket}?prefix=&cursor=&limit=` to list. Buckets exist once an
 //! object is written.
 
+use super::{ListParams, checked};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
@@ -11,18 +12,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kumo_core::{ErrorKind, KV_LIST_PAGE, ObjectInfo, validate_bucket, validate_key};
+use kumo_core::{ErrorKind, KV_LIST_PAGE, ObjectInfo};
 use kumo_store::ObjectError;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-fn checked(bucket: &str, key: Option<&str>) -> ApiResult<()> {
-    validate_bucket(bucket).map_err(ApiError::bad_request)?;
-    if let Some(key) = key {
-        validate_key(key).map_err(ApiError::bad_request)?;
-    }
-    Ok(())
-}
 
 fn not_found(bucket: &str, key: &str) -> ApiError {
     ApiError::new(
@@ -177,14 +170,6 @@ pub async fn delete_object(
         .delete(&state.events, &bucket, &key, traceparent(&headers))
         .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-pub struct ListParams {
-    #[serde(default)]
-    prefix: String,
-    cursor: Option<String>,
-    limit: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize)]
