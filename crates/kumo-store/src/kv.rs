@@ -164,29 +164,8 @@ impl Store {
         cursor: Option<&str>,
         limit: u32,
     ) -> anyhow::Result<KeyPage> {
-        let limit = limit.max(1);
-        // A range on the primary key: prefix <= key < successor(prefix).
-        let start = cursor.filter(|c| *c >= prefix).unwrap_or(prefix);
-        let end = prefix_successor(prefix);
-        let rows = sqlx::query(
-            "SELECT key FROM kv WHERE bucket = ? AND key >= ? AND (? IS NULL OR key < ?)
-               AND (? IS NULL OR key > ?)
-             ORDER BY key LIMIT ?",
-        )
-        .bind(bucket)
-        .bind(start)
-        .bind(end.as_deref())
-        .bind(end.as_deref())
-        .bind(cursor)
-        .bind(cursor)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await
-        .context("listing keys")?;
-        let mut keys: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
-        let more = keys.len() > limit as usize;
-        keys.truncate(limit as usize);
-        let cursor = if more { keys.last().cloned() } else { None };
+        let (rows, cursor) = page(&self.pool, "kv", "key", bucket, prefix, cursor, limit).await?;
+        let keys = rows.iter().map(|row| row.get(0)).collect();
         Ok(KeyPage { keys, cursor })
     }
 
@@ -283,8 +262,50 @@ impl KvRow<'_> {
     }
 }
 
+/// One page of `table`'s rows (`columns`, the key first) in `bucket` whose key starts with
+/// `prefix`, after `cursor`, at most `limit`; and the next page's cursor (the last key) if
+/// more follow. `table` and `columns` are constants of this crate, never input.
+pub(crate) async fn page(
+    pool: &sqlx::SqlitePool,
+    table: &str,
+    columns: &str,
+    bucket: &str,
+    prefix: &str,
+    cursor: Option<&str>,
+    limit: u32,
+) -> anyhow::Result<(Vec<sqlx::sqlite::SqliteRow>, Option<String>)> {
+    let limit = limit.max(1) as usize;
+    // A range on the primary key: prefix <= key < successor(prefix), after the cursor.
+    let start = cursor.filter(|c| *c >= prefix).unwrap_or(prefix);
+    let end = prefix_successor(prefix);
+    // Safe: `table` and `columns` are this crate's constants; the values are bound.
+    let mut rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {columns} FROM {table}
+         WHERE bucket = ? AND key >= ? AND (? IS NULL OR key < ?) AND (? IS NULL OR key > ?)
+         ORDER BY key LIMIT ?"
+    )))
+    .bind(bucket)
+    .bind(start)
+    .bind(end.as_deref())
+    .bind(end.as_deref())
+    .bind(cursor)
+    .bind(cursor)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
+    .fetch_all(pool)
+    .await
+    .with_context(|| format!("listing {table}"))?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let cursor = if more {
+        rows.last().map(|row| row.get::<String, _>(0))
+    } else {
+        None
+    };
+    Ok((rows, cursor))
+}
+
 /// The smallest string greater than every string starting with `prefix` (`None`: no bound).
-pub(crate) fn prefix_successor(prefix: &str) -> Option<String> {
+fn prefix_successor(prefix: &str) -> Option<String> {
     let mut chars: Vec<char> = prefix.chars().collect();
     while let Some(last) = chars.pop() {
         // The next scalar value after `last` (skipping the surrogate gap), if there is one.

@@ -264,35 +264,21 @@ impl Objects {
         cursor: Option<&str>,
         limit: u32,
     ) -> anyhow::Result<(Vec<ObjectInfo>, Option<String>)> {
-        let limit = limit.max(1);
-        let start = cursor.filter(|c| *c >= prefix).unwrap_or(prefix);
-        let end = crate::kv::prefix_successor(prefix);
-        let rows = sqlx::query(
-            "SELECT key, size, etag, content_type, updated_at FROM objects
-             WHERE bucket = ? AND key >= ? AND (? IS NULL OR key < ?) AND (? IS NULL OR key > ?)
-             ORDER BY key LIMIT ?",
+        let columns = "key, size, etag, content_type, updated_at";
+        let (rows, cursor) = crate::kv::page(
+            &self.store.pool,
+            "objects",
+            columns,
+            bucket,
+            prefix,
+            cursor,
+            limit,
         )
-        .bind(bucket)
-        .bind(start)
-        .bind(end.as_deref())
-        .bind(end.as_deref())
-        .bind(cursor)
-        .bind(cursor)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.store.pool)
-        .await
-        .context("listing objects")?;
-        let mut objects: Vec<ObjectInfo> = rows
+        .await?;
+        let objects = rows
             .iter()
             .map(|row| info_of(bucket, &row.get::<String, _>(0), row, 1))
             .collect();
-        let more = objects.len() > limit as usize;
-        objects.truncate(limit as usize);
-        let cursor = if more {
-            objects.last().map(|o| o.key.clone())
-        } else {
-            None
-        };
         Ok((objects, cursor))
     }
 }
