@@ -20,9 +20,10 @@ const GUESTS: &[(&str, &[&str])] = &[
             "event-probe",
             "kv-probe",
             "call-probe",
+            "objects-probe",
         ],
     ),
-    ("examples", &["hello", "wordcount", "orders"]),
+    ("examples", &["hello", "wordcount", "orders", "thumbnail"]),
 ];
 
 fn main() {

@@ -111,6 +111,8 @@ pub struct FunctionConfig {
     pub allow_outbound: Vec<String>,
     /// Key-value buckets the guest may open (`wasi:keyvalue`); none by default.
     pub kv: Vec<String>,
+    /// Object buckets the guest may use (`kumo:objects`); none by default.
+    pub objects: Vec<String>,
     /// Invoke the function asynchronously for each object written to (or deleted from) a
     /// bucket.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -136,6 +138,7 @@ impl Default for FunctionConfig {
             topics: Vec::new(),
             allow_outbound: Vec::new(),
             kv: Vec::new(),
+            objects: Vec::new(),
             on_object: None,
         }
     }
@@ -234,6 +237,11 @@ impl FunctionConfig {
         for bucket in &self.kv {
             if let Err(e) = validate_bucket(bucket) {
                 return fail("kv", e);
+            }
+        }
+        for bucket in &self.objects {
+            if let Err(e) = validate_bucket(bucket) {
+                return fail("objects", e);
             }
         }
         if let Some(trigger) = &self.on_object {
@@ -338,6 +346,7 @@ mod tests {
             (r#"{"topics":["a b"]}"#, "topics"),
             (r#"{"allow_outbound":["http://x/"]}"#, "allow_outbound"),
             (r#"{"kv":["Orders"]}"#, "kv"),
+            (r#"{"objects":["a/b"]}"#, "objects"),
             (r#"{"on_object":{"bucket":"up","events":[]}}"#, "on_object"),
         ];
         for (json, field) in cases {

@@ -6,6 +6,7 @@ use crate::capture::Capture;
 use crate::compile::Loaded;
 use crate::host::{ComponentHost, MemoryLimit, ModuleHost};
 use crate::kv::KvAccess;
+use crate::objects::ObjectAccess;
 use crate::outbound::{Outbound, OutboundGrants};
 use crate::warm::{HttpInstance, WarmPool};
 use bytes::{Bytes, BytesMut};
@@ -41,6 +42,8 @@ pub struct Invocation {
     pub allow_outbound: Arc<[String]>,
     /// The key-value buckets the guest may open, and their store.
     pub kv: KvAccess,
+    /// The object buckets the guest may use.
+    pub objects: Arc<[String]>,
     /// Function calls between the outside request and this invocation (0: none).
     pub call_depth: u32,
 }
@@ -170,8 +173,13 @@ impl Runtime {
                 (Loaded::Command(pre), _) => {
                     let limits = MemoryLimit::with_flag(inv.memory_bytes, memory_hit.clone());
                     let wasi = command_wasi(&inv, &stdout, &stderr).build();
-                    let host =
-                        ComponentHost::new(wasi, limits, self.outbound(&inv), inv.kv.clone());
+                    let host = ComponentHost::new(
+                        wasi,
+                        limits,
+                        self.outbound(&inv),
+                        inv.kv.clone(),
+                        self.object_access(&inv),
+                    );
                     let mut store = self.new_store(host, |h| &mut h.limits);
                     let run = async {
                         let command = pre.instantiate_async(&mut store).await?;
@@ -257,6 +265,7 @@ impl Runtime {
                 MemoryLimit::new(memory_bytes),
                 Outbound::default(),
                 KvAccess::default(),
+                ObjectAccess::default(),
             )
         };
         match loaded {
@@ -290,7 +299,13 @@ impl Runtime {
             .stderr(stderr.clone())
             .envs(&inv.env)
             .build();
-        let host = ComponentHost::new(wasi, limits, self.outbound(inv), inv.kv.clone());
+        let host = ComponentHost::new(
+            wasi,
+            limits,
+            self.outbound(inv),
+            inv.kv.clone(),
+            self.object_access(inv),
+        );
         let store = self.new_store(host, |h| &mut h.limits);
         HttpInstance::new(store, stdout, stderr, memory_hit)
     }
@@ -303,6 +318,15 @@ impl Runtime {
             calls: self.calls.clone(),
             depth: inv.call_depth,
             traceparent: inv.headers.get("traceparent").cloned(),
+        }
+    }
+
+    /// The object storage of one invocation: its grants and how much it may read at once.
+    fn object_access(&self, inv: &Invocation) -> ObjectAccess {
+        ObjectAccess {
+            storage: self.object_storage.clone(),
+            buckets: inv.objects.clone(),
+            max_read_bytes: inv.memory_bytes as u64,
         }
     }
 

@@ -1,7 +1,9 @@
 //! Per-invocation host state (the `T` of `Store<T>`): WASI contexts, the memory limiter, the
-//! wasi:http hooks (outbound.rs), and the key-value buckets the guest may open (kv.rs).
+//! wasi:http hooks (outbound.rs), and the key-value buckets (kv.rs) and object buckets
+//! (objects.rs) the guest may use.
 
 use crate::kv::KvAccess;
+use crate::objects::ObjectAccess;
 use crate::outbound::Outbound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,10 +24,17 @@ pub struct ComponentHost {
     pub limits: MemoryLimit,
     pub hooks: Outbound,
     pub kv: KvAccess,
+    pub objects: ObjectAccess,
 }
 
 impl ComponentHost {
-    pub fn new(wasi: WasiCtx, limits: MemoryLimit, outbound: Outbound, kv: KvAccess) -> Self {
+    pub fn new(
+        wasi: WasiCtx,
+        limits: MemoryLimit,
+        outbound: Outbound,
+        kv: KvAccess,
+        objects: ObjectAccess,
+    ) -> Self {
         Self {
             wasi,
             http: WasiHttpCtx::new(),
@@ -33,6 +42,7 @@ impl ComponentHost {
             limits,
             hooks: outbound,
             kv,
+            objects,
         }
     }
 }

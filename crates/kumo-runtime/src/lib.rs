@@ -10,12 +10,14 @@ mod compile;
 mod execute;
 mod host;
 mod kv;
+mod objects;
 mod outbound;
 mod warm;
 
 pub use compile::{InvalidCode, Loaded};
 pub use execute::{Execution, Failure, Invocation, LogLine, LogStream, Response};
 pub use kv::KvAccess;
+pub use objects::{GuestPut, ObjectStorage, StorageError, StorageFuture};
 pub use outbound::{
     BreakerConfig, BreakerState, CallFuture, FunctionCall, FunctionCalls, INTERNAL_HOST_SUFFIX,
 };
@@ -85,6 +87,7 @@ pub struct Runtime {
     max_warm_instances: usize,
     breakers: outbound::Breakers,
     calls: outbound::CallsSlot,
+    object_storage: objects::StorageSlot,
 }
 
 impl Runtime {
@@ -110,6 +113,7 @@ impl Runtime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
             .map_err(anyhow::Error::from)?;
         kv::add_to_linker(&mut component_linker)?;
+        objects::add_to_linker(&mut component_linker)?;
         let mut module_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |host: &mut ModuleHost| {
             &mut host.wasi
@@ -130,6 +134,7 @@ impl Runtime {
             max_warm_instances: config.max_warm_instances as usize,
             breakers: outbound::Breakers::new(config.breaker),
             calls: Arc::default(),
+            object_storage: Arc::default(),
         }))
     }
 
@@ -155,6 +160,11 @@ impl Runtime {
     /// Where guests' calls to `http://NAME.fn.internal/` go (set once; later calls are ignored).
     pub fn set_function_calls(&self, calls: Arc<dyn FunctionCalls>) {
         let _ = self.calls.set(calls);
+    }
+
+    /// Where guests' `kumo:objects` calls go (set once; later calls are ignored).
+    pub fn set_object_storage(&self, storage: Arc<dyn ObjectStorage>) {
+        let _ = self.object_storage.set(storage);
     }
 
     /// Every outbound destination guests have called, with its circuit breaker's state.

@@ -19,6 +19,7 @@ fn invocation(path: &str, body: &str) -> Invocation {
         max_response_bytes: 1 << 20,
         allow_outbound: Vec::new().into(),
         kv: Default::default(),
+        objects: Vec::new().into(),
         call_depth: 0,
     }
 }

@@ -229,6 +229,7 @@ impl Invoker {
                 store: Some(self.store.clone()),
                 buckets: entry.kv_buckets.clone(),
             },
+            objects: entry.object_buckets.clone(),
             call_depth: request.call_depth,
         };
         let execution = self

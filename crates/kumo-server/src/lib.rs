@@ -167,6 +167,8 @@ impl Server {
         });
         let calls = calls::InternalCalls(Arc::downgrade(&state));
         state.runtime.set_function_calls(Arc::new(calls));
+        let guest_objects = objects::GuestObjects(Arc::downgrade(&state));
+        state.runtime.set_object_storage(Arc::new(guest_objects));
         state.functions_changed(&functions);
         for f in functions.into_iter() {
             if f.config.provisioned_concurrency.is_some() {

@@ -20,6 +20,8 @@ pub struct Entry {
     pub allow_outbound: Arc<[String]>,
     /// The config's `kv` buckets, shared by its invocations.
     pub kv_buckets: Arc<[String]>,
+    /// The config's `objects` buckets, shared by its invocations.
+    pub object_buckets: Arc<[String]>,
     last_used_ms: AtomicI64,
 }
 
@@ -34,6 +36,7 @@ impl Entry {
         .then(|| runtime.warm_pool(record.config.max_instance_requests));
         let allow_outbound = record.config.allow_outbound.clone().into();
         let kv_buckets = record.config.kv.clone().into();
+        let object_buckets = record.config.objects.clone().into();
         Self {
             record,
             loaded,
@@ -41,6 +44,7 @@ impl Entry {
             warm,
             allow_outbound,
             kv_buckets,
+            object_buckets,
             last_used_ms: AtomicI64::new(kumo_core::now_ms()),
         }
     }

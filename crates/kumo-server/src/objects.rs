@@ -2,12 +2,15 @@
 //! go through here so that each one stores its storage events in its own transaction and wakes
 //! the dispatcher.
 
+use crate::AppState;
 use crate::events::Events;
 use crate::events::storage::ObjectSubscriptions;
 use bytes::Bytes;
 use futures::Stream;
-use kumo_core::{ObjectEvent, ObjectInfo};
+use kumo_core::{KV_LIST_PAGE, ObjectEvent, ObjectInfo};
+use kumo_runtime::{GuestPut, ObjectStorage, StorageError, StorageFuture};
 use kumo_store::{ObjectError, Objects};
+use std::sync::{Arc, Weak};
 
 pub struct ObjectService {
     pub objects: Objects,
@@ -84,5 +87,102 @@ fn notify(events: &Events, stored: &[kumo_store::NewEvent<'_>]) {
     events.wake();
     for e in stored {
         events.changed(e.id);
+    }
+}
+
+/// Guests' `kumo:objects` calls (the runtime's [`ObjectStorage`]): the same service as the
+/// HTTP API, so a guest's write fires the same storage events. Holds the state weakly: the
+/// runtime that keeps this lives inside the state.
+pub struct GuestObjects(pub Weak<AppState>);
+
+impl GuestObjects {
+    fn state(&self) -> Result<Arc<AppState>, StorageError> {
+        self.0
+            .upgrade()
+            .ok_or_else(|| StorageError::Failed(anyhow::anyhow!("kumo is stopping")))
+    }
+}
+
+impl ObjectStorage for GuestObjects {
+    fn head(&self, bucket: String, key: String) -> StorageFuture<Option<ObjectInfo>> {
+        let state = self.state();
+        Box::pin(async move {
+            let state = state?;
+            let found = state.objects.objects.head(&bucket, &key).await;
+            found.map_err(StorageError::Failed)
+        })
+    }
+
+    fn read(&self, bucket: String, key: String) -> StorageFuture<Option<(ObjectInfo, Bytes)>> {
+        let state = self.state();
+        Box::pin(async move {
+            let state = state?;
+            let found = state.objects.objects.read(&bucket, &key).await;
+            found.map_err(StorageError::Failed)
+        })
+    }
+
+    fn put(&self, put: GuestPut) -> StorageFuture<ObjectInfo> {
+        let state = self.state();
+        Box::pin(async move {
+            let state = state?;
+            let content_type = match put.content_type.as_str() {
+                "" => "application/octet-stream",
+                given => given,
+            };
+            let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(put.data)]);
+            let written = state
+                .objects
+                .put(
+                    &state.events,
+                    &put.bucket,
+                    &put.key,
+                    content_type,
+                    body,
+                    put.traceparent.as_deref(),
+                )
+                .await;
+            match written {
+                Ok(written) => Ok(written.info),
+                Err(ObjectError::TooLarge(max)) => Err(StorageError::TooLarge(max)),
+                Err(ObjectError::Upload(why)) => Err(StorageError::Failed(anyhow::anyhow!(why))),
+                Err(ObjectError::Store(e)) => Err(StorageError::Failed(e)),
+            }
+        })
+    }
+
+    fn delete(
+        &self,
+        bucket: String,
+        key: String,
+        traceparent: Option<String>,
+    ) -> StorageFuture<bool> {
+        let state = self.state();
+        Box::pin(async move {
+            let state = state?;
+            let deleted = state
+                .objects
+                .delete(&state.events, &bucket, &key, traceparent.as_deref())
+                .await;
+            deleted.map_err(StorageError::Failed)
+        })
+    }
+
+    fn list(
+        &self,
+        bucket: String,
+        prefix: String,
+        cursor: Option<String>,
+    ) -> StorageFuture<(Vec<ObjectInfo>, Option<String>)> {
+        let state = self.state();
+        Box::pin(async move {
+            let state = state?;
+            let page = state
+                .objects
+                .objects
+                .list(&bucket, &prefix, cursor.as_deref(), KV_LIST_PAGE)
+                .await;
+            page.map_err(StorageError::Failed)
+        })
     }
 }

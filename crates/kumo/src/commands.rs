@@ -115,6 +115,9 @@ pub struct DeployArgs {
     /// A key-value bucket the guest may open (repeatable).
     #[arg(long = "kv", value_name = "BUCKET")]
     kv: Vec<String>,
+    /// An object bucket the guest may use (repeatable).
+    #[arg(long = "objects", value_name = "BUCKET")]
+    objects: Vec<String>,
 }
 
 pub async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
@@ -142,6 +145,7 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
         topics: args.topics.clone(),
         allow_outbound: args.allow_outbound.clone(),
         kv: args.kv.clone(),
+        objects: args.objects.clone(),
         ..FunctionConfig::default()
     };
     if let Some(n) = args.max_retries {

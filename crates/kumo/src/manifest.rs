@@ -40,6 +40,8 @@ struct FunctionEntry {
     allow_outbound: Vec<String>,
     #[serde(default)]
     kv: Vec<String>,
+    #[serde(default)]
+    objects: Vec<String>,
     on_object: Option<kumo_core::ObjectTrigger>,
 }
 
@@ -120,6 +122,7 @@ impl Manifest {
             topics: entry.topics,
             allow_outbound: entry.allow_outbound,
             kv: entry.kv,
+            objects: entry.objects,
             on_object: entry.on_object,
         };
         config.validate()?;
@@ -155,6 +158,7 @@ mod tests {
             schedule = "rate(5 minutes)"
             topics = ["orders"]
             kv = ["orders"]
+            objects = ["uploads", "thumbnails"]
             on_object = { bucket = "uploads" }
             "#,
             Path::new("/p"),
@@ -168,6 +172,7 @@ mod tests {
         assert_eq!(f.config.schedule.as_deref(), Some("rate(5 minutes)"));
         assert_eq!(f.config.topics, ["orders"]);
         assert_eq!(f.config.kv, ["orders"]);
+        assert_eq!(f.config.objects, ["uploads", "thumbnails"]);
         let trigger = f.config.on_object.as_ref().unwrap();
         assert_eq!(trigger.bucket, "uploads");
         assert_eq!(

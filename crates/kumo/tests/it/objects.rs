@@ -199,3 +199,261 @@ async fn each_new_object_invokes_the_subscribed_function_with_a_cloud_event() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(receiver.bodies().len(), 2, "nothing else ran");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_use_their_granted_object_buckets() {
+    let receiver = Receiver::start().await;
+    let server = TestServer::start().await;
+    let grants = |buckets: &[&str], memory_mb| FunctionConfig {
+        objects: buckets.iter().map(|b| b.to_string()).collect(),
+        memory_mb,
+        ..config()
+    };
+    server
+        .deploy(
+            "probe",
+            test_programs::OBJECTS_PROBE,
+            grants(&["photos"], 64),
+        )
+        .await;
+    server
+        .deploy(
+            "small",
+            test_programs::OBJECTS_PROBE,
+            grants(&["photos"], 16),
+        )
+        .await;
+    // A guest's write fires storage events like the API's.
+    let watcher = FunctionConfig {
+        on_object: Some(ObjectTrigger {
+            bucket: "photos".into(),
+            events: vec![ObjectEvent::Put, ObjectEvent::Delete],
+        }),
+        on_success: Some(receiver.url.clone()),
+        ..config()
+    };
+    server
+        .deploy("watcher", test_programs::EVENT_PROBE, watcher)
+        .await;
+    let api = |key: &str| format!("{}/api/v1/objects/photos/{key}", server.url);
+
+    // Guest put → the API sees it, with its content type and etag.
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let put = server
+        .post("/fn/probe/put/photos/a/1.txt")
+        .header("content-type", "text/plain")
+        .header("traceparent", trace)
+        .body("from the guest")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    let etag = put.text().await.unwrap();
+    let read = server.http.get(api("a/1.txt")).send().await.unwrap();
+    assert_eq!(read.headers()["content-type"], "text/plain");
+    assert_eq!(
+        read.headers()["etag"].to_str().unwrap(),
+        format!("\"{etag}\"")
+    );
+    assert_eq!(read.text().await.unwrap(), "from the guest");
+
+    // API put → the guest sees it; head; list with a prefix.
+    server
+        .http
+        .put(api("a/2.bin"))
+        .header("content-type", "application/x-test")
+        .body(vec![7u8; 3000])
+        .send()
+        .await
+        .unwrap();
+    let got = server
+        .get("/fn/probe/get/photos/a/2.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.headers()["content-type"], "application/x-test");
+    assert_eq!(got.bytes().await.unwrap(), vec![7u8; 3000]);
+    let head = server.get_text("/fn/probe/head/photos/a/2.bin").await;
+    assert!(
+        head.starts_with("3000 ") && head.ends_with(" application/x-test"),
+        "{head}"
+    );
+    server.http.put(api("b/3")).body("x").send().await.unwrap();
+    assert_eq!(
+        server.get_text("/fn/probe/list/photos?a/").await,
+        "a/1.txt\na/2.bin"
+    );
+    let missing = server
+        .get("/fn/probe/get/photos/nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    // Delete: true, then false; the API no longer has it.
+    assert_eq!(server.get_text("/fn/probe/delete/photos/b/3").await, "true");
+    assert_eq!(
+        server.get_text("/fn/probe/delete/photos/b/3").await,
+        "false"
+    );
+    assert_eq!(
+        server.http.get(api("b/3")).send().await.unwrap().status(),
+        404
+    );
+
+    // Grants and names are enforced, never silent.
+    let denied = server
+        .post("/fn/probe/put/secrets/k")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    assert_eq!(denied.text().await.unwrap(), "access-denied");
+    let listed = server.get("/fn/probe/list/secrets").send().await.unwrap();
+    assert_eq!(listed.status(), StatusCode::FORBIDDEN);
+    let bad_key = server
+        .post("/fn/probe/get/photos/a%0Ab")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        bad_key.status(),
+        StatusCode::BAD_REQUEST,
+        "{:?}",
+        bad_key.text().await
+    );
+    assert_eq!(
+        server
+            .http
+            .get(format!("{}/api/v1/objects/secrets/k", server.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // An object larger than the function's memory is refused before it is read.
+    server
+        .http
+        .put(api("big"))
+        .body(vec![1u8; 16 * 1024 * 1024 + 1])
+        .send()
+        .await
+        .unwrap();
+    let too_large = server.get("/fn/small/get/photos/big").send().await.unwrap();
+    assert_eq!(too_large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let why = too_large.text().await.unwrap();
+    assert!(
+        why.starts_with("too-large: the object has 16777217 bytes"),
+        "{why}"
+    );
+
+    // The watcher saw the guest's put (with the caller's trace) and delete, and the API's puts.
+    let outcomes = receiver.json_when(5, Duration::from_secs(10)).await;
+    let events: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|o| {
+            let echo: serde_json::Value =
+                serde_json::from_str(o["data"]["result"]["body"].as_str().unwrap()).unwrap();
+            serde_json::from_str(echo["body"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    let guest_put = events
+        .iter()
+        .find(|e| e["subject"] == "a/1.txt")
+        .unwrap_or_else(|| panic!("the guest's put: {events:?}"));
+    assert_eq!(guest_put["type"], "dev.kumo.object.created");
+    let traced = guest_put["traceparent"].as_str().unwrap();
+    assert!(
+        traced.contains("0af7651916cd43dd8448eb211c80319c"),
+        "{traced}"
+    );
+    let deletes: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "dev.kumo.object.deleted")
+        .collect();
+    assert_eq!(deletes.len(), 1, "{events:?}");
+    assert_eq!(deletes[0]["subject"], "b/3");
+}
+
+/// A PNG of `width`×`height` with a colour gradient.
+fn png_image(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().unwrap();
+    let pixels: Vec<u8> = (0..width * height)
+        .flat_map(|i| [(i % width) as u8, (i / width) as u8, 128])
+        .collect();
+    writer.write_image_data(&pixels).unwrap();
+    writer.finish().unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_image_gets_a_thumbnail() {
+    let server = TestServer::start().await;
+    let thumbnail = FunctionConfig {
+        objects: vec!["uploads".into(), "thumbnails".into()],
+        on_object: Some(ObjectTrigger {
+            bucket: "uploads".into(),
+            events: vec![ObjectEvent::Put],
+        }),
+        memory_mb: 256,
+        ..config()
+    };
+    server
+        .deploy("thumbnail", test_programs::THUMBNAIL, thumbnail)
+        .await;
+    let upload = |key: &str, body: Vec<u8>| {
+        let request = server
+            .http
+            .put(format!("{}/api/v1/objects/uploads/{key}", server.url))
+            .body(body);
+        async move { assert!(request.send().await.unwrap().status().is_success()) }
+    };
+    upload("notes.txt", b"not an image".to_vec()).await;
+    upload("2026/cat.png", png_image(640, 480)).await;
+
+    let url = format!("{}/api/v1/objects/thumbnails/2026/cat.png.png", server.url);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let made = loop {
+        let response = server.http.get(&url).send().await.unwrap();
+        if response.status() == StatusCode::OK {
+            break response;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no thumbnail after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(made.headers()["content-type"], "image/png");
+    let bytes = made.bytes().await.unwrap();
+    let reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .unwrap();
+    let (width, height) = (reader.info().width, reader.info().height);
+    assert_eq!(
+        (width, height),
+        (128, 96),
+        "fits 128×128, aspect ratio kept"
+    );
+
+    // The text file made no thumbnail: its event ended handled (422), with a log line why.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = String::from_utf8(server.cli(&["logs", "thumbnail"]).stdout).unwrap();
+        if logs.contains("uploads/notes.txt is not an image") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{logs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed = server.get_text("/api/v1/objects/thumbnails").await;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["objects"].as_array().unwrap().len(), 1, "{listed}");
+}
