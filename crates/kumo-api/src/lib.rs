@@ -2,8 +2,8 @@
 //! typed client.
 
 pub use kumo_core::{
-    EventRecord, EventStatus, FunctionConfig, FunctionKind, FunctionRecord, InvocationRecord,
-    KeyPage, LogRecord,
+    AliasRecord, Canary, EventRecord, EventStatus, FunctionConfig, FunctionKind, FunctionRecord,
+    InvocationRecord, KeyPage, LogRecord, VersionRecord,
 };
 
 use bytes::Bytes;
@@ -326,7 +326,59 @@ impl Client {
         Ok(redriven.redriven)
     }
 
-    pub async fn publish(&self, topic: &str, message: Vec<u8>) -> Result<Published, ClientError> {
+    /// Publishes `$LATEST` as a new version; false when it had not changed since the newest
+    /// version (which is returned).
+    pub async fn publish_version(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<(VersionRecord, bool), ClientError> {
+        let url = self.url(&format!("/functions/{name}/versions"));
+        let body = serde_json::json!({ "description": description });
+        let response = self.http.post(url).json(&body).send().await?;
+        let created = response.status() == StatusCode::CREATED;
+        Ok((json(response).await?, created))
+    }
+
+    pub async fn versions(&self, name: &str) -> Result<Vec<VersionRecord>, ClientError> {
+        let url = self.url(&format!("/functions/{name}/versions"));
+        json(self.http.get(url).send().await?).await
+    }
+
+    pub async fn delete_version(&self, name: &str, version: u32) -> Result<(), ClientError> {
+        let url = self.url(&format!("/functions/{name}/versions/{version}"));
+        check(self.http.delete(url).send().await?).await.map(drop)
+    }
+
+    /// Points `alias` at `version` (and a share of requests at the canary's).
+    pub async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: u32,
+        canary: Option<Canary>,
+    ) -> Result<AliasRecord, ClientError> {
+        let url = self.url(&format!("/functions/{name}/aliases/{alias}"));
+        let body = serde_json::json!({ "version": version, "canary": canary });
+        json(self.http.put(url).json(&body).send().await?).await
+    }
+
+    pub async fn aliases(&self, name: &str) -> Result<Vec<AliasRecord>, ClientError> {
+        let url = self.url(&format!("/functions/{name}/aliases"));
+        json(self.http.get(url).send().await?).await
+    }
+
+    pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<(), ClientError> {
+        let url = self.url(&format!("/functions/{name}/aliases/{alias}"));
+        check(self.http.delete(url).send().await?).await.map(drop)
+    }
+
+    /// Publishes a message to a topic.
+    pub async fn send_to_topic(
+        &self,
+        topic: &str,
+        message: Vec<u8>,
+    ) -> Result<Published, ClientError> {
         let url = self.url(&format!("/topics/{topic}"));
         json(self.http.post(url).body(message).send().await?).await
     }

@@ -164,9 +164,13 @@ impl Destination {
         if s.contains("://") {
             return Err(format!("{s:?}: only http:// and https:// URLs are allowed"));
         }
-        validate_name(s)
-            .map(|()| Self::Function(s.to_string()))
-            .map_err(|e| format!("{s:?} is neither an http(s) URL nor a function: {e}"))
+        // A function, `$LATEST` or qualified: `audit`, `audit:3`, `audit:prod`.
+        let target = crate::Target::parse(s)
+            .map_err(|e| format!("{s:?} is neither an http(s) URL nor a function: {e}"))?;
+        if let Some(qualifier) = &target.qualifier {
+            crate::Qualifier::parse(qualifier).map_err(|e| format!("{s:?}: {e}"))?;
+        }
+        Ok(Self::Function(s.to_string()))
     }
 }
 
@@ -270,6 +274,11 @@ mod tests {
         assert!(Destination::parse("ftp://x").is_err());
         assert!(Destination::parse("http:///x").is_err());
         assert!(Destination::parse("Not A Name").is_err());
+        assert_eq!(
+            Destination::parse("audit:prod"),
+            Ok(Destination::Function("audit:prod".into()))
+        );
+        assert!(Destination::parse("audit:Prod").is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod outcome;
 mod records;
 mod route;
 mod schedule;
+mod versions;
 
 pub use config::{
     ConfigError, DEFAULT_MAX_EVENT_AGE, DEFAULT_MAX_INSTANCE_REQUESTS, DEFAULT_MAX_RETRIES,
@@ -31,6 +32,9 @@ pub use outcome::{ErrorKind, FunctionKind, Outcome, billed_ms};
 pub use records::{FunctionRecord, InvocationRecord, LogRecord, format_timestamp};
 pub use route::{Route, RouteError};
 pub use schedule::Schedule;
+pub use versions::{
+    AliasRecord, Canary, LATEST, Qualifier, VersionRecord, validate_alias, validate_canary,
+};
 
 /// Now, as milliseconds since the Unix epoch (the unit of every timestamp in kumo's records).
 pub fn now_ms() -> i64 {

@@ -34,7 +34,7 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
 }
 
 /// What a caller asks to invoke: a function and, optionally, a qualifier after `:`
-/// (an alias or a version number). Only `$LATEST` (no qualifier) exists until versions land.
+/// (an alias, a version number or `$LATEST`; see [`crate::Qualifier`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub name: String,

@@ -38,6 +38,8 @@ pub struct InvocationRecord {
     pub cold: bool,
     /// How long that load took; not part of `duration_ms`.
     pub init_ms: Option<f64>,
+    /// The version that ran: `$LATEST` or a published version's number.
+    pub version: String,
 }
 
 /// One line a guest wrote (or kumo wrote about an invocation).

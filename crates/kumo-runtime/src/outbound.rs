@@ -295,10 +295,18 @@ fn refuse(request: http::Request<WasiBody>, error: Error) -> SendFuture {
 }
 
 /// `NAME` of `NAME.fn.internal`.
+/// The target of `NAME.fn.internal` (`NAME`), or of `QUALIFIER.NAME.fn.internal`
+/// (`NAME:QUALIFIER`: a version or an alias; a host name cannot carry the `:`).
 fn called_function(uri: &http::Uri) -> Option<String> {
     let host = uri.host()?.to_ascii_lowercase();
-    let name = host.strip_suffix(INTERNAL_HOST_SUFFIX)?;
-    (!name.is_empty()).then(|| name.to_string())
+    let labels = host.strip_suffix(INTERNAL_HOST_SUFFIX)?;
+    match labels.split_once('.') {
+        Some((qualifier, name)) if !qualifier.is_empty() && !name.is_empty() => {
+            Some(format!("{name}:{qualifier}"))
+        }
+        Some(_) => None,
+        None => (!labels.is_empty()).then(|| labels.to_string()),
+    }
 }
 
 impl WasiHttpHooks for Outbound {
@@ -367,7 +375,16 @@ mod tests {
             called("http://Orders.FN.internal:80/"),
             Some("orders".into())
         );
+        assert_eq!(
+            called("http://prod.orders.fn.internal/"),
+            Some("orders:prod".into())
+        );
+        assert_eq!(
+            called("http://3.orders.fn.internal/"),
+            Some("orders:3".into())
+        );
         assert_eq!(called("http://fn.internal/"), None);
+        assert_eq!(called("http://.orders.fn.internal/"), None);
         assert_eq!(called("http://orders.example.com/"), None);
     }
 

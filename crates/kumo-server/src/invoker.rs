@@ -2,12 +2,15 @@
 //! [`InvocationRequest`] and calls [`Invoker::invoke`], which resolves, admits, executes and
 //! records. Limits, metering and logs live here and nowhere else.
 
+use crate::aliases::AliasTable;
 use crate::error::ApiError;
-use crate::loaded::{Entry, LoadedFunctions};
+use crate::loaded::{Entry, LoadedFunctions, entry_key};
 use crate::recorder::Recorder;
 use crate::slots::{Slot, Slots};
 use bytes::Bytes;
-use kumo_core::{ErrorKind, FunctionRecord, InvocationRecord, LogRecord, Target, billed_ms};
+use kumo_core::{
+    ErrorKind, FunctionRecord, InvocationRecord, LATEST, LogRecord, Qualifier, Target, billed_ms,
+};
 use kumo_runtime::{Invocation, KvAccess, Loaded, Response, Runtime};
 use kumo_store::{Blobs, Store};
 use std::collections::HashMap;
@@ -53,6 +56,8 @@ pub struct Invoker {
     max_concurrency: usize,
     /// Cache of the store: the functions in memory.
     loaded: LoadedFunctions,
+    /// Cache of the store: every alias.
+    pub aliases: AliasTable,
 }
 
 impl Invoker {
@@ -74,6 +79,7 @@ impl Invoker {
             reserved_slots: Mutex::default(),
             max_concurrency,
             loaded: LoadedFunctions::default(),
+            aliases: AliasTable::default(),
         }
     }
 
@@ -107,32 +113,76 @@ impl Invoker {
         }
     }
 
-    /// The function's current record, from memory when it is loaded (no code is loaded).
-    pub async fn function(&self, name: &str) -> Result<FunctionRecord, ApiError> {
-        if let Some(entry) = self.loaded.get(name) {
+    /// The record a target runs (`$LATEST`'s, or a version's), from memory when it is loaded
+    /// (no code is loaded).
+    pub async fn function(&self, target: &str) -> Result<FunctionRecord, ApiError> {
+        let (name, version) = self.version_of(target)?;
+        if let Some(entry) = self.loaded.get(&entry_key(&name, version)) {
             return Ok(entry.record.clone());
         }
-        self.store
-            .get_function(name)
-            .await?
-            .ok_or_else(|| ApiError::not_found(name))
+        self.stored(&name, version).await
+    }
+
+    /// The function and version a target names (None: `$LATEST`); an alias picks one of its
+    /// versions by weight.
+    fn version_of(&self, target: &str) -> Result<(String, Option<u32>), ApiError> {
+        let parsed = Target::parse(target).map_err(|_| ApiError::not_found(target))?;
+        let version = match parsed.qualifier.as_deref().map(Qualifier::parse) {
+            None | Some(Ok(Qualifier::Latest)) => None,
+            Some(Ok(Qualifier::Version(n))) => Some(n),
+            Some(Ok(Qualifier::Alias(alias))) => match self.aliases.pick(&parsed.name, &alias) {
+                Some(n) => Some(n),
+                None => {
+                    return Err(ApiError::new(
+                        ErrorKind::FunctionNotFound,
+                        format!("function {:?} has no alias {alias:?}", parsed.name),
+                    ));
+                }
+            },
+            Some(Err(why)) => return Err(ApiError::new(ErrorKind::FunctionNotFound, why)),
+        };
+        Ok((parsed.name, version))
+    }
+
+    /// `$LATEST`'s record or a version's, from the store.
+    async fn stored(&self, name: &str, version: Option<u32>) -> Result<FunctionRecord, ApiError> {
+        match version {
+            None => self
+                .store
+                .get_function(name)
+                .await?
+                .ok_or_else(|| ApiError::not_found(name)),
+            Some(n) => match self.store.get_version(name, n).await? {
+                Some(published) => Ok(published.as_function()),
+                None => Err(ApiError::new(
+                    ErrorKind::FunctionNotFound,
+                    format!("function {name:?} has no version {n}"),
+                )),
+            },
+        }
     }
 
     /// Loads `record`'s code (from the compile cache) and caches it.
-    async fn load(&self, record: FunctionRecord, generation: u64) -> anyhow::Result<Arc<Entry>> {
+    async fn load(
+        &self,
+        record: FunctionRecord,
+        version: Option<u32>,
+        generation: u64,
+    ) -> anyhow::Result<Arc<Entry>> {
         let runtime = self.runtime.clone();
         let code_path = self.blobs.path(&record.code_sha256);
         let sha = record.code_sha256.clone();
         let loaded = tokio::task::spawn_blocking(move || runtime.load(&sha, &code_path)).await??;
-        Ok(self
-            .loaded
-            .insert(Entry::new(record, loaded, &self.runtime), generation))
+        Ok(self.loaded.insert(
+            Entry::new(record, version, loaded, &self.runtime),
+            generation,
+        ))
     }
 
     /// Loads a function with provisioned concurrency now, so no invocation of it is cold.
     pub async fn preload(&self, record: FunctionRecord) -> anyhow::Result<()> {
         let generation = self.loaded.generation();
-        self.load(record, generation).await.map(drop)
+        self.load(record, None, generation).await.map(drop)
     }
 
     /// Replaces what is in memory after a deploy: nothing (lazy loading), or, for a function
@@ -141,14 +191,21 @@ impl Invoker {
         self.loaded.forget(&record.name);
         if record.config.provisioned_concurrency.is_some() {
             let generation = self.loaded.generation();
-            self.loaded
-                .insert(Entry::new(record, prepared, &self.runtime), generation);
+            self.loaded.insert(
+                Entry::new(record, None, prepared, &self.runtime),
+                generation,
+            );
         }
     }
 
-    /// Drops the function from memory; its next invocation loads what the store has.
+    /// Drops the function (`$LATEST` and its versions) from memory: deleted.
     pub fn forget(&self, name: &str) {
-        self.loaded.forget(name);
+        self.loaded.forget_function(name);
+    }
+
+    /// Drops one version from memory: deleted.
+    pub fn forget_version(&self, name: &str, version: u32) {
+        self.loaded.forget(&entry_key(name, Some(version)));
     }
 
     pub fn loaded_count(&self) -> usize {
@@ -163,28 +220,14 @@ impl Invoker {
     /// The function to run, loading it when it is not in memory (a cold start, whose load
     /// time is returned).
     async fn resolve(&self, target: &str) -> Result<(Arc<Entry>, Option<Duration>), ApiError> {
-        let target = Target::parse(target).map_err(|_| ApiError::not_found(target))?;
-        if let Some(qualifier) = &target.qualifier {
-            // Versions and aliases are not built yet: only $LATEST exists.
-            return Err(ApiError::new(
-                ErrorKind::FunctionNotFound,
-                format!(
-                    "function {:?} has no version or alias {qualifier:?}",
-                    target.name
-                ),
-            ));
-        }
-        if let Some(entry) = self.loaded.get(&target.name) {
+        let (name, version) = self.version_of(target)?;
+        if let Some(entry) = self.loaded.get(&entry_key(&name, version)) {
             return Ok((entry, None));
         }
         let load_start = Instant::now();
         let generation = self.loaded.generation();
-        let record = self
-            .store
-            .get_function(&target.name)
-            .await?
-            .ok_or_else(|| ApiError::not_found(&target.name))?;
-        let entry = self.load(record, generation).await?;
+        let record = self.stored(&name, version).await?;
+        let entry = self.load(record, version, generation).await?;
         Ok((entry, Some(load_start.elapsed())))
     }
 
@@ -373,6 +416,10 @@ impl Invoker {
             status,
             cold: attempt.init.is_some(),
             init_ms: attempt.init.map(|d| d.as_secs_f64() * 1000.0),
+            version: attempt
+                .entry
+                .version
+                .map_or_else(|| LATEST.to_string(), |n| n.to_string()),
         };
         self.recorder.record(record, logs).await;
     }

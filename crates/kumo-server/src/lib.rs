@@ -1,6 +1,7 @@
 //! kumo's server: one axum listener for the data plane (`/fn/...` and custom routes) and the
 //! control API (`/api/v1/...`), both calling the one [`Invoker`].
 
+mod aliases;
 mod api;
 mod calls;
 mod error;
@@ -170,6 +171,9 @@ impl Server {
         let guest_objects = objects::GuestObjects(Arc::downgrade(&state));
         state.runtime.set_object_storage(Arc::new(guest_objects));
         state.functions_changed(&functions);
+        api::aliases_changed(&state)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading aliases: {}", e.message))?;
         for f in functions.into_iter() {
             if f.config.provisioned_concurrency.is_some() {
                 let name = f.name.clone();

@@ -11,6 +11,10 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 pub struct Entry {
+    /// Its key in [`LoadedFunctions`] (see [`entry_key`]).
+    pub key: String,
+    /// None: `$LATEST`; else the published version it runs.
+    pub version: Option<u32>,
     pub record: FunctionRecord,
     pub loaded: Loaded,
     pub slots: Option<Arc<Semaphore>>,
@@ -25,8 +29,22 @@ pub struct Entry {
     last_used_ms: AtomicI64,
 }
 
+/// Where an entry is kept: `name` for `$LATEST`, `name:N` for version N.
+pub fn entry_key(name: &str, version: Option<u32>) -> String {
+    match version {
+        Some(n) => format!("{name}:{n}"),
+        None => name.to_string(),
+    }
+}
+
 impl Entry {
-    pub fn new(record: FunctionRecord, loaded: Loaded, runtime: &Runtime) -> Self {
+    /// `version`: None for `$LATEST`, else the published version `record` was made from.
+    pub fn new(
+        record: FunctionRecord,
+        version: Option<u32>,
+        loaded: Loaded,
+        runtime: &Runtime,
+    ) -> Self {
         let slots = record
             .config
             .max_concurrency
@@ -38,7 +56,9 @@ impl Entry {
         let kv_buckets = record.config.kv.clone().into();
         let object_buckets = record.config.objects.clone().into();
         Self {
+            key: entry_key(&record.name, version),
             record,
+            version,
             loaded,
             slots,
             warm,
@@ -85,15 +105,21 @@ impl LoadedFunctions {
         if self.generation.load(Ordering::Acquire) != generation {
             return entry;
         }
-        map.entry(entry.record.name.clone())
-            .or_insert(entry)
-            .clone()
+        map.entry(entry.key.clone()).or_insert(entry).clone()
     }
 
-    pub fn forget(&self, name: &str) {
+    /// Drops one entry (`name` for `$LATEST`, `name:N` for a version).
+    pub fn forget(&self, key: &str) {
         let mut map = self.map();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        map.remove(name);
+        map.remove(key);
+    }
+
+    /// Drops `$LATEST` and every version of a function.
+    pub fn forget_function(&self, name: &str) {
+        let mut map = self.map();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        map.retain(|_, e| e.record.name != name);
     }
 
     pub fn len(&self) -> usize {

@@ -1,7 +1,8 @@
 //! kumo's durable state in a data directory:
 //!
 //! ```text
-//! DATA/kumo.db        SQLite (WAL): functions, invocations, logs, the event queue, key-value
+//! DATA/kumo.db        SQLite (WAL): functions, versions, aliases, invocations, logs, the event
+//!                     queue, key-value
 //! DATA/blobs/<sha256> deployed code, content-addressed and immutable
 //! DATA/objects/       object storage: one file per object version (`{bucket}/{etag}`)
 //! DATA/cache/         compiled artifacts (owned by kumo-runtime)
@@ -15,9 +16,11 @@ mod kv;
 mod objects;
 mod queue;
 mod sqlite;
+mod versions;
 
 pub use blobs::Blobs;
 pub use kv::{Expect, IncrementError, KvEntry, KvWrite};
 pub use objects::{ObjectBody, ObjectError, Objects, Staged};
 pub use queue::{ClaimedEvent, Completion, IDEMPOTENCY_WINDOW_MS, NewEvent};
 pub use sqlite::{LogQuery, Store};
+pub use versions::{AliasSet, Published, VersionDeleted};

@@ -9,7 +9,7 @@ use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
 
-/// Rows per multi-row INSERT: 12 columns x 256 stays far below SQLite's 32,766 bound variables.
+/// Rows per multi-row INSERT: 13 columns x 256 stays far below SQLite's 32,766 bound variables.
 const INSERT_CHUNK: usize = 256;
 
 const SCHEMA: &str = r#"
@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS invocations (
     error_message TEXT,
     status        INTEGER NOT NULL,
     cold          INTEGER NOT NULL,
-    init_ms       REAL
+    init_ms       REAL,
+    version       TEXT NOT NULL DEFAULT '$LATEST'
 );
 CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (function, started_at);
 CREATE TABLE IF NOT EXISTS logs (
@@ -86,12 +87,21 @@ impl Store {
             crate::queue::SCHEMA,
             crate::kv::SCHEMA,
             crate::objects::SCHEMA,
+            crate::versions::SCHEMA,
         ] {
             sqlx::raw_sql(schema)
                 .execute(&pool)
                 .await
                 .context("creating the schema")?;
         }
+        // Columns added after the first release of their table.
+        add_column(
+            &pool,
+            "invocations",
+            "version",
+            "TEXT NOT NULL DEFAULT '$LATEST'",
+        )
+        .await?;
         Ok(Self { pool })
     }
 
@@ -138,13 +148,23 @@ impl Store {
         rows.iter().map(function_from_row).collect()
     }
 
-    /// Deletes a function; its invocation records and logs stay until retention removes them.
+    /// Deletes a function with its versions and aliases; its invocation records and logs stay
+    /// until retention removes them.
     pub async fn delete_function(&self, name: &str) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query("DELETE FROM functions WHERE name = ?")
             .bind(name)
-            .execute(&self.pool)
-            .await
-            .context("deleting function")?;
+            .execute(&mut *tx)
+            .await?;
+        for table in ["versions", "version_numbers", "aliases"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE function = ?"
+            )))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await.context("deleting function")?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -160,7 +180,8 @@ impl Store {
         for chunk in invocations.chunks(INSERT_CHUNK) {
             let mut query = sqlx::QueryBuilder::new(
                 "INSERT OR REPLACE INTO invocations (request_id, function, started_at, duration_ms,
-                    billed_ms, memory_mb, outcome, error_code, error_message, status, cold, init_ms) ",
+                    billed_ms, memory_mb, outcome, error_code, error_message, status, cold, init_ms,
+                    version) ",
             );
             query.push_values(chunk, |mut row, r| {
                 row.push_bind(&r.request_id)
@@ -174,7 +195,8 @@ impl Store {
                     .push_bind(&r.error_message)
                     .push_bind(r.status)
                     .push_bind(r.cold)
-                    .push_bind(r.init_ms);
+                    .push_bind(r.init_ms)
+                    .push_bind(&r.version);
             });
             query.build().execute(&mut *tx).await?;
         }
@@ -253,6 +275,28 @@ impl Store {
     }
 }
 
+/// Adds a column to a table made by an older kumo (SQLite has no ADD COLUMN IF NOT EXISTS).
+async fn add_column(
+    pool: &SqlitePool,
+    table: &str,
+    column: &str,
+    declaration: &str,
+) -> anyhow::Result<()> {
+    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+        .bind(table)
+        .fetch_all(pool)
+        .await?;
+    if !columns.iter().any(|c| c == column) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+        )))
+        .execute(pool)
+        .await
+        .with_context(|| format!("adding {table}.{column}"))?;
+    }
+    Ok(())
+}
+
 fn function_from_row(row: &SqliteRow) -> anyhow::Result<FunctionRecord> {
     let kind: String = row.try_get("kind")?;
     let config: String = row.try_get("config")?;
@@ -283,6 +327,7 @@ fn invocation_from_row(row: &SqliteRow) -> anyhow::Result<InvocationRecord> {
         status: row.try_get("status")?,
         cold: row.try_get("cold")?,
         init_ms: row.try_get("init_ms")?,
+        version: row.try_get("version")?,
     })
 }
 

@@ -10,7 +10,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-type CmdResult = anyhow::Result<ExitCode>;
+pub type CmdResult = anyhow::Result<ExitCode>;
 
 async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
     let server = Server::bind(ServerConfig {
@@ -272,9 +272,18 @@ pub async fn ls(client: &Client) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn rm(client: &Client, name: &str) -> CmdResult {
-    client.delete(name).await?;
-    println!("deleted {name}");
+/// Deletes a function (`NAME`) or one of its versions (`NAME:N`).
+pub async fn rm(client: &Client, target: &str) -> CmdResult {
+    match target.split_once(':') {
+        Some((name, version)) => {
+            let version = version
+                .parse()
+                .with_context(|| format!("{version:?} is not a version number"))?;
+            client.delete_version(name, version).await?;
+        }
+        None => client.delete(target).await?,
+    }
+    println!("deleted {target}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -385,8 +394,8 @@ pub async fn dlq(client: &Client, args: DlqArgs) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn publish(client: &Client, topic: &str, data: &str) -> CmdResult {
-    let published = client.publish(topic, read_payload(data)?).await?;
+pub async fn send_to_topic(client: &Client, topic: &str, data: &str) -> CmdResult {
+    let published = client.send_to_topic(topic, read_payload(data)?).await?;
     println!("message {}", published.id);
     for e in published.events {
         println!("  -> {} (event {})", e.function, e.id);

@@ -3,6 +3,7 @@
 mod commands;
 mod kv;
 mod manifest;
+mod versions;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -117,13 +118,20 @@ enum Command {
     },
     /// A function's dead letters (asynchronous invocations out of retries), and redrive.
     Dlq(commands::DlqArgs),
-    /// Publish a message to a topic: every subscribed function gets it.
+    /// Freeze the function's current code and config into a new, immutable version.
     Publish {
-        topic: String,
-        /// The message: text, or @path to read a file.
-        #[arg(short, long, default_value = "")]
-        data: String,
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
     },
+    /// List a function's published versions.
+    Versions { name: String },
+    /// Aliases (`NAME:prod`) that point at versions: set, ls, rm.
+    #[command(subcommand)]
+    Alias(versions::AliasCommand),
+    /// Topics: publish a message (every subscribed function gets it).
+    #[command(subcommand)]
+    Topic(TopicCommand),
     /// List routes, schedules and topic subscriptions of all functions.
     Triggers,
     /// The key-value store: get, put, rm, ls.
@@ -131,7 +139,7 @@ enum Command {
     Kv(kv::KvCommand),
     /// List deployed functions.
     Ls,
-    /// Delete a function.
+    /// Delete a function (NAME) or one of its versions (NAME:N).
     Rm { name: String },
     /// Show a function's log lines, oldest first.
     Logs {
@@ -146,6 +154,17 @@ enum Command {
         name: String,
         #[arg(long, default_value_t = 20)]
         limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Publish a message to a topic: every subscribed function gets it.
+    Publish {
+        topic: String,
+        /// The message: text, or @path to read a file.
+        #[arg(short, long, default_value = "")]
+        data: String,
     },
 }
 
@@ -178,7 +197,14 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Event { id, wait } => commands::event(&client, &id, wait.as_deref()).await,
         Command::Dlq(args) => commands::dlq(&client, args).await,
-        Command::Publish { topic, data } => commands::publish(&client, &topic, &data).await,
+        Command::Publish { name, description } => {
+            versions::publish(&client, &name, &description).await
+        }
+        Command::Versions { name } => versions::versions(&client, &name).await,
+        Command::Alias(command) => versions::alias(&client, command).await,
+        Command::Topic(TopicCommand::Publish { topic, data }) => {
+            commands::send_to_topic(&client, &topic, &data).await
+        }
         Command::Triggers => commands::triggers(&client).await,
         Command::Kv(command) => kv::run(&client, command).await,
         Command::Ls => commands::ls(&client).await,

@@ -25,8 +25,10 @@ pub async fn deploy(
     Path(name): Path<String>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
-    validate_name(&name).map_err(|e| ApiError::invalid(e.to_string()))?;
+    // The upload is read before the name is checked: answering while the client still sends
+    // would close the connection under it, and it would see a reset instead of the 400.
     let (code, config) = read_deploy_parts(multipart?).await?;
+    validate_name(&name).map_err(|e| ApiError::invalid(e.to_string()))?;
     config
         .validate()
         .map_err(|e| ApiError::invalid(format!("invalid config: {e}")))?;
@@ -140,6 +142,7 @@ pub async fn delete(
     }
     state.invoker.forget(&name);
     state.store.forget_schedule(&name).await?;
+    super::aliases_changed(&state).await?;
     let functions = state.store.list_functions().await?;
     state.functions_changed(&functions);
     tracing::info!(function = %name, "deleted");

@@ -5,6 +5,7 @@ mod functions;
 mod kv;
 mod objects;
 mod records;
+mod versions;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -13,6 +14,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use kumo_core::ErrorKind;
 use std::sync::Arc;
+pub use versions::aliases_changed;
 
 /// A bucket name and (for a key's endpoint) key of the key-value and object APIs, or 400.
 fn checked(bucket: &str, key: Option<&str>) -> ApiResult<()> {
@@ -43,6 +45,21 @@ pub fn router() -> Router<Arc<AppState>> {
                 .delete(functions::delete),
         )
         .route("/functions/{name}/invoke", post(functions::invoke))
+        .route(
+            "/functions/{name}/versions",
+            get(versions::list_versions).post(versions::publish),
+        )
+        .route(
+            "/functions/{name}/versions/{version}",
+            get(versions::get_version).delete(versions::delete_version),
+        )
+        .route("/functions/{name}/aliases", get(versions::list_aliases))
+        .route(
+            "/functions/{name}/aliases/{alias}",
+            get(versions::get_alias)
+                .put(versions::set_alias)
+                .delete(versions::delete_alias),
+        )
         .route("/functions/{name}/logs", get(records::logs))
         .route("/invocations", get(records::list_invocations))
         .route("/invocations/{id}", get(events::get_invocation))

@@ -15,3 +15,4 @@ mod limits;
 mod objects;
 mod persistence;
 mod triggers;
+mod versions;

@@ -1,0 +1,195 @@
+//! Versions and aliases: publish `$LATEST` as an immutable version, list and delete versions
+//! (not while an alias points at one), and set, list and delete aliases.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use bytes::Bytes;
+use kumo_core::{AliasRecord, Canary, ErrorKind, VersionRecord, validate_alias, validate_canary};
+use kumo_store::{AliasSet, Published, VersionDeleted};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// An optional JSON body (empty = all defaults); a malformed one is a 400 in kumo's format.
+fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+}
+
+fn version_number(text: &str) -> ApiResult<u32> {
+    match text.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "{text:?} is not a version number (1 or more)"
+        ))),
+    }
+}
+
+fn no_version(name: &str, version: u32) -> ApiError {
+    ApiError::new(
+        ErrorKind::FunctionNotFound,
+        format!("function {name:?} has no version {version}"),
+    )
+}
+
+fn no_alias(name: &str, alias: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::FunctionNotFound,
+        format!("function {name:?} has no alias {alias:?}"),
+    )
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    #[serde(default)]
+    description: String,
+}
+
+/// `POST /functions/{name}/versions` (body optional: `{"description": ".."}`): 201 with the
+/// new version, or 200 with the newest one when `$LATEST` has not changed since.
+pub async fn publish(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<VersionRecord>)> {
+    let request: PublishRequest = json_body(&body)?;
+    let published = state
+        .store
+        .publish_version(&name, &request.description, kumo_core::now_ms())
+        .await?;
+    match published {
+        Published::Created(version) => {
+            tracing::info!(function = %name, version = version.version, "published");
+            Ok((StatusCode::CREATED, Json(version)))
+        }
+        Published::Unchanged(version) => Ok((StatusCode::OK, Json(version))),
+        Published::NoFunction => Err(ApiError::not_found(&name)),
+    }
+}
+
+pub async fn list_versions(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<VersionRecord>>> {
+    if state.store.get_function(&name).await?.is_none() {
+        return Err(ApiError::not_found(&name));
+    }
+    Ok(Json(state.store.list_versions(&name).await?))
+}
+
+pub async fn get_version(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<Json<VersionRecord>> {
+    let version = version_number(&version)?;
+    let found = state.store.get_version(&name, version).await?;
+    found.map(Json).ok_or_else(|| no_version(&name, version))
+}
+
+/// `DELETE /functions/{name}/versions/{n}`: 204, or 409 while an alias points at it.
+pub async fn delete_version(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let version = version_number(&version)?;
+    let _changing = state.deploy_lock.lock().await;
+    match state.store.delete_version(&name, version).await? {
+        VersionDeleted::Deleted => {
+            state.invoker.forget_version(&name, version);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        VersionDeleted::NotFound => Err(no_version(&name, version)),
+        VersionDeleted::InUse(aliases) => Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!(
+                "version {version} of {name:?} is in use by alias {}; point it elsewhere first",
+                aliases.join(", ")
+            ),
+        )),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AliasRequest {
+    version: u32,
+    canary: Option<Canary>,
+}
+
+/// `PUT /functions/{name}/aliases/{alias}` with `{"version": 3, "canary": {"version": 4,
+/// "weight": 10}}` (canary optional): 201 created, 200 moved.
+pub async fn set_alias(
+    State(state): State<Arc<AppState>>,
+    Path((name, alias)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<AliasRecord>)> {
+    validate_alias(&alias).map_err(ApiError::bad_request)?;
+    let request: AliasRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid alias JSON: {e}")))?;
+    if let Some(canary) = &request.canary {
+        validate_canary(request.version, canary).map_err(ApiError::bad_request)?;
+    }
+    let _changing = state.deploy_lock.lock().await;
+    let set = state
+        .store
+        .set_alias(
+            &name,
+            &alias,
+            request.version,
+            request.canary,
+            kumo_core::now_ms(),
+        )
+        .await?;
+    let (status, record) = match set {
+        AliasSet::Created(record) => (StatusCode::CREATED, record),
+        AliasSet::Updated(record) => (StatusCode::OK, record),
+        AliasSet::NoVersion(version) => return Err(no_version(&name, version)),
+    };
+    aliases_changed(&state).await?;
+    tracing::info!(function = %name, alias = %alias, version = record.version, "alias set");
+    Ok((status, Json(record)))
+}
+
+pub async fn list_aliases(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<AliasRecord>>> {
+    if state.store.get_function(&name).await?.is_none() {
+        return Err(ApiError::not_found(&name));
+    }
+    Ok(Json(state.store.list_aliases(Some(&name)).await?))
+}
+
+pub async fn get_alias(
+    State(state): State<Arc<AppState>>,
+    Path((name, alias)): Path<(String, String)>,
+) -> ApiResult<Json<AliasRecord>> {
+    let aliases = state.store.list_aliases(Some(&name)).await?;
+    let found = aliases.into_iter().find(|a| a.name == alias);
+    found.map(Json).ok_or_else(|| no_alias(&name, &alias))
+}
+
+pub async fn delete_alias(
+    State(state): State<Arc<AppState>>,
+    Path((name, alias)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let _changing = state.deploy_lock.lock().await;
+    if !state.store.delete_alias(&name, &alias).await? {
+        return Err(no_alias(&name, &alias));
+    }
+    aliases_changed(&state).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Rebuilds the invoker's alias table from the store (under the deploy lock, so two changes
+/// cannot rebuild out of order).
+pub async fn aliases_changed(state: &AppState) -> ApiResult<()> {
+    let aliases = state.store.list_aliases(None).await?;
+    state.invoker.aliases.rebuild(aliases);
+    Ok(())
+}
