@@ -3,7 +3,8 @@
 
 pub use kumo_core::{
     AliasRecord, Canary, EventRecord, EventStatus, FunctionConfig, FunctionKind, FunctionRecord,
-    InvocationRecord, KeyPage, LogRecord, VersionRecord,
+    InvocationRecord, KeyPage, LogRecord, Outcome, Prices, UsageBy, UsageReport, UsageRow,
+    VersionRecord,
 };
 
 use bytes::Bytes;
@@ -371,6 +372,15 @@ impl Client {
     pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<(), ClientError> {
         let url = self.url(&format!("/functions/{name}/aliases/{alias}"));
         check(self.http.delete(url).send().await?).await.map(drop)
+    }
+
+    /// Usage since `since` ago (`24h`), grouped `by` `function`, `version` or `day`.
+    pub async fn usage(&self, since: &str, by: &str) -> Result<UsageReport, ClientError> {
+        let request = self
+            .http
+            .get(self.url("/usage"))
+            .query(&[("since", since), ("by", by)]);
+        json(request.send().await?).await
     }
 
     /// Publishes a message to a topic.

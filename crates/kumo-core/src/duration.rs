@@ -7,7 +7,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{s:?} has no unit (use ms, s, m or h, e.g. \"10s\")"))?;
+        .ok_or_else(|| format!("{s:?} has no unit (use ms, s, m, h or d, e.g. \"10s\")"))?;
     let (digits, unit) = s.split_at(split);
     let n: u64 = digits
         .parse()
@@ -17,9 +17,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => n.checked_mul(1_000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
         _ => {
             return Err(format!(
-                "{s:?} has unknown unit {unit:?} (use ms, s, m or h)"
+                "{s:?} has unknown unit {unit:?} (use ms, s, m, h or d)"
             ));
         }
     };
@@ -32,6 +33,7 @@ pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     match ms {
         0 => "0ms".to_string(),
+        _ if ms.is_multiple_of(86_400_000) => format!("{}d", ms / 86_400_000),
         _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
         _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
         _ if ms.is_multiple_of(1_000) => format!("{}s", ms / 1_000),
@@ -45,7 +47,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for s in ["500ms", "10s", "5m", "1h", "1500ms"] {
+        for s in ["500ms", "10s", "5m", "1h", "1500ms", "7d"] {
             assert_eq!(format_duration(parse_duration(s).unwrap()), s);
         }
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));

@@ -6,6 +6,7 @@ mod config;
 mod duration;
 mod event;
 mod kv;
+mod metering;
 mod name;
 mod outcome;
 mod records;
@@ -27,6 +28,7 @@ pub use kv::{
     KV_LIST_PAGE, KeyPage, MAX_KV_KEY_BYTES, MAX_KV_VALUE_BYTES, ObjectEvent, ObjectInfo,
     ObjectTrigger, parse_counter, validate_bucket, validate_key,
 };
+pub use metering::{Prices, Source, UsageBy, UsageReport, UsageRow, gb_seconds};
 pub use name::{NameError, Target, validate_name};
 pub use outcome::{ErrorKind, FunctionKind, Outcome, billed_ms};
 pub use records::{FunctionRecord, InvocationRecord, LogRecord, format_timestamp};

@@ -25,7 +25,7 @@ pub struct InvocationRecord {
     /// Unix epoch milliseconds.
     pub started_at: i64,
     pub duration_ms: f64,
-    /// Whole milliseconds, rounded up: what a pay-per-use bill counts.
+    /// Whole milliseconds, rounded up: what a pay-per-use bill counts (0 when throttled).
     pub billed_ms: u64,
     pub memory_mb: u32,
     pub outcome: Outcome,
@@ -40,6 +40,11 @@ pub struct InvocationRecord {
     pub init_ms: Option<f64>,
     /// The version that ran: `$LATEST` or a published version's number.
     pub version: String,
+    /// How it was invoked: `http`, `invoke`, `call`, `async`, `schedule`, `topic`,
+    /// `destination` or `storage`.
+    pub trigger: String,
+    /// Memory × billed duration (0 for a throttled invocation, which never ran).
+    pub gb_seconds: f64,
 }
 
 /// One line a guest wrote (or kumo wrote about an invocation).

@@ -34,6 +34,7 @@ impl FunctionCalls for InternalCalls {
                         body: call.body,
                         env: Vec::new(),
                         call_depth: call.depth,
+                        source: kumo_core::Source::Call,
                     },
                 )
                 .await;

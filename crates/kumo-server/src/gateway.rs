@@ -81,6 +81,7 @@ async fn forward(state: &AppState, target: &str, path: String, request: Request)
                 body,
                 env: Vec::new(),
                 call_depth: 0,
+                source: kumo_core::Source::Http,
             },
         )
         .await;

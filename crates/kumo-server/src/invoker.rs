@@ -9,7 +9,8 @@ use crate::recorder::Recorder;
 use crate::slots::{Slot, Slots};
 use bytes::Bytes;
 use kumo_core::{
-    ErrorKind, FunctionRecord, InvocationRecord, LATEST, LogRecord, Qualifier, Target, billed_ms,
+    ErrorKind, FunctionRecord, InvocationRecord, LATEST, LogRecord, Outcome, Qualifier, Source,
+    Target, billed_ms, gb_seconds,
 };
 use kumo_runtime::{Invocation, KvAccess, Loaded, Response, Runtime};
 use kumo_store::{Blobs, Store};
@@ -29,6 +30,8 @@ pub struct InvocationRequest {
     pub env: Vec<(String, String)>,
     /// Function calls between the outside request and this one (0: not called by a function).
     pub call_depth: u32,
+    /// How it came in (the record's `trigger`).
+    pub source: Source,
 }
 
 /// The deepest chain of function-to-function calls (A calls B calls C ... is depth 2 at C);
@@ -242,6 +245,7 @@ impl Invoker {
         let attempt = Attempt {
             entry,
             request_id,
+            source: request.source,
             init,
             started_at: kumo_core::now_ms(),
             start: Instant::now(),
@@ -403,13 +407,19 @@ impl Invoker {
                 Some(e.message.clone()),
             ),
         };
+        let memory_mb = attempt.entry.record.config.memory_mb;
+        // A throttled invocation never ran: nothing to bill.
+        let billed = match outcome {
+            Outcome::Throttled => 0,
+            _ => billed_ms(elapsed),
+        };
         let record = InvocationRecord {
             request_id: attempt.request_id.to_string(),
             function: attempt.entry.record.name.clone(),
             started_at: attempt.started_at,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
-            billed_ms: billed_ms(elapsed),
-            memory_mb: attempt.entry.record.config.memory_mb,
+            billed_ms: billed,
+            memory_mb,
             outcome,
             error_code,
             error_message,
@@ -420,6 +430,8 @@ impl Invoker {
                 .entry
                 .version
                 .map_or_else(|| LATEST.to_string(), |n| n.to_string()),
+            trigger: attempt.source.as_str().to_string(),
+            gb_seconds: gb_seconds(memory_mb, billed),
         };
         self.recorder.record(record, logs).await;
     }
@@ -429,6 +441,7 @@ impl Invoker {
 struct Attempt<'a> {
     entry: &'a Entry,
     request_id: &'a str,
+    source: Source,
     /// The load time, when this invocation was a cold start.
     init: Option<Duration>,
     /// Wall clock, for the record; `start` measures the duration.

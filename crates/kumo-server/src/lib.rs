@@ -61,6 +61,10 @@ pub struct ServerConfig {
     pub breaker: BreakerConfig,
     /// The largest object the object storage accepts.
     pub max_object_bytes: u64,
+    /// What usage costs (`/api/v1/usage`).
+    pub prices: kumo_core::Prices,
+    /// Invocation records, logs and finished events older than this are deleted.
+    pub retention: Duration,
 }
 
 /// Everything the handlers share.
@@ -76,6 +80,7 @@ pub struct AppState {
     subscriptions: Subscriptions,
     objects: objects::ObjectService,
     max_body_bytes: usize,
+    prices: kumo_core::Prices,
     /// Deploys and deletes one at a time, so route-conflict checks see a stable table.
     deploy_lock: Mutex<()>,
     /// Turns true when the server begins to stop: long polls and event streams end.
@@ -106,6 +111,7 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     keep_alive: Duration,
+    retention: Duration,
     stop: watch::Sender<bool>,
 }
 
@@ -163,6 +169,7 @@ impl Server {
                 max_bytes: config.max_object_bytes,
             },
             max_body_bytes: config.max_body_bytes,
+            prices: config.prices,
             deploy_lock: Mutex::new(()),
             stopping,
         });
@@ -191,6 +198,7 @@ impl Server {
             listener,
             state,
             keep_alive: config.keep_alive,
+            retention: config.retention,
             stop,
         })
     }
@@ -207,6 +215,7 @@ impl Server {
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let sweeper = tokio::spawn(unload_idle_functions(state.clone(), self.keep_alive));
+        let retention = tokio::spawn(enforce_retention(state.clone(), self.retention));
         let dispatcher = tokio::spawn(events::dispatch(state.clone(), self.stop.subscribe()));
         let scheduler = tokio::spawn(events::scheduler::run(state.clone(), self.stop.subscribe()));
         let stop = self.stop;
@@ -218,6 +227,7 @@ impl Server {
             .await
             .context("serving");
         sweeper.abort();
+        retention.abort();
         // Both watch the stop signal; the dispatcher lets running attempts finish first.
         let _ = tokio::join!(dispatcher, scheduler);
         served?;
@@ -236,6 +246,30 @@ async fn unload_idle_functions(state: Arc<AppState>, keep_alive: Duration) {
         let unloaded = state.invoker.unload_idle(keep_alive);
         if unloaded > 0 {
             tracing::debug!(unloaded, "unloaded idle functions");
+        }
+    }
+}
+
+/// Retention: at start and then every so often (a quarter of the retention, at most hourly),
+/// delete the records, logs and finished events older than `retention`.
+async fn enforce_retention(state: Arc<AppState>, retention: Duration) {
+    let period = (retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(3600));
+    let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        ticks.tick().await;
+        let cutoff = kumo_core::now_ms().saturating_sub(keep_ms);
+        match state.store.sweep(cutoff).await {
+            Ok(swept) if swept != kumo_store::Swept::default() => {
+                tracing::info!(
+                    invocations = swept.invocations,
+                    logs = swept.logs,
+                    events = swept.events,
+                    "retention: deleted old records"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("retention: {e:#}"),
         }
     }
 }

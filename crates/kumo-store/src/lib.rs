@@ -16,6 +16,7 @@ mod kv;
 mod objects;
 mod queue;
 mod sqlite;
+mod usage;
 mod versions;
 
 pub use blobs::Blobs;
@@ -23,4 +24,5 @@ pub use kv::{Expect, IncrementError, KvEntry, KvWrite};
 pub use objects::{ObjectBody, ObjectError, Objects, Staged};
 pub use queue::{ClaimedEvent, Completion, IDEMPOTENCY_WINDOW_MS, NewEvent};
 pub use sqlite::{LogQuery, Store};
+pub use usage::Swept;
 pub use versions::{AliasSet, Published, VersionDeleted};

@@ -9,7 +9,7 @@ use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
 
-/// Rows per multi-row INSERT: 13 columns x 256 stays far below SQLite's 32,766 bound variables.
+/// Rows per multi-row INSERT: 15 columns x 256 stays far below SQLite's 32,766 bound variables.
 const INSERT_CHUNK: usize = 256;
 
 const SCHEMA: &str = r#"
@@ -35,7 +35,9 @@ CREATE TABLE IF NOT EXISTS invocations (
     status        INTEGER NOT NULL,
     cold          INTEGER NOT NULL,
     init_ms       REAL,
-    version       TEXT NOT NULL DEFAULT '$LATEST'
+    version       TEXT NOT NULL DEFAULT '$LATEST',
+    trigger       TEXT NOT NULL DEFAULT 'http',
+    gb_seconds    REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (function, started_at);
 CREATE TABLE IF NOT EXISTS logs (
@@ -181,7 +183,7 @@ impl Store {
             let mut query = sqlx::QueryBuilder::new(
                 "INSERT OR REPLACE INTO invocations (request_id, function, started_at, duration_ms,
                     billed_ms, memory_mb, outcome, error_code, error_message, status, cold, init_ms,
-                    version) ",
+                    version, trigger, gb_seconds) ",
             );
             query.push_values(chunk, |mut row, r| {
                 row.push_bind(&r.request_id)
@@ -196,7 +198,9 @@ impl Store {
                     .push_bind(r.status)
                     .push_bind(r.cold)
                     .push_bind(r.init_ms)
-                    .push_bind(&r.version);
+                    .push_bind(&r.version)
+                    .push_bind(&r.trigger)
+                    .push_bind(r.gb_seconds);
             });
             query.build().execute(&mut *tx).await?;
         }
@@ -328,6 +332,8 @@ fn invocation_from_row(row: &SqliteRow) -> anyhow::Result<InvocationRecord> {
         cold: row.try_get("cold")?,
         init_ms: row.try_get("init_ms")?,
         version: row.try_get("version")?,
+        trigger: row.try_get("trigger")?,
+        gb_seconds: row.try_get("gb_seconds")?,
     })
 }
 

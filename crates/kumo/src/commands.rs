@@ -27,6 +27,11 @@ async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
             max_payload_bytes: args.max_async_payload_bytes,
         },
         max_object_bytes: args.max_object_bytes,
+        prices: kumo_core::Prices {
+            per_million_requests: args.price_per_million_requests,
+            per_gb_second: args.price_per_gb_second,
+        },
+        retention: args.retention,
         breaker: kumo_server::BreakerConfig {
             failures: args.outbound_breaker_failures,
             cooldown: args.outbound_breaker_cooldown,
@@ -399,6 +404,41 @@ pub async fn send_to_topic(client: &Client, topic: &str, data: &str) -> CmdResul
     println!("message {}", published.id);
     for e in published.events {
         println!("  -> {} (event {})", e.function, e.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn usage(client: &Client, since: &str, by: &str, output: &str) -> CmdResult {
+    let report = client.usage(since, by).await?;
+    match output {
+        "json" => println!("{}", serde_json::to_string_pretty(&report)?),
+        "table" => {
+            println!(
+                "{:<32} {:>9} {:>7} {:>9} {:>12} {:>9} {:>9} {:>12}",
+                "KEY",
+                "REQUESTS",
+                "ERRORS",
+                "THROTTLES",
+                "GB-SECONDS",
+                "P50 MS",
+                "P99 MS",
+                "COST $"
+            );
+            for row in report.rows.iter().chain(std::iter::once(&report.total)) {
+                println!(
+                    "{:<32} {:>9} {:>7} {:>9} {:>12.4} {:>9.2} {:>9.2} {:>12.6}",
+                    row.key,
+                    row.requests,
+                    row.errors,
+                    row.throttles,
+                    row.gb_seconds,
+                    row.p50_ms,
+                    row.p99_ms,
+                    row.cost
+                );
+            }
+        }
+        other => anyhow::bail!("--output {other:?}: use table or json"),
     }
     Ok(ExitCode::SUCCESS)
 }

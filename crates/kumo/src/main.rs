@@ -72,6 +72,15 @@ pub struct ServeArgs {
     /// The largest object the object storage accepts, in bytes.
     #[arg(long, env = "KUMO_MAX_OBJECT_BYTES", default_value_t = 1 << 30)]
     max_object_bytes: u64,
+    /// Dollars per million requests, for usage reports (default: AWS Lambda's x86 price).
+    #[arg(long, env = "KUMO_PRICE_PER_MILLION_REQUESTS", default_value_t = kumo_core::Prices::default().per_million_requests)]
+    price_per_million_requests: f64,
+    /// Dollars per GB-second, for usage reports (default: AWS Lambda's x86 price).
+    #[arg(long, env = "KUMO_PRICE_PER_GB_SECOND", default_value_t = kumo_core::Prices::default().per_gb_second)]
+    price_per_gb_second: f64,
+    /// How long invocation records, logs and finished events are kept.
+    #[arg(long, env = "KUMO_RETENTION", default_value = "7d", value_parser = kumo_core::parse_duration)]
+    retention: std::time::Duration,
 }
 
 fn parse_allocator(s: &str) -> Result<kumo_server::Allocator, String> {
@@ -149,6 +158,18 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Requests, errors, GB-seconds, p50/p99 duration and cost per function, version or day.
+    Usage {
+        /// How far back (e.g. 1h, 24h, 7d).
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Group by function, version or day.
+        #[arg(long, default_value = "function")]
+        by: String,
+        /// `table` for people, `json` for machines.
+        #[arg(long, default_value = "table")]
+        output: String,
+    },
     /// List a function's latest invocations.
     Invocations {
         name: String,
@@ -214,6 +235,9 @@ async fn main() -> std::process::ExitCode {
             request_id,
             limit,
         } => commands::logs(&client, &name, request_id.as_deref(), limit).await,
+        Command::Usage { since, by, output } => {
+            commands::usage(&client, &since, &by, &output).await
+        }
         Command::Invocations { name, limit } => commands::invocations(&client, &name, limit).await,
     };
     match result {

@@ -196,6 +196,7 @@ pub async fn invoke(
                 body,
                 env: Vec::new(),
                 call_depth: 0,
+                source: kumo_core::Source::Invoke,
             },
         )
         .await;

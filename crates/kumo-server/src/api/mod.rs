@@ -62,6 +62,7 @@ pub fn router() -> Router<Arc<AppState>> {
         )
         .route("/functions/{name}/logs", get(records::logs))
         .route("/invocations", get(records::list_invocations))
+        .route("/usage", get(records::usage))
         .route("/invocations/{id}", get(events::get_invocation))
         .route("/invocations/{id}/events", get(events::invocation_events))
         .route("/functions/{name}/dlq", get(events::dead_letters))

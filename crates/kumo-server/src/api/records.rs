@@ -1,12 +1,12 @@
-//! Reading what happened: invocation records and logs. Each read first flushes the recorder,
+//! Reading what happened: invocation records, logs and usage. Each read first flushes the recorder,
 //! so a client sees its own invocations.
 
 use crate::AppState;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use kumo_core::{InvocationRecord, LogRecord};
+use kumo_core::{InvocationRecord, LogRecord, UsageBy, UsageReport, parse_duration};
 use kumo_store::LogQuery;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -58,4 +58,39 @@ pub async fn logs(
         limit: params.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT),
     };
     Ok(Json(state.store.list_logs(&query).await?))
+}
+
+#[derive(Deserialize)]
+pub struct UsageParams {
+    /// How far back, e.g. `24h` (the default) or `7d`.
+    since: Option<String>,
+    /// `function` (default), `version` or `day`.
+    by: Option<String>,
+}
+
+/// `GET /usage?since=24h&by=function`: requests, errors, throttles, GB-seconds, duration
+/// percentiles and cost per group, and in total.
+pub async fn usage(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<UsageParams>, QueryRejection>,
+) -> ApiResult<Json<UsageReport>> {
+    let Query(params) = params?;
+    let back = parse_duration(params.since.as_deref().unwrap_or("24h"))
+        .map_err(|e| ApiError::bad_request(format!("since: {e}")))?;
+    let by = UsageBy::parse(params.by.as_deref().unwrap_or("function"))
+        .map_err(|e| ApiError::bad_request(format!("by: {e}")))?;
+    state.recorder.flush().await;
+    let since = kumo_core::now_ms().saturating_sub(i64::try_from(back.as_millis()).unwrap_or(0));
+    let (mut rows, mut total) = state.store.usage(since, by).await?;
+    let prices = state.prices;
+    for row in rows.iter_mut().chain(std::iter::once(&mut total)) {
+        row.cost = prices.cost(row.requests - row.throttles, row.gb_seconds);
+    }
+    Ok(Json(UsageReport {
+        since,
+        by,
+        prices,
+        rows,
+        total,
+    }))
 }

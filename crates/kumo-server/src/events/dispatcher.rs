@@ -229,6 +229,7 @@ fn request_for(event: &ClaimedEvent) -> InvocationRequest {
             ("KUMO_ATTEMPT".to_string(), event.attempt.to_string()),
         ],
         call_depth: 0,
+        source: kumo_core::Source::Event(event.trigger),
     }
 }
 

@@ -15,4 +15,5 @@ mod limits;
 mod objects;
 mod persistence;
 mod triggers;
+mod usage;
 mod versions;
