@@ -157,51 +157,14 @@ pub async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> A
     Ok(buf.freeze())
 }
 
-/// Prometheus text format. A few gauges for now; the full set comes with the metrics work.
+/// The metrics in the OpenMetrics text format (which Prometheus scrapes).
 async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    let pending = state.store.pending_events().await?;
-    let mut body = format!(
-        "# HELP kumo_compilations_total Wasm compilations to machine code since start.\n\
-         # TYPE kumo_compilations_total counter\n\
-         kumo_compilations_total {}\n\
-         # HELP kumo_functions_loaded Functions loaded in memory.\n\
-         # TYPE kumo_functions_loaded gauge\n\
-         kumo_functions_loaded {}\n\
-         # HELP kumo_pooling_allocator 1 when instances come from the pooling allocator.\n\
-         # TYPE kumo_pooling_allocator gauge\n\
-         kumo_pooling_allocator {}\n\
-         # HELP kumo_warm_instances Instances kept warm for reuse, across all functions.\n\
-         # TYPE kumo_warm_instances gauge\n\
-         kumo_warm_instances {}\n\
-         # HELP kumo_invocations_in_flight Invocations running now.\n\
-         # TYPE kumo_invocations_in_flight gauge\n\
-         kumo_invocations_in_flight {}\n\
-         # HELP kumo_events_pending Asynchronous events not yet finished (queued, failed and waiting for a retry, running).\n\
-         # TYPE kumo_events_pending gauge\n\
-         kumo_events_pending {}\n",
-        state.runtime.compilations(),
-        state.invoker.loaded_count(),
-        u8::from(state.runtime.allocator() == kumo_runtime::Allocator::Pooling),
-        state.runtime.warm_instances(),
-        state.invoker.in_flight(),
-        pending
-    );
-    body.push_str(
-        "# HELP kumo_outbound_circuit_open 1 while the circuit breaker of an outbound destination is open or half-open (requests fail fast).\n\
-         # TYPE kumo_outbound_circuit_open gauge\n",
-    );
-    for (destination, breaker) in state.runtime.breaker_states() {
-        body.push_str(&format!(
-            "kumo_outbound_circuit_open{{destination=\"{destination}\",state=\"{}\"}} {}\n",
-            breaker.as_str(),
-            u8::from(breaker != kumo_runtime::BreakerState::Closed)
-        ));
-    }
+    let body = crate::metrics::render(&state).await?;
     Ok((
         StatusCode::OK,
         [(
             http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         body,
     ))

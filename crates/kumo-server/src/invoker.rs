@@ -5,6 +5,7 @@
 use crate::aliases::AliasTable;
 use crate::error::ApiError;
 use crate::loaded::{Entry, LoadedFunctions, entry_key};
+use crate::metrics::Metrics;
 use crate::recorder::Recorder;
 use crate::slots::{Slot, Slots};
 use bytes::Bytes;
@@ -61,6 +62,7 @@ pub struct Invoker {
     loaded: LoadedFunctions,
     /// Cache of the store: every alias.
     pub aliases: AliasTable,
+    pub metrics: Metrics,
 }
 
 impl Invoker {
@@ -83,6 +85,7 @@ impl Invoker {
             max_concurrency,
             loaded: LoadedFunctions::default(),
             aliases: AliasTable::default(),
+            metrics: Metrics::default(),
         }
     }
 
@@ -338,6 +341,11 @@ impl Invoker {
         Ok((function, server))
     }
 
+    /// Invocations the server runs at once at most.
+    pub fn max_concurrency(&self) -> usize {
+        self.max_concurrency
+    }
+
     /// Invocations running now, across all functions.
     pub fn in_flight(&self) -> usize {
         let reserved: usize = self.reserved_slots().values().map(|s| s.in_use()).sum();
@@ -433,6 +441,7 @@ impl Invoker {
             trigger: attempt.source.as_str().to_string(),
             gb_seconds: gb_seconds(memory_mb, billed),
         };
+        self.metrics.observe(&record);
         self.recorder.record(record, logs).await;
     }
 }

@@ -9,6 +9,7 @@ mod events;
 mod gateway;
 mod invoker;
 mod loaded;
+mod metrics;
 mod objects;
 mod recorder;
 mod routes;

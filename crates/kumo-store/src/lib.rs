@@ -22,7 +22,7 @@ mod versions;
 pub use blobs::Blobs;
 pub use kv::{Expect, IncrementError, KvEntry, KvWrite};
 pub use objects::{ObjectBody, ObjectError, Objects, Staged};
-pub use queue::{ClaimedEvent, Completion, IDEMPOTENCY_WINDOW_MS, NewEvent};
+pub use queue::{ClaimedEvent, Completion, IDEMPOTENCY_WINDOW_MS, NewEvent, QueueDepth};
 pub use sqlite::{LogQuery, Store};
 pub use usage::Swept;
 pub use versions::{AliasSet, Published, VersionDeleted};

@@ -48,6 +48,15 @@ CREATE TABLE IF NOT EXISTS schedule_ticks (
 );
 "#;
 
+/// The unfinished events of one function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub function: String,
+    pub depth: i64,
+    /// Unix ms.
+    pub oldest_enqueued_at: i64,
+}
+
 /// How long an `Idempotency-Key` maps to its first event.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
@@ -339,14 +348,25 @@ impl Store {
         .context("redriving events")
     }
 
-    /// Events not finished (queued, failed and waiting for a retry, running), across all
-    /// functions.
-    pub async fn pending_events(&self) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM events WHERE status IN ('queued', 'failed', 'running')",
+    /// Events not finished (queued, failed and waiting for a retry, running), by function,
+    /// with the oldest one's enqueue time.
+    pub async fn queue_depths(&self) -> anyhow::Result<Vec<QueueDepth>> {
+        let rows = sqlx::query(
+            "SELECT function, COUNT(*) AS depth, MIN(enqueued_at) AS oldest FROM events
+             WHERE status IN ('queued', 'failed', 'running') GROUP BY function",
         )
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading queue depths")?;
+        rows.iter()
+            .map(|row| {
+                Ok(QueueDepth {
+                    function: row.try_get("function")?,
+                    depth: row.try_get("depth")?,
+                    oldest_enqueued_at: row.try_get("oldest")?,
+                })
+            })
+            .collect()
     }
 
     /// The latest tick of a function's schedule that was fired or counted as missed.

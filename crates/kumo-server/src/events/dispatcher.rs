@@ -188,6 +188,7 @@ async fn attempt(state: Arc<AppState>, event: ClaimedEvent, _worker: OwnedSemaph
             event.attempt,
             fastrand::f64(),
         );
+        state.invoker.metrics.retried(&event.function);
         Completion::Retry {
             request_id: Some(request_id),
             error,

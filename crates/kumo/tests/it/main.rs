@@ -12,6 +12,7 @@ mod invoke;
 mod kv;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod objects;
 mod persistence;
 mod triggers;

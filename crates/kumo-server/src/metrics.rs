@@ -1,0 +1,253 @@
+//! `GET /metrics`: the platform's metrics in the Prometheus/OpenMetrics text format, through
+//! `prometheus-client`. Invocation metrics are fed by the invocation record itself (one value
+//! feeds the record, the log and the metrics, so they never disagree); gauges of state that
+//! lives elsewhere (loaded functions, queue, breakers) are read when scraped.
+
+use crate::AppState;
+use kumo_core::{InvocationRecord, Outcome};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InvocationLabels {
+    function: String,
+    outcome: String,
+    trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabels {
+    function: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CircuitLabels {
+    destination: String,
+    state: String,
+}
+
+/// Invocation durations: 100 µs to ~14 min (past the longest timeout) in ×2 steps.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 24))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    invocations: Family<InvocationLabels, Counter>,
+    durations: Family<FunctionLabels, Histogram>,
+    cold_starts: Family<FunctionLabels, Counter>,
+    cold_start_durations: Family<FunctionLabels, Histogram>,
+    throttles: Family<FunctionLabels, Counter>,
+    retries: Family<FunctionLabels, Counter>,
+    // Read at scrape time.
+    compilations: Counter,
+    loaded: Gauge,
+    in_flight: Gauge,
+    concurrency_limit: Gauge,
+    warm_instances: Gauge,
+    pooling: Gauge,
+    events_pending: Gauge,
+    queue_depth: Family<FunctionLabels, Gauge>,
+    queue_age: Family<FunctionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    circuits: Family<CircuitLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut m = Self {
+            registry: Registry::default(),
+            invocations: Family::default(),
+            durations: Family::new_with_constructor(duration_histogram),
+            cold_starts: Family::default(),
+            cold_start_durations: Family::new_with_constructor(duration_histogram),
+            throttles: Family::default(),
+            retries: Family::default(),
+            compilations: Counter::default(),
+            loaded: Gauge::default(),
+            in_flight: Gauge::default(),
+            concurrency_limit: Gauge::default(),
+            warm_instances: Gauge::default(),
+            pooling: Gauge::default(),
+            events_pending: Gauge::default(),
+            queue_depth: Family::default(),
+            queue_age: Family::default(),
+            circuits: Family::default(),
+        };
+        // Clones share their values with the fields; counters get `_total` appended, and every
+        // help text a final period.
+        let r = &mut m.registry;
+        r.register(
+            "kumo_invocations",
+            "Invocations by function, outcome and trigger",
+            m.invocations.clone(),
+        );
+        r.register(
+            "kumo_invocation_duration_seconds",
+            "How long invocations ran",
+            m.durations.clone(),
+        );
+        r.register(
+            "kumo_cold_starts",
+            "Invocations that had to load their function first",
+            m.cold_starts.clone(),
+        );
+        r.register(
+            "kumo_cold_start_duration_seconds",
+            "Load time of cold starts (not part of the invocation's duration)",
+            m.cold_start_durations.clone(),
+        );
+        r.register(
+            "kumo_throttles",
+            "Invocations refused for concurrency (429)",
+            m.throttles.clone(),
+        );
+        r.register(
+            "kumo_retries",
+            "Failed asynchronous attempts scheduled to be tried again",
+            m.retries.clone(),
+        );
+        r.register(
+            "kumo_compilations",
+            "Wasm compilations to machine code since start",
+            m.compilations.clone(),
+        );
+        r.register(
+            "kumo_functions_loaded",
+            "Function versions loaded in memory",
+            m.loaded.clone(),
+        );
+        r.register(
+            "kumo_invocations_in_flight",
+            "Invocations running now (concurrency in use)",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "kumo_concurrency_limit",
+            "Invocations the server runs at once at most",
+            m.concurrency_limit.clone(),
+        );
+        r.register(
+            "kumo_warm_instances",
+            "Instances kept warm for reuse, across all functions",
+            m.warm_instances.clone(),
+        );
+        r.register(
+            "kumo_pooling_allocator",
+            "1 when instances come from the pooling allocator",
+            m.pooling.clone(),
+        );
+        r.register(
+            "kumo_events_pending",
+            "Asynchronous events not yet finished (queued, waiting for a retry, running)",
+            m.events_pending.clone(),
+        );
+        r.register(
+            "kumo_queue_depth",
+            "Asynchronous events not yet finished, by function",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "kumo_queue_oldest_age_seconds",
+            "Age of the oldest unfinished asynchronous event, by function",
+            m.queue_age.clone(),
+        );
+        r.register(
+            "kumo_outbound_circuit_open",
+            "1 while the circuit breaker of an outbound destination is open or half-open \
+             (requests fail fast)",
+            m.circuits.clone(),
+        );
+        m
+    }
+}
+
+impl Metrics {
+    /// One invocation's end, from its record.
+    pub fn observe(&self, record: &InvocationRecord) {
+        let function = FunctionLabels {
+            function: record.function.clone(),
+        };
+        self.invocations
+            .get_or_create(&InvocationLabels {
+                function: record.function.clone(),
+                outcome: record.outcome.as_str().to_string(),
+                trigger: record.trigger.clone(),
+            })
+            .inc();
+        if record.outcome == Outcome::Throttled {
+            self.throttles.get_or_create(&function).inc();
+            return;
+        }
+        self.durations
+            .get_or_create(&function)
+            .observe(record.duration_ms / 1000.0);
+        if let Some(init_ms) = record.init_ms {
+            self.cold_starts.get_or_create(&function).inc();
+            self.cold_start_durations
+                .get_or_create(&function)
+                .observe(init_ms / 1000.0);
+        }
+    }
+
+    /// A failed asynchronous attempt that will be tried again.
+    pub fn retried(&self, function: &str) {
+        self.retries
+            .get_or_create(&FunctionLabels {
+                function: function.to_string(),
+            })
+            .inc();
+    }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The text exposition, with the scrape-time gauges read now.
+pub async fn render(state: &AppState) -> anyhow::Result<String> {
+    let m = &state.invoker.metrics;
+    m.compilations
+        .inner()
+        .store(state.runtime.compilations(), Ordering::Relaxed);
+    m.loaded.set(gauge_value(state.invoker.loaded_count()));
+    m.in_flight.set(gauge_value(state.invoker.in_flight()));
+    m.concurrency_limit
+        .set(gauge_value(state.invoker.max_concurrency()));
+    m.warm_instances
+        .set(gauge_value(state.runtime.warm_instances()));
+    m.pooling.set(i64::from(
+        state.runtime.allocator() == kumo_runtime::Allocator::Pooling,
+    ));
+    let now = kumo_core::now_ms();
+    let queues = state.store.queue_depths().await?;
+    m.events_pending
+        .set(queues.iter().map(|q| q.depth).sum::<i64>());
+    m.queue_depth.clear();
+    m.queue_age.clear();
+    for queue in queues {
+        let labels = FunctionLabels {
+            function: queue.function,
+        };
+        m.queue_depth.get_or_create(&labels).set(queue.depth);
+        m.queue_age
+            .get_or_create(&labels)
+            .set((now - queue.oldest_enqueued_at).max(0) as f64 / 1000.0);
+    }
+    m.circuits.clear();
+    for (destination, breaker) in state.runtime.breaker_states() {
+        m.circuits
+            .get_or_create(&CircuitLabels {
+                destination,
+                state: breaker.as_str().to_string(),
+            })
+            .set(i64::from(breaker != kumo_runtime::BreakerState::Closed));
+    }
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, &m.registry)?;
+    Ok(body)
+}
