@@ -23,6 +23,9 @@ struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     server: String,
+    /// How kumo writes its own log lines to stderr: `text` or `json` (one object per line).
+    #[arg(long, global = true, env = "KUMO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -191,14 +194,18 @@ enum TopicCommand {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "kumo=info,kumo_server=info,kumo_runtime=info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
     let client = kumo_api::Client::new(&cli.server);
     let result = match cli.command {
         Command::Serve(args) => commands::serve(args).await,

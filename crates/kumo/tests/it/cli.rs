@@ -211,3 +211,46 @@ async fn deploy_sets_the_event_and_grant_options() {
     ]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("schedule"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_logs_are_json_lines_with_log_format_json() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kumo"))
+        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let url = first.trim().strip_prefix("kumo listening on ").unwrap();
+    let client = kumo_api::Client::new(url);
+    let code = std::fs::read(test_programs::HTTP_PROBE).unwrap();
+    client
+        .deploy("probe", code, &crate::harness::config())
+        .await
+        .unwrap();
+    child.kill().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let deployed = lines
+        .iter()
+        .find(|l| l["message"] == "deployed")
+        .unwrap_or_else(|| panic!("no deploy line in {stderr}"));
+    assert_eq!(deployed["level"], "INFO");
+    assert_eq!(deployed["function"], "probe");
+    child.wait().unwrap();
+}
