@@ -45,6 +45,8 @@ pub struct InvocationRecord {
     pub trigger: String,
     /// Memory × billed duration (0 for a throttled invocation, which never ran).
     pub gb_seconds: f64,
+    /// The W3C trace id (32 hex digits) of the trace the invocation belongs to.
+    pub trace_id: String,
 }
 
 /// One line a guest wrote (or kumo wrote about an invocation).
@@ -59,6 +61,8 @@ pub struct LogRecord {
     /// `stdout`, `stderr` or `kumo`.
     pub stream: String,
     pub line: String,
+    /// The invocation's trace id.
+    pub trace_id: String,
 }
 
 /// Milliseconds since the Unix epoch as RFC 3339 UTC (`2026-11-22T20:23:53.123Z`).

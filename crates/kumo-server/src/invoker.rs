@@ -8,6 +8,7 @@ use crate::loaded::{Entry, LoadedFunctions, entry_key};
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
 use crate::slots::{Slot, Slots};
+use crate::trace::{TraceContext, Tracing};
 use bytes::Bytes;
 use kumo_core::{
     ErrorKind, FunctionRecord, InvocationRecord, LATEST, LogRecord, Outcome, Qualifier, Source,
@@ -63,6 +64,8 @@ pub struct Invoker {
     /// Cache of the store: every alias.
     pub aliases: AliasTable,
     pub metrics: Metrics,
+    /// Span export (OTLP), if configured.
+    pub tracing: Tracing,
 }
 
 impl Invoker {
@@ -73,8 +76,10 @@ impl Invoker {
         recorder: Recorder,
         max_response_bytes: usize,
         max_concurrency: usize,
+        tracing: Tracing,
     ) -> Self {
         Self {
+            tracing,
             store,
             blobs,
             runtime,
@@ -89,8 +94,18 @@ impl Invoker {
         }
     }
 
-    pub async fn invoke(&self, target: &str, request: InvocationRequest) -> Invoked {
+    pub async fn invoke(&self, target: &str, mut request: InvocationRequest) -> Invoked {
         let request_id = uuid::Uuid::now_v7().to_string();
+        // The guest sees this invocation's own span as the parent of whatever it does.
+        let trace = TraceContext::continue_or_start(
+            request
+                .headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok()),
+        );
+        if let Ok(value) = http::HeaderValue::from_str(&trace.traceparent()) {
+            request.headers.insert("traceparent", value);
+        }
         if request.call_depth > MAX_CALL_DEPTH {
             let error = ApiError::new(
                 ErrorKind::CallDepthExceeded,
@@ -107,7 +122,7 @@ impl Invoker {
         }
         let (result, cold) = match self.resolve(target).await {
             Ok((entry, init)) => (
-                self.run(&entry, &request_id, init, request).await,
+                self.run(&entry, &request_id, &trace, init, request).await,
                 init.is_some(),
             ),
             Err(e) => (Err(e), false),
@@ -241,6 +256,7 @@ impl Invoker {
         &self,
         entry: &Entry,
         request_id: &str,
+        trace: &TraceContext,
         init: Option<Duration>,
         request: InvocationRequest,
     ) -> Result<Response, ApiError> {
@@ -248,6 +264,7 @@ impl Invoker {
         let attempt = Attempt {
             entry,
             request_id,
+            trace,
             source: request.source,
             init,
             started_at: kumo_core::now_ms(),
@@ -270,6 +287,8 @@ impl Invoker {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .chain(request.env)
+                // Commands have no headers: their trace context comes this way.
+                .chain([("TRACEPARENT".to_string(), trace.traceparent())])
                 .collect(),
             memory_bytes: config.memory_bytes(),
             timeout: config.timeout,
@@ -300,6 +319,7 @@ impl Invoker {
                 ts: attempt.started_at,
                 stream: l.stream.as_str().to_string(),
                 line: l.line,
+                trace_id: trace.trace_id.clone(),
             })
             .collect();
         self.record(&attempt, result.as_ref(), logs).await;
@@ -440,8 +460,10 @@ impl Invoker {
                 .map_or_else(|| LATEST.to_string(), |n| n.to_string()),
             trigger: attempt.source.as_str().to_string(),
             gb_seconds: gb_seconds(memory_mb, billed),
+            trace_id: attempt.trace.trace_id.clone(),
         };
         self.metrics.observe(&record);
+        self.tracing.export(attempt.trace, &record);
         self.recorder.record(record, logs).await;
     }
 }
@@ -450,6 +472,7 @@ impl Invoker {
 struct Attempt<'a> {
     entry: &'a Entry,
     request_id: &'a str,
+    trace: &'a TraceContext,
     source: Source,
     /// The load time, when this invocation was a cold start.
     init: Option<Duration>,

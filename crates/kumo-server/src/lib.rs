@@ -14,6 +14,7 @@ mod objects;
 mod recorder;
 mod routes;
 mod slots;
+mod trace;
 
 pub use events::AsyncConfig;
 pub use invoker::{InvocationRequest, Invoked, Invoker};
@@ -146,6 +147,7 @@ impl Server {
             recorder.clone(),
             config.max_body_bytes,
             config.max_concurrency,
+            trace::Tracing::from_env().context("setting up span export")?,
         );
         let events = Events::new(
             store.clone(),
@@ -233,6 +235,8 @@ impl Server {
         let _ = tokio::join!(dispatcher, scheduler);
         served?;
         state.recorder.flush().await;
+        let exporter = state.clone();
+        let _ = tokio::task::spawn_blocking(move || exporter.invoker.tracing.shutdown()).await;
         state.store.close().await;
         Ok(())
     }

@@ -9,7 +9,7 @@ use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
 
-/// Rows per multi-row INSERT: 15 columns x 256 stays far below SQLite's 32,766 bound variables.
+/// Rows per multi-row INSERT: 16 columns x 256 stays far below SQLite's 32,766 bound variables.
 const INSERT_CHUNK: usize = 256;
 
 const SCHEMA: &str = r#"
@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS invocations (
     init_ms       REAL,
     version       TEXT NOT NULL DEFAULT '$LATEST',
     trigger       TEXT NOT NULL DEFAULT 'http',
-    gb_seconds    REAL NOT NULL DEFAULT 0
+    gb_seconds    REAL NOT NULL DEFAULT 0,
+    trace_id      TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (function, started_at);
 CREATE TABLE IF NOT EXISTS logs (
@@ -46,7 +47,8 @@ CREATE TABLE IF NOT EXISTS logs (
     request_id TEXT NOT NULL,
     ts         INTEGER NOT NULL,
     stream     TEXT NOT NULL,
-    line       TEXT NOT NULL
+    line       TEXT NOT NULL,
+    trace_id   TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS logs_by_function ON logs (function, id);
 CREATE INDEX IF NOT EXISTS logs_by_request ON logs (request_id);
@@ -183,7 +185,7 @@ impl Store {
             let mut query = sqlx::QueryBuilder::new(
                 "INSERT OR REPLACE INTO invocations (request_id, function, started_at, duration_ms,
                     billed_ms, memory_mb, outcome, error_code, error_message, status, cold, init_ms,
-                    version, trigger, gb_seconds) ",
+                    version, trigger, gb_seconds, trace_id) ",
             );
             query.push_values(chunk, |mut row, r| {
                 row.push_bind(&r.request_id)
@@ -200,20 +202,22 @@ impl Store {
                     .push_bind(r.init_ms)
                     .push_bind(&r.version)
                     .push_bind(&r.trigger)
-                    .push_bind(r.gb_seconds);
+                    .push_bind(r.gb_seconds)
+                    .push_bind(&r.trace_id);
             });
             query.build().execute(&mut *tx).await?;
         }
         for chunk in logs.chunks(INSERT_CHUNK) {
             let mut query = sqlx::QueryBuilder::new(
-                "INSERT INTO logs (function, request_id, ts, stream, line) ",
+                "INSERT INTO logs (function, request_id, ts, stream, line, trace_id) ",
             );
             query.push_values(chunk, |mut row, l| {
                 row.push_bind(&l.function)
                     .push_bind(&l.request_id)
                     .push_bind(l.ts)
                     .push_bind(&l.stream)
-                    .push_bind(&l.line);
+                    .push_bind(&l.line)
+                    .push_bind(&l.trace_id);
             });
             query.build().execute(&mut *tx).await?;
         }
@@ -273,6 +277,7 @@ impl Store {
                     ts: r.try_get("ts")?,
                     stream: r.try_get("stream")?,
                     line: r.try_get("line")?,
+                    trace_id: r.try_get("trace_id")?,
                 })
             })
             .collect()
@@ -334,6 +339,7 @@ fn invocation_from_row(row: &SqliteRow) -> anyhow::Result<InvocationRecord> {
         version: row.try_get("version")?,
         trigger: row.try_get("trigger")?,
         gb_seconds: row.try_get("gb_seconds")?,
+        trace_id: row.try_get("trace_id")?,
     })
 }
 

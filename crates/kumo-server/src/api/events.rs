@@ -6,6 +6,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::events::OwnedEvent;
 use crate::events::topics::{self, Delivery};
 use crate::gateway::read_body;
+use crate::trace::traceparent_for_event;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
@@ -76,7 +77,8 @@ async fn submit(state: &AppState, name: &str, request: Request) -> ApiResult<(St
         trigger: Trigger::Async,
         payload: body,
         content_type: header("content-type"),
-        traceparent: header("traceparent"),
+        // Every attempt and retry of the event continues one trace.
+        traceparent: Some(traceparent_for_event(header("traceparent").as_deref())),
         now: kumo_core::now_ms(),
     };
     Ok(state.events.submit(event, key).await?)
@@ -266,16 +268,18 @@ pub async fn publish(
     validate_topic(&topic).map_err(ApiError::bad_request)?;
     let (parts, body) = request.into_parts();
     let body = read_body(body, &parts.headers, state.events.config.max_payload_bytes).await?;
-    let traceparent = parts
-        .headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok());
+    let traceparent = traceparent_for_event(
+        parts
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
     let (id, events) = topics::publish(
         &state.events,
         &state.subscriptions,
         &topic,
         &body,
-        traceparent,
+        Some(&traceparent),
     )
     .await?;
     Ok((StatusCode::ACCEPTED, Json(Published { id, events })))

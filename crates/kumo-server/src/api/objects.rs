@@ -38,8 +38,9 @@ fn object_headers(info: &ObjectInfo) -> HeaderMap {
     headers
 }
 
-fn traceparent(headers: &HeaderMap) -> Option<&str> {
-    headers.get("traceparent").and_then(|v| v.to_str().ok())
+/// The trace the change's storage events continue (a new one if the request has none).
+fn traceparent(headers: &HeaderMap) -> String {
+    crate::trace::traceparent_for_event(headers.get("traceparent").and_then(|v| v.to_str().ok()))
 }
 
 /// `PUT /objects/{bucket}/{key..}`: 201 created or 200 replaced, with the object's metadata.
@@ -73,7 +74,7 @@ pub async fn put_object(
             &key,
             content_type,
             &mut body,
-            traceparent(&parts.headers),
+            Some(&traceparent(&parts.headers)),
         )
         .await;
     let written = match written {
@@ -167,7 +168,7 @@ pub async fn delete_object(
     checked(&bucket, Some(&key))?;
     state
         .objects
-        .delete(&state.events, &bucket, &key, traceparent(&headers))
+        .delete(&state.events, &bucket, &key, Some(&traceparent(&headers)))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -121,6 +121,8 @@ async fn tick(
         );
     }
     let id = uuid::Uuid::now_v7().to_string();
+    // Each tick starts its own trace, which its retries continue.
+    let traceparent = crate::trace::traceparent_for_event(None);
     let data = serde_json::json!({
         "schedule": s.expression,
         "scheduled_time": format_timestamp(due),
@@ -133,7 +135,7 @@ async fn tick(
         kind: "dev.kumo.schedule.tick",
         time_ms: due,
         subject: None,
-        traceparent: None,
+        traceparent: Some(&traceparent),
         data: &data,
     }
     .to_json();
@@ -143,7 +145,7 @@ async fn tick(
         trigger: Trigger::Schedule,
         payload: &payload,
         content_type: Some(CLOUDEVENTS_JSON),
-        traceparent: None,
+        traceparent: Some(&traceparent),
         now,
     };
     if state

@@ -54,20 +54,36 @@ impl TestServer {
 
     /// Starts `kumo serve` on 127.0.0.1:0 with `data_dir`, and waits for its address.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
-        Self::spawn("serve", data_dir, extra, None)
+        Self::spawn("serve", data_dir, extra, None, &[])
+    }
+
+    /// A fresh server with extra environment variables.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let mut server = Self::spawn("serve", &dir, &[], None, env);
+        server._temp = Some(temp);
+        server
     }
 
     /// Starts `kumo up -f MANIFEST` and waits until it says the functions are deployed.
     pub fn up(data_dir: &Path, manifest: &Path) -> Self {
         let manifest = manifest.to_str().unwrap();
-        Self::spawn("up", data_dir, &["-f", manifest], Some("ready"))
+        Self::spawn("up", data_dir, &["-f", manifest], Some("ready"), &[])
     }
 
-    fn spawn(command: &str, data_dir: &Path, extra: &[&str], ready: Option<&str>) -> Self {
+    fn spawn(
+        command: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        ready: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kumo"))
             .args([command, "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -15,6 +15,7 @@ mod limits;
 mod metrics;
 mod objects;
 mod persistence;
+mod tracing;
 mod triggers;
 mod usage;
 mod versions;

@@ -1,0 +1,215 @@
+//! Tracing: W3C trace context on every invocation, and span export over OTLP.
+//!
+//! Each invocation is one span. Its trace id comes from the caller's `traceparent` (or a new
+//! trace starts), its parent is the caller's span, and the guest gets a `traceparent` naming
+//! the invocation's own span, so a function it calls, an event it causes or an object it
+//! writes continues the same trace. Async submits, topic messages, object changes and
+//! schedule ticks store a `traceparent` with their events (starting a trace when the request
+//! had none), so every attempt and retry of an event shares one trace id.
+//!
+//! Spans are exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (OTLP over HTTP with JSON, to
+//! `{endpoint}/v1/traces`, batched on the exporter's own thread); otherwise they are only
+//! visible as the trace id in records and logs.
+
+use kumo_core::InvocationRecord;
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+    Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// One invocation's place in a trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// The caller's span (16 hex digits), if it sent one.
+    pub parent_span_id: Option<String>,
+    /// This invocation's span.
+    pub span_id: String,
+}
+
+impl TraceContext {
+    /// Continues the trace of a `traceparent` header value, or starts a new one.
+    pub fn continue_or_start(traceparent: Option<&str>) -> Self {
+        let (trace_id, parent_span_id) = match traceparent.and_then(parse_traceparent) {
+            Some((trace, parent)) => (trace, Some(parent)),
+            None => (random_hex(16), None),
+        };
+        Self {
+            trace_id,
+            parent_span_id,
+            span_id: random_hex(8),
+        }
+    }
+
+    /// The `traceparent` naming this invocation's span (what the guest and its calls see).
+    pub fn traceparent(&self) -> String {
+        format!("00-{}-{}-01", self.trace_id, self.span_id)
+    }
+}
+
+/// A `traceparent` to store with an event: the request's if valid (each attempt is then a
+/// child of the submitter's span), else one starting a new trace.
+pub fn traceparent_for_event(traceparent: Option<&str>) -> String {
+    match traceparent {
+        Some(given) if parse_traceparent(given).is_some() => given.trim().to_string(),
+        _ => TraceContext::continue_or_start(None).traceparent(),
+    }
+}
+
+/// `(trace id, parent span id)` of a valid version-00 `traceparent`.
+fn parse_traceparent(value: &str) -> Option<(String, String)> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = version == "00"
+        && parts.next().is_none()
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0');
+    valid.then(|| (trace.to_string(), parent.to_string()))
+}
+
+/// `bytes` random bytes as hex, never all zero (an invalid id in W3C trace context).
+fn random_hex(bytes: usize) -> String {
+    loop {
+        let id: String = (0..bytes)
+            .map(|_| format!("{:02x}", fastrand::u8(..)))
+            .collect();
+        if id.bytes().any(|b| b != b'0') {
+            return id;
+        }
+    }
+}
+
+/// The span exporter, when one is configured.
+pub struct Tracing {
+    exporter: Option<(SdkTracerProvider, SdkTracer)>,
+}
+
+impl Tracing {
+    /// Exports over OTLP/HTTP (JSON) when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    pub fn from_env() -> anyhow::Result<Self> {
+        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() {
+            return Ok(Self { exporter: None });
+        }
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()?;
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(Resource::builder().with_service_name("kumo").build())
+            .build();
+        let tracer = provider.tracer("kumo");
+        tracing::info!("exporting invocation spans over OTLP");
+        Ok(Self {
+            exporter: Some((provider, tracer)),
+        })
+    }
+
+    /// Exports one invocation's span (nothing happens without an exporter).
+    pub fn export(&self, trace: &TraceContext, record: &InvocationRecord) {
+        let Some((_, tracer)) = &self.exporter else {
+            return;
+        };
+        let (Ok(trace_id), Ok(span_id)) = (
+            TraceId::from_hex(&trace.trace_id),
+            SpanId::from_hex(&trace.span_id),
+        ) else {
+            return;
+        };
+        let parent = match trace
+            .parent_span_id
+            .as_deref()
+            .and_then(|p| SpanId::from_hex(p).ok())
+        {
+            Some(parent) => Context::new().with_remote_span_context(SpanContext::new(
+                trace_id,
+                parent,
+                TraceFlags::SAMPLED,
+                true,
+                TraceState::default(),
+            )),
+            None => Context::new(),
+        };
+        let start = UNIX_EPOCH + Duration::from_millis(record.started_at.max(0) as u64);
+        let end = start + Duration::from_secs_f64(record.duration_ms.max(0.0) / 1000.0);
+        let status = match &record.error_code {
+            Some(code) => Status::error(code.clone()),
+            None => Status::Ok,
+        };
+        let span = tracer
+            .span_builder(format!("invoke {}", record.function))
+            .with_trace_id(trace_id)
+            .with_span_id(span_id)
+            .with_kind(SpanKind::Server)
+            .with_start_time(start)
+            .with_status(status)
+            .with_attributes([
+                KeyValue::new("faas.name", record.function.clone()),
+                KeyValue::new("faas.version", record.version.clone()),
+                KeyValue::new("faas.invocation_id", record.request_id.clone()),
+                KeyValue::new("faas.coldstart", record.cold),
+                KeyValue::new("faas.trigger", record.trigger.clone()),
+                KeyValue::new("kumo.outcome", record.outcome.as_str()),
+                KeyValue::new("http.response.status_code", i64::from(record.status)),
+            ])
+            .start_with_context(tracer, &parent);
+        opentelemetry::trace::Span::end_with_timestamp(&mut { span }, end);
+    }
+
+    /// Sends the spans still buffered (blocking; call from a blocking thread).
+    pub fn shutdown(&self) {
+        if let Some((provider, _)) = &self.exporter
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!("exporting the last spans: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparents_continue_or_start_traces() {
+        let given = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let continued = TraceContext::continue_or_start(Some(given));
+        assert_eq!(continued.trace_id, "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(
+            continued.parent_span_id.as_deref(),
+            Some("b7ad6b7169203331")
+        );
+        assert_ne!(continued.span_id, "b7ad6b7169203331");
+        assert_eq!(
+            continued.traceparent(),
+            format!(
+                "00-0af7651916cd43dd8448eb211c80319c-{}-01",
+                continued.span_id
+            )
+        );
+        for bad in [
+            "garbage",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+        ] {
+            let started = TraceContext::continue_or_start(Some(bad));
+            assert_eq!(started.parent_span_id, None, "{bad}");
+            assert_eq!(started.trace_id.len(), 32);
+        }
+    }
+}
