@@ -432,13 +432,103 @@ impl Client {
         request_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<LogRecord>, ClientError> {
-        let mut query = vec![("limit", limit.to_string())];
-        if let Some(id) = request_id {
-            query.push(("request_id", id.to_string()));
-        }
-        let url = self.url(&format!("/functions/{function}/logs"));
-        json(self.http.get(url).query(&query).send().await?).await
+        let filter = LogFilter {
+            request_id: request_id.map(str::to_string),
+            limit: Some(limit),
+            ..LogFilter::default()
+        };
+        self.logs_matching(function, &filter).await
     }
+
+    /// The newest matching log lines, oldest first.
+    pub async fn logs_matching(
+        &self,
+        function: &str,
+        filter: &LogFilter,
+    ) -> Result<Vec<LogRecord>, ClientError> {
+        let url = self.url(&format!("/functions/{function}/logs"));
+        json(self.http.get(url).query(&filter.query()).send().await?).await
+    }
+
+    /// The newest matching log lines, then every new one as it is written, until the
+    /// server stops (a stream of server-sent events underneath).
+    pub async fn follow_logs(
+        &self,
+        function: &str,
+        filter: &LogFilter,
+    ) -> Result<impl futures::Stream<Item = Result<LogRecord, ClientError>>, ClientError> {
+        use futures::StreamExt as _;
+        let url = self.url(&format!("/functions/{function}/logs"));
+        let mut query = filter.query();
+        query.push(("follow", "true".to_string()));
+        let response = check(self.http.get(url).query(&query).send().await?).await?;
+        let events = sse_data(response.bytes_stream());
+        Ok(events.map(|data| {
+            let data = data?;
+            serde_json::from_str(&data)
+                .map_err(|e| ClientError::Usage(format!("a log event that is not JSON: {e}")))
+        }))
+    }
+}
+
+/// Which log lines to read.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub request_id: Option<String>,
+    /// How far back, e.g. `10m`.
+    pub since: Option<String>,
+    /// Only lines containing this text.
+    pub grep: Option<String>,
+    pub limit: Option<u32>,
+}
+
+impl LogFilter {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        let fields = [
+            ("request_id", &self.request_id),
+            ("since", &self.since),
+            ("grep", &self.grep),
+        ];
+        for (name, value) in fields {
+            if let Some(value) = value {
+                query.push((name, value.clone()));
+            }
+        }
+        if let Some(limit) = self.limit {
+            query.push(("limit", limit.to_string()));
+        }
+        query
+    }
+}
+
+/// The `data` of each server-sent event of a byte stream (comments and keep-alives skipped).
+fn sse_data(
+    bytes: impl futures::Stream<Item = reqwest::Result<Bytes>> + Unpin,
+) -> impl futures::Stream<Item = Result<String, ClientError>> {
+    // Bytes, not text, are buffered: a character may be split between two chunks.
+    futures::stream::unfold((bytes, Vec::new()), |(mut bytes, mut buffer)| async move {
+        use futures::StreamExt as _;
+        loop {
+            if let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = buffer.drain(..end + 2).collect();
+                let block = String::from_utf8_lossy(&block);
+                let data: Vec<&str> = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                    .collect();
+                if data.is_empty() {
+                    continue;
+                }
+                return Some((Ok(data.join("\n")), (bytes, buffer)));
+            }
+            match bytes.next().await? {
+                Ok(chunk) => buffer.extend_from_slice(&chunk),
+                Err(e) => return Some((Err(ClientError::Transport(e)), (bytes, buffer))),
+            }
+        }
+    })
 }
 
 async fn check(response: reqwest::Response) -> Result<reqwest::Response, ClientError> {

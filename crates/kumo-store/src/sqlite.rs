@@ -60,12 +60,15 @@ pub struct Store {
 }
 
 /// Which log lines to return: the newest `limit` lines (oldest first), optionally of one
-/// request, optionally only those after the cursor `after_id`.
+/// request, only those after the cursor `after_id`, written at `since_ms` or later, or
+/// containing `grep`.
 #[derive(Debug, Clone, Default)]
 pub struct LogQuery {
     pub function: String,
     pub request_id: Option<String>,
     pub after_id: Option<i64>,
+    pub since_ms: Option<i64>,
+    pub grep: Option<String>,
     pub limit: u32,
 }
 
@@ -258,6 +261,7 @@ impl Store {
             "SELECT * FROM (
                  SELECT * FROM logs
                  WHERE function = ?1 AND (?2 IS NULL OR request_id = ?2) AND id > ?3
+                     AND (?5 IS NULL OR ts >= ?5) AND (?6 IS NULL OR instr(line, ?6) > 0)
                  ORDER BY id DESC LIMIT ?4
              ) ORDER BY id",
         )
@@ -265,6 +269,8 @@ impl Store {
         .bind(&q.request_id)
         .bind(q.after_id.unwrap_or(0))
         .bind(q.limit)
+        .bind(q.since_ms)
+        .bind(&q.grep)
         .fetch_all(&self.pool)
         .await
         .context("listing logs")?;

@@ -3,7 +3,7 @@
 use crate::ServeArgs;
 use crate::manifest::Manifest;
 use anyhow::{Context as _, bail};
-use kumo_api::{Client, FunctionConfig};
+use kumo_api::{Client, FunctionConfig, LogFilter, LogRecord};
 use kumo_core::{format_duration, format_timestamp, parse_duration, validate_name};
 use kumo_server::{Server, ServerConfig};
 use std::io::Write as _;
@@ -292,15 +292,30 @@ pub async fn rm(client: &Client, target: &str) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn logs(client: &Client, name: &str, request_id: Option<&str>, limit: u32) -> CmdResult {
-    for l in client.logs(name, request_id, limit).await? {
+/// Prints matching log lines; with `follow`, then every new one until interrupted.
+pub async fn logs(client: &Client, name: &str, filter: &LogFilter, follow: bool) -> CmdResult {
+    use futures::StreamExt as _;
+    let print = |l: &LogRecord| {
         println!(
-            "{} {} {:<6} {}",
+            "{} {} trace={} {:<6} {}",
             format_timestamp(l.ts),
             l.request_id,
+            l.trace_id,
             l.stream,
             l.line
         );
+    };
+    if !follow {
+        client
+            .logs_matching(name, filter)
+            .await?
+            .iter()
+            .for_each(print);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut lines = std::pin::pin!(client.follow_logs(name, filter).await?);
+    while let Some(line) = lines.next().await {
+        print(&line?);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -158,8 +158,17 @@ enum Command {
         name: String,
         #[arg(long)]
         request_id: Option<String>,
+        /// Only lines this recent (e.g. 10m, 2h).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only lines containing this text.
+        #[arg(long)]
+        grep: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Keep printing new lines as they are written (Ctrl-C to stop).
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Requests, errors, GB-seconds, p50/p99 duration and cost per function, version or day.
     Usage {
@@ -240,8 +249,19 @@ async fn main() -> std::process::ExitCode {
         Command::Logs {
             name,
             request_id,
+            since,
+            grep,
             limit,
-        } => commands::logs(&client, &name, request_id.as_deref(), limit).await,
+            follow,
+        } => {
+            let filter = kumo_api::LogFilter {
+                request_id,
+                since,
+                grep,
+                limit: Some(limit),
+            };
+            commands::logs(&client, &name, &filter, follow).await
+        }
         Command::Usage { since, by, output } => {
             commands::usage(&client, &since, &by, &output).await
         }

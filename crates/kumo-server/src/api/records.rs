@@ -6,10 +6,14 @@ use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use kumo_core::{InvocationRecord, LogRecord, UsageBy, UsageReport, parse_duration};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use kumo_core::{InvocationRecord, UsageBy, UsageReport, parse_duration};
 use kumo_store::LogQuery;
 use serde::Deserialize;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 10_000;
@@ -39,25 +43,82 @@ pub struct LogsParams {
     request_id: Option<String>,
     /// Only lines with a larger id (a cursor from an earlier answer).
     after: Option<i64>,
+    /// Only lines written this long ago or later (`10m`, `2h`).
+    since: Option<String>,
+    /// Only lines containing this text.
+    grep: Option<String>,
     limit: Option<u32>,
+    /// Keep the answer open as server-sent events, one per new line.
+    #[serde(default)]
+    follow: bool,
 }
 
-/// `GET /functions/{name}/logs`: the newest `limit` lines, oldest first. Logs stay readable
-/// after the function is deleted.
+/// How often a follower looks for new lines (records reach the store every 20 ms at most).
+const FOLLOW_POLL: Duration = Duration::from_millis(250);
+
+/// `GET /functions/{name}/logs`: the newest `limit` matching lines, oldest first, as JSON; or,
+/// with `follow=true`, those and then every new matching line as server-sent events (`data`
+/// = the line's JSON, `id` = its id) until the client leaves or the server stops. Logs stay
+/// readable after the function is deleted.
 pub async fn logs(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     params: Result<Query<LogsParams>, QueryRejection>,
-) -> ApiResult<Json<Vec<LogRecord>>> {
+) -> ApiResult<Response> {
     let Query(params) = params?;
+    let since_ms = match &params.since {
+        Some(since) => {
+            let back =
+                parse_duration(since).map_err(|e| ApiError::bad_request(format!("since: {e}")))?;
+            let back = i64::try_from(back.as_millis()).unwrap_or(i64::MAX);
+            Some(kumo_core::now_ms().saturating_sub(back))
+        }
+        None => None,
+    };
     state.recorder.flush().await;
-    let query = LogQuery {
+    let mut query = LogQuery {
         function: name,
         request_id: params.request_id,
         after_id: params.after,
+        since_ms,
+        grep: params.grep.filter(|g| !g.is_empty()),
         limit: params.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT),
     };
-    Ok(Json(state.store.list_logs(&query).await?))
+    let first = state.store.list_logs(&query).await?;
+    if !params.follow {
+        return Ok(Json(first).into_response());
+    }
+    query.limit = MAX_LIMIT;
+    let backlog = std::collections::VecDeque::from(first);
+    let stream = futures::stream::unfold(
+        (state, query, backlog),
+        |(state, mut query, mut pending)| async move {
+            let mut stopping = state.stopping.clone();
+            while pending.is_empty() {
+                tokio::select! {
+                    () = tokio::time::sleep(FOLLOW_POLL) => {}
+                    _ = stopping.wait_for(|s| *s) => return None,
+                }
+                pending = match state.store.list_logs(&query).await {
+                    Ok(lines) => lines.into(),
+                    Err(e) => {
+                        tracing::warn!("following logs: {e:#}");
+                        return None;
+                    }
+                };
+            }
+            let line = pending.pop_front()?;
+            query.after_id = Some(line.id);
+            let event = Event::default()
+                .id(line.id.to_string())
+                .json_data(&line)
+                .unwrap_or_default();
+            Some((Ok::<_, Infallible>(event), (state, query, pending)))
+        },
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 #[derive(Deserialize)]

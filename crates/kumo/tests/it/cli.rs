@@ -254,3 +254,66 @@ async fn server_logs_are_json_lines_with_log_format_json() {
     assert_eq!(deployed["function"], "probe");
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_streams_new_lines_matching_the_filters() {
+    use std::io::{BufRead, BufReader};
+    let server = TestServer::start().await;
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, crate::harness::config())
+        .await;
+    server.get("/fn/probe/log").send().await.unwrap(); // before following: the backlog
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_kumo"))
+        .args(["--server", &server.url, "logs", "probe", "--follow"])
+        .args(["--grep", "stderr 2", "--since", "1h"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let backlog = next();
+    assert!(backlog.ends_with("stderr to stderr 2"), "{backlog}");
+
+    // New invocations' lines arrive live, filtered, with their request and trace ids.
+    let response = server.get("/fn/probe/log").send().await.unwrap();
+    let request_id = crate::harness::request_id(&response);
+    let live = next();
+    assert!(live.contains(&request_id), "{live}");
+    assert!(
+        live.contains(" trace=") && live.ends_with("to stderr 2"),
+        "{live}"
+    );
+    let record = server.client.invocation(&request_id).await.unwrap();
+    assert!(
+        live.contains(&format!("trace={}", record.trace_id)),
+        "{live}"
+    );
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(600))
+            .is_err(),
+        "only matching lines"
+    );
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+
+    // Without --follow, the same filters apply to what is stored.
+    let since = server
+        .get("/api/v1/functions/probe/logs?grep=stdout&since=1h")
+        .send()
+        .await
+        .unwrap();
+    let lines: Vec<kumo_api::LogRecord> = since.json().await.unwrap();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let bad = server
+        .get("/api/v1/functions/probe/logs?since=soon")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
