@@ -383,6 +383,15 @@ impl Client {
         json(request.send().await?).await
     }
 
+    /// The server's metrics exposition (`GET /metrics`), as text.
+    pub async fn metrics_text(&self) -> Result<String, ClientError> {
+        let url = format!("{}/metrics", self.base);
+        Ok(check(self.http.get(url).send().await?)
+            .await?
+            .text()
+            .await?)
+    }
+
     /// Publishes a message to a topic.
     pub async fn send_to_topic(
         &self,

@@ -301,11 +301,12 @@ impl Invoker {
             objects: entry.object_buckets.clone(),
             call_depth: request.call_depth,
         };
+        let running = self.metrics.running(&entry.record.name);
         let execution = self
             .runtime
             .execute(&entry.loaded, entry.warm.as_ref(), invocation)
             .await;
-        drop(permits);
+        drop((permits, running));
         let result = execution
             .result
             .map_err(|f| ApiError::new(f.kind, f.message));

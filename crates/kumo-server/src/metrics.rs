@@ -44,6 +44,7 @@ pub struct Metrics {
     cold_start_durations: Family<FunctionLabels, Histogram>,
     throttles: Family<FunctionLabels, Counter>,
     retries: Family<FunctionLabels, Counter>,
+    in_flight_by_function: Family<FunctionLabels, Gauge>,
     // Read at scrape time.
     compilations: Counter,
     loaded: Gauge,
@@ -67,6 +68,7 @@ impl Default for Metrics {
             cold_start_durations: Family::new_with_constructor(duration_histogram),
             throttles: Family::default(),
             retries: Family::default(),
+            in_flight_by_function: Family::default(),
             compilations: Counter::default(),
             loaded: Gauge::default(),
             in_flight: Gauge::default(),
@@ -110,6 +112,11 @@ impl Default for Metrics {
             "kumo_retries",
             "Failed asynchronous attempts scheduled to be tried again",
             m.retries.clone(),
+        );
+        r.register(
+            "kumo_function_invocations_in_flight",
+            "Invocations running now, by function",
+            m.in_flight_by_function.clone(),
         );
         r.register(
             "kumo_compilations",
@@ -194,6 +201,18 @@ impl Metrics {
         }
     }
 
+    /// Counts an invocation of `function` as running until the guard is dropped (also when
+    /// the request is abandoned mid-way).
+    pub fn running(&self, function: &str) -> RunningGuard {
+        let gauge = self
+            .in_flight_by_function
+            .get_or_create_owned(&FunctionLabels {
+                function: function.to_string(),
+            });
+        gauge.inc();
+        RunningGuard(gauge)
+    }
+
     /// A failed asynchronous attempt that will be tried again.
     pub fn retried(&self, function: &str) {
         self.retries
@@ -201,6 +220,15 @@ impl Metrics {
                 function: function.to_string(),
             })
             .inc();
+    }
+}
+
+/// See [`Metrics::running`].
+pub struct RunningGuard(Gauge);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -3,6 +3,7 @@
 mod commands;
 mod kv;
 mod manifest;
+mod top;
 mod versions;
 
 use clap::{Parser, Subcommand};
@@ -182,6 +183,18 @@ enum Command {
         #[arg(long, default_value = "table")]
         output: String,
     },
+    /// A live view per function: requests/s, errors, throttles, p50/p99 and running now.
+    Top {
+        /// The recent window the rates and percentiles cover.
+        #[arg(long, default_value = "10s", value_parser = kumo_core::parse_duration)]
+        window: std::time::Duration,
+        /// How often the view refreshes.
+        #[arg(long, default_value = "1s", value_parser = kumo_core::parse_duration)]
+        interval: std::time::Duration,
+        /// Print one frame and exit (for scripts).
+        #[arg(long)]
+        once: bool,
+    },
     /// List a function's latest invocations.
     Invocations {
         name: String,
@@ -265,6 +278,11 @@ async fn main() -> std::process::ExitCode {
         Command::Usage { since, by, output } => {
             commands::usage(&client, &since, &by, &output).await
         }
+        Command::Top {
+            window,
+            interval,
+            once,
+        } => top::top(&client, window, interval, once).await,
         Command::Invocations { name, limit } => commands::invocations(&client, &name, limit).await,
     };
     match result {

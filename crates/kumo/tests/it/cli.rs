@@ -317,3 +317,45 @@ async fn logs_follow_streams_new_lines_matching_the_filters() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_shows_rates_errors_and_what_is_running() {
+    let server = TestServer::start().await;
+    let slow = kumo_api::FunctionConfig {
+        timeout: std::time::Duration::from_secs(3),
+        ..crate::harness::config()
+    };
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, slow)
+        .await;
+    for _ in 0..4 {
+        server.get("/fn/probe/echo").send().await.unwrap();
+    }
+    server.get("/fn/probe/panic").send().await.unwrap();
+    // One invocation still running while the frame is taken.
+    let looping = tokio::spawn(server.get("/fn/probe/loop").send());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let url = server.url.clone();
+    let frame = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kumo"))
+            .args(["--server", &url, "top", "--once", "--window", "1m"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let frame = stdout(&frame);
+    let row = frame
+        .lines()
+        .find(|l| l.starts_with("probe "))
+        .unwrap_or_else(|| panic!("{frame}"));
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    // FUNCTION REQ/S ERRORS THROTTLES P50 P99 RUNNING: 5 finished in a 60 s window.
+    assert_eq!(columns[1], "0.1", "{frame}");
+    assert_eq!(
+        (columns[2], columns[3], columns[6]),
+        ("1", "0", "1"),
+        "{frame}"
+    );
+    let _ = looping.await;
+}
