@@ -113,6 +113,11 @@ pub struct FunctionConfig {
     pub kv: Vec<String>,
     /// Object buckets the guest may use (`kumo:objects`); none by default.
     pub objects: Vec<String>,
+    /// What the function's routes, schedule, topics and object trigger invoke: a version
+    /// number or an alias (`prod`); none means `$LATEST`. Lets a release move with its alias
+    /// while new code is deployed to `$LATEST`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triggers_use: Option<String>,
     /// Invoke the function asynchronously for each object written to (or deleted from) a
     /// bucket.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,6 +144,7 @@ impl Default for FunctionConfig {
             allow_outbound: Vec::new(),
             kv: Vec::new(),
             objects: Vec::new(),
+            triggers_use: None,
             on_object: None,
         }
     }
@@ -244,6 +250,11 @@ impl FunctionConfig {
                 return fail("objects", e);
             }
         }
+        if let Some(qualifier) = &self.triggers_use
+            && let Err(e) = crate::Qualifier::parse(qualifier)
+        {
+            return fail("triggers_use", e);
+        }
         if let Some(trigger) = &self.on_object {
             if let Err(e) = validate_bucket(&trigger.bucket) {
                 return fail("on_object", e);
@@ -347,6 +358,7 @@ mod tests {
             (r#"{"allow_outbound":["http://x/"]}"#, "allow_outbound"),
             (r#"{"kv":["Orders"]}"#, "kv"),
             (r#"{"objects":["a/b"]}"#, "objects"),
+            (r#"{"triggers_use":"Prod"}"#, "triggers_use"),
             (r#"{"on_object":{"bucket":"up","events":[]}}"#, "on_object"),
         ];
         for (json, field) in cases {

@@ -17,6 +17,17 @@ pub struct FunctionRecord {
     pub updated_at: i64,
 }
 
+impl FunctionRecord {
+    /// What its triggers (routes, schedule, topics, object events) invoke: `NAME`, or
+    /// `NAME:QUALIFIER` with `triggers_use`.
+    pub fn trigger_target(&self) -> String {
+        match &self.config.triggers_use {
+            Some(qualifier) => format!("{}:{qualifier}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
 /// One invocation, failed ones included.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InvocationRecord {

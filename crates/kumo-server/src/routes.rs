@@ -18,14 +18,14 @@ impl RouteTable {
                     .routes
                     .iter()
                     .filter_map(|r| Route::parse(r).ok())
-                    .map(|r| (r, f.name.clone()))
+                    .map(|r| (r, f.trigger_target()))
             })
             .collect();
         routes.sort_by_key(|(r, _)| std::cmp::Reverse(r.specificity()));
         *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
     }
 
-    /// The function serving `path`, if any.
+    /// The target (function, or `function:qualifier`) serving `path`, if any.
     pub fn lookup(&self, path: &str) -> Option<String> {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         routes

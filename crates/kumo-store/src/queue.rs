@@ -315,7 +315,8 @@ impl Store {
         limit: u32,
     ) -> anyhow::Result<Vec<EventRecord>> {
         let rows = sqlx::query(
-            "SELECT * FROM events WHERE function = ?1 AND status = 'dead'
+            "SELECT * FROM events WHERE (function = ?1 OR function LIKE ?1 || ':%')
+                 AND status = 'dead'
              ORDER BY updated_at, id LIMIT ?2",
         )
         .bind(function)
@@ -337,7 +338,8 @@ impl Store {
         sqlx::query_scalar(
             "UPDATE events SET status = 'queued', attempts = 0, enqueued_at = ?3,
                  updated_at = ?3, due_at = ?3
-             WHERE function = ?1 AND status = 'dead' AND (?2 IS NULL OR id = ?2)
+             WHERE (function = ?1 OR function LIKE ?1 || ':%') AND status = 'dead'
+                 AND (?2 IS NULL OR id = ?2)
              RETURNING id",
         )
         .bind(function)

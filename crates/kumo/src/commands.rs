@@ -123,6 +123,10 @@ pub struct DeployArgs {
     /// An object bucket the guest may use (repeatable).
     #[arg(long = "objects", value_name = "BUCKET")]
     objects: Vec<String>,
+    /// What routes, schedule, topics and object triggers invoke: a version or an alias
+    /// (default: $LATEST).
+    #[arg(long, value_name = "VERSION_OR_ALIAS")]
+    triggers_use: Option<String>,
 }
 
 pub async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
@@ -151,6 +155,7 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
         allow_outbound: args.allow_outbound.clone(),
         kv: args.kv.clone(),
         objects: args.objects.clone(),
+        triggers_use: args.triggers_use.clone(),
         ..FunctionConfig::default()
     };
     if let Some(n) = args.max_retries {

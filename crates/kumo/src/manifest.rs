@@ -42,6 +42,7 @@ struct FunctionEntry {
     kv: Vec<String>,
     #[serde(default)]
     objects: Vec<String>,
+    triggers_use: Option<String>,
     on_object: Option<kumo_core::ObjectTrigger>,
 }
 
@@ -123,6 +124,7 @@ impl Manifest {
             allow_outbound: entry.allow_outbound,
             kv: entry.kv,
             objects: entry.objects,
+            triggers_use: entry.triggers_use,
             on_object: entry.on_object,
         };
         config.validate()?;

@@ -302,8 +302,9 @@ pub async fn triggers(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<
 }
 
 fn triggers_of(f: &FunctionRecord) -> Vec<TriggerInfo> {
+    // The target says which version or alias the trigger runs (with `triggers_use`).
     let info = |kind: &str, source: &str| TriggerInfo {
-        function: f.name.clone(),
+        function: f.trigger_target(),
         kind: kind.to_string(),
         source: source.to_string(),
     };

@@ -28,6 +28,8 @@ pub struct Schedules {
 #[derive(Clone)]
 struct Scheduled {
     function: String,
+    /// What each tick invokes (the function, or `function:qualifier`).
+    target: String,
     expression: String,
     schedule: Schedule,
 }
@@ -42,6 +44,7 @@ impl Schedules {
                 let schedule = Schedule::parse(&expression).ok()?;
                 Some(Scheduled {
                     function: f.name.clone(),
+                    target: f.trigger_target(),
                     expression,
                     schedule,
                 })
@@ -141,7 +144,7 @@ async fn tick(
     .to_json();
     let event = NewEvent {
         id: &id,
-        function: &s.function,
+        function: &s.target,
         trigger: Trigger::Schedule,
         payload: &payload,
         content_type: Some(CLOUDEVENTS_JSON),

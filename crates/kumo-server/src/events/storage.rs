@@ -26,7 +26,7 @@ impl ObjectSubscriptions {
                 by_bucket
                     .entry(trigger.bucket.clone())
                     .or_default()
-                    .push((f.name.clone(), trigger.events.clone()));
+                    .push((f.trigger_target(), trigger.events.clone()));
             }
         }
         *self.by_bucket.write().unwrap_or_else(|p| p.into_inner()) = by_bucket;

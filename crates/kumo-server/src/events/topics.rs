@@ -29,7 +29,7 @@ impl Subscriptions {
                 by_topic
                     .entry(topic.clone())
                     .or_default()
-                    .push(f.name.clone());
+                    .push(f.trigger_target());
             }
         }
         *self.by_topic.write().unwrap_or_else(|p| p.into_inner()) = by_topic;

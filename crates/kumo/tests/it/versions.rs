@@ -208,3 +208,57 @@ async fn a_weighted_alias_splits_requests_between_two_versions() {
     let recorded = records.iter().filter(|r| r.version == "2").count();
     assert_eq!(recorded, canary, "records say which version ran");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_can_run_an_alias_instead_of_latest() {
+    let server = TestServer::start().await;
+    let routed = |text: &str, triggers_use: Option<&str>| FunctionConfig {
+        routes: vec!["/env/*".into()],
+        topics: vec!["news".into()],
+        triggers_use: triggers_use.map(str::to_string),
+        ..greeting(text)
+    };
+    server
+        .deploy("greet", test_programs::HTTP_PROBE, routed("one", None))
+        .await;
+    server.client.publish_version("greet", "").await.unwrap();
+    server
+        .client
+        .set_alias("greet", "prod", 1, None)
+        .await
+        .unwrap();
+    // New code on $LATEST; the route and the topic keep running prod.
+    server
+        .deploy(
+            "greet",
+            test_programs::HTTP_PROBE,
+            routed("two", Some("prod")),
+        )
+        .await;
+    assert_eq!(server.get_text("/env/GREETING").await, "one");
+    assert_eq!(greeting_of(&server, "greet").await.1, "two");
+    let published = server
+        .post("/api/v1/topics/news")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    let published: serde_json::Value = published.json().await.unwrap();
+    let id = published["events"][0]["id"].as_str().unwrap();
+    let event = server.client.event(id, Some("10s")).await.unwrap();
+    assert_eq!(event.status, kumo_api::EventStatus::Succeeded);
+    let records = server.client.invocations(Some("greet"), 10).await.unwrap();
+    let topic = records.iter().find(|r| r.trigger == "topic").unwrap();
+    assert_eq!(topic.version, "1");
+    let triggers = String::from_utf8(server.cli(&["triggers"]).stdout).unwrap();
+    assert!(triggers.contains("greet:prod"), "{triggers}");
+
+    // Moving the alias moves the triggers.
+    server.client.publish_version("greet", "").await.unwrap();
+    server
+        .client
+        .set_alias("greet", "prod", 2, None)
+        .await
+        .unwrap();
+    assert_eq!(server.get_text("/env/GREETING").await, "two");
+}
