@@ -167,3 +167,24 @@ async fn retention_deletes_old_records_and_logs() {
     server.get("/fn/probe/echo").send().await.unwrap();
     assert_eq!(server.client.invocations(None, 10).await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_record_is_lost_on_a_clean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &[]);
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, config())
+        .await;
+    const N: usize = 300;
+    for _ in 0..N / 30 {
+        let batch = (0..30).map(|_| server.get("/fn/probe/echo").send());
+        for response in futures::future::join_all(batch).await {
+            assert_eq!(response.unwrap().status(), 200);
+        }
+    }
+    // Stopped right away: records still waiting in the recorder's batch are written first.
+    server.stop();
+    let server = TestServer::start_in(dir.path(), &[]);
+    let records = server.client.invocations(Some("probe"), 1000).await.unwrap();
+    assert_eq!(records.len(), N);
+}
