@@ -37,12 +37,12 @@ impl TraceContext {
     pub fn continue_or_start(traceparent: Option<&str>) -> Self {
         let (trace_id, parent_span_id) = match traceparent.and_then(parse_traceparent) {
             Some((trace, parent)) => (trace, Some(parent)),
-            None => (random_hex(16), None),
+            None => (random_trace_id(), None),
         };
         Self {
             trace_id,
             parent_span_id,
-            span_id: random_hex(8),
+            span_id: random_span_id(),
         }
     }
 
@@ -81,16 +81,14 @@ fn parse_traceparent(value: &str) -> Option<(String, String)> {
     valid.then(|| (trace.to_string(), parent.to_string()))
 }
 
-/// `bytes` random bytes as hex, never all zero (an invalid id in W3C trace context).
-fn random_hex(bytes: usize) -> String {
-    loop {
-        let id: String = (0..bytes)
-            .map(|_| format!("{:02x}", fastrand::u8(..)))
-            .collect();
-        if id.bytes().any(|b| b != b'0') {
-            return id;
-        }
-    }
+/// A random trace id (32 hex digits), never all zero (invalid in W3C trace context).
+fn random_trace_id() -> String {
+    format!("{:032x}", fastrand::u128(1..))
+}
+
+/// A random span id (16 hex digits), never all zero.
+fn random_span_id() -> String {
+    format!("{:016x}", fastrand::u64(1..))
 }
 
 /// The span exporter, when one is configured.

@@ -185,6 +185,10 @@ async fn no_record_is_lost_on_a_clean_shutdown() {
     // Stopped right away: records still waiting in the recorder's batch are written first.
     server.stop();
     let server = TestServer::start_in(dir.path(), &[]);
-    let records = server.client.invocations(Some("probe"), 1000).await.unwrap();
+    let records = server
+        .client
+        .invocations(Some("probe"), 1000)
+        .await
+        .unwrap();
     assert_eq!(records.len(), N);
 }
