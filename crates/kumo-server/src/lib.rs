@@ -26,7 +26,7 @@ use events::scheduler::Schedules;
 use events::topics::Subscriptions;
 pub use kumo_runtime::{Allocator, BreakerConfig};
 use kumo_runtime::{Runtime, RuntimeConfig};
-use kumo_store::{Blobs, Store};
+use kumo_store::{Blobs, RecordWriter, Store};
 use recorder::Recorder;
 use routes::RouteTable;
 use std::net::SocketAddr;
@@ -127,7 +127,8 @@ impl Server {
         let data = &config.data_dir;
         std::fs::create_dir_all(data)
             .with_context(|| format!("creating data dir {}", data.display()))?;
-        let store = Store::open(&data.join("kumo.db")).await?;
+        let db_path = data.join("kumo.db");
+        let store = Store::open(&db_path).await?;
         let blobs = Blobs::open(&data.join("blobs"))?;
         let runtime = Runtime::new(
             &data.join("cache"),
@@ -138,7 +139,7 @@ impl Server {
                 ..RuntimeConfig::default()
             },
         )?;
-        let recorder = Recorder::start(store.clone());
+        let recorder = Recorder::start(RecordWriter::open(&db_path)?);
         let functions = store.list_functions().await?;
         let invoker = Invoker::new(
             store.clone(),

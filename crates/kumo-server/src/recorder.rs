@@ -1,8 +1,10 @@
-//! Invocation records and log lines leave the hot path through a channel; one task writes them
-//! to the store in batches (one transaction per batch).
+//! Invocation records and log lines leave the hot path through a channel; one task gathers
+//! them into batches and the [`RecordWriter`] writes each batch in one transaction, on a
+//! blocking thread.
 
 use kumo_core::{InvocationRecord, LogRecord};
-use kumo_store::Store;
+use kumo_store::RecordWriter;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -27,9 +29,9 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn start(store: Store) -> Self {
+    pub fn start(writer: RecordWriter) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        tokio::spawn(write_batches(store, rx));
+        tokio::spawn(write_batches(writer, rx));
         Self { tx }
     }
 
@@ -54,7 +56,8 @@ impl Recorder {
     }
 }
 
-async fn write_batches(store: Store, mut rx: mpsc::Receiver<Message>) {
+async fn write_batches(writer: RecordWriter, mut rx: mpsc::Receiver<Message>) {
+    let writer = Arc::new(Mutex::new(writer));
     while let Some(first) = rx.recv().await {
         let mut invocations = Vec::new();
         let mut logs = Vec::new();
@@ -81,11 +84,18 @@ async fn write_batches(store: Store, mut rx: mpsc::Receiver<Message>) {
                     .flatten()
             };
         }
-        if let Err(e) = store.insert_batch(&invocations, &logs).await {
-            tracing::error!(
-                "writing {} invocation records failed: {e:#}",
-                invocations.len()
-            );
+        let count = invocations.len();
+        let writer = writer.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            // Only this task writes, one batch at a time: the lock is never contended.
+            let mut writer = writer.lock().unwrap_or_else(|p| p.into_inner());
+            writer.write(&invocations, &logs)
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("writing {count} invocation records failed: {e:#}"),
+            Err(e) => tracing::error!("writing {count} invocation records failed: {e}"),
         }
         for done in flushes {
             let _ = done.send(());

@@ -9,9 +9,6 @@ use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
 
-/// Rows per multi-row INSERT: 16 columns x 256 stays far below SQLite's 32,766 bound variables.
-const INSERT_CHUNK: usize = 256;
-
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS functions (
     name        TEXT PRIMARY KEY,
@@ -176,57 +173,6 @@ impl Store {
     }
 
     /// Writes a batch of invocation records and log lines in one transaction.
-    pub async fn insert_batch(
-        &self,
-        invocations: &[InvocationRecord],
-        logs: &[LogRecord],
-    ) -> anyhow::Result<()> {
-        // Multi-row INSERTs: one statement per chunk rather than per row, as each statement is
-        // a round trip to sqlx's SQLite worker thread.
-        let mut tx = self.pool.begin().await?;
-        for chunk in invocations.chunks(INSERT_CHUNK) {
-            let mut query = sqlx::QueryBuilder::new(
-                "INSERT OR REPLACE INTO invocations (request_id, function, started_at, duration_ms,
-                    billed_ms, memory_mb, outcome, error_code, error_message, status, cold, init_ms,
-                    version, trigger, gb_seconds, trace_id) ",
-            );
-            query.push_values(chunk, |mut row, r| {
-                row.push_bind(&r.request_id)
-                    .push_bind(&r.function)
-                    .push_bind(r.started_at)
-                    .push_bind(r.duration_ms)
-                    .push_bind(i64::try_from(r.billed_ms).unwrap_or(i64::MAX))
-                    .push_bind(r.memory_mb)
-                    .push_bind(r.outcome.as_str())
-                    .push_bind(&r.error_code)
-                    .push_bind(&r.error_message)
-                    .push_bind(r.status)
-                    .push_bind(r.cold)
-                    .push_bind(r.init_ms)
-                    .push_bind(&r.version)
-                    .push_bind(&r.trigger)
-                    .push_bind(r.gb_seconds)
-                    .push_bind(&r.trace_id);
-            });
-            query.build().execute(&mut *tx).await?;
-        }
-        for chunk in logs.chunks(INSERT_CHUNK) {
-            let mut query = sqlx::QueryBuilder::new(
-                "INSERT INTO logs (function, request_id, ts, stream, line, trace_id) ",
-            );
-            query.push_values(chunk, |mut row, l| {
-                row.push_bind(&l.function)
-                    .push_bind(&l.request_id)
-                    .push_bind(l.ts)
-                    .push_bind(&l.stream)
-                    .push_bind(&l.line)
-                    .push_bind(&l.trace_id);
-            });
-            query.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await.context("writing invocation records")
-    }
-
     pub async fn get_invocation(
         &self,
         request_id: &str,
