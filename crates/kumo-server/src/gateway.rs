@@ -6,13 +6,14 @@ use crate::error::{ApiError, ApiResult};
 use crate::invoker::{InvocationRequest, Invoked};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use kumo_core::ErrorKind;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 pub const REQUEST_ID_HEADER: &str = "x-kumo-request-id";
@@ -23,26 +24,30 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .route("/fn/{target}", any(function_root))
-        .route("/fn/{target}/", any(function_root))
-        .route("/fn/{target}/{*rest}", any(function_path))
+        .route("/fn/{target}", any(function))
+        .route("/fn/{target}/", any(function))
+        .route("/fn/{target}/{*rest}", any(function))
         .fallback(custom_route)
 }
 
-async fn function_root(
-    State(state): State<Arc<AppState>>,
-    Path(target): Path<String>,
-    request: Request,
-) -> Response {
-    forward(&state, &target, "/".to_string(), request).await
+/// `/fn/{target}[/{rest..}]`, split by hand rather than by the `Path` extractor: the target is
+/// percent-decoded (`$LATEST` arrives as `%24LATEST`), the rest stays as the client sent it,
+/// as a guest routing on its own path expects (and deserializing both cost ~2% of a request).
+async fn function(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (target, rest) = split_function_path(request.uri().path());
+    let (target, rest) = (target.into_owned(), rest.to_string());
+    forward(&state, &target, rest, request).await
 }
 
-async fn function_path(
-    State(state): State<Arc<AppState>>,
-    Path((target, rest)): Path<(String, String)>,
-    request: Request,
-) -> Response {
-    forward(&state, &target, format!("/{rest}"), request).await
+/// `("hello", "/a/b")` for `/fn/hello/a/b`; the rest is `/` when there is none.
+fn split_function_path(path: &str) -> (Cow<'_, str>, &str) {
+    let after = path.strip_prefix("/fn/").unwrap_or(path);
+    let (target, rest) = match after.find('/') {
+        Some(i) => after.split_at(i),
+        None => (after, "/"),
+    };
+    let target = percent_encoding::percent_decode_str(target).decode_utf8_lossy();
+    (target, rest)
 }
 
 async fn custom_route(State(state): State<Arc<AppState>>, request: Request) -> Response {
@@ -168,4 +173,28 @@ async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoRespo
         )],
         body,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_function_path;
+
+    #[test]
+    fn function_paths_split_into_target_and_raw_rest() {
+        let split = |p| {
+            let (t, r) = split_function_path(p);
+            (t.into_owned(), r.to_string())
+        };
+        assert_eq!(split("/fn/hello"), ("hello".into(), "/".into()));
+        assert_eq!(split("/fn/hello/"), ("hello".into(), "/".into()));
+        assert_eq!(split("/fn/hello/a/b"), ("hello".into(), "/a/b".into()));
+        assert_eq!(
+            split("/fn/hello:prod/x"),
+            ("hello:prod".into(), "/x".into())
+        );
+        assert_eq!(
+            split("/fn/hello:%24LATEST/a%2Fb"),
+            ("hello:$LATEST".into(), "/a%2Fb".into())
+        );
+    }
 }

@@ -52,6 +52,9 @@ async fn create_then_update_runs_the_new_code() {
     assert_eq!(updated.status(), 200);
     let body = server.get_text("/fn/svc/Ada").await;
     assert_eq!(body, "hey, Ada!\n");
+    // The function name is decoded; the rest reaches the guest as sent.
+    let body = server.get_text("/fn/svc:%24LATEST/Ada%20L").await;
+    assert_eq!(body, "hey, Ada%20L!\n");
 
     let listed = server.client.list().await.unwrap();
     assert_eq!(listed.len(), 1);
