@@ -9,12 +9,6 @@ mod versions;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-// The server allocates a few small buffers per request on many threads; mimalloc serves them
-// from thread-local pages where glibc malloc spent ~12% of a warm request (profile in
-// BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "kumo",
