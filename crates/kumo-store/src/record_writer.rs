@@ -144,4 +144,26 @@ mod tests {
         );
         assert!(logs[0].id > 0);
     }
+
+    #[tokio::test]
+    async fn a_batch_that_fails_part_way_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kumo.db");
+        let store = Store::open(&path).await.unwrap();
+        let mut writer = RecordWriter::open(&path).unwrap();
+        // The invocation goes in first; the log line then has no table to go to.
+        writer.connection.execute_batch("DROP TABLE logs").unwrap();
+        let log = LogRecord {
+            id: 0,
+            function: "f".into(),
+            request_id: "r1".into(),
+            ts: 1_000,
+            stream: "stderr".into(),
+            line: "lost".into(),
+            trace_id: String::new(),
+        };
+        let written = writer.write(&[record("r1", Outcome::Ok)], &[log]);
+        assert!(written.is_err(), "{written:?}");
+        assert_eq!(store.get_invocation("r1").await.unwrap(), None);
+    }
 }
