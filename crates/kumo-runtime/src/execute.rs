@@ -34,7 +34,11 @@ pub struct Invocation {
     pub path_and_query: String,
     pub headers: http::HeaderMap,
     pub body: Bytes,
-    pub env: Vec<(String, String)>,
+    /// The function's environment variables, shared by its invocations.
+    pub env: Arc<[(String, String)]>,
+    /// Variables for this invocation only, after the function's (a command has no headers:
+    /// an event's id reaches it this way).
+    pub invocation_env: Vec<(String, String)>,
     pub memory_bytes: usize,
     pub timeout: Duration,
     pub max_response_bytes: usize,
@@ -298,6 +302,7 @@ impl Runtime {
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .envs(&inv.env)
+            .envs(&inv.invocation_env)
             .build();
         let host = ComponentHost::new(
             wasi,
@@ -345,13 +350,18 @@ impl Runtime {
     }
 }
 
-/// The WASI context of a command: the payload on stdin, stdout and stderr captured.
+/// The WASI context of a command: the payload on stdin, stdout and stderr captured, and the
+/// trace context, which a wasi-http guest gets as a header, as `TRACEPARENT`.
 fn command_wasi(inv: &Invocation, stdout: &Capture, stderr: &Capture) -> WasiCtxBuilder {
     let mut wasi = WasiCtxBuilder::new();
     wasi.stdin(MemoryInputPipe::new(inv.body.clone()))
         .stdout(stdout.clone())
         .stderr(stderr.clone())
-        .envs(&inv.env);
+        .envs(&inv.env)
+        .envs(&inv.invocation_env);
+    if let Some(traceparent) = inv.headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        wasi.env("TRACEPARENT", traceparent);
+    }
     wasi
 }
 

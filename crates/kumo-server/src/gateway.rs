@@ -1,5 +1,7 @@
-//! The data plane: `ANY /fn/{name}[:{qualifier}][/{rest..}]` and the custom routes. The guest
-//! sees `/{rest}` (or, on a custom route, the whole path) with query, headers and body intact.
+//! The data plane: `ANY /fn/{name}[:{qualifier}][/{rest..}]` (reached from the
+//! [`crate::frontend::Frontend`], ahead of the router) and the custom routes (the router's
+//! fallback). The guest sees `/{rest}` (or, on a custom route, the whole path) with query,
+//! headers and body intact.
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -9,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::get;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use kumo_core::ErrorKind;
@@ -24,19 +26,22 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .route("/fn/{target}", any(function))
-        .route("/fn/{target}/", any(function))
-        .route("/fn/{target}/{*rest}", any(function))
         .fallback(custom_route)
+}
+
+/// `/fn/{target}` or `/fn/{target}/...` with a target that is not empty.
+pub fn is_function_path(path: &str) -> bool {
+    path.strip_prefix("/fn/")
+        .is_some_and(|after| !after.is_empty() && !after.starts_with('/'))
 }
 
 /// `/fn/{target}[/{rest..}]`, split by hand rather than by the `Path` extractor: the target is
 /// percent-decoded (`$LATEST` arrives as `%24LATEST`), the rest stays as the client sent it,
 /// as a guest routing on its own path expects (and deserializing both cost ~2% of a request).
-async fn function(State(state): State<Arc<AppState>>, request: Request) -> Response {
+pub async fn function(state: &AppState, request: Request) -> Response {
     let (target, rest) = split_function_path(request.uri().path());
     let (target, rest) = (target.into_owned(), rest.to_string());
-    forward(&state, &target, rest, request).await
+    forward(state, &target, rest, request).await
 }
 
 /// `("hello", "/a/b")` for `/fn/hello/a/b`; the rest is `/` when there is none.
@@ -177,7 +182,17 @@ async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoRespo
 
 #[cfg(test)]
 mod tests {
-    use super::split_function_path;
+    use super::{is_function_path, split_function_path};
+
+    #[test]
+    fn function_paths_need_a_target() {
+        for path in ["/fn/hello", "/fn/hello/", "/fn/hello/a", "/fn/h%3Ax"] {
+            assert!(is_function_path(path), "{path}");
+        }
+        for path in ["/fn", "/fn/", "/fn//x", "/fnx/hello", "/api/v1/functions", "/"] {
+            assert!(!is_function_path(path), "{path}");
+        }
+    }
 
     #[test]
     fn function_paths_split_into_target_and_raw_rest() {

@@ -282,14 +282,8 @@ impl Invoker {
             path_and_query: request.path_and_query,
             headers: request.headers,
             body: request.body,
-            env: config
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .chain(request.env)
-                // Commands have no headers: their trace context comes this way.
-                .chain([("TRACEPARENT".to_string(), trace.traceparent())])
-                .collect(),
+            env: entry.env.clone(),
+            invocation_env: request.env,
             memory_bytes: config.memory_bytes(),
             timeout: config.timeout,
             max_response_bytes: self.max_response_bytes,

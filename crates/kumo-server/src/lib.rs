@@ -6,6 +6,7 @@ mod api;
 mod calls;
 mod error;
 mod events;
+mod frontend;
 mod gateway;
 mod invoker;
 mod loaded;
@@ -20,7 +21,8 @@ pub use events::AsyncConfig;
 pub use invoker::{InvocationRequest, Invoked, Invoker};
 
 use anyhow::Context as _;
-use axum::Router;
+use axum::{Router, ServiceExt as _};
+use frontend::Frontend;
 use events::Events;
 use events::scheduler::Schedules;
 use events::topics::Subscriptions;
@@ -101,11 +103,12 @@ impl AppState {
 }
 
 /// The whole HTTP surface, built in one place.
-pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
+pub fn app(state: Arc<AppState>) -> Frontend {
+    let router = Router::new()
         .nest("/api/v1", api::router())
         .merge(gateway::router())
-        .with_state(state)
+        .with_state(state.clone());
+    Frontend::new(state, router)
 }
 
 /// A bound, not yet serving, server. Binding first lets callers learn the port (`:0`).
@@ -223,7 +226,7 @@ impl Server {
         let dispatcher = tokio::spawn(events::dispatch(state.clone(), self.stop.subscribe()));
         let scheduler = tokio::spawn(events::scheduler::run(state.clone(), self.stop.subscribe()));
         let stop = self.stop;
-        let served = axum::serve(self.listener, app(self.state))
+        let served = axum::serve(self.listener, app(self.state).into_make_service())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 let _ = stop.send(true);

@@ -26,6 +26,8 @@ pub struct Entry {
     pub kv_buckets: Arc<[String]>,
     /// The config's `objects` buckets, shared by its invocations.
     pub object_buckets: Arc<[String]>,
+    /// The config's environment variables, shared by its invocations.
+    pub env: Arc<[(String, String)]>,
     last_used_ms: AtomicI64,
 }
 
@@ -55,6 +57,7 @@ impl Entry {
         let allow_outbound = record.config.allow_outbound.clone().into();
         let kv_buckets = record.config.kv.clone().into();
         let object_buckets = record.config.objects.clone().into();
+        let env = record.config.env.clone().into_iter().collect();
         Self {
             key: entry_key(&record.name, version),
             record,
@@ -65,6 +68,7 @@ impl Entry {
             allow_outbound,
             kv_buckets,
             object_buckets,
+            env,
             last_used_ms: AtomicI64::new(kumo_core::now_ms()),
         }
     }
