@@ -189,7 +189,14 @@ mod tests {
         for path in ["/fn/hello", "/fn/hello/", "/fn/hello/a", "/fn/h%3Ax"] {
             assert!(is_function_path(path), "{path}");
         }
-        for path in ["/fn", "/fn/", "/fn//x", "/fnx/hello", "/api/v1/functions", "/"] {
+        for path in [
+            "/fn",
+            "/fn/",
+            "/fn//x",
+            "/fnx/hello",
+            "/api/v1/functions",
+            "/",
+        ] {
             assert!(!is_function_path(path), "{path}");
         }
     }

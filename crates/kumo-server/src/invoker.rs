@@ -195,7 +195,7 @@ impl Invoker {
         let sha = record.code_sha256.clone();
         let loaded = tokio::task::spawn_blocking(move || runtime.load(&sha, &code_path)).await??;
         Ok(self.loaded.insert(
-            Entry::new(record, version, loaded, &self.runtime),
+            Entry::new(record, version, loaded, &self.runtime, &self.metrics),
             generation,
         ))
     }
@@ -213,7 +213,7 @@ impl Invoker {
         if record.config.provisioned_concurrency.is_some() {
             let generation = self.loaded.generation();
             self.loaded.insert(
-                Entry::new(record, None, prepared, &self.runtime),
+                Entry::new(record, None, prepared, &self.runtime, &self.metrics),
                 generation,
             );
         }
@@ -295,7 +295,7 @@ impl Invoker {
             objects: entry.object_buckets.clone(),
             call_depth: request.call_depth,
         };
-        let running = self.metrics.running(&entry.record.name);
+        let running = entry.metrics.running();
         let execution = self
             .runtime
             .execute(&entry.loaded, entry.warm.as_ref(), invocation)
@@ -457,7 +457,7 @@ impl Invoker {
             gb_seconds: gb_seconds(memory_mb, billed),
             trace_id: attempt.trace.trace_id.clone(),
         };
-        self.metrics.observe(&record);
+        self.metrics.observe(&record, &attempt.entry.metrics);
         self.tracing.export(attempt.trace, &record);
         self.recorder.record(record, logs).await;
     }

@@ -22,10 +22,10 @@ pub use invoker::{InvocationRequest, Invoked, Invoker};
 
 use anyhow::Context as _;
 use axum::{Router, ServiceExt as _};
-use frontend::Frontend;
 use events::Events;
 use events::scheduler::Schedules;
 use events::topics::Subscriptions;
+use frontend::Frontend;
 pub use kumo_runtime::{Allocator, BreakerConfig};
 use kumo_runtime::{Runtime, RuntimeConfig};
 use kumo_store::{Blobs, RecordWriter, Store};

@@ -2,6 +2,7 @@
 //! A function is loaded by its first invocation (a cold start) and unloaded after `keep_alive`
 //! without invocations (scale to zero); the store stays the source of truth.
 
+use crate::metrics::{FunctionMetrics, Metrics};
 use kumo_core::{FunctionRecord, Instances};
 use kumo_runtime::{Loaded, Runtime, WarmPool};
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ pub struct Entry {
     pub object_buckets: Arc<[String]>,
     /// The config's environment variables, shared by its invocations.
     pub env: Arc<[(String, String)]>,
+    pub metrics: FunctionMetrics,
     last_used_ms: AtomicI64,
 }
 
@@ -46,6 +48,7 @@ impl Entry {
         version: Option<u32>,
         loaded: Loaded,
         runtime: &Runtime,
+        metrics: &Metrics,
     ) -> Self {
         let slots = record
             .config
@@ -58,6 +61,7 @@ impl Entry {
         let kv_buckets = record.config.kv.clone().into();
         let object_buckets = record.config.objects.clone().into();
         let env = record.config.env.clone().into_iter().collect();
+        let metrics = metrics.for_function(&record.name);
         Self {
             key: entry_key(&record.name, version),
             record,
@@ -69,6 +73,7 @@ impl Entry {
             kv_buckets,
             object_buckets,
             env,
+            metrics,
             last_used_ms: AtomicI64::new(kumo_core::now_ms()),
         }
     }

@@ -175,8 +175,8 @@ impl Default for Metrics {
 
 impl Metrics {
     /// One invocation's end, from its record.
-    pub fn observe(&self, record: &InvocationRecord) {
-        let function = FunctionLabels {
+    pub fn observe(&self, record: &InvocationRecord, per_function: &FunctionMetrics) {
+        let function = || FunctionLabels {
             function: record.function.clone(),
         };
         self.invocations
@@ -187,30 +187,27 @@ impl Metrics {
             })
             .inc();
         if record.outcome == Outcome::Throttled {
-            self.throttles.get_or_create(&function).inc();
+            self.throttles.get_or_create(&function()).inc();
             return;
         }
-        self.durations
-            .get_or_create(&function)
-            .observe(record.duration_ms / 1000.0);
+        per_function.durations.observe(record.duration_ms / 1000.0);
         if let Some(init_ms) = record.init_ms {
-            self.cold_starts.get_or_create(&function).inc();
+            self.cold_starts.get_or_create(&function()).inc();
             self.cold_start_durations
-                .get_or_create(&function)
+                .get_or_create(&function())
                 .observe(init_ms / 1000.0);
         }
     }
 
-    /// Counts an invocation of `function` as running until the guard is dropped (also when
-    /// the request is abandoned mid-way).
-    pub fn running(&self, function: &str) -> RunningGuard {
-        let gauge = self
-            .in_flight_by_function
-            .get_or_create_owned(&FunctionLabels {
-                function: function.to_string(),
-            });
-        gauge.inc();
-        RunningGuard(gauge)
+    /// `function`'s own metrics, for [`Self::observe`] and [`FunctionMetrics::running`].
+    pub fn for_function(&self, function: &str) -> FunctionMetrics {
+        let labels = FunctionLabels {
+            function: function.to_string(),
+        };
+        FunctionMetrics {
+            in_flight: self.in_flight_by_function.get_or_create_owned(&labels),
+            durations: self.durations.get_or_create_owned(&labels),
+        }
     }
 
     /// A failed asynchronous attempt that will be tried again.
@@ -223,7 +220,23 @@ impl Metrics {
     }
 }
 
-/// See [`Metrics::running`].
+/// One function's metrics that every invocation updates, looked up by label once per loaded
+/// version (kept in its entry) rather than on every invocation.
+pub struct FunctionMetrics {
+    in_flight: Gauge,
+    durations: Histogram,
+}
+
+impl FunctionMetrics {
+    /// Counts an invocation as running until the guard is dropped (also when the request is
+    /// abandoned mid-way).
+    pub fn running(&self) -> RunningGuard {
+        self.in_flight.inc();
+        RunningGuard(self.in_flight.clone())
+    }
+}
+
+/// See [`FunctionMetrics::running`].
 pub struct RunningGuard(Gauge);
 
 impl Drop for RunningGuard {

@@ -101,7 +101,12 @@ async fn the_circuit_breaker_opens_fails_fast_and_closes_after_a_probe() {
     for _ in 0..3 {
         let (status, _, body) = call(&server, "caller", &url).await;
         assert_eq!(status, 502);
-        assert!(body.contains("ConnectionRefused"), "{body}");
+        // Refused, as a rule; while other tests run, the freed port can be some other
+        // socket's for a moment, and the connection is reset instead. Both count.
+        assert!(
+            body.contains("ConnectionRefused") || body.contains("connection reset"),
+            "{body}"
+        );
     }
     // Open: the next request fails fast without trying to connect.
     let (status, _, body) = call(&server, "caller", &url).await;
