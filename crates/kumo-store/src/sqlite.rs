@@ -48,8 +48,21 @@ CREATE TABLE IF NOT EXISTS logs (
     trace_id   TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS logs_by_function ON logs (function, id);
-CREATE INDEX IF NOT EXISTS logs_by_request ON logs (request_id);
 "#;
+
+/// One query per case, so each can use its index (`?1 IS NULL OR function = ?1` could use
+/// none and sorted the whole table): invocations_by_function, and the primary key, whose
+/// UUIDv7 request ids sort by start time.
+const LIST_INVOCATIONS_OF_FUNCTION: &str = "SELECT * FROM invocations WHERE function = ?1
+    ORDER BY started_at DESC, request_id DESC LIMIT ?2";
+const LIST_INVOCATIONS: &str = "SELECT * FROM invocations ORDER BY request_id DESC LIMIT ?1";
+/// Through logs_by_function, newest first; a request's lines are found among its function's.
+const LIST_LOGS: &str = "SELECT * FROM (
+        SELECT * FROM logs
+        WHERE function = ?1 AND (?2 IS NULL OR request_id = ?2) AND id > ?3
+            AND (?5 IS NULL OR ts >= ?5) AND (?6 IS NULL OR instr(line, ?6) > 0)
+        ORDER BY id DESC LIMIT ?4
+    ) ORDER BY id";
 
 #[derive(Clone)]
 pub struct Store {
@@ -98,6 +111,12 @@ impl Store {
                 .await
                 .context("creating the schema")?;
         }
+        // No query read this index (the lines of one request are found among their function's,
+        // through logs_by_function), yet every invocation's log lines paid for keeping it.
+        sqlx::raw_sql("DROP INDEX IF EXISTS logs_by_request")
+            .execute(&pool)
+            .await
+            .context("dropping an unused index")?;
         // Columns added after the first release of their table.
         add_column(
             &pool,
@@ -172,7 +191,6 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Writes a batch of invocation records and log lines in one transaction.
     pub async fn get_invocation(
         &self,
         request_id: &str,
@@ -190,36 +208,36 @@ impl Store {
         function: Option<&str>,
         limit: u32,
     ) -> anyhow::Result<Vec<InvocationRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM invocations WHERE ?1 IS NULL OR function = ?1
-             ORDER BY started_at DESC, request_id DESC LIMIT ?2",
-        )
-        .bind(function)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
+        let rows = match function {
+            Some(function) => {
+                sqlx::query(LIST_INVOCATIONS_OF_FUNCTION)
+                    .bind(function)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query(LIST_INVOCATIONS)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
         .context("listing invocations")?;
         rows.iter().map(invocation_from_row).collect()
     }
 
     pub async fn list_logs(&self, q: &LogQuery) -> anyhow::Result<Vec<LogRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM (
-                 SELECT * FROM logs
-                 WHERE function = ?1 AND (?2 IS NULL OR request_id = ?2) AND id > ?3
-                     AND (?5 IS NULL OR ts >= ?5) AND (?6 IS NULL OR instr(line, ?6) > 0)
-                 ORDER BY id DESC LIMIT ?4
-             ) ORDER BY id",
-        )
-        .bind(&q.function)
-        .bind(&q.request_id)
-        .bind(q.after_id.unwrap_or(0))
-        .bind(q.limit)
-        .bind(q.since_ms)
-        .bind(&q.grep)
-        .fetch_all(&self.pool)
-        .await
-        .context("listing logs")?;
+        let rows = sqlx::query(LIST_LOGS)
+            .bind(&q.function)
+            .bind(&q.request_id)
+            .bind(q.after_id.unwrap_or(0))
+            .bind(q.limit)
+            .bind(q.since_ms)
+            .bind(&q.grep)
+            .fetch_all(&self.pool)
+            .await
+            .context("listing logs")?;
         rows.iter()
             .map(|r| {
                 Ok(LogRecord {
@@ -325,5 +343,49 @@ mod tests {
         assert_eq!((got.created_at, got.updated_at), (1, 2));
         assert!(store.delete_function("a").await.unwrap());
         assert!(store.get_function("a").await.unwrap().is_none());
+    }
+
+    /// What SQLite plans for `sql` (one line per step, e.g. "SEARCH t USING INDEX i (a=?)").
+    async fn plan(store: &Store, sql: &str, binds: &[&str]) -> String {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+        for b in binds {
+            query = query.bind(*b);
+        }
+        let rows = query.fetch_all(&store.pool).await.unwrap();
+        let steps: Vec<String> = rows.iter().map(|r| r.get("detail")).collect();
+        steps.join("\n")
+    }
+
+    #[tokio::test]
+    async fn record_queries_use_an_index_and_old_databases_lose_the_unused_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kumo.db");
+        let store = Store::open(&path).await.unwrap();
+        sqlx::raw_sql("CREATE INDEX logs_by_request ON logs (request_id)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.close().await;
+        let store = Store::open(&path).await.unwrap();
+        let index: Option<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name = 'logs_by_request'")
+                .fetch_optional(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(index, None);
+
+        let of_function = plan(&store, LIST_INVOCATIONS_OF_FUNCTION, &["f", "10"]).await;
+        assert!(
+            of_function.contains("USING INDEX invocations_by_function"),
+            "{of_function}"
+        );
+        let all = plan(&store, LIST_INVOCATIONS, &["10"]).await;
+        assert!(
+            all.contains("USING INDEX sqlite_autoindex_invocations"),
+            "{all}"
+        );
+        assert!(!all.contains("TEMP B-TREE"), "{all}");
+        let logs = plan(&store, LIST_LOGS, &["f", "r", "0", "10", "0", "x"]).await;
+        assert!(logs.contains("USING INDEX logs_by_function"), "{logs}");
     }
 }
