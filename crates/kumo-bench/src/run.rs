@@ -122,6 +122,9 @@ const KUMO_FRESH: &str = "kumo (fresh)";
 const KUMO_REUSE: &str = "kumo (reuse)";
 const PEER_DEFAULT: &str = "wasmtime serve (default)";
 const PEER_FASTEST: &str = "wasmtime serve (pooling, reuse 1000)";
+/// The fastest configuration with a timeout, as every kumo function has: like for like, as
+/// both then compile the guest with epoch interruption checks.
+const PEER_FASTEST_TIMEOUT: &str = "wasmtime serve (pooling, reuse 1000, timeout)";
 const LIMIT: &str = "bare hyper";
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -163,6 +166,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     "pooling-allocator=y",
                     "--max-instance-reuse-count",
                     "1000",
+                ][..],
+            ),
+            (
+                PEER_FASTEST_TIMEOUT,
+                &[
+                    "-O",
+                    "pooling-allocator=y",
+                    "--max-instance-reuse-count",
+                    "1000",
+                    "-W",
+                    "timeout=60s",
                 ][..],
             ),
         ] {
@@ -463,7 +477,7 @@ fn ratios(warm: &[WarmRun], levels: &[usize]) -> Vec<Ratio> {
     for &c in levels {
         for kumo in [KUMO_FRESH, KUMO_REUSE] {
             let Some(k) = find(kumo, c) else { continue };
-            for other in [PEER_DEFAULT, PEER_FASTEST, LIMIT] {
+            for other in [PEER_DEFAULT, PEER_FASTEST, PEER_FASTEST_TIMEOUT, LIMIT] {
                 let Some(o) = find(other, c) else { continue };
                 let figures = [
                     (
