@@ -438,13 +438,16 @@ async fn run_http(
     // The guest runs in this task, beside the wait for its response and the collection of the
     // body it streams. It may end before its response arrives (it never sent one, or it kept
     // the response handle alive); then its result is all there is.
+    // The guest first: the response it sends while running is then taken in this same poll,
+    // where receiver-first would find it empty, yield, and queue the task behind every other
+    // request (each holding its instance meanwhile).
     let sent = tokio::select! {
         biased;
-        sent = &mut receiver => sent.ok(),
         ended = &mut guest.call => {
             guest.ended = Some(ended);
             receiver.try_recv().ok()
         }
+        sent = &mut receiver => sent.ok(),
     };
     let response = match sent {
         Some(Ok(response)) => response,
