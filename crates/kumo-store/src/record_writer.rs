@@ -166,4 +166,29 @@ mod tests {
         assert!(written.is_err(), "{written:?}");
         assert_eq!(store.get_invocation("r1").await.unwrap(), None);
     }
+
+    #[tokio::test]
+    async fn a_database_from_the_first_release_takes_records_after_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kumo.db");
+        // The records tables as the first release created them.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE invocations (request_id TEXT PRIMARY KEY, function TEXT NOT NULL,
+                     started_at INTEGER NOT NULL, duration_ms REAL NOT NULL,
+                     billed_ms INTEGER NOT NULL, memory_mb INTEGER NOT NULL,
+                     outcome TEXT NOT NULL, error_code TEXT, error_message TEXT,
+                     status INTEGER NOT NULL);
+                 CREATE TABLE logs (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     function TEXT NOT NULL, request_id TEXT NOT NULL, ts INTEGER NOT NULL,
+                     stream TEXT NOT NULL, line TEXT NOT NULL);",
+            )
+            .unwrap();
+        let store = Store::open(&path).await.unwrap();
+        let mut writer = RecordWriter::open(&path).unwrap();
+        let r = record("r1", Outcome::Ok);
+        writer.write(std::slice::from_ref(&r), &[]).unwrap();
+        assert_eq!(store.get_invocation("r1").await.unwrap(), Some(r));
+    }
 }

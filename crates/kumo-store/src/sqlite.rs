@@ -50,6 +50,18 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE INDEX IF NOT EXISTS logs_by_function ON logs (function, id);
 "#;
 
+/// Columns added after the first release of their table: a database made before them gets
+/// them at start (else every record written to it would fail).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("invocations", "cold", "INTEGER NOT NULL DEFAULT 0"),
+    ("invocations", "init_ms", "REAL"),
+    ("invocations", "version", "TEXT NOT NULL DEFAULT '$LATEST'"),
+    ("invocations", "trigger", "TEXT NOT NULL DEFAULT 'http'"),
+    ("invocations", "gb_seconds", "REAL NOT NULL DEFAULT 0"),
+    ("invocations", "trace_id", "TEXT NOT NULL DEFAULT ''"),
+    ("logs", "trace_id", "TEXT NOT NULL DEFAULT ''"),
+];
+
 /// One query per case, so each can use its index (`?1 IS NULL OR function = ?1` could use
 /// none and sorted the whole table): invocations_by_function, and the primary key, whose
 /// UUIDv7 request ids sort by start time.
@@ -117,14 +129,9 @@ impl Store {
             .execute(&pool)
             .await
             .context("dropping an unused index")?;
-        // Columns added after the first release of their table.
-        add_column(
-            &pool,
-            "invocations",
-            "version",
-            "TEXT NOT NULL DEFAULT '$LATEST'",
-        )
-        .await?;
+        for (table, column, declaration) in ADDED_COLUMNS {
+            add_column(&pool, table, column, declaration).await?;
+        }
         Ok(Self { pool })
     }
 

@@ -109,13 +109,18 @@ impl Store {
             )
             .await
             .context("deleting old invocation records")?;
-        // Log ids grow with time: everything below the first young line is old.
-        let first_young: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM logs WHERE ts >= ? ORDER BY id LIMIT 1")
-                .bind(cutoff)
-                .fetch_optional(&self.pool)
-                .await?;
-        let below = first_young.unwrap_or(i64::MAX).to_string();
+        // Log ids grow with time: everything below the first young line is old. Without a
+        // young line, the bound is the next id as of now, so lines written while the sweep
+        // runs are never taken for old ones.
+        let below: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(
+                 (SELECT id FROM logs WHERE ts >= ?1 ORDER BY id LIMIT 1),
+                 (SELECT IFNULL(MAX(id), 0) + 1 FROM logs))",
+        )
+        .bind(cutoff)
+        .fetch_one(&self.pool)
+        .await?;
+        let below = below.to_string();
         let logs = self
             .delete_batches(
                 "DELETE FROM logs WHERE id IN (
