@@ -3,9 +3,10 @@
 use anyhow::Context as _;
 use kumo_core::{FunctionKind, FunctionRecord, InvocationRecord, LogRecord, Outcome};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool};
+use sqlx::{ConnectOptions as _, Connection as _, Row, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
 
@@ -106,32 +107,20 @@ impl Store {
             // the records tables are written all the time and should not be re-read.
             .pragma("cache_size", "-16384")
             .busy_timeout(Duration::from_secs(5));
+        // The schema is brought up to date on one connection before the pool opens any: a
+        // pooled connection that had read the old schema re-prepares a `SELECT *` after an
+        // `ALTER TABLE` with more columns than sqlx described, and sqlx panics.
+        let mut connection = options
+            .connect()
+            .await
+            .with_context(|| format!("opening database {}", path.display()))?;
+        migrate(&mut connection).await?;
+        connection.close().await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
-        for schema in [
-            SCHEMA,
-            crate::queue::SCHEMA,
-            crate::kv::SCHEMA,
-            crate::objects::SCHEMA,
-            crate::versions::SCHEMA,
-        ] {
-            sqlx::raw_sql(schema)
-                .execute(&pool)
-                .await
-                .context("creating the schema")?;
-        }
-        // No query read this index (the lines of one request are found among their function's,
-        // through logs_by_function), yet every invocation's log lines paid for keeping it.
-        sqlx::raw_sql("DROP INDEX IF EXISTS logs_by_request")
-            .execute(&pool)
-            .await
-            .context("dropping an unused index")?;
-        for (table, column, declaration) in ADDED_COLUMNS {
-            add_column(&pool, table, column, declaration).await?;
-        }
         Ok(Self { pool })
     }
 
@@ -262,23 +251,52 @@ impl Store {
 }
 
 /// Adds a column to a table made by an older kumo (SQLite has no ADD COLUMN IF NOT EXISTS).
-async fn add_column(
-    pool: &SqlitePool,
-    table: &str,
-    column: &str,
-    declaration: &str,
-) -> anyhow::Result<()> {
-    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
-        .bind(table)
-        .fetch_all(pool)
-        .await?;
-    if !columns.iter().any(|c| c == column) {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
-        )))
-        .execute(pool)
+/// Creates what is missing of the schema and brings older databases up to date.
+async fn migrate(connection: &mut SqliteConnection) -> anyhow::Result<()> {
+    for schema in [
+        SCHEMA,
+        crate::queue::SCHEMA,
+        crate::kv::SCHEMA,
+        crate::objects::SCHEMA,
+        crate::versions::SCHEMA,
+    ] {
+        sqlx::raw_sql(schema)
+            .execute(&mut *connection)
+            .await
+            .context("creating the schema")?;
+    }
+    // No query read this index (the lines of one request are found among their function's,
+    // through logs_by_function), yet every invocation's log lines paid for keeping it.
+    sqlx::raw_sql("DROP INDEX IF EXISTS logs_by_request")
+        .execute(&mut *connection)
         .await
-        .with_context(|| format!("adding {table}.{column}"))?;
+        .context("dropping an unused index")?;
+    add_columns(connection, ADDED_COLUMNS).await
+}
+
+/// Adds the `(table, column, declaration)`s a table does not have yet.
+async fn add_columns(
+    connection: &mut SqliteConnection,
+    added: &[(&str, &str, &str)],
+) -> anyhow::Result<()> {
+    let mut tables: Vec<&str> = added.iter().map(|(table, _, _)| *table).collect();
+    tables.dedup();
+    for table in tables {
+        let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+            .bind(table)
+            .fetch_all(&mut *connection)
+            .await?;
+        let missing = added
+            .iter()
+            .filter(|(t, column, _)| *t == table && !columns.iter().any(|c| c == column));
+        for (_, column, declaration) in missing {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+            )))
+            .execute(&mut *connection)
+            .await
+            .with_context(|| format!("adding {table}.{column}"))?;
+        }
     }
     Ok(())
 }
