@@ -1,8 +1,8 @@
 //! kumo's durable state in a data directory:
 //!
 //! ```text
-//! DATA/kumo.db        SQLite (WAL): functions, versions, aliases, invocations, logs, the event
-//!                     queue, key-value
+//! DATA/kumo.db        SQLite (WAL): functions, versions, aliases, invocations, log chunks,
+//!                     the event queue, key-value
 //! DATA/blobs/<sha256> deployed code, content-addressed and immutable
 //! DATA/objects/       object storage: one file per object version (`{bucket}/{etag}`)
 //! DATA/cache/         compiled artifacts (owned by kumo-runtime)
@@ -13,6 +13,7 @@
 
 mod blobs;
 mod kv;
+mod logs;
 mod objects;
 mod queue;
 mod record_writer;

@@ -15,8 +15,6 @@ const INSERT_INVOCATION: &str = "INSERT OR REPLACE INTO invocations (request_id,
     started_at, duration_ms, billed_ms, memory_mb, outcome, error_code, error_message, status,
     cold, init_ms, version, trigger, gb_seconds, trace_id)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
-const INSERT_LOG: &str = "INSERT INTO logs (function, request_id, ts, stream, line, trace_id)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 pub struct RecordWriter {
     connection: Connection,
@@ -64,15 +62,13 @@ impl RecordWriter {
                     r.trace_id,
                 ])?;
             }
-            let mut insert = tx.prepare_cached(INSERT_LOG)?;
-            for l in logs {
+            let mut insert = tx.prepare_cached(crate::logs::INSERT_CHUNK)?;
+            for chunk in crate::logs::chunks(logs) {
                 insert.execute(params![
-                    l.function,
-                    l.request_id,
-                    l.ts,
-                    l.stream,
-                    l.line,
-                    l.trace_id
+                    chunk.function,
+                    chunk.max_ts,
+                    chunk.lines,
+                    chunk.data
                 ])?;
             }
         }
@@ -152,7 +148,10 @@ mod tests {
         let store = Store::open(&path).await.unwrap();
         let mut writer = RecordWriter::open(&path).unwrap();
         // The invocation goes in first; the log line then has no table to go to.
-        writer.connection.execute_batch("DROP TABLE logs").unwrap();
+        writer
+            .connection
+            .execute_batch("DROP TABLE log_chunks")
+            .unwrap();
         let log = LogRecord {
             id: 0,
             function: "f".into(),

@@ -1,7 +1,7 @@
 //! The SQLite database: schema, and one method per query the platform makes.
 
 use anyhow::Context as _;
-use kumo_core::{FunctionKind, FunctionRecord, InvocationRecord, LogRecord, Outcome};
+use kumo_core::{FunctionKind, FunctionRecord, InvocationRecord, Outcome};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -39,16 +39,6 @@ CREATE TABLE IF NOT EXISTS invocations (
     trace_id      TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (function, started_at);
-CREATE TABLE IF NOT EXISTS logs (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    function   TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    ts         INTEGER NOT NULL,
-    stream     TEXT NOT NULL,
-    line       TEXT NOT NULL,
-    trace_id   TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS logs_by_function ON logs (function, id);
 "#;
 
 /// Columns added after the first release of their table: a database made before them gets
@@ -60,7 +50,6 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("invocations", "trigger", "TEXT NOT NULL DEFAULT 'http'"),
     ("invocations", "gb_seconds", "REAL NOT NULL DEFAULT 0"),
     ("invocations", "trace_id", "TEXT NOT NULL DEFAULT ''"),
-    ("logs", "trace_id", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 /// One query per case, so each can use its index (`?1 IS NULL OR function = ?1` could use
@@ -69,13 +58,6 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 const LIST_INVOCATIONS_OF_FUNCTION: &str = "SELECT * FROM invocations WHERE function = ?1
     ORDER BY started_at DESC, request_id DESC LIMIT ?2";
 const LIST_INVOCATIONS: &str = "SELECT * FROM invocations ORDER BY request_id DESC LIMIT ?1";
-/// Through logs_by_function, newest first; a request's lines are found among its function's.
-const LIST_LOGS: &str = "SELECT * FROM (
-        SELECT * FROM logs
-        WHERE function = ?1 AND (?2 IS NULL OR request_id = ?2) AND id > ?3
-            AND (?5 IS NULL OR ts >= ?5) AND (?6 IS NULL OR instr(line, ?6) > 0)
-        ORDER BY id DESC LIMIT ?4
-    ) ORDER BY id";
 
 #[derive(Clone)]
 pub struct Store {
@@ -222,35 +204,8 @@ impl Store {
         .context("listing invocations")?;
         rows.iter().map(invocation_from_row).collect()
     }
-
-    pub async fn list_logs(&self, q: &LogQuery) -> anyhow::Result<Vec<LogRecord>> {
-        let rows = sqlx::query(LIST_LOGS)
-            .bind(&q.function)
-            .bind(&q.request_id)
-            .bind(q.after_id.unwrap_or(0))
-            .bind(q.limit)
-            .bind(q.since_ms)
-            .bind(&q.grep)
-            .fetch_all(&self.pool)
-            .await
-            .context("listing logs")?;
-        rows.iter()
-            .map(|r| {
-                Ok(LogRecord {
-                    id: r.try_get("id")?,
-                    function: r.try_get("function")?,
-                    request_id: r.try_get("request_id")?,
-                    ts: r.try_get("ts")?,
-                    stream: r.try_get("stream")?,
-                    line: r.try_get("line")?,
-                    trace_id: r.try_get("trace_id")?,
-                })
-            })
-            .collect()
-    }
 }
 
-/// Adds a column to a table made by an older kumo (SQLite has no ADD COLUMN IF NOT EXISTS).
 /// Creates what is missing of the schema and brings older databases up to date.
 async fn migrate(connection: &mut SqliteConnection) -> anyhow::Result<()> {
     for schema in [
@@ -259,19 +214,15 @@ async fn migrate(connection: &mut SqliteConnection) -> anyhow::Result<()> {
         crate::kv::SCHEMA,
         crate::objects::SCHEMA,
         crate::versions::SCHEMA,
+        crate::logs::SCHEMA,
     ] {
         sqlx::raw_sql(schema)
             .execute(&mut *connection)
             .await
             .context("creating the schema")?;
     }
-    // No query read this index (the lines of one request are found among their function's,
-    // through logs_by_function), yet every invocation's log lines paid for keeping it.
-    sqlx::raw_sql("DROP INDEX IF EXISTS logs_by_request")
-        .execute(&mut *connection)
-        .await
-        .context("dropping an unused index")?;
-    add_columns(connection, ADDED_COLUMNS).await
+    add_columns(&mut *connection, ADDED_COLUMNS).await?;
+    crate::logs::convert_line_table(connection).await
 }
 
 /// Adds the `(table, column, declaration)`s a table does not have yet.
@@ -382,23 +333,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn record_queries_use_an_index_and_old_databases_lose_the_unused_one() {
+    async fn record_queries_use_an_index() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kumo.db");
-        let store = Store::open(&path).await.unwrap();
-        sqlx::raw_sql("CREATE INDEX logs_by_request ON logs (request_id)")
-            .execute(&store.pool)
-            .await
-            .unwrap();
-        store.close().await;
-        let store = Store::open(&path).await.unwrap();
-        let index: Option<String> =
-            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name = 'logs_by_request'")
-                .fetch_optional(&store.pool)
-                .await
-                .unwrap();
-        assert_eq!(index, None);
-
+        let store = Store::open(&dir.path().join("kumo.db")).await.unwrap();
         let of_function = plan(&store, LIST_INVOCATIONS_OF_FUNCTION, &["f", "10"]).await;
         assert!(
             of_function.contains("USING INDEX invocations_by_function"),
@@ -410,7 +347,16 @@ mod tests {
             "{all}"
         );
         assert!(!all.contains("TEMP B-TREE"), "{all}");
-        let logs = plan(&store, LIST_LOGS, &["f", "r", "0", "10", "0", "x"]).await;
-        assert!(logs.contains("USING INDEX logs_by_function"), "{logs}");
+        let logs = plan(
+            &store,
+            crate::logs::CHUNKS_PAGE,
+            &["f", "9", "0", "0", "16"],
+        )
+        .await;
+        assert!(
+            logs.contains("USING INDEX log_chunks_by_function"),
+            "{logs}"
+        );
+        assert!(!logs.contains("TEMP B-TREE"), "{logs}");
     }
 }

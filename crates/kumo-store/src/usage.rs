@@ -109,16 +109,7 @@ impl Store {
             )
             .await
             .context("deleting old invocation records")?;
-        let below = self.old_logs_bound(cutoff).await?;
-        let below = below.to_string();
-        let logs = self
-            .delete_batches(
-                "DELETE FROM logs WHERE id IN (
-                     SELECT id FROM logs WHERE id < CAST(?1 AS INTEGER) ORDER BY id LIMIT ?2)",
-                &below,
-            )
-            .await
-            .context("deleting old log lines")?;
+        let logs = self.delete_old_logs(cutoff).await?;
         let events = self
             .delete_batches(
                 "DELETE FROM events WHERE id IN (
@@ -133,21 +124,6 @@ impl Store {
             logs,
             events,
         })
-    }
-
-    /// The log ids below which every line is older than `cutoff`. Log ids grow with time:
-    /// the first young line's id or, without one, the next id as of now, so lines written
-    /// while the sweep runs are never taken for old ones.
-    async fn old_logs_bound(&self, cutoff: i64) -> anyhow::Result<i64> {
-        let bound = sqlx::query_scalar(
-            "SELECT COALESCE(
-                 (SELECT id FROM logs WHERE ts >= ?1 ORDER BY id LIMIT 1),
-                 (SELECT IFNULL(MAX(id), 0) + 1 FROM logs))",
-        )
-        .bind(cutoff)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(bound)
     }
 
     /// Runs a `DELETE ... LIMIT ?2` statement until it deletes nothing.
@@ -183,28 +159,5 @@ mod tests {
         assert!(uuid_floor(at) <= id, "{} > {id}", uuid_floor(at));
         assert!(uuid_floor(at + 1) > id);
         assert!(uuid_floor(at - 1) < id);
-    }
-
-    #[tokio::test]
-    async fn log_lines_written_after_the_bound_is_taken_stay_above_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("kumo.db")).await.unwrap();
-        let insert = |ts: i64| {
-            sqlx::query(
-                "INSERT INTO logs (function, request_id, ts, stream, line) VALUES ('f', 'r', ?, 'stderr', 'x')",
-            )
-            .bind(ts)
-        };
-        let old = insert(1_000).execute(&store.pool).await.unwrap();
-        // Only old lines: the bound takes them all, and nothing written later.
-        let bound = store.old_logs_bound(5_000).await.unwrap();
-        let during_sweep = insert(9_000).execute(&store.pool).await.unwrap();
-        assert!(old.last_insert_rowid() < bound);
-        assert!(during_sweep.last_insert_rowid() >= bound, "{bound}");
-        // A young line bounds the old ones below it.
-        assert_eq!(
-            store.old_logs_bound(5_000).await.unwrap(),
-            during_sweep.last_insert_rowid()
-        );
     }
 }

@@ -1,0 +1,511 @@
+//! Log lines, stored in chunks: one row per function per written batch, its lines encoded
+//! in one blob. A row per line (a table insert, an index insert and an AUTOINCREMENT update
+//! for every line) was the largest part of the records writer's work; a chunk costs one
+//! row however many lines a function prints.
+//!
+//! A line's id is its chunk's id shifted left by [`ID_SHIFT`] plus its index in the chunk:
+//! ids still grow with every line written, so they stay cursors for paging and following.
+
+use crate::Store;
+use anyhow::{Context as _, bail};
+use kumo_core::LogRecord;
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection as _, Row};
+use std::collections::HashMap;
+
+pub(crate) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS log_chunks (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,   -- AUTOINCREMENT: line ids never go back
+    function TEXT NOT NULL,
+    max_ts   INTEGER NOT NULL,                    -- the newest line's ts, for retention
+    lines    INTEGER NOT NULL,
+    data     BLOB NOT NULL                        -- see `encode`
+);
+CREATE INDEX IF NOT EXISTS log_chunks_by_function ON log_chunks (function, id);
+"#;
+
+pub(crate) const INSERT_CHUNK: &str =
+    "INSERT INTO log_chunks (function, max_ts, lines, data) VALUES (?1, ?2, ?3, ?4)";
+
+/// Bits of a line id that number the line within its chunk.
+const ID_SHIFT: u32 = 16;
+const LINES_PER_CHUNK: usize = 1 << ID_SHIFT;
+/// The first byte of every chunk's data: its encoding.
+const FORMAT: u8 = 1;
+/// Chunks read per query while looking for lines, newest first.
+const CHUNKS_PER_PAGE: i64 = 16;
+/// Chunks deleted per retention statement, so it never holds the write lock for long.
+const DELETE_BATCH: i64 = 500;
+
+/// The newest `limit` matching chunks of a function below a chunk id, through
+/// log_chunks_by_function.
+pub(crate) const CHUNKS_PAGE: &str = "SELECT id, data FROM log_chunks
+    WHERE function = ?1 AND id < ?2 AND id >= ?3 AND max_ts >= ?4
+    ORDER BY id DESC LIMIT ?5";
+
+/// One function's lines of a batch, ready to insert.
+pub(crate) struct Chunk<'a> {
+    pub function: &'a str,
+    pub max_ts: i64,
+    pub lines: i64,
+    pub data: Vec<u8>,
+}
+
+/// Groups lines by function (keeping their order) into chunks.
+pub(crate) fn chunks(logs: &[LogRecord]) -> Vec<Chunk<'_>> {
+    let mut groups: Vec<(&str, Vec<&LogRecord>)> = Vec::new();
+    let mut group_of: HashMap<&str, usize> = HashMap::new();
+    for line in logs {
+        let group = *group_of.entry(&line.function).or_insert_with(|| {
+            groups.push((&line.function, Vec::new()));
+            groups.len() - 1
+        });
+        groups[group].1.push(line);
+    }
+    groups
+        .iter()
+        .flat_map(|(function, lines)| {
+            lines.chunks(LINES_PER_CHUNK).map(|lines| Chunk {
+                function,
+                max_ts: lines.iter().map(|l| l.ts).max().unwrap_or(0),
+                lines: lines.len() as i64,
+                data: encode(lines),
+            })
+        })
+        .collect()
+}
+
+/// Per line: ts (i64 LE); 1 and the request id and trace id when they differ from the
+/// previous line's, else 0; the stream; the line. Strings are a u32 LE length and UTF-8.
+fn encode(lines: &[&LogRecord]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(1 + lines.iter().map(|l| l.line.len() + 32).sum::<usize>());
+    data.push(FORMAT);
+    let mut previous: Option<&LogRecord> = None;
+    for line in lines {
+        data.extend_from_slice(&line.ts.to_le_bytes());
+        let same_request = previous
+            .is_some_and(|p| p.request_id == line.request_id && p.trace_id == line.trace_id);
+        if same_request {
+            data.push(0);
+        } else {
+            data.push(1);
+            put_str(&mut data, &line.request_id);
+            put_str(&mut data, &line.trace_id);
+        }
+        put_str(&mut data, &line.stream);
+        put_str(&mut data, &line.line);
+        previous = Some(line);
+    }
+    data
+}
+
+fn put_str(data: &mut Vec<u8>, s: &str) {
+    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    data.extend_from_slice(&len.to_le_bytes());
+    data.extend_from_slice(&s.as_bytes()[..len as usize]);
+}
+
+/// A decoded line, borrowing from its chunk's data.
+#[derive(Debug, PartialEq)]
+struct Line<'a> {
+    ts: i64,
+    request_id: &'a str,
+    trace_id: &'a str,
+    stream: &'a str,
+    line: &'a str,
+}
+
+impl Line<'_> {
+    fn to_record(&self, id: i64, function: &str) -> LogRecord {
+        LogRecord {
+            id,
+            function: function.into(),
+            request_id: self.request_id.into(),
+            ts: self.ts,
+            stream: self.stream.into(),
+            line: self.line.into(),
+            trace_id: self.trace_id.into(),
+        }
+    }
+
+    fn matches(&self, q: &crate::LogQuery) -> bool {
+        q.request_id.as_ref().is_none_or(|r| r == self.request_id)
+            && q.since_ms.is_none_or(|since| self.ts >= since)
+            && q.grep
+                .as_ref()
+                .is_none_or(|g| self.line.contains(g.as_str()))
+    }
+}
+
+fn decode(data: &[u8]) -> anyhow::Result<Vec<Line<'_>>> {
+    let mut reader = Reader(data);
+    if reader.take(1)? != [FORMAT] {
+        bail!("log chunk in an unknown format");
+    }
+    let mut lines = Vec::new();
+    let (mut request_id, mut trace_id) = ("", "");
+    while !reader.0.is_empty() {
+        let ts = i64::from_le_bytes(reader.take(8)?.try_into()?);
+        if reader.take(1)?[0] == 1 {
+            request_id = reader.str()?;
+            trace_id = reader.str()?;
+        }
+        let stream = reader.str()?;
+        let line = reader.str()?;
+        lines.push(Line {
+            ts,
+            request_id,
+            trace_id,
+            stream,
+            line,
+        });
+    }
+    Ok(lines)
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> anyhow::Result<&'a [u8]> {
+        if self.0.len() < n {
+            bail!("log chunk cut short");
+        }
+        let (taken, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(taken)
+    }
+
+    fn str(&mut self) -> anyhow::Result<&'a str> {
+        let len = u32::from_le_bytes(self.take(4)?.try_into()?);
+        Ok(std::str::from_utf8(self.take(len as usize)?)?)
+    }
+}
+
+impl Store {
+    /// The newest `q.limit` lines that match `q`, oldest first.
+    pub async fn list_logs(&self, q: &crate::LogQuery) -> anyhow::Result<Vec<LogRecord>> {
+        let after = q.after_id.unwrap_or(0).max(0);
+        let limit = q.limit as usize;
+        let mut found = Vec::new();
+        let mut below = i64::MAX;
+        'pages: while found.len() < limit {
+            let rows = sqlx::query(CHUNKS_PAGE)
+                .bind(&q.function)
+                .bind(below)
+                .bind(after >> ID_SHIFT)
+                .bind(q.since_ms.unwrap_or(i64::MIN))
+                .bind(CHUNKS_PER_PAGE)
+                .fetch_all(&self.pool)
+                .await
+                .context("listing logs")?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let chunk: i64 = row.try_get("id")?;
+                below = chunk;
+                let lines = decode(row.try_get("data")?)
+                    .with_context(|| format!("reading log chunk {chunk}"))?;
+                for (index, line) in lines.iter().enumerate().rev() {
+                    let id = (chunk << ID_SHIFT) + index as i64;
+                    if id <= after {
+                        break 'pages;
+                    }
+                    if line.matches(q) {
+                        found.push(line.to_record(id, &q.function));
+                        if found.len() == limit {
+                            break 'pages;
+                        }
+                    }
+                }
+            }
+        }
+        found.reverse();
+        Ok(found)
+    }
+
+    /// Deletes the log lines older than `cutoff`, a chunk at a time (a chunk goes once its
+    /// newest line is old); returns how many lines went.
+    pub(crate) async fn delete_old_logs(&self, cutoff: i64) -> anyhow::Result<u64> {
+        let below = self.old_chunks_bound(cutoff).await?;
+        let mut deleted = 0;
+        loop {
+            let lines: Vec<i64> = sqlx::query_scalar(
+                "DELETE FROM log_chunks WHERE id IN (
+                     SELECT id FROM log_chunks WHERE id < ?1 ORDER BY id LIMIT ?2)
+                 RETURNING lines",
+            )
+            .bind(below)
+            .bind(DELETE_BATCH)
+            .fetch_all(&self.pool)
+            .await
+            .context("deleting old log lines")?;
+            deleted += lines.iter().sum::<i64>() as u64;
+            if (lines.len() as i64) < DELETE_BATCH {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// The chunk id below which every chunk is older than `cutoff`. Chunk ids grow with
+    /// time: the first young chunk's id or, without one, the next id as of now, so chunks
+    /// written while the sweep runs are never taken for old ones.
+    async fn old_chunks_bound(&self, cutoff: i64) -> anyhow::Result<i64> {
+        let bound = sqlx::query_scalar(
+            "SELECT COALESCE(
+                 (SELECT id FROM log_chunks WHERE max_ts >= ?1 ORDER BY id LIMIT 1),
+                 (SELECT IFNULL(MAX(id), 0) + 1 FROM log_chunks))",
+        )
+        .bind(cutoff)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(bound)
+    }
+}
+
+/// Moves the lines of the one-row-per-line `logs` table of older kumos into chunks, in one
+/// transaction, and drops that table. Line ids change; their order does not.
+pub(crate) async fn convert_line_table(connection: &mut SqliteConnection) -> anyhow::Result<()> {
+    let exists: Option<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'logs'")
+            .fetch_optional(&mut *connection)
+            .await?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('logs')")
+        .fetch_all(&mut *connection)
+        .await?;
+    // The first release had no trace ids.
+    let trace_id = if columns.iter().any(|c| c == "trace_id") {
+        "trace_id"
+    } else {
+        "''"
+    };
+    let select = format!(
+        "SELECT id, function, request_id, ts, stream, line, {trace_id} AS trace_id
+         FROM logs WHERE id > ?1 ORDER BY id LIMIT 10000"
+    );
+    let mut tx = connection.begin().await?;
+    let mut last = 0;
+    loop {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(select.as_str()))
+            .bind(last)
+            .fetch_all(&mut *tx)
+            .await
+            .context("reading the old log lines")?;
+        let Some(row) = rows.last() else { break };
+        last = row.try_get("id")?;
+        let lines = rows
+            .iter()
+            .map(|r| {
+                Ok(LogRecord {
+                    id: r.try_get("id")?,
+                    function: r.try_get("function")?,
+                    request_id: r.try_get("request_id")?,
+                    ts: r.try_get("ts")?,
+                    stream: r.try_get("stream")?,
+                    line: r.try_get("line")?,
+                    trace_id: r.try_get("trace_id")?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for chunk in chunks(&lines) {
+            sqlx::query(INSERT_CHUNK)
+                .bind(chunk.function)
+                .bind(chunk.max_ts)
+                .bind(chunk.lines)
+                .bind(chunk.data)
+                .execute(&mut *tx)
+                .await
+                .context("writing log chunks")?;
+        }
+    }
+    sqlx::raw_sql("DROP TABLE logs").execute(&mut *tx).await?;
+    tx.commit().await.context("converting the log table")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LogQuery, RecordWriter};
+
+    fn line(function: &str, request_id: &str, ts: i64, text: &str) -> LogRecord {
+        LogRecord {
+            id: 0,
+            function: function.into(),
+            request_id: request_id.into(),
+            ts,
+            stream: "stderr".into(),
+            line: text.into(),
+            trace_id: format!("trace-{request_id}"),
+        }
+    }
+
+    #[test]
+    fn chunks_group_by_function_and_decode_to_what_was_encoded() {
+        let logs = [
+            line("f", "r1", 1, "one"),
+            line("g", "r2", 2, "two"),
+            line("f", "r1", 3, ""),
+            line("f", "r3", 4, "ünïcode"),
+        ];
+        let chunks = chunks(&logs);
+        assert_eq!(chunks.len(), 2);
+        let f = &chunks[0];
+        assert_eq!((f.function, f.max_ts, f.lines), ("f", 4, 3));
+        let decoded = decode(&f.data).unwrap();
+        let expected: Vec<Line> = [&logs[0], &logs[2], &logs[3]]
+            .iter()
+            .map(|l| Line {
+                ts: l.ts,
+                request_id: &l.request_id,
+                trace_id: &l.trace_id,
+                stream: &l.stream,
+                line: &l.line,
+            })
+            .collect();
+        assert_eq!(decoded, expected);
+        // Cut anywhere, a chunk is an error, never a panic.
+        for end in 0..f.data.len() {
+            let _ = decode(&f.data[..end]);
+        }
+        assert!(decode(&f.data[..f.data.len() - 1]).is_err());
+    }
+
+    async fn store_with(lines: &[LogRecord]) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kumo.db");
+        let store = Store::open(&path).await.unwrap();
+        let mut writer = RecordWriter::open(&path).unwrap();
+        // One batch per line: lines in several chunks.
+        for l in lines {
+            writer.write(&[], std::slice::from_ref(l)).unwrap();
+        }
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn queries_page_through_chunks_newest_first() {
+        let mut lines: Vec<LogRecord> = (0..40)
+            .map(|i| line("f", &format!("r{}", i % 3), 1_000 + i, &format!("line {i}")))
+            .collect();
+        lines.push(line("other", "r0", 2_000, "line 99"));
+        let (_dir, store) = store_with(&lines).await;
+        let query = |q: LogQuery| {
+            let store = store.clone();
+            async move { store.list_logs(&q).await.unwrap() }
+        };
+        let text = |got: &[LogRecord]| got.iter().map(|l| l.line.clone()).collect::<Vec<_>>();
+
+        let newest = query(LogQuery {
+            function: "f".into(),
+            limit: 3,
+            ..LogQuery::default()
+        })
+        .await;
+        assert_eq!(text(&newest), ["line 37", "line 38", "line 39"]);
+        assert!(newest.windows(2).all(|w| w[0].id < w[1].id));
+        // Following from a cursor: what came after it, oldest first.
+        let after = query(LogQuery {
+            function: "f".into(),
+            after_id: Some(newest[0].id),
+            limit: 100,
+            ..LogQuery::default()
+        })
+        .await;
+        assert_eq!(text(&after), ["line 38", "line 39"]);
+        let of_request = query(LogQuery {
+            function: "f".into(),
+            request_id: Some("r1".into()),
+            since_ms: Some(1_030),
+            limit: 100,
+            ..LogQuery::default()
+        })
+        .await;
+        assert_eq!(text(&of_request), ["line 31", "line 34", "line 37"]);
+        assert_eq!(of_request[0].trace_id, "trace-r1");
+        let grep = query(LogQuery {
+            function: "f".into(),
+            grep: Some("line 9".into()),
+            limit: 100,
+            ..LogQuery::default()
+        })
+        .await;
+        assert_eq!(text(&grep), ["line 9"]);
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_old_chunks_and_not_those_written_after_its_bound() {
+        let (_dir, store) = store_with(&[line("f", "r", 1_000, "old")]).await;
+        // Only old chunks: the bound takes them all, and nothing written later.
+        let bound = store.old_chunks_bound(5_000).await.unwrap();
+        let mut writer = RecordWriter::open(&store_path(&store).await).unwrap();
+        writer.write(&[], &[line("f", "r", 9_000, "new")]).unwrap();
+        assert_eq!(store.delete_old_logs(5_000).await.unwrap(), 1);
+        let left = store
+            .list_logs(&LogQuery {
+                function: "f".into(),
+                limit: 10,
+                ..LogQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].line, "new");
+        assert!(left[0].id >> ID_SHIFT >= bound, "{} < {bound}", left[0].id);
+    }
+
+    async fn store_path(store: &Store) -> std::path::PathBuf {
+        let file: String = sqlx::query_scalar("SELECT file FROM pragma_database_list")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        file.into()
+    }
+
+    #[tokio::test]
+    async fn a_line_table_of_an_older_kumo_becomes_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kumo.db");
+        // The logs table as the first release created it (no trace ids).
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE logs (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     function TEXT NOT NULL, request_id TEXT NOT NULL, ts INTEGER NOT NULL,
+                     stream TEXT NOT NULL, line TEXT NOT NULL);
+                 INSERT INTO logs (function, request_id, ts, stream, line) VALUES
+                     ('f', 'r1', 1, 'stdout', 'a'), ('g', 'r2', 2, 'stderr', 'b'),
+                     ('f', 'r1', 3, 'stdout', 'c');",
+            )
+            .unwrap();
+        let store = Store::open(&path).await.unwrap();
+        let f = store
+            .list_logs(&LogQuery {
+                function: "f".into(),
+                limit: 10,
+                ..LogQuery::default()
+            })
+            .await
+            .unwrap();
+        let got: Vec<_> = f
+            .iter()
+            .map(|l| {
+                (
+                    l.request_id.as_str(),
+                    l.ts,
+                    l.stream.as_str(),
+                    l.line.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(got, [("r1", 1, "stdout", "a"), ("r1", 3, "stdout", "c")]);
+        let table: Option<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name = 'logs'")
+                .fetch_optional(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(table, None);
+    }
+}
