@@ -76,6 +76,15 @@ pub struct LogRecord {
     pub trace_id: String,
 }
 
+/// A line of an invocation's output as it is recorded with the invocation, whose function,
+/// request id, trace id and start time (its `ts`) it takes; a [`LogRecord`] when read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputLine {
+    /// `stdout`, `stderr` or `kumo`.
+    pub stream: &'static str,
+    pub line: String,
+}
+
 /// Milliseconds since the Unix epoch as RFC 3339 UTC (`2026-11-22T20:23:53.123Z`).
 pub fn format_timestamp(ms: i64) -> String {
     let secs = ms.div_euclid(1000);

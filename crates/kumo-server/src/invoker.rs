@@ -11,7 +11,7 @@ use crate::slots::{Slot, Slots};
 use crate::trace::{TraceContext, Tracing};
 use bytes::Bytes;
 use kumo_core::{
-    ErrorKind, FunctionRecord, InvocationRecord, LATEST, LogRecord, Outcome, Qualifier, Source,
+    ErrorKind, FunctionRecord, InvocationRecord, LATEST, Outcome, OutputLine, Qualifier, Source,
     Target, billed_ms, gb_seconds,
 };
 use kumo_runtime::{Invocation, KvAccess, Loaded, Response, Runtime};
@@ -304,20 +304,15 @@ impl Invoker {
         let result = execution
             .result
             .map_err(|f| ApiError::new(f.kind, f.message));
-        let logs = execution
+        let output = execution
             .logs
             .into_iter()
-            .map(|l| LogRecord {
-                id: 0,
-                function: entry.record.name.clone(),
-                request_id: request_id.to_string(),
-                ts: attempt.started_at,
-                stream: l.stream.as_str().to_string(),
+            .map(|l| OutputLine {
+                stream: l.stream.as_str(),
                 line: l.line,
-                trace_id: trace.trace_id.clone(),
             })
             .collect();
-        self.record(&attempt, result.as_ref(), logs).await;
+        self.record(&attempt, result.as_ref(), output).await;
         result
     }
 
@@ -418,7 +413,7 @@ impl Invoker {
         &self,
         attempt: &Attempt<'_>,
         result: Result<&Response, &ApiError>,
-        logs: Vec<LogRecord>,
+        output: Vec<OutputLine>,
     ) {
         let elapsed = attempt.start.elapsed();
         let (outcome, status, error_code, error_message) = match result {
@@ -459,7 +454,7 @@ impl Invoker {
         };
         self.metrics.observe(&record, &attempt.entry.metrics);
         self.tracing.export(attempt.trace, &record);
-        self.recorder.record(record, logs).await;
+        self.recorder.record(record, output).await;
     }
 }
 

@@ -2,7 +2,7 @@
 //! them into batches and the [`RecordWriter`] writes each batch in one transaction, on a
 //! blocking thread.
 
-use kumo_core::{InvocationRecord, LogRecord};
+use kumo_core::{InvocationRecord, OutputLine};
 use kumo_store::RecordWriter;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +18,7 @@ const CHANNEL_CAPACITY: usize = 8192;
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
 enum Message {
-    Record(Box<InvocationRecord>, Vec<LogRecord>),
+    Record(Box<(InvocationRecord, Vec<OutputLine>)>),
     /// Answered once everything sent before it is committed.
     Flush(oneshot::Sender<()>),
 }
@@ -35,10 +35,10 @@ impl Recorder {
         Self { tx }
     }
 
-    pub async fn record(&self, invocation: InvocationRecord, logs: Vec<LogRecord>) {
+    pub async fn record(&self, invocation: InvocationRecord, output: Vec<OutputLine>) {
         if self
             .tx
-            .send(Message::Record(Box::new(invocation), logs))
+            .send(Message::Record(Box::new((invocation, output))))
             .await
             .is_err()
         {
@@ -59,20 +59,16 @@ impl Recorder {
 async fn write_batches(writer: RecordWriter, mut rx: mpsc::Receiver<Message>) {
     let writer = Arc::new(Mutex::new(writer));
     while let Some(first) = rx.recv().await {
-        let mut invocations = Vec::new();
-        let mut logs = Vec::new();
+        let mut batch = Vec::new();
         let mut flushes = Vec::new();
         let window_end = Instant::now() + BATCH_WINDOW;
         let mut next = Some(first);
         while let Some(message) = next {
             match message {
-                Message::Record(r, l) => {
-                    invocations.push(*r);
-                    logs.extend(l);
-                }
+                Message::Record(recorded) => batch.push(*recorded),
                 Message::Flush(done) => flushes.push(done),
             }
-            next = if invocations.len() >= MAX_BATCH {
+            next = if batch.len() >= MAX_BATCH {
                 None
             } else if !flushes.is_empty() {
                 rx.try_recv().ok()
@@ -84,12 +80,12 @@ async fn write_batches(writer: RecordWriter, mut rx: mpsc::Receiver<Message>) {
                     .flatten()
             };
         }
-        let count = invocations.len();
+        let count = batch.len();
         let writer = writer.clone();
         let written = tokio::task::spawn_blocking(move || {
             // Only this task writes, one batch at a time: the lock is never contended.
             let mut writer = writer.lock().unwrap_or_else(|p| p.into_inner());
-            writer.write(&invocations, &logs)
+            writer.write(&batch)
         })
         .await;
         match written {

@@ -8,7 +8,7 @@
 
 use crate::Store;
 use anyhow::{Context as _, bail};
-use kumo_core::LogRecord;
+use kumo_core::{InvocationRecord, LogRecord, OutputLine};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection as _, Row};
 use std::collections::HashMap;
@@ -51,13 +51,29 @@ pub(crate) struct Chunk<'a> {
     pub data: Vec<u8>,
 }
 
-/// Groups lines by function (keeping their order) into chunks.
-pub(crate) fn chunks(logs: &[LogRecord]) -> Vec<Chunk<'_>> {
-    let mut groups: Vec<(&str, Vec<&LogRecord>)> = Vec::new();
+/// The lines of a batch of invocations, as chunks.
+pub(crate) fn chunks_of_batch(batch: &[(InvocationRecord, Vec<OutputLine>)]) -> Vec<Chunk<'_>> {
+    chunks(batch.iter().flat_map(|(invocation, lines)| {
+        lines.iter().map(move |l| {
+            let line = Line {
+                ts: invocation.started_at,
+                request_id: &invocation.request_id,
+                trace_id: &invocation.trace_id,
+                stream: l.stream,
+                line: &l.line,
+            };
+            (invocation.function.as_str(), line)
+        })
+    }))
+}
+
+/// Groups `(function, line)`s by function, keeping their order, into chunks.
+fn chunks<'a>(lines: impl IntoIterator<Item = (&'a str, Line<'a>)>) -> Vec<Chunk<'a>> {
+    let mut groups: Vec<(&str, Vec<Line>)> = Vec::new();
     let mut group_of: HashMap<&str, usize> = HashMap::new();
-    for line in logs {
-        let group = *group_of.entry(&line.function).or_insert_with(|| {
-            groups.push((&line.function, Vec::new()));
+    for (function, line) in lines {
+        let group = *group_of.entry(function).or_insert_with(|| {
+            groups.push((function, Vec::new()));
             groups.len() - 1
         });
         groups[group].1.push(line);
@@ -77,10 +93,10 @@ pub(crate) fn chunks(logs: &[LogRecord]) -> Vec<Chunk<'_>> {
 
 /// Per line: ts (i64 LE); 1 and the request id and trace id when they differ from the
 /// previous line's, else 0; the stream; the line. Strings are a u32 LE length and UTF-8.
-fn encode(lines: &[&LogRecord]) -> Vec<u8> {
+fn encode(lines: &[Line]) -> Vec<u8> {
     let mut data = Vec::with_capacity(1 + lines.iter().map(|l| l.line.len() + 32).sum::<usize>());
     data.push(FORMAT);
-    let mut previous: Option<&LogRecord> = None;
+    let mut previous: Option<&Line> = None;
     for line in lines {
         data.extend_from_slice(&line.ts.to_le_bytes());
         let same_request = previous
@@ -89,11 +105,11 @@ fn encode(lines: &[&LogRecord]) -> Vec<u8> {
             data.push(0);
         } else {
             data.push(1);
-            put_str(&mut data, &line.request_id);
-            put_str(&mut data, &line.trace_id);
+            put_str(&mut data, line.request_id);
+            put_str(&mut data, line.trace_id);
         }
-        put_str(&mut data, &line.stream);
-        put_str(&mut data, &line.line);
+        put_str(&mut data, line.stream);
+        put_str(&mut data, line.line);
         previous = Some(line);
     }
     data
@@ -310,7 +326,17 @@ pub(crate) async fn convert_line_table(connection: &mut SqliteConnection) -> any
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        for chunk in chunks(&lines) {
+        let views = lines.iter().map(|l| {
+            let line = Line {
+                ts: l.ts,
+                request_id: &l.request_id,
+                trace_id: &l.trace_id,
+                stream: &l.stream,
+                line: &l.line,
+            };
+            (l.function.as_str(), line)
+        });
+        for chunk in chunks(views) {
             sqlx::query(INSERT_CHUNK)
                 .bind(chunk.function)
                 .bind(chunk.max_ts)
@@ -342,15 +368,48 @@ mod tests {
         }
     }
 
+    /// An invocation that printed `l` (its function, request, trace and time are l's).
+    fn printed(l: &LogRecord) -> (InvocationRecord, Vec<OutputLine>) {
+        let invocation = InvocationRecord {
+            request_id: l.request_id.clone(),
+            function: l.function.clone(),
+            started_at: l.ts,
+            duration_ms: 1.0,
+            billed_ms: 1,
+            memory_mb: 128,
+            outcome: kumo_core::Outcome::Ok,
+            error_code: None,
+            error_message: None,
+            status: 200,
+            cold: false,
+            init_ms: None,
+            version: "$LATEST".into(),
+            trigger: "http".into(),
+            gb_seconds: 0.0,
+            trace_id: l.trace_id.clone(),
+        };
+        let stream = if l.stream == "stdout" {
+            "stdout"
+        } else {
+            "stderr"
+        };
+        let line = OutputLine {
+            stream,
+            line: l.line.clone(),
+        };
+        (invocation, vec![line])
+    }
+
     #[test]
     fn chunks_group_by_function_and_decode_to_what_was_encoded() {
         let logs = [
             line("f", "r1", 1, "one"),
             line("g", "r2", 2, "two"),
-            line("f", "r1", 3, ""),
+            line("f", "r1", 1, ""),
             line("f", "r3", 4, "ünïcode"),
         ];
-        let chunks = chunks(&logs);
+        let batch: Vec<_> = logs.iter().map(printed).collect();
+        let chunks = chunks_of_batch(&batch);
         assert_eq!(chunks.len(), 2);
         let f = &chunks[0];
         assert_eq!((f.function, f.max_ts, f.lines), ("f", 4, 3));
@@ -380,7 +439,7 @@ mod tests {
         let mut writer = RecordWriter::open(&path).unwrap();
         // One batch per line: lines in several chunks.
         for l in lines {
-            writer.write(&[], std::slice::from_ref(l)).unwrap();
+            writer.write(&[printed(l)]).unwrap();
         }
         (dir, store)
     }
@@ -441,7 +500,9 @@ mod tests {
         // Only old chunks: the bound takes them all, and nothing written later.
         let bound = store.old_chunks_bound(5_000).await.unwrap();
         let mut writer = RecordWriter::open(&store_path(&store).await).unwrap();
-        writer.write(&[], &[line("f", "r", 9_000, "new")]).unwrap();
+        writer
+            .write(&[printed(&line("f", "r", 9_000, "new"))])
+            .unwrap();
         assert_eq!(store.delete_old_logs(5_000).await.unwrap(), 1);
         let left = store
             .list_logs(&LogQuery {

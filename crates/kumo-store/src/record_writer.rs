@@ -1,12 +1,12 @@
 //! The writer of invocation records and log lines: the one write that happens for every
 //! invocation. It has its own SQLite connection (rusqlite, on the same database and the same
-//! SQLite library as sqlx) and two prepared statements, because sqlx's async layer (a bound
+//! SQLite library as sqlx) and two prepared statements (invocation rows, log chunks), because sqlx's async layer (a bound
 //! value boxed and copied per column, a round trip to its worker thread per statement) cost
 //! more than SQLite's own work at tens of thousands of records a second. Everything else
 //! stays on sqlx. Blocking: call it from a blocking thread.
 
 use anyhow::Context as _;
-use kumo_core::{InvocationRecord, LogRecord};
+use kumo_core::{InvocationRecord, OutputLine};
 use rusqlite::{Connection, params};
 use std::path::Path;
 use std::time::Duration;
@@ -34,15 +34,11 @@ impl RecordWriter {
     }
 
     /// Writes a batch in one transaction: all of it or, on error, none.
-    pub fn write(
-        &mut self,
-        invocations: &[InvocationRecord],
-        logs: &[LogRecord],
-    ) -> anyhow::Result<()> {
+    pub fn write(&mut self, batch: &[(InvocationRecord, Vec<OutputLine>)]) -> anyhow::Result<()> {
         let tx = self.connection.transaction()?;
         {
             let mut insert = tx.prepare_cached(INSERT_INVOCATION)?;
-            for r in invocations {
+            for (r, _) in batch {
                 insert.execute(params![
                     r.request_id,
                     r.function,
@@ -63,7 +59,7 @@ impl RecordWriter {
                 ])?;
             }
             let mut insert = tx.prepare_cached(crate::logs::INSERT_CHUNK)?;
-            for chunk in crate::logs::chunks(logs) {
+            for chunk in crate::logs::chunks_of_batch(batch) {
                 insert.execute(params![
                     chunk.function,
                     chunk.max_ts,
@@ -110,16 +106,15 @@ mod tests {
         let store = Store::open(&path).await.unwrap();
         let mut writer = RecordWriter::open(&path).unwrap();
         let records = [record("r1", Outcome::Ok), record("r2", Outcome::Timeout)];
-        let log = LogRecord {
-            id: 0,
-            function: "f".into(),
-            request_id: "r2".into(),
-            ts: 1_000,
-            stream: "stderr".into(),
+        let hello = OutputLine {
+            stream: "stderr",
             line: "hello".into(),
-            trace_id: "ab".repeat(16),
         };
-        writer.write(&records, std::slice::from_ref(&log)).unwrap();
+        let batch = [
+            (records[0].clone(), vec![]),
+            (records[1].clone(), vec![hello]),
+        ];
+        writer.write(&batch).unwrap();
 
         for r in &records {
             let got = store.get_invocation(&r.request_id).await.unwrap();
@@ -133,11 +128,19 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(logs.len(), 1);
-        assert_eq!(
-            (logs[0].request_id.as_str(), logs[0].line.as_str()),
-            ("r2", "hello")
-        );
+        let got: Vec<_> = logs
+            .iter()
+            .map(|l| {
+                (
+                    l.request_id.as_str(),
+                    l.ts,
+                    l.stream.as_str(),
+                    l.line.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(got, [("r2", 1_000, "stderr", "hello")]);
+        assert_eq!(logs[0].trace_id, records[1].trace_id);
         assert!(logs[0].id > 0);
     }
 
@@ -152,16 +155,11 @@ mod tests {
             .connection
             .execute_batch("DROP TABLE log_chunks")
             .unwrap();
-        let log = LogRecord {
-            id: 0,
-            function: "f".into(),
-            request_id: "r1".into(),
-            ts: 1_000,
-            stream: "stderr".into(),
+        let lost = OutputLine {
+            stream: "stderr",
             line: "lost".into(),
-            trace_id: String::new(),
         };
-        let written = writer.write(&[record("r1", Outcome::Ok)], &[log]);
+        let written = writer.write(&[(record("r1", Outcome::Ok), vec![lost])]);
         assert!(written.is_err(), "{written:?}");
         assert_eq!(store.get_invocation("r1").await.unwrap(), None);
     }
@@ -187,7 +185,7 @@ mod tests {
         let store = Store::open(&path).await.unwrap();
         let mut writer = RecordWriter::open(&path).unwrap();
         let r = record("r1", Outcome::Ok);
-        writer.write(std::slice::from_ref(&r), &[]).unwrap();
+        writer.write(&[(r.clone(), vec![])]).unwrap();
         assert_eq!(store.get_invocation("r1").await.unwrap(), Some(r));
     }
 }
