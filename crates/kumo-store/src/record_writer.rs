@@ -1,9 +1,9 @@
 //! The writer of invocation records and log lines: the one write that happens for every
 //! invocation. It has its own SQLite connection (rusqlite, on the same database and the same
-//! SQLite library as sqlx) and two prepared statements (invocation rows, log chunks), because sqlx's async layer (a bound
-//! value boxed and copied per column, a round trip to its worker thread per statement) cost
-//! more than SQLite's own work at tens of thousands of records a second. Everything else
-//! stays on sqlx. Blocking: call it from a blocking thread.
+//! SQLite library as sqlx) and two prepared statements (invocation rows, log chunks), because
+//! sqlx's async layer (a bound value boxed and copied per column, a round trip to its worker
+//! thread per statement) cost more than SQLite's own work at tens of thousands of records a
+//! second. Everything else stays on sqlx. Blocking: call it from a blocking thread.
 
 use anyhow::Context as _;
 use kumo_core::{InvocationRecord, OutputLine};
