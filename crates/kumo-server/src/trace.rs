@@ -48,7 +48,12 @@ impl TraceContext {
 
     /// The `traceparent` naming this invocation's span (what the guest and its calls see).
     pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-01", self.trace_id, self.span_id)
+        // Built per invocation: pushes instead of `format!`.
+        let mut value = String::with_capacity(55);
+        for part in ["00-", &self.trace_id, "-", &self.span_id, "-01"] {
+            value.push_str(part);
+        }
+        value
     }
 }
 
@@ -82,13 +87,13 @@ fn parse_traceparent(value: &str) -> Option<(String, String)> {
 }
 
 /// A random trace id (32 hex digits), never all zero (invalid in W3C trace context). Made
-/// for every invocation: `hex` is cheaper than `format!`, and the full range than `1..`.
+/// for every invocation: the full range is cheaper than `1..`.
 fn random_trace_id() -> String {
     let mut id = 0;
     while id == 0 {
         id = fastrand::u128(..);
     }
-    hex::encode(id.to_be_bytes())
+    lower_hex(&id.to_be_bytes())
 }
 
 /// A random span id (16 hex digits), never all zero.
@@ -97,7 +102,16 @@ fn random_span_id() -> String {
     while id == 0 {
         id = fastrand::u64(..);
     }
-    hex::encode(id.to_be_bytes())
+    lower_hex(&id.to_be_bytes())
+}
+
+/// `bytes` (at most 16) as lowercase hex, through a stack buffer: `hex::encode` and
+/// `format!` build the string a char at a time.
+fn lower_hex(bytes: &[u8]) -> String {
+    let mut buf = [0u8; 32];
+    let out = &mut buf[..bytes.len() * 2];
+    hex::encode_to_slice(bytes, out).expect("the buffer holds two digits per byte");
+    String::from_utf8_lossy(out).into_owned()
 }
 
 /// The span exporter, when one is configured.
@@ -189,6 +203,12 @@ impl Tracing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_lowercase_hex() {
+        assert_eq!(lower_hex(&[0x0a, 0xff, 0x10]), "0aff10");
+        assert_eq!(lower_hex(&[0xab; 16]), "ab".repeat(16));
+    }
 
     #[test]
     fn traceparents_continue_or_start_traces() {
