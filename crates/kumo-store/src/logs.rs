@@ -352,7 +352,7 @@ pub(crate) async fn convert_line_table(connection: &mut SqliteConnection) -> any
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{LogQuery, RecordWriter};
 
@@ -496,33 +496,28 @@ mod tests {
 
     #[tokio::test]
     async fn retention_deletes_old_chunks_and_not_those_written_after_its_bound() {
-        let (_dir, store) = store_with(&[line("f", "r", 1_000, "old")]).await;
+        let (dir, store) = store_with(&[line("f", "r", 1_000, "old")]).await;
         // Only old chunks: the bound takes them all, and nothing written later.
         let bound = store.old_chunks_bound(5_000).await.unwrap();
-        let mut writer = RecordWriter::open(&store_path(&store).await).unwrap();
+        let mut writer = RecordWriter::open(&dir.path().join("kumo.db")).unwrap();
         writer
             .write(&[printed(&line("f", "r", 9_000, "new"))])
             .unwrap();
         assert_eq!(store.delete_old_logs(5_000).await.unwrap(), 1);
-        let left = store
-            .list_logs(&LogQuery {
-                function: "f".into(),
-                limit: 10,
-                ..LogQuery::default()
-            })
-            .await
-            .unwrap();
+        let left = newest_lines(&store, "f").await;
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].line, "new");
         assert!(left[0].id >> ID_SHIFT >= bound, "{} < {bound}", left[0].id);
     }
 
-    async fn store_path(store: &Store) -> std::path::PathBuf {
-        let file: String = sqlx::query_scalar("SELECT file FROM pragma_database_list")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap();
-        file.into()
+    /// The newest ten lines of `function`, oldest first.
+    pub(crate) async fn newest_lines(store: &Store, function: &str) -> Vec<LogRecord> {
+        let query = LogQuery {
+            function: function.into(),
+            limit: 10,
+            ..LogQuery::default()
+        };
+        store.list_logs(&query).await.unwrap()
     }
 
     #[tokio::test]
@@ -542,14 +537,7 @@ mod tests {
             )
             .unwrap();
         let store = Store::open(&path).await.unwrap();
-        let f = store
-            .list_logs(&LogQuery {
-                function: "f".into(),
-                limit: 10,
-                ..LogQuery::default()
-            })
-            .await
-            .unwrap();
+        let f = newest_lines(&store, "f").await;
         let got: Vec<_> = f
             .iter()
             .map(|l| {

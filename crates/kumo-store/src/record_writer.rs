@@ -75,7 +75,7 @@ impl RecordWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LogQuery, Store};
+    use crate::Store;
     use kumo_core::Outcome;
 
     fn record(request_id: &str, outcome: Outcome) -> InvocationRecord {
@@ -120,14 +120,7 @@ mod tests {
             let got = store.get_invocation(&r.request_id).await.unwrap();
             assert_eq!(got.as_ref(), Some(r));
         }
-        let logs = store
-            .list_logs(&LogQuery {
-                function: "f".into(),
-                limit: 10,
-                ..LogQuery::default()
-            })
-            .await
-            .unwrap();
+        let logs = crate::logs::tests::newest_lines(&store, "f").await;
         let got: Vec<_> = logs
             .iter()
             .map(|l| {
