@@ -131,7 +131,17 @@ struct Line<'a> {
     line: &'a str,
 }
 
-impl Line<'_> {
+impl<'a> Line<'a> {
+    fn of(record: &'a LogRecord) -> Self {
+        Self {
+            ts: record.ts,
+            request_id: &record.request_id,
+            trace_id: &record.trace_id,
+            stream: &record.stream,
+            line: &record.line,
+        }
+    }
+
     fn to_record(&self, id: i64, function: &str) -> LogRecord {
         LogRecord {
             id,
@@ -282,16 +292,10 @@ impl Store {
 /// Moves the lines of the one-row-per-line `logs` table of older kumos into chunks, in one
 /// transaction, and drops that table. Line ids change; their order does not.
 pub(crate) async fn convert_line_table(connection: &mut SqliteConnection) -> anyhow::Result<()> {
-    let exists: Option<String> =
-        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'logs'")
-            .fetch_optional(&mut *connection)
-            .await?;
-    if exists.is_none() {
+    let columns = crate::sqlite::columns_of(connection, "logs").await?;
+    if columns.is_empty() {
         return Ok(());
     }
-    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('logs')")
-        .fetch_all(&mut *connection)
-        .await?;
     // The first release had no trace ids.
     let trace_id = if columns.iter().any(|c| c == "trace_id") {
         "trace_id"
@@ -326,16 +330,7 @@ pub(crate) async fn convert_line_table(connection: &mut SqliteConnection) -> any
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let views = lines.iter().map(|l| {
-            let line = Line {
-                ts: l.ts,
-                request_id: &l.request_id,
-                trace_id: &l.trace_id,
-                stream: &l.stream,
-                line: &l.line,
-            };
-            (l.function.as_str(), line)
-        });
+        let views = lines.iter().map(|l| (l.function.as_str(), Line::of(l)));
         for chunk in chunks(views) {
             sqlx::query(INSERT_CHUNK)
                 .bind(chunk.function)
@@ -414,22 +409,27 @@ pub(crate) mod tests {
         let f = &chunks[0];
         assert_eq!((f.function, f.max_ts, f.lines), ("f", 4, 3));
         let decoded = decode(&f.data).unwrap();
-        let expected: Vec<Line> = [&logs[0], &logs[2], &logs[3]]
-            .iter()
-            .map(|l| Line {
-                ts: l.ts,
-                request_id: &l.request_id,
-                trace_id: &l.trace_id,
-                stream: &l.stream,
-                line: &l.line,
-            })
-            .collect();
+        let expected: Vec<Line> = [&logs[0], &logs[2], &logs[3]].map(Line::of).into();
         assert_eq!(decoded, expected);
         // Cut anywhere, a chunk is an error, never a panic.
         for end in 0..f.data.len() {
             let _ = decode(&f.data[..end]);
         }
         assert!(decode(&f.data[..f.data.len() - 1]).is_err());
+        let mut unknown = f.data.clone();
+        unknown[0] = FORMAT + 1;
+        assert!(decode(&unknown).is_err());
+    }
+
+    #[test]
+    fn a_function_with_more_lines_than_a_chunk_holds_gets_more_chunks() {
+        let many = line("f", "r", 1, "x");
+        let lines = (0..=LINES_PER_CHUNK).map(|_| ("f", Line::of(&many)));
+        let chunks = chunks(lines);
+        let sizes: Vec<i64> = chunks.iter().map(|c| c.lines).collect();
+        assert_eq!(sizes, [LINES_PER_CHUNK as i64, 1]);
+        let decoded = decode(&chunks[0].data).unwrap();
+        assert_eq!(decoded.len(), LINES_PER_CHUNK);
     }
 
     async fn store_with(lines: &[LogRecord]) -> (tempfile::TempDir, Store) {
@@ -510,6 +510,11 @@ pub(crate) mod tests {
         assert!(left[0].id >> ID_SHIFT >= bound, "{} < {bound}", left[0].id);
     }
 
+    /// A line's request id, ts, stream and text.
+    pub(crate) fn fields(l: &LogRecord) -> (&str, i64, &str, &str) {
+        (&l.request_id, l.ts, &l.stream, &l.line)
+    }
+
     /// The newest ten lines of `function`, oldest first.
     pub(crate) async fn newest_lines(store: &Store, function: &str) -> Vec<LogRecord> {
         let query = LogQuery {
@@ -538,17 +543,7 @@ pub(crate) mod tests {
             .unwrap();
         let store = Store::open(&path).await.unwrap();
         let f = newest_lines(&store, "f").await;
-        let got: Vec<_> = f
-            .iter()
-            .map(|l| {
-                (
-                    l.request_id.as_str(),
-                    l.ts,
-                    l.stream.as_str(),
-                    l.line.as_str(),
-                )
-            })
-            .collect();
+        let got: Vec<_> = f.iter().map(fields).collect();
         assert_eq!(got, [("r1", 1, "stdout", "a"), ("r1", 3, "stdout", "c")]);
         let table: Option<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name = 'logs'")

@@ -121,17 +121,7 @@ mod tests {
             assert_eq!(got.as_ref(), Some(r));
         }
         let logs = crate::logs::tests::newest_lines(&store, "f").await;
-        let got: Vec<_> = logs
-            .iter()
-            .map(|l| {
-                (
-                    l.request_id.as_str(),
-                    l.ts,
-                    l.stream.as_str(),
-                    l.line.as_str(),
-                )
-            })
-            .collect();
+        let got: Vec<_> = logs.iter().map(crate::logs::tests::fields).collect();
         assert_eq!(got, [("r2", 1_000, "stderr", "hello")]);
         assert_eq!(logs[0].trace_id, records[1].trace_id);
         assert!(logs[0].id > 0);

@@ -233,10 +233,7 @@ async fn add_columns(
     let mut tables: Vec<&str> = added.iter().map(|(table, _, _)| *table).collect();
     tables.dedup();
     for table in tables {
-        let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
-            .bind(table)
-            .fetch_all(&mut *connection)
-            .await?;
+        let columns = columns_of(connection, table).await?;
         let missing = added
             .iter()
             .filter(|(t, column, _)| *t == table && !columns.iter().any(|c| c == column));
@@ -250,6 +247,18 @@ async fn add_columns(
         }
     }
     Ok(())
+}
+
+/// The column names of `table`; none when there is no such table.
+pub(crate) async fn columns_of(
+    connection: &mut SqliteConnection,
+    table: &str,
+) -> anyhow::Result<Vec<String>> {
+    let columns = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+        .bind(table)
+        .fetch_all(&mut *connection)
+        .await?;
+    Ok(columns)
 }
 
 fn function_from_row(row: &SqliteRow) -> anyhow::Result<FunctionRecord> {
