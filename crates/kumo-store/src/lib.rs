@@ -1,7 +1,7 @@
 //! kumo's durable state in a data directory:
 //!
 //! ```text
-//! DATA/kumo.db        SQLite (WAL): functions, versions, aliases, invocations, log chunks,
+//! DATA/kumo.db        SQLite (WAL): functions, versions, aliases, invocation and log chunks,
 //!                     the event queue, key-value
 //! DATA/blobs/<sha256> deployed code, content-addressed and immutable
 //! DATA/objects/       object storage: one file per object version (`{bucket}/{etag}`)
@@ -12,6 +12,8 @@
 //! One concrete SQLite store for now; a trait will come with the PostgreSQL backend.
 
 mod blobs;
+mod codec;
+mod invocations;
 mod kv;
 mod logs;
 mod objects;
@@ -19,6 +21,7 @@ mod queue;
 mod record_writer;
 mod sqlite;
 mod usage;
+mod uuid_time;
 mod versions;
 
 pub use blobs::Blobs;

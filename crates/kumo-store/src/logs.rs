@@ -7,11 +7,11 @@
 //! ids still grow with every line written, so they stay cursors for paging and following.
 
 use crate::Store;
+use crate::codec::{Reader, group_by_function, put_str};
 use anyhow::{Context as _, bail};
 use kumo_core::{InvocationRecord, LogRecord, OutputLine};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection as _, Row};
-use std::collections::HashMap;
 
 pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS log_chunks (
@@ -69,24 +69,18 @@ pub(crate) fn chunks_of_batch(batch: &[(InvocationRecord, Vec<OutputLine>)]) -> 
 
 /// Groups `(function, line)`s by function, keeping their order, into chunks.
 fn chunks<'a>(lines: impl IntoIterator<Item = (&'a str, Line<'a>)>) -> Vec<Chunk<'a>> {
-    let mut groups: Vec<(&str, Vec<Line>)> = Vec::new();
-    let mut group_of: HashMap<&str, usize> = HashMap::new();
-    for (function, line) in lines {
-        let group = *group_of.entry(function).or_insert_with(|| {
-            groups.push((function, Vec::new()));
-            groups.len() - 1
-        });
-        groups[group].1.push(line);
-    }
-    groups
-        .iter()
+    group_by_function(lines)
+        .into_iter()
         .flat_map(|(function, lines)| {
-            lines.chunks(LINES_PER_CHUNK).map(|lines| Chunk {
-                function,
-                max_ts: lines.iter().map(|l| l.ts).max().unwrap_or(0),
-                lines: lines.len() as i64,
-                data: encode(lines),
-            })
+            lines
+                .chunks(LINES_PER_CHUNK)
+                .map(|lines| Chunk {
+                    function,
+                    max_ts: lines.iter().map(|l| l.ts).max().unwrap_or(0),
+                    lines: lines.len() as i64,
+                    data: encode(lines),
+                })
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -113,12 +107,6 @@ fn encode(lines: &[Line]) -> Vec<u8> {
         previous = Some(line);
     }
     data
-}
-
-fn put_str(data: &mut Vec<u8>, s: &str) {
-    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
-    data.extend_from_slice(&len.to_le_bytes());
-    data.extend_from_slice(&s.as_bytes()[..len as usize]);
 }
 
 /// A decoded line, borrowing from its chunk's data.
@@ -165,14 +153,14 @@ impl<'a> Line<'a> {
 
 fn decode(data: &[u8]) -> anyhow::Result<Vec<Line<'_>>> {
     let mut reader = Reader(data);
-    if reader.take(1)? != [FORMAT] {
+    if reader.u8()? != FORMAT {
         bail!("log chunk in an unknown format");
     }
     let mut lines = Vec::new();
     let (mut request_id, mut trace_id) = ("", "");
-    while !reader.0.is_empty() {
-        let ts = i64::from_le_bytes(reader.take(8)?.try_into()?);
-        if reader.take(1)?[0] == 1 {
+    while !reader.is_empty() {
+        let ts = reader.i64()?;
+        if reader.u8()? == 1 {
             request_id = reader.str()?;
             trace_id = reader.str()?;
         }
@@ -187,24 +175,6 @@ fn decode(data: &[u8]) -> anyhow::Result<Vec<Line<'_>>> {
         });
     }
     Ok(lines)
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> anyhow::Result<&'a [u8]> {
-        if self.0.len() < n {
-            bail!("log chunk cut short");
-        }
-        let (taken, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(taken)
-    }
-
-    fn str(&mut self) -> anyhow::Result<&'a str> {
-        let len = u32::from_le_bytes(self.take(4)?.try_into()?);
-        Ok(std::str::from_utf8(self.take(len as usize)?)?)
-    }
 }
 
 impl Store {

@@ -1,6 +1,6 @@
 //! The writer of invocation records and log lines: the one write that happens for every
 //! invocation. It has its own SQLite connection (rusqlite, on the same database and the same
-//! SQLite library as sqlx) and two prepared statements (invocation rows, log chunks), because
+//! SQLite library as sqlx) and two prepared statements (invocation chunks, log chunks), because
 //! sqlx's async layer (a bound value boxed and copied per column, a round trip to its worker
 //! thread per statement) cost more than SQLite's own work at tens of thousands of records a
 //! second. Everything else stays on sqlx. Blocking: call it from a blocking thread.
@@ -10,11 +10,6 @@ use kumo_core::{InvocationRecord, OutputLine};
 use rusqlite::{Connection, params};
 use std::path::Path;
 use std::time::Duration;
-
-const INSERT_INVOCATION: &str = "INSERT OR REPLACE INTO invocations (request_id, function,
-    started_at, duration_ms, billed_ms, memory_mb, outcome, error_code, error_message, status,
-    cold, init_ms, version, trigger, gb_seconds, trace_id)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 
 pub struct RecordWriter {
     connection: Connection,
@@ -37,25 +32,14 @@ impl RecordWriter {
     pub fn write(&mut self, batch: &[(InvocationRecord, Vec<OutputLine>)]) -> anyhow::Result<()> {
         let tx = self.connection.transaction()?;
         {
-            let mut insert = tx.prepare_cached(INSERT_INVOCATION)?;
-            for (r, _) in batch {
+            let mut insert = tx.prepare_cached(crate::invocations::INSERT_CHUNK)?;
+            for chunk in crate::invocations::chunks_of(batch.iter().map(|(r, _)| r)) {
                 insert.execute(params![
-                    r.request_id,
-                    r.function,
-                    r.started_at,
-                    r.duration_ms,
-                    i64::try_from(r.billed_ms).unwrap_or(i64::MAX),
-                    r.memory_mb,
-                    r.outcome.as_str(),
-                    r.error_code,
-                    r.error_message,
-                    r.status,
-                    r.cold,
-                    r.init_ms,
-                    r.version,
-                    r.trigger,
-                    r.gb_seconds,
-                    r.trace_id,
+                    chunk.function,
+                    chunk.first_id,
+                    chunk.last_id,
+                    chunk.records,
+                    chunk.data
                 ])?;
             }
             let mut insert = tx.prepare_cached(crate::logs::INSERT_CHUNK)?;
@@ -78,25 +62,10 @@ mod tests {
     use crate::Store;
     use kumo_core::Outcome;
 
-    fn record(request_id: &str, outcome: Outcome) -> InvocationRecord {
-        InvocationRecord {
-            request_id: request_id.into(),
-            function: "f".into(),
-            started_at: 1_000,
-            duration_ms: 2.5,
-            billed_ms: 3,
-            memory_mb: 128,
-            outcome,
-            error_code: (outcome != Outcome::Ok).then(|| "timeout".into()),
-            error_message: None,
-            status: 200,
-            cold: true,
-            init_ms: Some(0.75),
-            version: "2".into(),
-            trigger: "http".into(),
-            gb_seconds: 0.000375,
-            trace_id: "ab".repeat(16),
-        }
+    /// A record of function `f` whose request id says it started at `ms`.
+    fn record(ms: i64, outcome: Outcome) -> InvocationRecord {
+        let id = crate::invocations::tests::id_at(ms, 0);
+        crate::invocations::tests::record(&id, "f", outcome)
     }
 
     #[tokio::test]
@@ -105,7 +74,7 @@ mod tests {
         let path = dir.path().join("kumo.db");
         let store = Store::open(&path).await.unwrap();
         let mut writer = RecordWriter::open(&path).unwrap();
-        let records = [record("r1", Outcome::Ok), record("r2", Outcome::Timeout)];
+        let records = [record(1_000, Outcome::Ok), record(1_001, Outcome::Timeout)];
         let hello = OutputLine {
             stream: "stderr",
             line: "hello".into(),
@@ -122,7 +91,8 @@ mod tests {
         }
         let logs = crate::logs::tests::newest_lines(&store, "f").await;
         let got: Vec<_> = logs.iter().map(crate::logs::tests::fields).collect();
-        assert_eq!(got, [("r2", 1_000, "stderr", "hello")]);
+        let r2 = records[1].request_id.as_str();
+        assert_eq!(got, [(r2, 1_001, "stderr", "hello")]);
         assert_eq!(logs[0].trace_id, records[1].trace_id);
         assert!(logs[0].id > 0);
     }
@@ -142,9 +112,10 @@ mod tests {
             stream: "stderr",
             line: "lost".into(),
         };
-        let written = writer.write(&[(record("r1", Outcome::Ok), vec![lost])]);
+        let r = record(1_000, Outcome::Ok);
+        let written = writer.write(&[(r.clone(), vec![lost])]);
         assert!(written.is_err(), "{written:?}");
-        assert_eq!(store.get_invocation("r1").await.unwrap(), None);
+        assert_eq!(store.get_invocation(&r.request_id).await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -167,8 +138,8 @@ mod tests {
             .unwrap();
         let store = Store::open(&path).await.unwrap();
         let mut writer = RecordWriter::open(&path).unwrap();
-        let r = record("r1", Outcome::Ok);
+        let r = record(1_000, Outcome::Ok);
         writer.write(&[(r.clone(), vec![])]).unwrap();
-        assert_eq!(store.get_invocation("r1").await.unwrap(), Some(r));
+        assert_eq!(store.get_invocation(&r.request_id).await.unwrap(), Some(r));
     }
 }

@@ -20,44 +20,7 @@ CREATE TABLE IF NOT EXISTS functions (
     created_at  INTEGER NOT NULL,   -- unix ms
     updated_at  INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS invocations (
-    request_id    TEXT PRIMARY KEY,
-    function      TEXT NOT NULL,
-    started_at    INTEGER NOT NULL,
-    duration_ms   REAL NOT NULL,
-    billed_ms     INTEGER NOT NULL,
-    memory_mb     INTEGER NOT NULL,
-    outcome       TEXT NOT NULL,
-    error_code    TEXT,
-    error_message TEXT,
-    status        INTEGER NOT NULL,
-    cold          INTEGER NOT NULL,
-    init_ms       REAL,
-    version       TEXT NOT NULL DEFAULT '$LATEST',
-    trigger       TEXT NOT NULL DEFAULT 'http',
-    gb_seconds    REAL NOT NULL DEFAULT 0,
-    trace_id      TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (function, started_at);
 "#;
-
-/// Columns added after the first release of their table: a database made before them gets
-/// them at start (else every record written to it would fail).
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
-    ("invocations", "cold", "INTEGER NOT NULL DEFAULT 0"),
-    ("invocations", "init_ms", "REAL"),
-    ("invocations", "version", "TEXT NOT NULL DEFAULT '$LATEST'"),
-    ("invocations", "trigger", "TEXT NOT NULL DEFAULT 'http'"),
-    ("invocations", "gb_seconds", "REAL NOT NULL DEFAULT 0"),
-    ("invocations", "trace_id", "TEXT NOT NULL DEFAULT ''"),
-];
-
-/// One query per case, so each can use its index (`?1 IS NULL OR function = ?1` could use
-/// none and sorted the whole table): invocations_by_function, and the primary key, whose
-/// UUIDv7 request ids sort by start time.
-const LIST_INVOCATIONS_OF_FUNCTION: &str = "SELECT * FROM invocations WHERE function = ?1
-    ORDER BY started_at DESC, request_id DESC LIMIT ?2";
-const LIST_INVOCATIONS: &str = "SELECT * FROM invocations ORDER BY request_id DESC LIMIT ?1";
 
 #[derive(Clone)]
 pub struct Store {
@@ -168,42 +131,6 @@ impl Store {
         tx.commit().await.context("deleting function")?;
         Ok(done.rows_affected() > 0)
     }
-
-    pub async fn get_invocation(
-        &self,
-        request_id: &str,
-    ) -> anyhow::Result<Option<InvocationRecord>> {
-        let row = sqlx::query("SELECT * FROM invocations WHERE request_id = ?")
-            .bind(request_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(invocation_from_row).transpose()
-    }
-
-    /// The newest invocations first, of one function or of all.
-    pub async fn list_invocations(
-        &self,
-        function: Option<&str>,
-        limit: u32,
-    ) -> anyhow::Result<Vec<InvocationRecord>> {
-        let rows = match function {
-            Some(function) => {
-                sqlx::query(LIST_INVOCATIONS_OF_FUNCTION)
-                    .bind(function)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-            None => {
-                sqlx::query(LIST_INVOCATIONS)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-        }
-        .context("listing invocations")?;
-        rows.iter().map(invocation_from_row).collect()
-    }
 }
 
 /// Creates what is missing of the schema and brings older databases up to date.
@@ -215,18 +142,19 @@ async fn migrate(connection: &mut SqliteConnection) -> anyhow::Result<()> {
         crate::objects::SCHEMA,
         crate::versions::SCHEMA,
         crate::logs::SCHEMA,
+        crate::invocations::SCHEMA,
     ] {
         sqlx::raw_sql(schema)
             .execute(&mut *connection)
             .await
             .context("creating the schema")?;
     }
-    add_columns(&mut *connection, ADDED_COLUMNS).await?;
+    crate::invocations::convert_record_table(connection).await?;
     crate::logs::convert_line_table(connection).await
 }
 
 /// Adds the `(table, column, declaration)`s a table does not have yet.
-async fn add_columns(
+pub(crate) async fn add_columns(
     connection: &mut SqliteConnection,
     added: &[(&str, &str, &str)],
 ) -> anyhow::Result<()> {
@@ -275,7 +203,7 @@ fn function_from_row(row: &SqliteRow) -> anyhow::Result<FunctionRecord> {
     })
 }
 
-fn invocation_from_row(row: &SqliteRow) -> anyhow::Result<InvocationRecord> {
+pub(crate) fn invocation_from_row(row: &SqliteRow) -> anyhow::Result<InvocationRecord> {
     let outcome: String = row.try_get("outcome")?;
     Ok(InvocationRecord {
         request_id: row.try_get("request_id")?,
@@ -345,17 +273,25 @@ mod tests {
     async fn record_queries_use_an_index() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("kumo.db")).await.unwrap();
-        let of_function = plan(&store, LIST_INVOCATIONS_OF_FUNCTION, &["f", "10"]).await;
+        use crate::invocations::{CHUNKS_BELOW, CHUNKS_HOLDING, CHUNKS_OF_FUNCTION_BELOW};
+        let of_function = plan(&store, CHUNKS_OF_FUNCTION_BELOW, &["f", "~", "16"]).await;
         assert!(
-            of_function.contains("USING INDEX invocations_by_function"),
+            of_function.contains("USING INDEX invocation_chunks_by_function"),
             "{of_function}"
         );
-        let all = plan(&store, LIST_INVOCATIONS, &["10"]).await;
-        assert!(
-            all.contains("USING INDEX sqlite_autoindex_invocations"),
-            "{all}"
-        );
-        assert!(!all.contains("TEMP B-TREE"), "{all}");
+        let id = "019a0000-0000-7000-8000-000000000000";
+        for (sql, binds) in [
+            (CHUNKS_BELOW, &["~", "16"][..]),
+            (CHUNKS_HOLDING, &[id, id]),
+        ] {
+            let steps = plan(&store, sql, binds).await;
+            assert!(
+                steps.contains("USING INDEX invocation_chunks_by_last_id"),
+                "{steps}"
+            );
+            assert!(!steps.contains("TEMP B-TREE"), "{steps}");
+        }
+        assert!(!of_function.contains("TEMP B-TREE"), "{of_function}");
         let logs = plan(
             &store,
             crate::logs::CHUNKS_PAGE,
