@@ -18,7 +18,7 @@ use crate::uuid_time::{uuid_floor, uuid_ms};
 use anyhow::{Context as _, bail};
 use futures::TryStreamExt as _;
 use kumo_core::{InvocationRecord, Outcome};
-use sqlx::sqlite::SqliteConnection;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Connection as _, Row};
 
 pub(crate) const SCHEMA: &str = r#"
@@ -52,13 +52,16 @@ const DELETE_BATCH: i64 = 500;
 /// Greater than any request id (they are lower-case hex and dashes).
 const ABOVE_ALL_IDS: &str = "~";
 
-/// Through invocation_chunks_by_last_id; also through invocation_chunks_by_function.
+/// Chunks newest first below a last id: of all functions through
+/// invocation_chunks_by_last_id, of one through invocation_chunks_by_function.
 pub(crate) const CHUNKS_BELOW: &str = "SELECT function, last_id, data FROM invocation_chunks
     WHERE last_id < ?1 ORDER BY last_id DESC LIMIT ?2";
 pub(crate) const CHUNKS_OF_FUNCTION_BELOW: &str = "SELECT function, last_id, data
     FROM invocation_chunks WHERE function = ?1 AND last_id < ?2 ORDER BY last_id DESC LIMIT ?3";
+/// The chunks that may hold request id ?1; ?2 is the floor of its time plus [`SPAN_MS`] and 1.
 pub(crate) const CHUNKS_HOLDING: &str = "SELECT function, data FROM invocation_chunks
     WHERE last_id >= ?1 AND last_id < ?2 AND first_id <= ?1";
+/// The chunks that may hold requests started at or after the time whose floor is ?1.
 pub(crate) const CHUNKS_SINCE: &str =
     "SELECT function, data FROM invocation_chunks WHERE last_id >= ?1";
 
@@ -374,7 +377,7 @@ pub(crate) async fn convert_record_table(connection: &mut SqliteConnection) -> a
         last = row.try_get("request_id")?;
         let records = rows
             .iter()
-            .map(crate::sqlite::invocation_from_row)
+            .map(invocation_from_row)
             .collect::<anyhow::Result<Vec<_>>>()?;
         for chunk in chunks_of(&records) {
             sqlx::query(INSERT_CHUNK)
@@ -392,6 +395,30 @@ pub(crate) async fn convert_record_table(connection: &mut SqliteConnection) -> a
         .execute(&mut *tx)
         .await?;
     tx.commit().await.context("converting the invocation table")
+}
+
+/// A row of the old `invocations` table.
+fn invocation_from_row(row: &SqliteRow) -> anyhow::Result<InvocationRecord> {
+    let outcome: String = row.try_get("outcome")?;
+    Ok(InvocationRecord {
+        request_id: row.try_get("request_id")?,
+        function: row.try_get("function")?,
+        started_at: row.try_get("started_at")?,
+        duration_ms: row.try_get("duration_ms")?,
+        billed_ms: u64::try_from(row.try_get::<i64, _>("billed_ms")?)?,
+        memory_mb: row.try_get("memory_mb")?,
+        outcome: Outcome::parse(&outcome)
+            .with_context(|| format!("unknown outcome {outcome:?}"))?,
+        error_code: row.try_get("error_code")?,
+        error_message: row.try_get("error_message")?,
+        status: row.try_get("status")?,
+        cold: row.try_get("cold")?,
+        init_ms: row.try_get("init_ms")?,
+        version: row.try_get("version")?,
+        trigger: row.try_get("trigger")?,
+        gb_seconds: row.try_get("gb_seconds")?,
+        trace_id: row.try_get("trace_id")?,
+    })
 }
 
 #[cfg(test)]

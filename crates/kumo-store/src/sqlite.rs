@@ -1,7 +1,7 @@
 //! The SQLite database: schema, and one method per query the platform makes.
 
 use anyhow::Context as _;
-use kumo_core::{FunctionKind, FunctionRecord, InvocationRecord, Outcome};
+use kumo_core::{FunctionKind, FunctionRecord};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -203,29 +203,6 @@ fn function_from_row(row: &SqliteRow) -> anyhow::Result<FunctionRecord> {
     })
 }
 
-pub(crate) fn invocation_from_row(row: &SqliteRow) -> anyhow::Result<InvocationRecord> {
-    let outcome: String = row.try_get("outcome")?;
-    Ok(InvocationRecord {
-        request_id: row.try_get("request_id")?,
-        function: row.try_get("function")?,
-        started_at: row.try_get("started_at")?,
-        duration_ms: row.try_get("duration_ms")?,
-        billed_ms: u64::try_from(row.try_get::<i64, _>("billed_ms")?)?,
-        memory_mb: row.try_get("memory_mb")?,
-        outcome: Outcome::parse(&outcome)
-            .with_context(|| format!("unknown outcome {outcome:?}"))?,
-        error_code: row.try_get("error_code")?,
-        error_message: row.try_get("error_message")?,
-        status: row.try_get("status")?,
-        cold: row.try_get("cold")?,
-        init_ms: row.try_get("init_ms")?,
-        version: row.try_get("version")?,
-        trigger: row.try_get("trigger")?,
-        gb_seconds: row.try_get("gb_seconds")?,
-        trace_id: row.try_get("trace_id")?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,7 +250,9 @@ mod tests {
     async fn record_queries_use_an_index() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("kumo.db")).await.unwrap();
-        use crate::invocations::{CHUNKS_BELOW, CHUNKS_HOLDING, CHUNKS_OF_FUNCTION_BELOW};
+        use crate::invocations::{
+            CHUNKS_BELOW, CHUNKS_HOLDING, CHUNKS_OF_FUNCTION_BELOW, CHUNKS_SINCE,
+        };
         let of_function = plan(&store, CHUNKS_OF_FUNCTION_BELOW, &["f", "~", "16"]).await;
         assert!(
             of_function.contains("USING INDEX invocation_chunks_by_function"),
@@ -283,6 +262,7 @@ mod tests {
         for (sql, binds) in [
             (CHUNKS_BELOW, &["~", "16"][..]),
             (CHUNKS_HOLDING, &[id, id]),
+            (CHUNKS_SINCE, &[id]),
         ] {
             let steps = plan(&store, sql, binds).await;
             assert!(
