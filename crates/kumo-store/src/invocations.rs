@@ -54,16 +54,16 @@ const ABOVE_ALL_IDS: &str = "~";
 
 /// Chunks newest first below a last id: of all functions through
 /// invocation_chunks_by_last_id, of one through invocation_chunks_by_function.
-pub(crate) const CHUNKS_BELOW: &str = "SELECT function, last_id, data FROM invocation_chunks
+pub(crate) const CHUNKS_BELOW: &str = "SELECT id, function, last_id, data FROM invocation_chunks
     WHERE last_id < ?1 ORDER BY last_id DESC LIMIT ?2";
-pub(crate) const CHUNKS_OF_FUNCTION_BELOW: &str = "SELECT function, last_id, data
+pub(crate) const CHUNKS_OF_FUNCTION_BELOW: &str = "SELECT id, function, last_id, data
     FROM invocation_chunks WHERE function = ?1 AND last_id < ?2 ORDER BY last_id DESC LIMIT ?3";
 /// The chunks that may hold request id ?1; ?2 is the floor of its time plus [`SPAN_MS`] and 1.
-pub(crate) const CHUNKS_HOLDING: &str = "SELECT function, data FROM invocation_chunks
+pub(crate) const CHUNKS_HOLDING: &str = "SELECT id, function, data FROM invocation_chunks
     WHERE last_id >= ?1 AND last_id < ?2 AND first_id <= ?1";
 /// The chunks that may hold requests started at or after the time whose floor is ?1.
 pub(crate) const CHUNKS_SINCE: &str =
-    "SELECT function, data FROM invocation_chunks WHERE last_id >= ?1";
+    "SELECT id, function, data FROM invocation_chunks WHERE last_id >= ?1";
 
 /// Columns the `invocations` table of older kumos gained after its first release; added
 /// before its rows are read into chunks.
@@ -226,6 +226,13 @@ pub(crate) fn decode(data: &[u8]) -> anyhow::Result<Vec<RecordView<'_>>> {
     Ok(records)
 }
 
+/// The records of a chunk read from the database; a chunk that does not decode is an error
+/// that names it.
+fn decode_row(row: &SqliteRow) -> anyhow::Result<Vec<RecordView<'_>>> {
+    let id: i64 = row.try_get("id")?;
+    decode(row.try_get("data")?).with_context(|| format!("reading invocation chunk {id}"))
+}
+
 impl Store {
     /// The record of one invocation. Request ids are kumo's UUIDv7s: any other id names
     /// no invocation.
@@ -243,7 +250,7 @@ impl Store {
             .await
             .context("reading an invocation")?;
         for row in &rows {
-            let records = decode(row.try_get("data")?)?;
+            let records = decode_row(row)?;
             if let Some(r) = records.iter().find(|r| r.request_id == request_id) {
                 return Ok(Some(r.to_record(row.try_get("function")?)));
             }
@@ -296,7 +303,7 @@ impl Store {
                     return Ok(found);
                 }
                 let function: &str = row.try_get("function")?;
-                for r in decode(row.try_get("data")?)? {
+                for r in decode_row(row)? {
                     if oldest_kept
                         .as_deref()
                         .is_none_or(|oldest| r.request_id > oldest)
@@ -322,7 +329,7 @@ impl Store {
         let mut rows = sqlx::query(CHUNKS_SINCE).bind(&floor).fetch(&self.pool);
         while let Some(row) = rows.try_next().await.context("reading invocations")? {
             let function: &str = row.try_get("function")?;
-            for r in decode(row.try_get("data")?)? {
+            for r in decode_row(&row)? {
                 each(function, &r);
             }
         }
@@ -566,6 +573,24 @@ pub(crate) mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn a_chunk_that_does_not_decode_is_an_error_naming_it() {
+        let t = 1_795_379_033_000;
+        let r = record(&id_at(t, 0), "f", Outcome::Ok);
+        let (_dir, store) = store_with(&[vec![r.clone()]]).await;
+        sqlx::query("UPDATE invocation_chunks SET data = substr(data, 1, 10)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let lookup = store.get_invocation(&r.request_id).await.unwrap_err();
+        let listing = store.list_invocations(None, 10).await.unwrap_err();
+        let usage = store.usage(t, UsageBy::Function).await.unwrap_err();
+        for error in [lookup, listing, usage] {
+            let error = format!("{error:#}");
+            assert!(error.contains("reading invocation chunk 1"), "{error}");
+        }
     }
 
     #[tokio::test]
