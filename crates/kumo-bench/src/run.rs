@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// Functions deployed for the idle-memory figure.
     #[arg(long, default_value_t = 10_000)]
     idle_functions: usize,
+    /// Rounds of warm loads (every server in turn); the median round of each is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Instantiations timed in-process.
     #[arg(long, default_value_t = 5_000)]
     instantiations: usize,
@@ -51,6 +54,8 @@ struct Report {
     async_events: AsyncEvents,
     idle_memory: IdleMemory,
     ratios: Vec<Ratio>,
+    /// Every warm run of every round (`warm` holds the median ones).
+    rounds: Vec<WarmRun>,
 }
 
 #[derive(Serialize)]
@@ -61,6 +66,7 @@ struct Machine {
     pinned: bool,
     duration_s: f64,
     warmup_s: f64,
+    rounds: usize,
 }
 
 #[derive(Serialize)]
@@ -78,9 +84,11 @@ struct ColdStart {
     second_request: Percentiles,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct WarmRun {
     server: String,
+    /// Which round (from 1) it was measured in.
+    round: usize,
     #[serde(flatten)]
     load: LoadResult,
 }
@@ -140,20 +148,68 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         time_instantiation(&hello, Allocator::OnDemand, args.instantiations).await?,
     ];
 
+    // Every server in turn, `rounds` times: drift of the machine over the minutes a round
+    // takes then hits every server alike, and the median round of each is reported.
+    let mut rounds = Vec::new();
+    let mut kumo_extras = None;
+    for round in 1..=args.rounds {
+        eprintln!("round {round} of {}", args.rounds);
+        let (runs, extras) = warm_round(&args, &kumo, &hello, kumo_extras.is_none()).await?;
+        rounds.extend(runs.into_iter().map(|run| WarmRun { round, ..run }));
+        kumo_extras = kumo_extras.or(extras);
+    }
+    let (async_events, cold_start) = kumo_extras.context("no round ran (--rounds 0)")?;
+    let warm = median_runs(&rounds);
+
+    eprintln!("idle memory with {} functions ...", args.idle_functions);
+    let idle_memory = idle_memory(&kumo, &hello, args.idle_functions).await?;
+
+    let ratios = ratios(&warm, &args.concurrency);
+    let report = Report {
+        machine: machine(can_pin, cpus, &args),
+        instantiate,
+        cold_start,
+        warm,
+        rounds,
+        async_events,
+        idle_memory,
+        ratios,
+    };
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("{}", markdown(&report));
+    eprintln!("results written to {}", args.out.display());
+    Ok(())
+}
+
+/// One round of warm loads: kumo (fresh and reuse), the peer in its three configurations and
+/// the bare hyper server, each at every concurrency level. With `extras`, kumo's asynchronous
+/// invocations and cold starts are measured too (once per benchmark).
+async fn warm_round(
+    args: &RunArgs,
+    kumo: &Path,
+    hello: &[u8],
+    extras: bool,
+) -> anyhow::Result<(Vec<WarmRun>, Option<(AsyncEvents, ColdStart)>)> {
     let mut warm = Vec::new();
-    eprintln!("kumo: warm throughput and cold starts ...");
+    eprintln!("kumo: warm throughput ...");
     let dir = tempfile::tempdir()?;
-    let server = start_kumo(&kumo, dir.path()).await?;
+    let server = start_kumo(kumo, dir.path()).await?;
     let client = Client::new(&server.url(""));
-    deploy(&client, "hello", &hello, Instances::Fresh).await?;
-    deploy(&client, "hello-reuse", &hello, Instances::Reuse).await?;
+    deploy(&client, "hello", hello, Instances::Fresh).await?;
+    deploy(&client, "hello-reuse", hello, Instances::Reuse).await?;
     for (label, function) in [(KUMO_FRESH, "hello"), (KUMO_REUSE, "hello-reuse")] {
         let url = server.url(&format!("/fn/{function}/bench"));
-        warm.extend(load_all(label, &url, &args).await?);
+        warm.extend(load_all(label, &url, args).await?);
     }
-    eprintln!("kumo: asynchronous invocations ...");
-    let async_events = async_events(&server, &args).await?;
-    let cold_start = cold_starts(&server, &client, &hello, args.cold_functions).await?;
+    let extras = if extras {
+        eprintln!("kumo: asynchronous invocations and cold starts ...");
+        let async_events = async_events(&server, args).await?;
+        let cold_start = cold_starts(&server, &client, hello, args.cold_functions).await?;
+        Some((async_events, cold_start))
+    } else {
+        None
+    };
     server.stop().await;
 
     if let Some(wasmtime) = &args.wasmtime {
@@ -188,7 +244,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .args(extra)
                 .arg(&args.hello);
             let server = servers::start(command, addr, label).await?;
-            warm.extend(load_all(label, &server.url("/bench"), &args).await?);
+            warm.extend(load_all(label, &server.url("/bench"), args).await?);
             server.stop().await;
         }
     }
@@ -198,27 +254,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut command = pinned(SERVER_CPU, &std::env::current_exe()?);
     command.args(["hyper-hello", "--listen", &addr]);
     let server = servers::start(command, addr, LIMIT).await?;
-    warm.extend(load_all(LIMIT, &server.url("/bench"), &args).await?);
+    warm.extend(load_all(LIMIT, &server.url("/bench"), args).await?);
     server.stop().await;
+    Ok((warm, extras))
+}
 
-    eprintln!("idle memory with {} functions ...", args.idle_functions);
-    let idle_memory = idle_memory(&kumo, &hello, args.idle_functions).await?;
-
-    let ratios = ratios(&warm, &args.concurrency);
-    let report = Report {
-        machine: machine(can_pin, cpus, &args),
-        instantiate,
-        cold_start,
-        warm,
-        async_events,
-        idle_memory,
-        ratios,
-    };
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    println!("{}", markdown(&report));
-    eprintln!("results written to {}", args.out.display());
-    Ok(())
+/// Per server and concurrency, the round with the median throughput (the lower middle one of
+/// an even count), in the order the runs were made.
+fn median_runs(rounds: &[WarmRun]) -> Vec<WarmRun> {
+    let mut medians: Vec<WarmRun> = Vec::new();
+    for run in rounds {
+        if medians
+            .iter()
+            .any(|m| m.server == run.server && m.load.concurrency == run.load.concurrency)
+        {
+            continue;
+        }
+        let mut same: Vec<&WarmRun> = rounds
+            .iter()
+            .filter(|r| r.server == run.server && r.load.concurrency == run.load.concurrency)
+            .collect();
+        same.sort_by(|a, b| a.load.requests_per_sec.total_cmp(&b.load.requests_per_sec));
+        medians.push(same[(same.len() - 1) / 2].clone());
+    }
+    medians
 }
 
 /// A binary built beside this one (target/release/kumo).
@@ -312,6 +371,7 @@ async fn load_all(label: &str, url: &str, args: &RunArgs) -> anyhow::Result<Vec<
         );
         runs.push(WarmRun {
             server: label.to_string(),
+            round: 0,
             load,
         });
     }
@@ -519,6 +579,7 @@ fn machine(pinned: bool, cpus: usize, args: &RunArgs) -> Machine {
         pinned,
         duration_s: args.duration.as_secs_f64(),
         warmup_s: args.warmup.as_secs_f64(),
+        rounds: args.rounds,
     }
 }
 
@@ -526,8 +587,8 @@ fn markdown(r: &Report) -> String {
     let mut out = String::new();
     let m = &r.machine;
     out += &format!(
-        "Machine: {} ({} CPUs), Linux {}; servers pinned to CPU {SERVER_CPU}, load generator to CPU {CLIENT_CPU}: {}. {} s per run after {} s warm-up.\n\n",
-        m.cpu, m.cpus, m.kernel, m.pinned, m.duration_s, m.warmup_s
+        "Machine: {} ({} CPUs), Linux {}; servers pinned to CPU {SERVER_CPU}, load generator to CPU {CLIENT_CPU}: {}. {} s per run after {} s warm-up; {} rounds of warm runs, every server in turn.\n\n",
+        m.cpu, m.cpus, m.kernel, m.pinned, m.duration_s, m.warmup_s, m.rounds
     );
     out += "| start-up | samples | p50 (µs) | p99 (µs) |\n|---|---|---|---|\n";
     for p in r
@@ -540,16 +601,24 @@ fn markdown(r: &Report) -> String {
             p.what, p.samples, p.p50_us, p.p99_us
         );
     }
-    out += "\n| server | connections | req/s | p50 (µs) | p99 (µs) | errors |\n|---|---|---|---|---|---|\n";
+    out += "\nWarm runs: the median round of each server (by req/s), its p50 and p99; every round's req/s after it.\n\n";
+    out += "| server | connections | req/s | p50 (µs) | p99 (µs) | errors | req/s by round |\n|---|---|---|---|---|---|---|\n";
     for w in &r.warm {
+        let by_round: Vec<String> = r
+            .rounds
+            .iter()
+            .filter(|o| o.server == w.server && o.load.concurrency == w.load.concurrency)
+            .map(|o| format!("{:.0}", o.load.requests_per_sec))
+            .collect();
         out += &format!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {} |\n",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} |\n",
             w.server,
             w.load.concurrency,
             w.load.requests_per_sec,
             w.load.p50_us,
             w.load.p99_us,
-            w.load.errors
+            w.load.errors,
+            by_round.join(" / ")
         );
     }
     out += "\n| ratio | connections | value |\n|---|---|---|\n";
@@ -582,4 +651,47 @@ fn markdown(r: &Report) -> String {
         i.loaded_after_restart
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(server: &str, round: usize, concurrency: usize, requests_per_sec: f64) -> WarmRun {
+        WarmRun {
+            server: server.into(),
+            round,
+            load: LoadResult {
+                concurrency,
+                requests: 0,
+                errors: 0,
+                requests_per_sec,
+                p50_us: round as f64,
+                p99_us: 0.0,
+            },
+        }
+    }
+
+    #[test]
+    fn the_median_round_of_each_server_and_level_is_kept() {
+        let rounds = [
+            run("a", 1, 1, 30.0),
+            run("a", 1, 16, 5.0),
+            run("b", 1, 1, 7.0),
+            run("a", 2, 1, 10.0),
+            run("a", 2, 16, 6.0),
+            run("b", 2, 1, 8.0),
+            run("a", 3, 1, 20.0),
+            run("a", 3, 16, 4.0),
+        ];
+        let medians = median_runs(&rounds);
+        let picked: Vec<(&str, usize, usize)> = medians
+            .iter()
+            .map(|m| (m.server.as_str(), m.load.concurrency, m.round))
+            .collect();
+        // a@1: 10, 20, 30 -> round 3; a@16: 4, 5, 6 -> round 1; b@1: 7, 8 -> the lower, round 1.
+        assert_eq!(picked, [("a", 1, 3), ("a", 16, 1), ("b", 1, 1)]);
+        // The median run keeps its own latencies.
+        assert_eq!(medians[0].load.p50_us, 3.0);
+    }
 }

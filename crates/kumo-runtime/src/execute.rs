@@ -395,13 +395,21 @@ async fn run_http(
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| h.parse::<http::uri::Authority>().is_ok())
-        .unwrap_or("localhost")
-        .to_string();
-    let request = http::Request::builder()
-        .method(inv.method)
-        .uri(format!("http://{authority}{}", inv.path_and_query))
-        .body(Full::new(inv.body).map_err(|never| -> wasmtime_wasi_http::Error { match never {} }));
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .unwrap_or_else(|| http::uri::Authority::from_static("localhost"));
+    // From its parts: the authority is parsed once and the path is not copied.
+    let body = Full::new(inv.body).map_err(|never| -> wasmtime_wasi_http::Error { match never {} });
+    let request = http::Uri::builder()
+        .scheme(http::uri::Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(inv.path_and_query)
+        .build()
+        .and_then(|uri| {
+            http::Request::builder()
+                .method(inv.method)
+                .uri(uri)
+                .body(body)
+        });
     let mut request = match request {
         Ok(request) => request,
         Err(e) => {
@@ -421,7 +429,7 @@ async fn run_http(
         Ok(resources) => resources,
         Err(e) => return (Err(internal(e)), None),
     };
-    let mut guest = Guest::new(Box::pin(async move {
+    let call = std::pin::pin!(async move {
         let proxy = match instance.proxy.take() {
             Some(proxy) => proxy,
             None => pre.instantiate_async(&mut instance.store).await?,
@@ -433,7 +441,8 @@ async fn run_http(
         instance.proxy = Some(proxy);
         instance.served += 1;
         Ok(instance)
-    }));
+    });
+    let mut guest = Guest::new(call);
 
     // The guest runs in this task, beside the wait for its response and the collection of the
     // body it streams. It may end before its response arrives (it never sent one, or it kept
@@ -443,7 +452,7 @@ async fn run_http(
     // request (each holding its instance meanwhile).
     let sent = tokio::select! {
         biased;
-        ended = &mut guest.call => {
+        ended = guest.call.as_mut() => {
             guest.ended = Some(ended);
             receiver.try_recv().ok()
         }
@@ -507,17 +516,16 @@ async fn run_http(
     }
 }
 
-type GuestCall = Pin<Box<dyn Future<Output = wasmtime::Result<HttpInstance>> + Send>>;
-
-/// The guest's call, driven by the invocation's own task (no task per request); dropping it
-/// (a timeout) drops the call and the instance with it.
-struct Guest {
-    call: GuestCall,
+/// The guest's call, driven by the invocation's own task (no task per request, and no box:
+/// it lives in the request's future); dropping it (a timeout) drops the call and the
+/// instance with it.
+struct Guest<'a, F: Future<Output = wasmtime::Result<HttpInstance>>> {
+    call: Pin<&'a mut F>,
     ended: Option<wasmtime::Result<HttpInstance>>,
 }
 
-impl Guest {
-    fn new(call: GuestCall) -> Self {
+impl<'a, F: Future<Output = wasmtime::Result<HttpInstance>>> Guest<'a, F> {
+    fn new(call: Pin<&'a mut F>) -> Self {
         Self { call, ended: None }
     }
 
@@ -529,7 +537,7 @@ impl Guest {
             tokio::select! {
                 biased;
                 out = &mut other => return out,
-                ended = &mut self.call, if self.ended.is_none() => self.ended = Some(ended),
+                ended = self.call.as_mut(), if self.ended.is_none() => self.ended = Some(ended),
             }
         }
     }
@@ -539,7 +547,7 @@ impl Guest {
     async fn finish(mut self) -> Result<Option<HttpInstance>, Failure> {
         let ended = match self.ended.take() {
             Some(ended) => ended,
-            None => self.call.await,
+            None => self.call.as_mut().await,
         };
         match ended {
             Ok(instance) => Ok(Some(instance)),

@@ -25,7 +25,7 @@ use axum::{Router, ServiceExt as _};
 use events::Events;
 use events::scheduler::Schedules;
 use events::topics::Subscriptions;
-use frontend::Frontend;
+use frontend::{Frontend, FunctionHandler};
 pub use kumo_runtime::{Allocator, BreakerConfig};
 use kumo_runtime::{Runtime, RuntimeConfig};
 use kumo_store::{Blobs, RecordWriter, Store};
@@ -103,12 +103,16 @@ impl AppState {
 }
 
 /// The whole HTTP surface, built in one place.
-pub fn app(state: Arc<AppState>) -> Frontend {
+pub fn app(state: Arc<AppState>) -> Frontend<impl FunctionHandler> {
     let router = Router::new()
         .nest("/api/v1", api::router())
         .merge(gateway::router())
         .with_state(state.clone());
-    Frontend::new(state, router)
+    let functions = move |request| {
+        let state = state.clone();
+        async move { Ok(gateway::function(&state, request).await) }
+    };
+    Frontend::new(functions, router)
 }
 
 /// A bound, not yet serving, server. Binding first lets callers learn the port (`:0`).
