@@ -4,13 +4,14 @@
 //! lives elsewhere (loaded functions, queue, breakers) are read when scraped.
 
 use crate::AppState;
-use kumo_core::{InvocationRecord, Outcome};
+use kumo_core::{InvocationRecord, Outcome, Source};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -179,13 +180,19 @@ impl Metrics {
         let function = || FunctionLabels {
             function: record.function.clone(),
         };
-        self.invocations
-            .get_or_create(&InvocationLabels {
-                function: record.function.clone(),
-                outcome: record.outcome.as_str().to_string(),
-                trigger: record.trigger.clone(),
-            })
-            .inc();
+        let labels = || InvocationLabels {
+            function: record.function.clone(),
+            outcome: record.outcome.as_str().to_string(),
+            trigger: record.trigger.clone(),
+        };
+        if record.outcome == Outcome::Ok && record.trigger == Source::Http.as_str() {
+            per_function
+                .ok_http
+                .get_or_init(|| self.invocations.get_or_create_owned(&labels()))
+                .inc();
+        } else {
+            self.invocations.get_or_create(&labels()).inc();
+        }
         if record.outcome == Outcome::Throttled {
             self.throttles.get_or_create(&function()).inc();
             return;
@@ -207,6 +214,7 @@ impl Metrics {
         FunctionMetrics {
             in_flight: self.in_flight_by_function.get_or_create_owned(&labels),
             durations: self.durations.get_or_create_owned(&labels),
+            ok_http: OnceLock::new(),
         }
     }
 
@@ -225,6 +233,9 @@ impl Metrics {
 pub struct FunctionMetrics {
     in_flight: Gauge,
     durations: Histogram,
+    /// Its counter of successful HTTP invocations (the most common label set), found once on
+    /// first use rather than by label lookup (three strings built and hashed) per request.
+    ok_http: OnceLock<Counter>,
 }
 
 impl FunctionMetrics {
