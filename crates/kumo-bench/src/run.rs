@@ -154,8 +154,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut kumo_extras = None;
     for round in 1..=args.rounds {
         eprintln!("round {round} of {}", args.rounds);
-        let (runs, extras) = warm_round(&args, &kumo, &hello, kumo_extras.is_none()).await?;
-        rounds.extend(runs.into_iter().map(|run| WarmRun { round, ..run }));
+        let (runs, extras) = warm_round(&args, round, &kumo, &hello, kumo_extras.is_none()).await?;
+        rounds.extend(runs);
         kumo_extras = kumo_extras.or(extras);
     }
     let (async_events, cold_start) = kumo_extras.context("no round ran (--rounds 0)")?;
@@ -187,6 +187,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// invocations and cold starts are measured too (once per benchmark).
 async fn warm_round(
     args: &RunArgs,
+    round: usize,
     kumo: &Path,
     hello: &[u8],
     extras: bool,
@@ -200,7 +201,7 @@ async fn warm_round(
     deploy(&client, "hello-reuse", hello, Instances::Reuse).await?;
     for (label, function) in [(KUMO_FRESH, "hello"), (KUMO_REUSE, "hello-reuse")] {
         let url = server.url(&format!("/fn/{function}/bench"));
-        warm.extend(load_all(label, &url, args).await?);
+        warm.extend(load_all(label, &url, args, round).await?);
     }
     let extras = if extras {
         eprintln!("kumo: asynchronous invocations and cold starts ...");
@@ -244,7 +245,7 @@ async fn warm_round(
                 .args(extra)
                 .arg(&args.hello);
             let server = servers::start(command, addr, label).await?;
-            warm.extend(load_all(label, &server.url("/bench"), args).await?);
+            warm.extend(load_all(label, &server.url("/bench"), args, round).await?);
             server.stop().await;
         }
     }
@@ -254,7 +255,7 @@ async fn warm_round(
     let mut command = pinned(SERVER_CPU, &std::env::current_exe()?);
     command.args(["hyper-hello", "--listen", &addr]);
     let server = servers::start(command, addr, LIMIT).await?;
-    warm.extend(load_all(LIMIT, &server.url("/bench"), args).await?);
+    warm.extend(load_all(LIMIT, &server.url("/bench"), args, round).await?);
     server.stop().await;
     Ok((warm, extras))
 }
@@ -361,7 +362,12 @@ async fn deploy(
 }
 
 /// One load run per concurrency level, each by a load-generator process on the client core.
-async fn load_all(label: &str, url: &str, args: &RunArgs) -> anyhow::Result<Vec<WarmRun>> {
+async fn load_all(
+    label: &str,
+    url: &str,
+    args: &RunArgs,
+    round: usize,
+) -> anyhow::Result<Vec<WarmRun>> {
     let mut runs = Vec::new();
     for &concurrency in &args.concurrency {
         let load = load_once(url, "GET", concurrency, args.warmup, args.duration).await?;
@@ -371,7 +377,7 @@ async fn load_all(label: &str, url: &str, args: &RunArgs) -> anyhow::Result<Vec<
         );
         runs.push(WarmRun {
             server: label.to_string(),
-            round: 0,
+            round,
             load,
         });
     }
