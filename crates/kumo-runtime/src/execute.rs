@@ -32,8 +32,12 @@ pub struct Invocation {
     pub method: http::Method,
     /// Path and query the guest sees, e.g. `/items/3?x=1`.
     pub path_and_query: String,
+    /// What the guest sees; a `traceparent` here is also `TRACEPARENT` for a command.
     pub headers: http::HeaderMap,
     pub body: Bytes,
+    /// The invocation's own `traceparent`, carried into the function calls, object writes and
+    /// events the guest causes (whether or not the guest is shown it).
+    pub traceparent: Option<http::HeaderValue>,
     /// The function's environment variables, shared by its invocations.
     pub env: Arc<[(String, String)]>,
     /// Variables for this invocation only, after the function's (a command has no headers:
@@ -322,7 +326,7 @@ impl Runtime {
             breakers: self.breakers.clone(),
             calls: self.calls.clone(),
             depth: inv.call_depth,
-            traceparent: inv.headers.get("traceparent").cloned(),
+            traceparent: inv.traceparent.clone(),
         }
     }
 

@@ -12,6 +12,7 @@ fn invocation(path: &str, body: &str) -> Invocation {
         method: http::Method::POST,
         path_and_query: path.to_string(),
         headers: http::HeaderMap::new(),
+        traceparent: None,
         body: Bytes::from(body.to_string()),
         env: vec![("GREETING".into(), "hi".into())].into(),
         invocation_env: Vec::new(),

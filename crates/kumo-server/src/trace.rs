@@ -1,9 +1,10 @@
 //! Tracing: W3C trace context on every invocation, and span export over OTLP.
 //!
 //! Each invocation is one span. Its trace id comes from the caller's `traceparent` (or a new
-//! trace starts), its parent is the caller's span, and the guest gets a `traceparent` naming
-//! the invocation's own span, so a function it calls, an event it causes or an object it
-//! writes continues the same trace. Async submits, topic messages, object changes and
+//! trace starts), its parent is the caller's span, and a function the guest calls, an event it
+//! causes or an object it writes continues the same trace (the host adds the invocation's
+//! `traceparent`). The guest itself is shown that `traceparent` when the trace reaches beyond
+//! kumo: the request carried one, or spans are exported. Async submits, topic messages, object changes and
 //! schedule ticks store a `traceparent` with their events (starting a trace when the request
 //! had none), so every attempt and retry of an event shares one trace id.
 //!
@@ -137,6 +138,11 @@ impl Tracing {
         Ok(Self {
             exporter: Some((provider, tracer)),
         })
+    }
+
+    /// Whether spans leave kumo (an OTLP endpoint is set).
+    pub fn exports(&self) -> bool {
+        self.exporter.is_some()
     }
 
     /// Exports one invocation's span (nothing happens without an exporter).
