@@ -111,3 +111,38 @@ async fn cached_artifacts_are_not_recompiled() {
         r#"{"lines":2,"words":3,"bytes":5}"#.to_owned() + "\n"
     );
 }
+
+/// Polls of `fut` until it completes.
+async fn polls_until_done<F: std::future::Future>(fut: F) -> (F::Output, u32) {
+    let mut fut = std::pin::pin!(fut);
+    let mut polls = 0;
+    let out = std::future::poll_fn(|cx| {
+        polls += 1;
+        fut.as_mut().poll(cx)
+    })
+    .await;
+    (out, polls)
+}
+
+#[tokio::test]
+async fn a_warm_instance_does_not_yield_for_the_ticks_it_sat_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::new(dir.path(), RuntimeConfig::default()).unwrap();
+    let http = prepare(&rt, test_programs::HTTP_PROBE);
+    let warm = rt.warm_pool(1000);
+    // A short request on an instance idle for several epoch ticks runs to its end in one poll
+    // (it yields only if a tick falls while it runs, so a few tries allow for a slow one).
+    let mut single_poll_runs = 0;
+    for _ in 0..10 {
+        let (out, polls) =
+            polls_until_done(rt.execute(&http, Some(&warm), invocation("/echo", "x"))).await;
+        assert_eq!(out.result.unwrap().body, "x");
+        assert_eq!(warm.len(), 1, "the instance went back to the pool");
+        single_poll_runs += u32::from(polls == 1);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(
+        single_poll_runs >= 5,
+        "{single_poll_runs} of 10 ran in one poll"
+    );
+}
