@@ -4,9 +4,9 @@
 //! trace starts), its parent is the caller's span, and a function the guest calls, an event it
 //! causes or an object it writes continues the same trace (the host adds the invocation's
 //! `traceparent`). The guest itself is shown that `traceparent` when the trace reaches beyond
-//! kumo: the request carried one, or spans are exported. Async submits, topic messages, object changes and
-//! schedule ticks store a `traceparent` with their events (starting a trace when the request
-//! had none), so every attempt and retry of an event shares one trace id.
+//! kumo: the request carried one, or spans are exported. Async submits, topic messages,
+//! object changes and schedule ticks store a `traceparent` with their events (starting a trace
+//! when the request had none), so every attempt and retry of an event shares one trace id.
 //!
 //! Spans are exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (OTLP over HTTP with JSON, to
 //! `{endpoint}/v1/traces`, batched on the exporter's own thread); otherwise they are only
