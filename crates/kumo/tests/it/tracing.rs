@@ -121,25 +121,33 @@ async fn traces_follow_calls_and_events_and_are_exported() {
     }
 }
 
+/// The `traceparent` the guest behind `path` (an event probe, or a caller of one) was shown
+/// ("" for none), after a request carrying `traceparent` if given.
+async fn traceparent_seen(server: &TestServer, path: &str, traceparent: Option<&str>) -> String {
+    let mut request = server.post(path).body("http://echo.fn.internal/");
+    if let Some(value) = traceparent {
+        request = request.header("traceparent", value);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    echo["traceparent"].as_str().unwrap().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_kumo_starts_is_carried_by_the_host_and_shown_to_guests_only_when_continued() {
     // No exporter: a trace kumo starts goes no further than its records and logs.
     let server = TestServer::start().await;
-    server
-        .deploy("caller", test_programs::CALL_PROBE, config())
-        .await;
-    server
-        .deploy("echo", test_programs::EVENT_PROBE, config())
-        .await;
-    server
-        .deploy("cmd", test_programs::COMMAND_PROBE, config())
-        .await;
-    let echo_of = |body: String| -> serde_json::Value { serde_json::from_str(&body).unwrap() };
+    for (name, code) in [
+        ("caller", test_programs::CALL_PROBE),
+        ("echo", test_programs::EVENT_PROBE),
+        ("cmd", test_programs::COMMAND_PROBE),
+    ] {
+        server.deploy(name, code, config()).await;
+    }
 
     // A plain request: the guest is not shown the trace kumo started...
-    let plain = server.post("/fn/echo").body("hi").send().await.unwrap();
-    assert_eq!(plain.status(), 200);
-    assert_eq!(echo_of(plain.text().await.unwrap())["traceparent"], "");
+    assert_eq!(traceparent_seen(&server, "/fn/echo", None).await, "");
     let printed = server
         .client
         .invoke("cmd", b"env:TRACEPARENT".to_vec())
@@ -147,19 +155,8 @@ async fn a_trace_kumo_starts_is_carried_by_the_host_and_shown_to_guests_only_whe
         .unwrap();
     assert_eq!(printed.body.as_ref(), b"<unset>");
 
-    // ...but the host carries it into the guest's calls: the callee continues it and is shown
-    // the caller's span as its parent.
-    let called = server
-        .post("/fn/caller")
-        .body("http://echo.fn.internal/")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(called.status(), 200);
-    let seen = echo_of(called.text().await.unwrap())["traceparent"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // ...but the host carries it into the guest's calls: the callee continues it.
+    let seen = traceparent_seen(&server, "/fn/caller", None).await;
     let caller = &server.client.invocations(Some("caller"), 1).await.unwrap()[0];
     let callee = &server.client.invocations(Some("echo"), 1).await.unwrap()[0];
     assert_eq!(callee.trace_id, caller.trace_id);
@@ -170,28 +167,13 @@ async fn a_trace_kumo_starts_is_carried_by_the_host_and_shown_to_guests_only_whe
 
     // A request that carries a trace: the guest is shown its own span in that trace.
     let trace = "0af7651916cd43dd8448eb211c80319c";
-    let continued = server
-        .post("/fn/echo")
-        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
-        .body("hi")
-        .send()
-        .await
-        .unwrap();
-    let seen = echo_of(continued.text().await.unwrap())["traceparent"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let given = format!("00-{trace}-b7ad6b7169203331-01");
+    let seen = traceparent_seen(&server, "/fn/echo", Some(&given)).await;
     assert!(
         seen.starts_with(&format!("00-{trace}-")) && !seen.contains("b7ad6b7169203331"),
         "{seen}"
     );
     // An invalid one starts a new trace, and the guest is not shown the invalid value.
-    let invalid = server
-        .post("/fn/echo")
-        .header("traceparent", "00-not-a-trace-01")
-        .body("hi")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(echo_of(invalid.text().await.unwrap())["traceparent"], "");
+    let invalid = traceparent_seen(&server, "/fn/echo", Some("00-not-a-trace-01")).await;
+    assert_eq!(invalid, "");
 }
