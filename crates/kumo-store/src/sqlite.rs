@@ -1,6 +1,7 @@
 //! The SQLite database: schema, and one method per query the platform makes.
 
 use anyhow::Context as _;
+use futures::TryStreamExt as _;
 use kumo_core::{FunctionKind, FunctionRecord};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
@@ -105,11 +106,14 @@ impl Store {
     }
 
     pub async fn list_functions(&self) -> anyhow::Result<Vec<FunctionRecord>> {
-        let rows = sqlx::query("SELECT * FROM functions ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .context("listing functions")?;
-        rows.iter().map(function_from_row).collect()
+        // Row by row: `fetch_all` held every row's values at once (at start-up with 10,000
+        // functions a 24 MiB peak, which glibc then kept as the server's idle memory).
+        let mut rows = sqlx::query("SELECT * FROM functions ORDER BY name").fetch(&self.pool);
+        let mut functions = Vec::new();
+        while let Some(row) = rows.try_next().await.context("listing functions")? {
+            functions.push(function_from_row(&row)?);
+        }
+        Ok(functions)
     }
 
     /// Deletes a function with its versions and aliases; its invocation records and logs stay
