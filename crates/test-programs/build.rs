@@ -21,6 +21,7 @@ const GUESTS: &[(&str, &[&str])] = &[
             "kv-probe",
             "call-probe",
             "objects-probe",
+            "serve-once",
         ],
     ),
     ("examples", &["hello", "wordcount", "orders", "thumbnail"]),

@@ -40,6 +40,15 @@ pub enum Instances {
     Reuse,
 }
 
+impl Instances {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fresh => "fresh",
+            Self::Reuse => "reuse",
+        }
+    }
+}
+
 impl std::str::FromStr for Instances {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -247,9 +247,25 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// What asynchronous attempts may use of a concurrency of `n`: all but `reserve_percent`
+/// (rounded up), and at least 1, or events would never run.
+pub fn async_share(n: usize, reserve_percent: u8) -> usize {
+    let kept = (n * usize::from(reserve_percent)).div_ceil(100);
+    n.saturating_sub(kept).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_async_share_keeps_the_sync_reserve() {
+        assert_eq!(async_share(10, 20), 8);
+        assert_eq!(async_share(4, 20), 3);
+        assert_eq!(async_share(1, 20), 1);
+        assert_eq!(async_share(1000, 0), 1000);
+        assert_eq!(async_share(3, 100), 1);
+    }
 
     #[test]
     fn retry_delay_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {

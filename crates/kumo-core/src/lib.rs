@@ -22,7 +22,7 @@ pub use config::{
 pub use duration::{format_duration, parse_duration};
 pub use event::{
     CLOUDEVENTS_JSON, CloudEvent, Destination, EventError, EventRecord, EventResult, EventStatus,
-    MAX_RETRY_DELAY, Trigger, base64, retry_delay, validate_topic,
+    MAX_RETRY_DELAY, Trigger, async_share, base64, retry_delay, validate_topic,
 };
 pub use kv::{
     KV_LIST_PAGE, KeyPage, MAX_KV_KEY_BYTES, MAX_KV_VALUE_BYTES, ObjectEvent, ObjectInfo,

@@ -15,6 +15,11 @@ pub struct FunctionRecord {
     /// Unix epoch milliseconds.
     pub created_at: i64,
     pub updated_at: i64,
+    /// Set by the server, never stored: the config asks for `instances = "reuse"`, but an
+    /// instance of this code failed its second request without answering, so the server
+    /// serves it with fresh instances (until a redeploy or restart).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reuse_fell_back: bool,
 }
 
 impl FunctionRecord {

@@ -38,6 +38,7 @@ impl VersionRecord {
             config,
             created_at: self.created_at,
             updated_at: self.created_at,
+            reuse_fell_back: false,
         }
     }
 }

@@ -28,6 +28,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 const LOG_CAP: usize = 1024 * 1024;
 
 /// One invocation's input, already bounded by the caller (body size) and resolved (limits).
+#[derive(Clone)]
 pub struct Invocation {
     pub method: http::Method,
     /// Path and query the guest sees, e.g. `/items/3?x=1`.
@@ -40,8 +41,10 @@ pub struct Invocation {
     pub traceparent: Option<http::HeaderValue>,
     /// The function's environment variables, shared by its invocations.
     pub env: Arc<[(String, String)]>,
-    /// Variables for this invocation only, after the function's (a command has no headers:
-    /// an event's id reaches it this way).
+    /// Variables for this invocation only, after the function's, for commands (which have no
+    /// headers: an event's id reaches them this way). A wasi:http guest never gets them: its
+    /// instance may be reused, and its environment would keep the first invocation's values;
+    /// it gets the same facts as request headers.
     pub invocation_env: Vec<(String, String)>,
     pub memory_bytes: usize,
     pub timeout: Duration,
@@ -129,14 +132,58 @@ pub struct LogLine {
 pub struct Execution {
     pub result: Result<Response, Failure>,
     pub logs: Vec<LogLine>,
+    /// A reused instance failed this request without answering, so the function's warm pool
+    /// fell back to fresh instances; the request was run again in a fresh one.
+    pub fell_back: bool,
+    /// A reused instance (one that had served before) returned without a response.
+    reused_without_response: bool,
 }
+
+/// The failure of a wasi:http guest that returned without sending a response.
+const NO_RESPONSE: &str = "the function returned without sending a response";
 
 impl Runtime {
     /// Runs one invocation: in a fresh instance, or, for a wasi-http function given a `warm`
     /// pool, in a warm instance from it (which goes back after a success). Never panics on
     /// guest behaviour: every trap, exit, limit and malformed response ends up in
     /// `Execution::result`.
+    ///
+    /// Some components can serve only one request per instance (componentize-js's
+    /// StarlingMonkey returns without a response from the second on). Until an instance of the
+    /// function has served a second request, the invocation is kept; if a reused instance then
+    /// returns without a response, the pool falls back to fresh instances for good and the
+    /// request runs again in a fresh one, so the caller never sees that failure.
     pub async fn execute(
+        &self,
+        loaded: &Loaded,
+        warm: Option<&WarmPool>,
+        inv: Invocation,
+    ) -> Execution {
+        let on_trial = warm.filter(|w| w.on_trial());
+        let kept = on_trial.map(|_| inv.clone());
+        let first = self.execute_once(loaded, warm, inv).await;
+        let (Some(warm), Some(inv)) = (on_trial, kept) else {
+            return first;
+        };
+        if !first.reused_without_response {
+            return first;
+        }
+        warm.fall_back();
+        let mut again = self.execute_once(loaded, None, inv).await;
+        let mut logs = first.logs;
+        logs.push(LogLine {
+            stream: LogStream::Kumo,
+            line: "a reused instance returned without a response; this function is served \
+                   with fresh instances from now on, and the request ran again in one"
+                .to_string(),
+        });
+        logs.append(&mut again.logs);
+        again.logs = logs;
+        again.fell_back = true;
+        again
+    }
+
+    async fn execute_once(
         &self,
         loaded: &Loaded,
         warm: Option<&WarmPool>,
@@ -166,6 +213,7 @@ impl Runtime {
         };
         memory_hit.store(false, Ordering::Relaxed);
 
+        let reused_without_response = std::sync::atomic::AtomicBool::new(false);
         let run = async {
             match (loaded, http_instance) {
                 (Loaded::Http(pre), Some(mut instance)) => {
@@ -176,10 +224,18 @@ impl Runtime {
                     // more instances meanwhile (15% of requests at c=64, ~45 instances in use).
                     instance.store.data_mut().hooks = self.outbound(&inv);
                     instance.store.set_epoch_deadline(1);
+                    let reused = instance.served > 0;
                     let (result, instance) = run_http(pre.clone(), instance, inv).await;
-                    if let (Some(warm), Some(instance)) = (warm, instance) {
-                        warm.put(instance);
+                    if let Some(warm) = warm {
+                        if reused && result.is_ok() {
+                            warm.prove();
+                        }
+                        if let Some(instance) = instance {
+                            warm.put(instance);
+                        }
                     }
+                    let no_response = matches!(&result, Err(f) if f.message == NO_RESPONSE);
+                    reused_without_response.store(reused && no_response, Ordering::Relaxed);
                     result
                 }
                 (Loaded::Http(_), None) => unreachable!("an http function has an instance"),
@@ -261,7 +317,12 @@ impl Runtime {
                 line: format!("{}: {line}", failure.kind.code()),
             });
         }
-        Execution { result, logs }
+        Execution {
+            result,
+            logs,
+            fell_back: false,
+            reused_without_response: reused_without_response.into_inner(),
+        }
     }
 
     /// The per-request cost of a fresh instance without running the guest: a new store with its
@@ -310,8 +371,9 @@ impl Runtime {
         let wasi = WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
+            // Instance-scoped values only: with `instances = "reuse"` this context serves
+            // many invocations.
             .envs(&inv.env)
-            .envs(&inv.invocation_env)
             .build();
         let host = ComponentHost::new(
             wasi,
@@ -477,12 +539,10 @@ async fn run_http(
             return (Err(failure), None);
         }
         None => {
-            let result = guest.finish().await.and_then(|_| {
-                Err(Failure::new(
-                    ErrorKind::FunctionError,
-                    "the function returned without sending a response",
-                ))
-            });
+            let result = guest
+                .finish()
+                .await
+                .and_then(|_| Err(Failure::new(ErrorKind::FunctionError, NO_RESPONSE)));
             return (result, None);
         }
     };

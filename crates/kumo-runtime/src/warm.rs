@@ -6,7 +6,7 @@
 
 use crate::capture::Capture;
 use crate::host::ComponentHost;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use wasmtime::Store;
@@ -44,9 +44,18 @@ impl HttpInstance {
     }
 }
 
+/// Whether a function's instances have shown they can serve more than one request.
+const ON_TRIAL: u8 = 0;
+/// An instance served a second request: reuse works for this code.
+const PROVEN: u8 = 1;
+/// An instance failed its second request without answering: fresh instances from now on.
+const FELL_BACK: u8 = 2;
+
 /// The warm instances of one loaded function.
 pub struct WarmPool {
     idle: Mutex<Vec<HttpInstance>>,
+    /// [`ON_TRIAL`], [`PROVEN`] or [`FELL_BACK`].
+    reuse: AtomicU8,
     max_requests: u32,
     /// Instances waiting across the runtime, shared by every pool.
     idle_total: Arc<AtomicUsize>,
@@ -61,6 +70,7 @@ impl WarmPool {
     ) -> Self {
         Self {
             idle: Mutex::default(),
+            reuse: AtomicU8::new(ON_TRIAL),
             max_requests,
             idle_total,
             max_idle_total,
@@ -72,8 +82,35 @@ impl WarmPool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// No instance of this function has served a second request yet, nor failed one.
+    pub(crate) fn on_trial(&self) -> bool {
+        self.reuse.load(Ordering::Relaxed) == ON_TRIAL
+    }
+
+    /// An instance served a request after its first: this code can be reused.
+    pub(crate) fn prove(&self) {
+        let _ = self
+            .reuse
+            .compare_exchange(ON_TRIAL, PROVEN, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// An instance failed its second request without answering (a component that can serve
+    /// only once, such as one built with componentize-js): no instance is kept from now on.
+    pub(crate) fn fall_back(&self) {
+        self.reuse.store(FELL_BACK, Ordering::Relaxed);
+        self.trim(Duration::ZERO);
+    }
+
+    /// Serving with fresh instances although the function asked for reuse.
+    pub fn fell_back(&self) -> bool {
+        self.reuse.load(Ordering::Relaxed) == FELL_BACK
+    }
+
     /// The most recently used warm instance (its memory is likeliest to be in cache).
     pub(crate) fn take(&self) -> Option<HttpInstance> {
+        if self.fell_back() {
+            return None;
+        }
         let instance = self.idle().pop()?;
         self.idle_total.fetch_sub(1, Ordering::Relaxed);
         Some(instance)
@@ -82,7 +119,7 @@ impl WarmPool {
     /// Keeps an instance that just served a request successfully, unless it has served its
     /// share or the runtime already keeps as many as it allows.
     pub(crate) fn put(&self, mut instance: HttpInstance) {
-        if instance.served >= self.max_requests {
+        if instance.served >= self.max_requests || self.fell_back() {
             return;
         }
         if self.idle_total.fetch_add(1, Ordering::Relaxed) >= self.max_idle_total {

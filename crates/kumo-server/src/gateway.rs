@@ -59,22 +59,35 @@ async fn custom_route(State(state): State<Arc<AppState>>, request: Request) -> R
     let path = request.uri().path().to_string();
     match state.routes.lookup(&path) {
         Some(name) => forward(&state, &name, path, request).await,
-        None => invoked_response(Invoked {
-            request_id: uuid::Uuid::now_v7().to_string(),
-            cold: false,
-            result: Err(ApiError::new(
-                ErrorKind::FunctionNotFound,
-                format!("no function serves {path}"),
-            )),
-        }),
+        None => refusal(ApiError::new(
+            ErrorKind::FunctionNotFound,
+            format!("no function serves {path}"),
+        )),
     }
+}
+
+/// A request refused before an invocation exists (unknown function, body too large, bad
+/// input): the error, with a request id of its own like every data-plane response.
+pub fn refusal(error: ApiError) -> Response {
+    with_request_id(error.into_response())
+}
+
+/// Gives a response that has no request id one (of a request that never became an
+/// invocation); an invocation's own id is kept.
+pub fn with_request_id(mut response: Response) -> Response {
+    if !response.headers().contains_key(REQUEST_ID_HEADER)
+        && let Ok(id) = HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+    {
+        response.headers_mut().insert(REQUEST_ID_HEADER, id);
+    }
+    response
 }
 
 async fn forward(state: &AppState, target: &str, path: String, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = match read_body(body, &parts.headers, state.max_body_bytes).await {
         Ok(body) => body,
-        Err(e) => return e.into_response(),
+        Err(e) => return refusal(e),
     };
     let path_and_query = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
@@ -139,10 +152,7 @@ pub async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> A
             format!("the request body is larger than the limit of {limit} bytes"),
         )
     };
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = crate::headers::content_length(headers)?;
     if declared.is_some_and(|n| n > drain_cap as u64) {
         return Err(too_large());
     }

@@ -2,12 +2,12 @@
 //! [`InvocationRequest`] and calls [`Invoker::invoke`], which resolves, admits, executes and
 //! records. Limits, metering and logs live here and nowhere else.
 
+use crate::admission::Admission;
 use crate::aliases::AliasTable;
 use crate::error::ApiError;
 use crate::loaded::{Entry, LoadedFunctions, entry_key};
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
-use crate::slots::{Slot, Slots};
 use crate::trace::{TraceContext, Tracing};
 use bytes::Bytes;
 use kumo_core::{
@@ -16,10 +16,9 @@ use kumo_core::{
 };
 use kumo_runtime::{Invocation, KvAccess, Loaded, Response, Runtime};
 use kumo_store::{Blobs, Store};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::OwnedSemaphorePermit;
 
 pub struct InvocationRequest {
     pub method: http::Method,
@@ -53,12 +52,8 @@ pub struct Invoker {
     runtime: Arc<Runtime>,
     recorder: Recorder,
     max_response_bytes: usize,
-    /// The server's slots not reserved by provisioned concurrency; past them, 429 (never a
-    /// queue).
-    shared_slots: Arc<Slots>,
-    /// Slots reserved for functions with provisioned concurrency, by function name.
-    reserved_slots: Mutex<HashMap<String, Arc<Slots>>>,
-    max_concurrency: usize,
+    /// Whether an invocation may start now (concurrency limits, reserves, async shares).
+    pub(crate) admission: Admission,
     /// Cache of the store: the functions in memory.
     loaded: LoadedFunctions,
     /// Cache of the store: every alias.
@@ -66,16 +61,20 @@ pub struct Invoker {
     pub metrics: Metrics,
     /// Span export (OTLP), if configured.
     pub tracing: Tracing,
+    /// Code (function name, sha256) asking for instance reuse that failed a second request
+    /// without answering: served with fresh instances until a restart (redeploying the same
+    /// code keeps it so; new code gets a new trial).
+    reuse_fallbacks: Mutex<HashSet<(String, String)>>,
 }
 
 impl Invoker {
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         blobs: Blobs,
         runtime: Arc<Runtime>,
         recorder: Recorder,
         max_response_bytes: usize,
-        max_concurrency: usize,
+        admission: Admission,
         tracing: Tracing,
     ) -> Self {
         Self {
@@ -85,12 +84,11 @@ impl Invoker {
             runtime,
             recorder,
             max_response_bytes,
-            shared_slots: Slots::new(max_concurrency),
-            reserved_slots: Mutex::default(),
-            max_concurrency,
+            admission,
             loaded: LoadedFunctions::default(),
             aliases: AliasTable::default(),
             metrics: Metrics::default(),
+            reuse_fallbacks: Mutex::default(),
         }
     }
 
@@ -155,6 +153,14 @@ impl Invoker {
         self.stored(&name, version).await
     }
 
+    /// What `target` runs now: `NAME` or `NAME:N`, an alias's weighted pick made here, once.
+    /// A caller that reads the settings of what it invokes (retries, destinations) passes
+    /// this to [`Self::function`] and [`Self::invoke`], so both see the same version.
+    pub fn pick(&self, target: &str) -> Result<String, ApiError> {
+        let (name, version) = self.version_of(target)?;
+        Ok(entry_key(&name, version))
+    }
+
     /// The function and version a target names (None: `$LATEST`); an alias picks one of its
     /// versions by weight.
     fn version_of(&self, target: &str) -> Result<(String, Option<u32>), ApiError> {
@@ -176,8 +182,58 @@ impl Invoker {
         Ok((parsed.name, version))
     }
 
+    /// Marks records whose code the server serves with fresh instances although they ask for
+    /// reuse (it could not serve twice).
+    pub fn mark_reuse_fallbacks<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a mut FunctionRecord>,
+    ) {
+        let fallbacks = self.reuse_fallbacks();
+        if fallbacks.is_empty() {
+            return;
+        }
+        for record in records {
+            record.reuse_fell_back =
+                fallbacks.contains(&(record.name.clone(), record.code_sha256.clone()));
+        }
+    }
+
+    fn reuse_fallbacks(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
+        // The set is consistent between statements, so a poisoned lock is still usable.
+        self.reuse_fallbacks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An instance of `entry` failed its second request without answering; the runtime has
+    /// turned its pool to fresh instances, and later loads of this code get none.
+    fn reuse_fell_back(&self, entry: &Entry) {
+        let record = &entry.record;
+        let new = self
+            .reuse_fallbacks()
+            .insert((record.name.clone(), record.code_sha256.clone()));
+        if new {
+            tracing::warn!(
+                function = %entry.key,
+                "an instance failed its second request without answering; this code cannot \
+                 serve twice, so it is served with fresh instances from now on (instances = \"reuse\" ignored)"
+            );
+            self.metrics.reuse_fell_back(&record.name);
+        }
+    }
+
     /// `$LATEST`'s record or a version's, from the store.
     async fn stored(&self, name: &str, version: Option<u32>) -> Result<FunctionRecord, ApiError> {
+        let mut record = self.stored_as_saved(name, version).await?;
+        self.mark_reuse_fallbacks([&mut record]);
+        Ok(record)
+    }
+
+    async fn stored_as_saved(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<FunctionRecord, ApiError> {
         match version {
             None => self
                 .store
@@ -212,14 +268,16 @@ impl Invoker {
     }
 
     /// Loads a function with provisioned concurrency now, so no invocation of it is cold.
-    pub async fn preload(&self, record: FunctionRecord) -> anyhow::Result<()> {
+    pub async fn preload(&self, mut record: FunctionRecord) -> anyhow::Result<()> {
+        self.mark_reuse_fallbacks([&mut record]);
         let generation = self.loaded.generation();
         self.load(record, None, generation).await.map(drop)
     }
 
     /// Replaces what is in memory after a deploy: nothing (lazy loading), or, for a function
     /// with provisioned concurrency, the code the deploy just prepared.
-    pub fn deployed(&self, record: FunctionRecord, prepared: Loaded) {
+    pub fn deployed(&self, mut record: FunctionRecord, prepared: Loaded) {
+        self.mark_reuse_fallbacks([&mut record]);
         self.loaded.forget(&record.name);
         if record.config.provisioned_concurrency.is_some() {
             let generation = self.loaded.generation();
@@ -282,10 +340,15 @@ impl Invoker {
             started_at: kumo_core::now_ms(),
             start: Instant::now(),
         };
-        let permits = match self.admit(entry) {
-            Ok(permits) => permits,
+        let admitted = match self.admission.admit(entry, request.source) {
+            Ok(admitted) => admitted,
             Err(error) => {
-                self.record(&attempt, Err(&error), Vec::new()).await;
+                match request.source {
+                    // A deferred event is no invocation: it goes back to the queue and runs
+                    // later, so only the throttle is counted.
+                    kumo_core::Source::Event(_) => self.metrics.throttled(&entry.record.name),
+                    _ => self.record(&attempt, Err(&error), Vec::new()).await,
+                }
                 return Err(error);
             }
         };
@@ -313,7 +376,10 @@ impl Invoker {
             .runtime
             .execute(&entry.loaded, entry.warm.as_ref(), invocation)
             .await;
-        drop((permits, running));
+        drop((admitted, running));
+        if execution.fell_back {
+            self.reuse_fell_back(entry);
+        }
         let result = execution
             .result
             .map_err(|f| ApiError::new(f.kind, f.message));
@@ -327,98 +393,6 @@ impl Invoker {
             .collect();
         self.record(&attempt, result.as_ref(), output).await;
         result
-    }
-
-    /// Takes a slot of the function (if it has a limit) and one of the server (from its
-    /// reserve first, if it has provisioned concurrency), or says why not.
-    fn admit(&self, entry: &Entry) -> Result<(Option<OwnedSemaphorePermit>, Slot), ApiError> {
-        let function = match &entry.slots {
-            Some(slots) => Some(slots.clone().try_acquire_owned().map_err(|_| {
-                ApiError::new(
-                    ErrorKind::Throttled,
-                    format!(
-                        "function {:?} is at its max_concurrency of {}",
-                        entry.record.name,
-                        entry.record.config.max_concurrency.unwrap_or_default()
-                    ),
-                )
-            })?),
-            None => None,
-        };
-        let reserved = match entry.record.config.provisioned_concurrency {
-            Some(_) => self.reserved_slots().get(&entry.record.name).cloned(),
-            None => None,
-        };
-        let server = reserved
-            .and_then(|r| r.try_take())
-            .or_else(|| self.shared_slots.try_take())
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorKind::Throttled,
-                    format!(
-                        "the server is at its max_concurrency of {}",
-                        self.max_concurrency
-                    ),
-                )
-            })?;
-        Ok((function, server))
-    }
-
-    /// Invocations the server runs at once at most.
-    pub fn max_concurrency(&self) -> usize {
-        self.max_concurrency
-    }
-
-    /// Invocations running now, across all functions.
-    pub fn in_flight(&self) -> usize {
-        let reserved: usize = self.reserved_slots().values().map(|s| s.in_use()).sum();
-        self.shared_slots.in_use() + reserved
-    }
-
-    fn reserved_slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slots>>> {
-        // The map is consistent between statements, so a poisoned lock is still usable.
-        self.reserved_slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Slots of the server a function named `name` could reserve: those not reserved by the
-    /// other functions.
-    pub fn reservable(&self, name: &str, functions: &[FunctionRecord]) -> usize {
-        let others: usize = functions
-            .iter()
-            .filter(|f| f.name != name)
-            .filter_map(|f| f.config.provisioned_concurrency)
-            .map(|n| n as usize)
-            .sum();
-        self.max_concurrency.saturating_sub(others)
-    }
-
-    /// Sets aside the provisioned concurrency of `functions` (all deployed functions) and
-    /// leaves the rest of the server's slots shared. What does not fit (a server restarted
-    /// with a lower limit) is reserved only as far as it goes.
-    pub fn reserve(&self, functions: &[FunctionRecord]) {
-        let mut reserved = self.reserved_slots();
-        let mut left = self.max_concurrency;
-        let mut next = HashMap::new();
-        for f in functions {
-            let Some(wanted) = f.config.provisioned_concurrency else {
-                continue;
-            };
-            let n = (wanted as usize).min(left);
-            if n < wanted as usize {
-                tracing::warn!(
-                    function = %f.name,
-                    "provisioned_concurrency {wanted} does not fit the server's max_concurrency; {n} reserved"
-                );
-            }
-            left -= n;
-            let slots = reserved.remove(&f.name).unwrap_or_else(|| Slots::new(n));
-            slots.set_limit(n);
-            next.insert(f.name.clone(), slots);
-        }
-        *reserved = next;
-        self.shared_slots.set_limit(left);
     }
 
     /// The invocation's end, as one record (with its log lines) for the recorder.

@@ -1,6 +1,7 @@
 //! kumo's server: one axum listener for the data plane (`/fn/...` and custom routes) and the
 //! control API (`/api/v1/...`), both calling the one [`Invoker`].
 
+mod admission;
 mod aliases;
 mod api;
 mod calls;
@@ -8,6 +9,7 @@ mod error;
 mod events;
 mod frontend;
 mod gateway;
+mod headers;
 mod invoker;
 mod loaded;
 mod metrics;
@@ -95,7 +97,7 @@ impl AppState {
     /// Everything derived from the set of deployed functions, rebuilt after it changed.
     fn functions_changed(&self, functions: &[kumo_core::FunctionRecord]) {
         self.routes.rebuild(functions);
-        self.invoker.reserve(functions);
+        self.invoker.admission.reserve(functions);
         self.schedules.rebuild(functions);
         self.subscriptions.rebuild(functions);
         self.objects.subscriptions.rebuild(functions);
@@ -154,13 +156,16 @@ impl Server {
             runtime.clone(),
             recorder.clone(),
             config.max_body_bytes,
-            config.max_concurrency,
+            admission::Admission::new(
+                config.max_concurrency,
+                config.async_config.sync_reserve_percent,
+            ),
             trace::Tracing::from_env().context("setting up span export")?,
         );
         let events = Events::new(
             store.clone(),
             config.async_config.clone(),
-            config.max_concurrency,
+            invoker.admission.async_limit(),
         );
         let objects = kumo_store::Objects::open(store.clone(), &data.join("objects"))?;
         let (stop, stopping) = watch::channel(false);

@@ -43,6 +43,7 @@ pub fn entry_key(name: &str, version: Option<u32>) -> String {
 
 impl Entry {
     /// `version`: None for `$LATEST`, else the published version `record` was made from.
+    /// `record.reuse_fell_back`: its code cannot serve twice, so it gets no warm instances.
     pub fn new(
         record: FunctionRecord,
         version: Option<u32>,
@@ -55,6 +56,7 @@ impl Entry {
             .max_concurrency
             .map(|n| Arc::new(Semaphore::new(n as usize)));
         let warm = (record.config.instances == Instances::Reuse
+            && !record.reuse_fell_back
             && matches!(loaded, Loaded::Http(_)))
         .then(|| runtime.warm_pool(record.config.max_instance_requests));
         let allow_outbound = record.config.allow_outbound.clone().into();

@@ -45,6 +45,7 @@ pub struct Metrics {
     cold_start_durations: Family<FunctionLabels, Histogram>,
     throttles: Family<FunctionLabels, Counter>,
     retries: Family<FunctionLabels, Counter>,
+    reuse_fallbacks: Family<FunctionLabels, Counter>,
     in_flight_by_function: Family<FunctionLabels, Gauge>,
     // Read at scrape time.
     compilations: Counter,
@@ -69,6 +70,7 @@ impl Default for Metrics {
             cold_start_durations: Family::new_with_constructor(duration_histogram),
             throttles: Family::default(),
             retries: Family::default(),
+            reuse_fallbacks: Family::default(),
             in_flight_by_function: Family::default(),
             compilations: Counter::default(),
             loaded: Gauge::default(),
@@ -113,6 +115,11 @@ impl Default for Metrics {
             "kumo_retries",
             "Failed asynchronous attempts scheduled to be tried again",
             m.retries.clone(),
+        );
+        r.register(
+            "kumo_reuse_fallbacks",
+            "Functions asking for instance reuse served with fresh instances instead, as an instance failed its second request",
+            m.reuse_fallbacks.clone(),
         );
         r.register(
             "kumo_function_invocations_in_flight",
@@ -219,6 +226,23 @@ impl Metrics {
     }
 
     /// A failed asynchronous attempt that will be tried again.
+    pub fn reuse_fell_back(&self, function: &str) {
+        self.reuse_fallbacks
+            .get_or_create(&FunctionLabels {
+                function: function.to_string(),
+            })
+            .inc();
+    }
+
+    /// An invocation refused for concurrency that leaves no record (a deferred event).
+    pub fn throttled(&self, function: &str) {
+        self.throttles
+            .get_or_create(&FunctionLabels {
+                function: function.to_string(),
+            })
+            .inc();
+    }
+
     pub fn retried(&self, function: &str) {
         self.retries
             .get_or_create(&FunctionLabels {
@@ -267,9 +291,10 @@ pub async fn render(state: &AppState) -> anyhow::Result<String> {
         .inner()
         .store(state.runtime.compilations(), Ordering::Relaxed);
     m.loaded.set(gauge_value(state.invoker.loaded_count()));
-    m.in_flight.set(gauge_value(state.invoker.in_flight()));
+    m.in_flight
+        .set(gauge_value(state.invoker.admission.in_flight()));
     m.concurrency_limit
-        .set(gauge_value(state.invoker.max_concurrency()));
+        .set(gauge_value(state.invoker.admission.max_concurrency()));
     m.warm_instances
         .set(gauge_value(state.runtime.warm_instances()));
     m.pooling.set(i64::from(

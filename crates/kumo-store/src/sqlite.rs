@@ -204,6 +204,7 @@ fn function_from_row(row: &SqliteRow) -> anyhow::Result<FunctionRecord> {
         config: serde_json::from_str(&config).context("stored config")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        reuse_fell_back: false,
     })
 }
 
@@ -221,6 +222,7 @@ mod tests {
             config: FunctionConfig::default(),
             created_at: at,
             updated_at: at,
+            reuse_fell_back: false,
         }
     }
 

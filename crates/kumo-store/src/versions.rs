@@ -287,6 +287,7 @@ mod tests {
             },
             created_at: 1,
             updated_at: 1,
+            reuse_fell_back: false,
         };
         store.upsert_function(&f).await.unwrap();
         store

@@ -265,14 +265,21 @@ pub async fn invoke(client: &Client, name: &str, data: &str) -> CmdResult {
 pub async fn ls(client: &Client) -> CmdResult {
     let functions = client.list().await?;
     println!(
-        "{:<24} {:<13} {:>7} {:>8}  {:<24} ROUTES",
-        "NAME", "KIND", "MEMORY", "TIMEOUT", "UPDATED"
+        "{:<24} {:<13} {:<16} {:>7} {:>8}  {:<24} ROUTES",
+        "NAME", "KIND", "INSTANCES", "MEMORY", "TIMEOUT", "UPDATED"
     );
     for f in functions {
+        // Reuse asked for, but the code could not serve twice: fresh ones are used.
+        let instances = if f.reuse_fell_back {
+            "fresh (fallback)"
+        } else {
+            f.config.instances.as_str()
+        };
         println!(
-            "{:<24} {:<13} {:>5}MB {:>8}  {:<24} {}",
+            "{:<24} {:<13} {:<16} {:>5}MB {:>8}  {:<24} {}",
             f.name,
             f.kind.as_str(),
+            instances,
             f.config.memory_mb,
             format_duration(f.config.timeout),
             format_timestamp(f.updated_at),

@@ -56,6 +56,7 @@ pub async fn deploy(
         config,
         created_at: now,
         updated_at: now,
+        reuse_fell_back: false,
     };
     if let Some((route, owner)) = conflicting_route(&record, &functions) {
         return Err(ApiError::new(
@@ -64,7 +65,7 @@ pub async fn deploy(
         ));
     }
     if let Some(wanted) = record.config.provisioned_concurrency {
-        let free = state.invoker.reservable(&name, &functions);
+        let free = state.invoker.admission.reservable(&name, &functions);
         if wanted as usize > free {
             return Err(ApiError::new(
                 ErrorKind::Conflict,
@@ -121,15 +122,22 @@ async fn read_deploy_parts(mut multipart: Multipart) -> ApiResult<(Bytes, Functi
 }
 
 pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<FunctionRecord>>> {
-    Ok(Json(state.store.list_functions().await?))
+    let mut functions = state.store.list_functions().await?;
+    state.invoker.mark_reuse_fallbacks(&mut functions);
+    Ok(Json(functions))
 }
 
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<FunctionRecord>> {
-    let record = state.store.get_function(&name).await?;
-    record.map(Json).ok_or_else(|| ApiError::not_found(&name))
+    let mut record = state
+        .store
+        .get_function(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&name))?;
+    state.invoker.mark_reuse_fallbacks([&mut record]);
+    Ok(Json(record))
 }
 
 pub async fn delete(

@@ -6,6 +6,7 @@ use super::{ListParams, checked};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::read_body;
+use crate::headers::{Condition, condition};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
@@ -20,46 +21,24 @@ fn etag_header(etag: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{etag}\"")).unwrap_or(HeaderValue::from_static("\"\""))
 }
 
-/// An entity tag from a conditional header: `*`, or a quoted (possibly weak) tag.
-enum Condition {
-    Any,
-    Tag(String),
-}
-
-fn condition(headers: &HeaderMap, name: header::HeaderName) -> ApiResult<Option<Condition>> {
-    let Some(value) = headers.get(&name) else {
-        return Ok(None);
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::bad_request(format!("{name} is not text")))?
-        .trim();
-    if value == "*" {
-        return Ok(Some(Condition::Any));
-    }
-    let tag = value.strip_prefix("W/").unwrap_or(value);
-    let tag = tag.trim_matches('"');
-    if tag.is_empty() || tag.contains([',', '"']) {
-        return Err(ApiError::bad_request(format!(
-            "{name} must be * or one entity tag, got {value:?}"
-        )));
-    }
-    Ok(Some(Condition::Tag(tag.to_string())))
-}
-
 /// What a write expects from its `If-Match` / `If-None-Match` headers.
 fn expectation(headers: &HeaderMap) -> ApiResult<ExpectOwned> {
     match (
-        condition(headers, header::IF_MATCH)?,
-        condition(headers, header::IF_NONE_MATCH)?,
+        condition(headers, &header::IF_MATCH)?,
+        condition(headers, &header::IF_NONE_MATCH)?,
     ) {
         (Some(_), Some(_)) => Err(ApiError::bad_request(
             "give If-Match or If-None-Match, not both",
         )),
         (Some(Condition::Any), None) => Ok(ExpectOwned::Present),
-        (Some(Condition::Tag(tag)), None) => Ok(ExpectOwned::Etag(tag)),
+        (Some(Condition::Tags(mut tags)), None) if tags.len() == 1 => {
+            Ok(ExpectOwned::Etag(tags.remove(0)))
+        }
+        (Some(Condition::Tags(_)), None) => Err(ApiError::bad_request(
+            "a write takes one entity tag in If-Match",
+        )),
         (None, Some(Condition::Any)) => Ok(ExpectOwned::Absent),
-        (None, Some(Condition::Tag(_))) => Err(ApiError::bad_request(
+        (None, Some(Condition::Tags(_))) => Err(ApiError::bad_request(
             "a write takes If-None-Match: * only (create if absent)",
         )),
         (None, None) => Ok(ExpectOwned::Anything),
@@ -109,11 +88,8 @@ pub async fn get_key(
         )
     })?;
     let etag = etag_header(&entry.etag);
-    let not_modified = match condition(&headers, header::IF_NONE_MATCH)? {
-        Some(Condition::Any) => true,
-        Some(Condition::Tag(tag)) => tag == entry.etag,
-        None => false,
-    };
+    let not_modified =
+        condition(&headers, &header::IF_NONE_MATCH)?.is_some_and(|c| c.matches(&entry.etag));
     if not_modified {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }

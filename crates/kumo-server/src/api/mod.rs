@@ -44,7 +44,15 @@ pub fn router() -> Router<Arc<AppState>> {
                 .get(functions::get)
                 .delete(functions::delete),
         )
-        .route("/functions/{name}/invoke", post(functions::invoke))
+        // Every answer of the invoke API has a request id, refusals included.
+        .route(
+            "/functions/{name}/invoke",
+            post(functions::invoke).fallback(method_not_allowed).layer(
+                axum::middleware::map_response(|response: axum::response::Response| async move {
+                    crate::gateway::with_request_id(response)
+                }),
+            ),
+        )
         .route(
             "/functions/{name}/versions",
             get(versions::list_versions).post(versions::publish),
@@ -89,10 +97,12 @@ pub fn router() -> Router<Arc<AppState>> {
                 format!("no API endpoint at /api/v1{}", uri.path()),
             )
         })
-        .method_not_allowed_fallback(|method: axum::http::Method| async move {
-            ApiError::new(
-                ErrorKind::MethodNotAllowed,
-                format!("{method} is not allowed on this endpoint"),
-            )
-        })
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!("{method} is not allowed on this endpoint"),
+    )
 }

@@ -52,11 +52,7 @@ pub async fn put_object(
     checked(&bucket, Some(&key))?;
     let (parts, body) = request.into_parts();
     let service = &state.objects;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = crate::headers::content_length(&parts.headers)?;
     let mut body = body.into_data_stream();
     if declared.is_some_and(|n| n > service.max_bytes) {
         drain(&mut body).await;
@@ -132,11 +128,8 @@ pub async fn get_object(
         .get(&bucket, &key)
         .await?
         .ok_or_else(|| not_found(&bucket, &key))?;
-    let wanted = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'));
-    if wanted.is_some_and(|tag| tag == "*" || tag == info.etag) {
+    let wanted = crate::headers::condition(&headers, &header::IF_NONE_MATCH)?;
+    if wanted.is_some_and(|c| c.matches(&info.etag)) {
         let mut headers = object_headers(&info);
         headers.remove(header::CONTENT_LENGTH);
         return Ok((StatusCode::NOT_MODIFIED, headers).into_response());

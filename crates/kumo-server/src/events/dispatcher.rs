@@ -95,8 +95,14 @@ pub async fn dispatch(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
 /// One attempt of one event, holding a worker.
 async fn attempt(state: Arc<AppState>, event: ClaimedEvent, _worker: OwnedSemaphorePermit) {
     let now = kumo_core::now_ms();
-    let function = match state.invoker.function(&event.function).await {
-        Ok(f) => f,
+    // An alias is resolved once: the version that runs is the one whose retries, age limit
+    // and destinations apply.
+    let resolved = match state.invoker.pick(&event.function) {
+        Ok(target) => state.invoker.function(&target).await.map(|f| (target, f)),
+        Err(e) => Err(e),
+    };
+    let (target, function) = match resolved {
+        Ok(resolved) => resolved,
         Err(e) if e.kind == ErrorKind::FunctionNotFound => {
             let error = EventError {
                 code: e.kind.code().into(),
@@ -140,8 +146,12 @@ async fn attempt(state: Arc<AppState>, event: ClaimedEvent, _worker: OwnedSemaph
     if event.attempt > config.max_retries + 1 {
         let error = EventError {
             code: "retries_exhausted".into(),
+            // A server stop cut the last attempt short, or an alias now picks a version
+            // that allows fewer retries than were made.
             message: format!(
-                "the last of {} attempts was cut short by a server stop",
+                "{} attempts were made; max_retries {} allows {}",
+                event.attempt - 1,
+                config.max_retries,
                 config.max_retries + 1
             ),
         };
@@ -151,13 +161,7 @@ async fn attempt(state: Arc<AppState>, event: ClaimedEvent, _worker: OwnedSemaph
         };
         return finish(&state, &event, Some(&function), completion).await;
     }
-    let Some(_slot) = state.events.take_slot(&function.name, config) else {
-        return finish(&state, &event, None, defer(now)).await;
-    };
-    let invoked = state
-        .invoker
-        .invoke(&event.function, request_for(&event))
-        .await;
+    let invoked = state.invoker.invoke(&target, request_for(&event)).await;
     let now = kumo_core::now_ms();
     let request_id = invoked.request_id;
     let error = match invoked.result {

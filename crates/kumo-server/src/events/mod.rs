@@ -12,10 +12,9 @@ pub mod topics;
 pub use dispatcher::dispatch;
 
 use bytes::Bytes;
-use kumo_core::{FunctionConfig, Trigger};
+use kumo_core::Trigger;
 use kumo_store::{NewEvent, Store};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
@@ -95,15 +94,14 @@ pub struct Events {
     wake: Notify,
     /// Ids of events that changed, for readers waiting on them.
     changes: broadcast::Sender<Arc<str>>,
-    /// Asynchronous attempts running now, by function.
-    running: Mutex<HashMap<String, usize>>,
-    /// Slots of the server asynchronous attempts may use (the rest is kept for sync).
-    server_limit: usize,
+    /// Attempts running at once at most: the workers, within the server's async share.
+    workers: usize,
 }
 
 impl Events {
-    pub fn new(store: Store, config: AsyncConfig, server_max_concurrency: usize) -> Self {
-        let server_limit = async_limit(server_max_concurrency, config.sync_reserve_percent);
+    /// `async_limit`: what asynchronous attempts may use of the server's concurrency.
+    pub fn new(store: Store, config: AsyncConfig, async_limit: usize) -> Self {
+        let workers = config.workers.clamp(1, async_limit);
         let (submits, queued) = mpsc::channel(SUBMIT_QUEUE);
         tokio::spawn(write_submits(store.clone(), queued));
         Self {
@@ -112,8 +110,7 @@ impl Events {
             config,
             wake: Notify::new(),
             changes: broadcast::channel(1024).0,
-            running: Mutex::default(),
-            server_limit,
+            workers,
         }
     }
 
@@ -172,24 +169,7 @@ impl Events {
 
     /// Attempts the dispatcher runs at once.
     fn workers(&self) -> usize {
-        self.config.workers.clamp(1, self.server_limit)
-    }
-
-    /// A slot for one asynchronous attempt of the function, if it has not reached its share.
-    fn take_slot(&self, function: &str, config: &FunctionConfig) -> Option<AsyncSlot<'_>> {
-        let limit = config.max_concurrency.map_or(usize::MAX, |n| {
-            async_limit(n as usize, self.config.sync_reserve_percent)
-        });
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let n = running.entry(function.to_string()).or_default();
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(AsyncSlot {
-            events: self,
-            function: function.to_string(),
-        })
+        self.workers
     }
 }
 
@@ -223,47 +203,5 @@ async fn write_submits(store: Store, mut queued: mpsc::Receiver<Submit>) {
                 }
             }
         }
-    }
-}
-
-/// Held while an asynchronous attempt runs.
-struct AsyncSlot<'a> {
-    events: &'a Events,
-    function: String,
-}
-
-impl Drop for AsyncSlot<'_> {
-    fn drop(&mut self) {
-        let mut running = self
-            .events
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = running.get_mut(&self.function) {
-            *n -= 1;
-            if *n == 0 {
-                running.remove(&self.function);
-            }
-        }
-    }
-}
-
-/// What asynchronous attempts may use of a concurrency of `n`: all but `reserve_percent`
-/// (rounded up), and at least 1, or events would never run.
-pub fn async_limit(n: usize, reserve_percent: u8) -> usize {
-    let kept = (n * usize::from(reserve_percent)).div_ceil(100);
-    n.saturating_sub(kept).max(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn async_limit_keeps_the_sync_share() {
-        assert_eq!(async_limit(10, 20), 8);
-        assert_eq!(async_limit(4, 20), 3);
-        assert_eq!(async_limit(1, 20), 1);
-        assert_eq!(async_limit(1000, 0), 1000);
     }
 }

@@ -89,6 +89,26 @@ async fn an_async_invocation_is_accepted_then_runs_with_its_event_id() {
 }
 
 #[tokio::test]
+async fn events_through_one_warm_instance_each_see_their_own_id() {
+    let reuse = FunctionConfig {
+        instances: kumo_core::Instances::Reuse,
+        ..config()
+    };
+    let server = server_with("warm", reuse).await;
+    for payload in ["first", "second", "third"] {
+        // One after the other, so every event after the first runs in the warm instance.
+        let id = submit(&server, "warm", payload).await;
+        let event = final_state(&server, &id).await;
+        let echo: serde_json::Value = serde_json::from_str(&event.result.unwrap().body).unwrap();
+        assert_eq!(echo["event_id"], id.as_str(), "the header names this event");
+        // The environment is the instance's: it holds no event's id, least of all an earlier one.
+        assert_eq!(echo["env_event_id"], "", "event {payload}: {echo}");
+    }
+    // They ran in one instance, kept warm between them.
+    assert_eq!(server.metric("kumo_warm_instances").await, 1);
+}
+
+#[tokio::test]
 async fn failed_attempts_are_retried_with_backoff_until_one_succeeds() {
     let server = server_with("flaky", config()).await;
     let id = submit(&server, "flaky", "fail-until:3").await;
@@ -382,4 +402,57 @@ async fn async_submits_are_checked() {
     assert_eq!(bad_key.status(), 400);
     let unknown_event = server.get("/api/v1/invocations/nope").send().await.unwrap();
     assert_eq!(unknown_event.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_event_follows_the_retry_policy_of_the_version_that_ran() {
+    let server = TestServer::start_with(FAST_RETRIES).await;
+    // Version 1 never retries; version 2 retries three times. A 50/50 alias between them.
+    for max_retries in [0, 3] {
+        let settings = FunctionConfig {
+            max_retries,
+            ..config()
+        };
+        server
+            .deploy("split", test_programs::EVENT_PROBE, settings)
+            .await;
+        server.client.publish_version("split", "").await.unwrap();
+    }
+    let canary = kumo_api::Canary {
+        version: 2,
+        weight: 50,
+    };
+    server
+        .client
+        .set_alias("split", "live", 1, Some(canary))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(submit(&server, "split:live", "fail").await);
+    }
+    for id in ids {
+        let event = final_state(&server, &id).await;
+        assert_eq!(event.status, EventStatus::Dead);
+        let error = event.error.clone().expect("a dead event says why");
+        if error.code == "retries_exhausted" {
+            // The attempt picked version 1 after version 2 had run: out of attempts by
+            // version 1's rule, not run.
+            assert!(event.attempts >= 2, "{event:?}");
+            continue;
+        }
+        // The last attempt ran and failed; the rule of the version that ran ended the event:
+        // version 1 gives up at once, version 2 only after its fourth attempt.
+        assert_eq!(error.code, "error_status", "{event:?}");
+        let last = event
+            .request_id
+            .clone()
+            .expect("the last attempt's request id");
+        let record = server.client.invocation(&last).await.unwrap();
+        match record.version.as_str() {
+            "1" => {}
+            "2" => assert_eq!(event.attempts, 4, "version 2 ran last: {event:?}"),
+            other => panic!("version {other} ran"),
+        }
+    }
 }

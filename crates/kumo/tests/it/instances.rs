@@ -91,3 +91,44 @@ async fn concurrent_requests_each_get_their_own_instance() {
     let warm = server.metric("kumo_warm_instances").await;
     assert!((1..=8).contains(&warm), "{warm} warm instances");
 }
+
+#[tokio::test]
+async fn code_that_cannot_serve_twice_falls_back_to_fresh_instances() {
+    let server = TestServer::start().await;
+    server
+        .deploy("once", test_programs::SERVE_ONCE, reuse(100))
+        .await;
+    // Its second request on a warm instance gets no answer; the caller never sees that: the
+    // request runs again in a fresh instance, and every later one gets a fresh instance.
+    for i in 0..5 {
+        let response = server.get("/fn/once/").send().await.unwrap();
+        assert_eq!(response.status(), 200, "request {i}");
+        assert_eq!(response.text().await.unwrap(), "served");
+    }
+    assert_eq!(server.metric("kumo_warm_instances").await, 0);
+    let metrics = server.get_text("/metrics").await;
+    assert!(
+        metrics.contains("kumo_reuse_fallbacks_total{function=\"once\"} 1"),
+        "{metrics}"
+    );
+    // The function's info and `kumo ls` say so.
+    let info = server.client.get("once").await.unwrap();
+    assert!(info.reuse_fell_back);
+    let ls = String::from_utf8(server.cli(&["ls"]).stdout).unwrap();
+    let line = ls.lines().find(|l| l.starts_with("once ")).expect("listed");
+    assert!(line.contains("fresh (fallback)"), "{ls}");
+    // The failed attempt's output is in the logs of the request it retried, with kumo's note.
+    let logs = server.client.logs("once", None, 100).await.unwrap();
+    assert!(
+        logs.iter()
+            .any(|l| l.stream == "kumo" && l.line.contains("fresh instances from now on")),
+        "{logs:?}"
+    );
+
+    // Code that serves twice keeps its warm instances.
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, reuse(100))
+        .await;
+    assert_eq!(counters(&server, 3).await, ["1", "2", "3"]);
+    assert!(!server.client.get("probe").await.unwrap().reuse_fell_back);
+}

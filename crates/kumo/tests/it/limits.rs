@@ -180,6 +180,82 @@ async fn configured_body_limit_applies() {
 }
 
 #[tokio::test]
+async fn refusals_before_an_invocation_carry_a_request_id() {
+    let server = TestServer::start_with(&[
+        "--max-body-bytes",
+        "1000",
+        "--max-async-payload-bytes",
+        "500",
+    ])
+    .await;
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, config())
+        .await;
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            server.post("/fn/probe/echo").body(vec![0u8; 1001]),
+            413,
+            "payload_too_large",
+        ),
+        (server.post("/nowhere").body("x"), 404, "function_not_found"),
+        (
+            server
+                .post("/api/v1/functions/probe/invoke")
+                .body(vec![0u8; 1001]),
+            413,
+            "payload_too_large",
+        ),
+        (
+            server
+                .post("/api/v1/functions/probe/invoke?mode=async")
+                .body(vec![0u8; 501]),
+            413,
+            "payload_too_large",
+        ),
+        (
+            server.post("/api/v1/functions/probe/invoke?mode=later"),
+            400,
+            "invalid_request",
+        ),
+        (
+            server.post("/api/v1/functions/missing/invoke"),
+            404,
+            "function_not_found",
+        ),
+        (
+            server.post("/api/v1/functions/missing/invoke?mode=async"),
+            404,
+            "function_not_found",
+        ),
+        (
+            server.get("/api/v1/functions/probe/invoke"),
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    let mut ids = std::collections::HashSet::new();
+    for (request, status, code) in cases {
+        let response = request.send().await.unwrap();
+        let what = format!("{} {}", response.status(), response.url());
+        assert_eq!(response.status(), status, "{what}");
+        assert!(
+            response.headers().contains_key("x-kumo-request-id"),
+            "{what} has a request id"
+        );
+        assert!(ids.insert(request_id(&response)), "a new id each: {what}");
+        assert_eq!(error_code(response).await, code, "{what}");
+    }
+    // Accepted async submits have one too.
+    let accepted = server
+        .post("/api/v1/functions/probe/invoke?mode=async")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    request_id(&accepted);
+}
+
+#[tokio::test]
 async fn traps_panics_exits_and_missing_responses_are_function_errors() {
     let server = TestServer::with_probes().await;
     server

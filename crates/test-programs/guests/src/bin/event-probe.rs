@@ -54,9 +54,12 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
             Err(e) => Ok(status(StatusCode::BAD_GATEWAY, format!("report failed: {e}"))?),
         };
     }
+    // What the environment says, to check per-invocation values never stick in an instance.
+    let env_event_id = std::env::var("KUMO_EVENT_ID").unwrap_or_default();
     let echo = format!(
-        "{{\"event_id\":{:?},\"attempt\":{attempt},\"content_type\":{:?},\"traceparent\":{:?},\"body\":{:?}}}",
+        "{{\"event_id\":{:?},\"env_event_id\":{:?},\"attempt\":{attempt},\"content_type\":{:?},\"traceparent\":{:?},\"body\":{:?}}}",
         event_id,
+        env_event_id,
         header("content-type"),
         header("traceparent"),
         payload
