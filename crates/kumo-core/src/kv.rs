@@ -92,6 +92,56 @@ pub fn parse_counter(value: &[u8]) -> Result<i64, String> {
         .ok_or_else(|| "the value is not a decimal integer, so it cannot be incremented".into())
 }
 
+/// A key's value with the etag of the write that put it there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEntry {
+    pub value: Vec<u8>,
+    pub etag: String,
+    pub updated_at: i64,
+}
+
+/// What a conditional write expects the key to hold now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect<'a> {
+    /// Write whatever is there (a plain set).
+    Anything,
+    /// Only if the key does not exist (`If-None-Match: *`, compare-and-swap on an absent key).
+    Absent,
+    /// Only if the key exists (`If-Match: *`).
+    Present,
+    /// Only if the key holds the write with this etag (`If-Match`).
+    Etag(&'a str),
+}
+
+/// How a (conditional) write ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvWrite {
+    Written {
+        etag: String,
+        created: bool,
+    },
+    /// The key did not hold what the write expected; nothing changed.
+    Conflict,
+}
+
+/// Why an increment was refused (nothing was written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CounterError {
+    #[error("{0}")]
+    NotACounter(String),
+    #[error("the counter would overflow a 64-bit integer")]
+    Overflow,
+}
+
+/// The counter after adding `delta` to what the key holds (`None`: absent, so 0).
+pub fn incremented(current: Option<&[u8]>, delta: i64) -> Result<i64, CounterError> {
+    let current = match current {
+        Some(value) => parse_counter(value).map_err(CounterError::NotACounter)?,
+        None => 0,
+    };
+    current.checked_add(delta).ok_or(CounterError::Overflow)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +156,20 @@ mod tests {
         assert!(validate_key(&"k".repeat(MAX_KV_KEY_BYTES + 1)).is_err());
         assert_eq!(parse_counter(b"-42"), Ok(-42));
         assert!(parse_counter(b"4x").is_err());
+    }
+
+    #[test]
+    fn increments_add_to_decimal_counters_only() {
+        assert_eq!(incremented(None, 5), Ok(5));
+        assert_eq!(incremented(Some(b"-2"), 7), Ok(5));
+        assert!(matches!(
+            incremented(Some(b"x"), 1),
+            Err(CounterError::NotACounter(_))
+        ));
+        let max = i64::MAX.to_string();
+        assert_eq!(
+            incremented(Some(max.as_bytes()), 1),
+            Err(CounterError::Overflow)
+        );
     }
 }

@@ -25,8 +25,9 @@ pub use event::{
     MAX_RETRY_DELAY, Trigger, async_share, base64, retry_delay, validate_topic,
 };
 pub use kv::{
-    KV_LIST_PAGE, KeyPage, MAX_KV_KEY_BYTES, MAX_KV_VALUE_BYTES, ObjectEvent, ObjectInfo,
-    ObjectTrigger, parse_counter, validate_bucket, validate_key,
+    CounterError, Expect, KV_LIST_PAGE, KeyPage, KvEntry, KvWrite, MAX_KV_KEY_BYTES,
+    MAX_KV_VALUE_BYTES, ObjectEvent, ObjectInfo, ObjectTrigger, incremented, parse_counter,
+    validate_bucket, validate_key,
 };
 pub use metering::{Prices, Source, UsageBy, UsageReport, UsageRow, gb_seconds};
 pub use name::{NameError, Target, validate_name};

@@ -1,13 +1,55 @@
-//! `wasi:keyvalue@0.2.0-draft2` for guests (store, atomics, batch), on kumo's SQLite store.
-//! A guest opens a bucket by name and only if its function's config grants it (`kv = [..]`);
-//! anything else is `access-denied`. Every call is one read or one guarded write on the store,
-//! so reads see every committed write (strong consistency), and compare-and-swap compares etags.
+//! `wasi:keyvalue@0.2.0-draft2` for guests (store, atomics, batch), on the key-value store the
+//! embedder provides ([`KeyValue`]; the runtime knows no database). A guest opens a bucket by
+//! name and only if its function's config grants it (`kv = [..]`); anything else is
+//! `access-denied`. Every call is one read or one guarded write on the store, so reads see
+//! every committed write (strong consistency), and compare-and-swap compares etags.
 
 use crate::host::ComponentHost;
-use kumo_core::{MAX_KV_VALUE_BYTES, validate_key};
-use kumo_store::{Expect, IncrementError, KvEntry, KvWrite, Store};
+use kumo_core::{
+    CounterError, Expect, KeyPage, KvEntry, KvWrite, MAX_KV_VALUE_BYTES, validate_key,
+};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker, Resource};
+
+pub type KvFuture<'a, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + Send + 'a>>;
+
+/// A key-value store as the embedder offers it to guests: strongly consistent, with an etag
+/// per write that conditional writes compare.
+pub trait KeyValue: Send + Sync {
+    fn get<'a>(&'a self, bucket: &'a str, key: &'a str) -> KvFuture<'a, Option<KvEntry>>;
+    fn exists<'a>(&'a self, bucket: &'a str, key: &'a str) -> KvFuture<'a, bool>;
+    fn put<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        value: &'a [u8],
+        expect: Expect<'a>,
+    ) -> KvFuture<'a, KvWrite>;
+    /// False when nothing was deleted (no such key, or it did not hold what was expected).
+    fn delete<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        expect: Expect<'a>,
+    ) -> KvFuture<'a, bool>;
+    /// One page of the keys starting with `prefix`, in byte order.
+    fn list<'a>(
+        &'a self,
+        bucket: &'a str,
+        prefix: &'a str,
+        cursor: Option<&'a str>,
+        limit: u32,
+    ) -> KvFuture<'a, KeyPage>;
+    /// Adds `delta` to the decimal counter at `key` (absent = 0), atomically.
+    fn increment<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        delta: i64,
+    ) -> KvFuture<'a, Result<i64, CounterError>>;
+}
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -28,7 +70,7 @@ use store::Error;
 /// runtime's own tests) every open is `no-such-store`.
 #[derive(Clone, Default)]
 pub struct KvAccess {
-    pub store: Option<Store>,
+    pub store: Option<Arc<dyn KeyValue>>,
     pub buckets: Arc<[String]>,
 }
 
@@ -78,7 +120,7 @@ fn checked_value(value: &[u8]) -> Result<(), Error> {
 
 impl ComponentHost {
     /// The store and bucket name behind a guest's bucket handle.
-    fn bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<(Store, String)> {
+    fn bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<(Arc<dyn KeyValue>, String)> {
         let name = self.table.get(bucket)?.name.clone();
         // A bucket handle exists only if `open` found the store.
         let store = self
@@ -109,7 +151,7 @@ impl store::HostBucket for ComponentHost {
             return Ok(Err(e));
         }
         Ok(kv
-            .kv_get(&bucket, &key)
+            .get(&bucket, &key)
             .await
             .map(|entry| entry.map(|e| e.value))
             .map_err(store_failed))
@@ -121,7 +163,7 @@ impl store::HostBucket for ComponentHost {
             return Ok(Err(e));
         }
         Ok(kv
-            .kv_put(&bucket, &key, &value, Expect::Anything)
+            .put(&bucket, &key, &value, Expect::Anything)
             .await
             .map(drop)
             .map_err(store_failed))
@@ -133,7 +175,7 @@ impl store::HostBucket for ComponentHost {
             return Ok(Err(e));
         }
         Ok(kv
-            .kv_delete(&bucket, &key, Expect::Anything)
+            .delete(&bucket, &key, Expect::Anything)
             .await
             .map(drop)
             .map_err(store_failed))
@@ -144,7 +186,7 @@ impl store::HostBucket for ComponentHost {
         if let Err(e) = checked_key(&key) {
             return Ok(Err(e));
         }
-        Ok(kv.kv_exists(&bucket, &key).await.map_err(store_failed))
+        Ok(kv.exists(&bucket, &key).await.map_err(store_failed))
     }
 
     async fn list_keys(
@@ -154,7 +196,7 @@ impl store::HostBucket for ComponentHost {
     ) -> KvResult<store::KeyResponse> {
         let (kv, bucket) = self.bucket(&bucket)?;
         Ok(kv
-            .kv_list(&bucket, "", cursor.as_deref(), kumo_core::KV_LIST_PAGE)
+            .list(&bucket, "", cursor.as_deref(), kumo_core::KV_LIST_PAGE)
             .await
             .map(|page| store::KeyResponse {
                 keys: page.keys,
@@ -181,12 +223,10 @@ impl atomics::Host for ComponentHost {
             return Ok(Err(e));
         }
         Ok(kv
-            .kv_increment(&bucket, &key, delta)
+            .increment(&bucket, &key, delta)
             .await
-            .map_err(|e| match e {
-                IncrementError::Store(e) => store_failed(e),
-                e => Error::Other(e.to_string()),
-            }))
+            .map_err(store_failed)
+            .and_then(|counted| counted.map_err(|refused| Error::Other(refused.to_string()))))
     }
 
     async fn swap(
@@ -207,10 +247,10 @@ impl atomics::Host for ComponentHost {
             Some(entry) => Expect::Etag(&entry.etag),
             None => Expect::Absent,
         };
-        match kv.kv_put(&bucket, &key, &value, expect).await {
+        match kv.put(&bucket, &key, &value, expect).await {
             Ok(KvWrite::Written { .. }) => Ok(Ok(())),
             // Someone wrote in between: hand back a cas on the value there now, to retry with.
-            Ok(KvWrite::Conflict) => match kv.kv_get(&bucket, &key).await {
+            Ok(KvWrite::Conflict) => match kv.get(&bucket, &key).await {
                 Ok(seen) => {
                     let retry = self.table.push(Cas { bucket, key, seen })?;
                     Ok(Err(atomics::CasError::CasFailed(retry)))
@@ -228,7 +268,7 @@ impl atomics::HostCas for ComponentHost {
         if let Err(e) = checked_key(&key) {
             return Ok(Err(e));
         }
-        match kv.kv_get(&bucket, &key).await {
+        match kv.get(&bucket, &key).await {
             Ok(seen) => Ok(Ok(self.table.push(Cas { bucket, key, seen })?)),
             Err(e) => Ok(Err(store_failed(e))),
         }
@@ -257,7 +297,7 @@ impl batch::Host for ComponentHost {
             if let Err(e) = checked_key(&key) {
                 return Ok(Err(e));
             }
-            match kv.kv_get(&bucket, &key).await {
+            match kv.get(&bucket, &key).await {
                 Ok(entry) => found.push((key, entry.map(|e| e.value))),
                 Err(e) => return Ok(Err(store_failed(e))),
             }
@@ -279,7 +319,7 @@ impl batch::Host for ComponentHost {
             return Ok(Err(e));
         }
         for (key, value) in key_values {
-            if let Err(e) = kv.kv_put(&bucket, &key, &value, Expect::Anything).await {
+            if let Err(e) = kv.put(&bucket, &key, &value, Expect::Anything).await {
                 return Ok(Err(store_failed(e)));
             }
         }
@@ -292,7 +332,7 @@ impl batch::Host for ComponentHost {
             return Ok(Err(e));
         }
         for key in keys {
-            if let Err(e) = kv.kv_delete(&bucket, &key, Expect::Anything).await {
+            if let Err(e) = kv.delete(&bucket, &key, Expect::Anything).await {
                 return Ok(Err(store_failed(e)));
             }
         }

@@ -16,7 +16,7 @@ mod warm;
 
 pub use compile::{InvalidCode, Loaded};
 pub use execute::{Execution, Failure, Invocation, LogLine, LogStream, Response};
-pub use kv::KvAccess;
+pub use kv::{KeyValue, KvAccess, KvFuture};
 pub use objects::{GuestPut, ObjectStorage, StorageError, StorageFuture};
 pub use outbound::{
     BreakerConfig, BreakerState, CallFuture, FunctionCall, FunctionCalls, INTERNAL_HOST_SUFFIX,

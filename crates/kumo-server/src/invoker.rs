@@ -5,6 +5,7 @@
 use crate::admission::Admission;
 use crate::aliases::AliasTable;
 use crate::error::ApiError;
+use crate::guest_kv::GuestKv;
 use crate::loaded::{Entry, LoadedFunctions, entry_key};
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
@@ -14,7 +15,7 @@ use kumo_core::{
     ErrorKind, FunctionRecord, InvocationRecord, LATEST, Outcome, OutputLine, Qualifier, Source,
     Target, billed_ms, gb_seconds,
 };
-use kumo_runtime::{Invocation, KvAccess, Loaded, Response, Runtime};
+use kumo_runtime::{Invocation, KeyValue, KvAccess, Loaded, Response, Runtime};
 use kumo_store::{Blobs, Store};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -52,6 +53,8 @@ pub struct Invoker {
     runtime: Arc<Runtime>,
     recorder: Recorder,
     max_response_bytes: usize,
+    /// The key-value store guests reach (the same as `store`'s).
+    kv: Arc<dyn KeyValue>,
     /// Whether an invocation may start now (concurrency limits, reserves, async shares).
     pub(crate) admission: Admission,
     /// Cache of the store: the functions in memory.
@@ -78,6 +81,7 @@ impl Invoker {
         tracing: Tracing,
     ) -> Self {
         Self {
+            kv: Arc::new(GuestKv(store.clone())),
             tracing,
             store,
             blobs,
@@ -365,7 +369,7 @@ impl Invoker {
             max_response_bytes: self.max_response_bytes,
             allow_outbound: entry.allow_outbound.clone(),
             kv: KvAccess {
-                store: Some(self.store.clone()),
+                store: Some(self.kv.clone()),
                 buckets: entry.kv_buckets.clone(),
             },
             objects: entry.object_buckets.clone(),

@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod frontend;
 mod gateway;
+mod guest_kv;
 mod headers;
 mod invoker;
 mod loaded;

@@ -4,7 +4,7 @@
 
 use crate::sqlite::Store;
 use anyhow::Context as _;
-use kumo_core::{KeyPage, now_ms, parse_counter};
+use kumo_core::{CounterError, Expect, KeyPage, KvEntry, KvWrite, incremented, now_ms};
 use sqlx::Row;
 
 pub(crate) const SCHEMA: &str = r#"
@@ -17,46 +17,6 @@ CREATE TABLE IF NOT EXISTS kv (
     PRIMARY KEY (bucket, key)
 ) WITHOUT ROWID;
 "#;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KvEntry {
-    pub value: Vec<u8>,
-    pub etag: String,
-    pub updated_at: i64,
-}
-
-/// What a conditional write expects the key to hold now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect<'a> {
-    /// Write whatever is there (a plain set).
-    Anything,
-    /// Only if the key does not exist (`If-None-Match: *`, compare-and-swap on an absent key).
-    Absent,
-    /// Only if the key exists (`If-Match: *`).
-    Present,
-    /// Only if the key holds the write with this etag (`If-Match`).
-    Etag(&'a str),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KvWrite {
-    Written {
-        etag: String,
-        created: bool,
-    },
-    /// The key did not hold what the write expected; nothing changed.
-    Conflict,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum IncrementError {
-    #[error("{0}")]
-    NotACounter(String),
-    #[error("the counter would overflow a 64-bit integer")]
-    Overflow,
-    #[error(transparent)]
-    Store(#[from] anyhow::Error),
-}
 
 fn new_etag() -> String {
     uuid::Uuid::now_v7().simple().to_string()
@@ -169,13 +129,14 @@ impl Store {
         Ok(KeyPage { keys, cursor })
     }
 
-    /// Adds `delta` to the decimal integer at `key` (absent = 0) in one transaction.
+    /// Adds `delta` to the decimal integer at `key` (absent = 0) in one transaction; the
+    /// inner error is a refusal (not a counter, overflow), with nothing written.
     pub async fn kv_increment(
         &self,
         bucket: &str,
         key: &str,
         delta: i64,
-    ) -> Result<i64, IncrementError> {
+    ) -> anyhow::Result<Result<i64, CounterError>> {
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -188,11 +149,10 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await
                 .context("reading a counter")?;
-        let current = match current {
-            Some(value) => parse_counter(&value).map_err(IncrementError::NotACounter)?,
-            None => 0,
+        let next = match incremented(current.as_deref(), delta) {
+            Ok(next) => next,
+            Err(refused) => return Ok(Err(refused)),
         };
-        let next = current.checked_add(delta).ok_or(IncrementError::Overflow)?;
         sqlx::query(
             "INSERT INTO kv (bucket, key, value, etag, updated_at) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT DO UPDATE SET value = excluded.value, etag = excluded.etag,
@@ -207,7 +167,7 @@ impl Store {
         .await
         .context("writing a counter")?;
         tx.commit().await.context("committing an increment")?;
-        Ok(next)
+        Ok(Ok(next))
     }
 }
 
@@ -417,11 +377,11 @@ mod tests {
         assert_eq!(prefix_successor("a\u{10FFFF}"), Some("b".into()));
         assert_eq!(prefix_successor(""), None);
 
-        assert_eq!(store.kv_increment("b", "n", 5).await.unwrap(), 5);
-        assert_eq!(store.kv_increment("b", "n", -7).await.unwrap(), -2);
+        assert_eq!(store.kv_increment("b", "n", 5).await.unwrap(), Ok(5));
+        assert_eq!(store.kv_increment("b", "n", -7).await.unwrap(), Ok(-2));
         assert!(matches!(
-            store.kv_increment("b", "a/1", 1).await,
-            Err(IncrementError::NotACounter(_))
+            store.kv_increment("b", "a/1", 1).await.unwrap(),
+            Err(CounterError::NotACounter(_))
         ));
         store
             .kv_put(
@@ -433,8 +393,8 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            store.kv_increment("b", "max", 1).await,
-            Err(IncrementError::Overflow)
+            store.kv_increment("b", "max", 1).await.unwrap(),
+            Err(CounterError::Overflow)
         ));
     }
 }

@@ -16,6 +16,7 @@ mod codec;
 mod invocations;
 mod kv;
 mod logs;
+mod migrations;
 mod objects;
 mod queue;
 mod record_writer;
@@ -25,7 +26,7 @@ mod uuid_time;
 mod versions;
 
 pub use blobs::Blobs;
-pub use kv::{Expect, IncrementError, KvEntry, KvWrite};
+pub use migrations::SCHEMA_VERSION;
 pub use objects::{ObjectBody, ObjectError, Objects, Staged};
 pub use queue::{ClaimedEvent, Completion, IDEMPOTENCY_WINDOW_MS, NewEvent, QueueDepth};
 pub use record_writer::RecordWriter;

@@ -11,7 +11,7 @@ use sqlx::{ConnectOptions as _, Connection as _, Row, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
 
-const SCHEMA: &str = r#"
+pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS functions (
     name        TEXT PRIMARY KEY,
     kind        TEXT NOT NULL,
@@ -60,7 +60,7 @@ impl Store {
             .connect()
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
-        migrate(&mut connection).await?;
+        crate::migrations::migrate(&mut connection).await?;
         connection.close().await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -68,6 +68,11 @@ impl Store {
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
         Ok(Self { pool })
+    }
+
+    /// The newest schema migration the database has had.
+    pub async fn schema_version(&self) -> anyhow::Result<i64> {
+        crate::migrations::schema_version(&mut *self.pool.acquire().await?).await
     }
 
     pub async fn close(&self) {
@@ -135,26 +140,6 @@ impl Store {
         tx.commit().await.context("deleting function")?;
         Ok(done.rows_affected() > 0)
     }
-}
-
-/// Creates what is missing of the schema and brings older databases up to date.
-async fn migrate(connection: &mut SqliteConnection) -> anyhow::Result<()> {
-    for schema in [
-        SCHEMA,
-        crate::queue::SCHEMA,
-        crate::kv::SCHEMA,
-        crate::objects::SCHEMA,
-        crate::versions::SCHEMA,
-        crate::logs::SCHEMA,
-        crate::invocations::SCHEMA,
-    ] {
-        sqlx::raw_sql(schema)
-            .execute(&mut *connection)
-            .await
-            .context("creating the schema")?;
-    }
-    crate::invocations::convert_record_table(connection).await?;
-    crate::logs::convert_line_table(connection).await
 }
 
 /// Adds the `(table, column, declaration)`s a table does not have yet.

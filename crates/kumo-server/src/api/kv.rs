@@ -12,8 +12,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kumo_core::{ErrorKind, KV_LIST_PAGE, KeyPage, MAX_KV_VALUE_BYTES};
-use kumo_store::{Expect, KvWrite};
+use kumo_core::{ErrorKind, Expect, KV_LIST_PAGE, KeyPage, KvWrite, MAX_KV_VALUE_BYTES};
 use std::sync::Arc;
 
 /// `"etag"` as a header value (etags are hex, always valid).
