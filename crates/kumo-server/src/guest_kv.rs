@@ -4,6 +4,7 @@
 use kumo_core::{CounterError, Expect, KeyPage, KvEntry, KvWrite};
 use kumo_runtime::{KeyValue, KvFuture};
 use kumo_store::Store;
+use kumo_store::prelude::*;
 
 pub(crate) struct GuestKv(pub(crate) Store);
 

@@ -16,6 +16,7 @@ use kumo_core::{
     Target, billed_ms, gb_seconds,
 };
 use kumo_runtime::{Invocation, KeyValue, KvAccess, Loaded, Response, Runtime};
+use kumo_store::prelude::*;
 use kumo_store::{Blobs, Store};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

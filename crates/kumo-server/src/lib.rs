@@ -31,6 +31,7 @@ use events::topics::Subscriptions;
 use frontend::{Frontend, FunctionHandler};
 pub use kumo_runtime::{Allocator, BreakerConfig};
 use kumo_runtime::{Runtime, RuntimeConfig};
+use kumo_store::prelude::*;
 use kumo_store::{Blobs, RecordWriter, Store};
 use recorder::Recorder;
 use routes::RouteTable;

@@ -5,6 +5,7 @@
 
 use crate::AppState;
 use kumo_core::{InvocationRecord, Outcome, Source};
+use kumo_store::prelude::*;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -233,13 +233,10 @@ fn decode_row(row: &SqliteRow) -> anyhow::Result<Vec<RecordView<'_>>> {
     decode(row.try_get("data")?).with_context(|| format!("reading invocation chunk {id}"))
 }
 
-impl Store {
+impl crate::RecordStore for Store {
     /// The record of one invocation. Request ids are kumo's UUIDv7s: any other id names
     /// no invocation.
-    pub async fn get_invocation(
-        &self,
-        request_id: &str,
-    ) -> anyhow::Result<Option<InvocationRecord>> {
+    async fn get_invocation(&self, request_id: &str) -> anyhow::Result<Option<InvocationRecord>> {
         let Some(ms) = uuid_ms(request_id) else {
             return Ok(None);
         };
@@ -260,7 +257,7 @@ impl Store {
 
     /// The newest `limit` invocations (by request id, so by start), of one function or of
     /// all, newest first.
-    pub async fn list_invocations(
+    async fn list_invocations(
         &self,
         function: Option<&str>,
         limit: u32,
@@ -317,7 +314,9 @@ impl Store {
         }
         Ok(found)
     }
+}
 
+impl Store {
     /// Calls `each` with every record (and its function) in the chunks that may hold
     /// invocations started at `since` or later; the caller filters by `started_at`.
     pub(crate) async fn for_each_invocation_since(
@@ -432,6 +431,7 @@ fn invocation_from_row(row: &SqliteRow) -> anyhow::Result<InvocationRecord> {
 pub(crate) mod tests {
     use super::*;
     use crate::RecordWriter;
+    use crate::prelude::*;
     use kumo_core::{UsageBy, UsageRow};
 
     /// The `n`-th UUIDv7 of millisecond `ms`.

@@ -22,8 +22,8 @@ fn new_etag() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
-impl Store {
-    pub async fn kv_get(&self, bucket: &str, key: &str) -> anyhow::Result<Option<KvEntry>> {
+impl crate::KvStore for Store {
+    async fn kv_get(&self, bucket: &str, key: &str) -> anyhow::Result<Option<KvEntry>> {
         let row =
             sqlx::query("SELECT value, etag, updated_at FROM kv WHERE bucket = ? AND key = ?")
                 .bind(bucket)
@@ -38,7 +38,7 @@ impl Store {
         }))
     }
 
-    pub async fn kv_exists(&self, bucket: &str, key: &str) -> anyhow::Result<bool> {
+    async fn kv_exists(&self, bucket: &str, key: &str) -> anyhow::Result<bool> {
         let row = sqlx::query("SELECT 1 FROM kv WHERE bucket = ? AND key = ?")
             .bind(bucket)
             .bind(key)
@@ -49,7 +49,7 @@ impl Store {
     }
 
     /// Writes `value` at `key` if the key holds what `expect` says.
-    pub async fn kv_put(
+    async fn kv_put(
         &self,
         bucket: &str,
         key: &str,
@@ -90,12 +90,7 @@ impl Store {
 
     /// Deletes `key` if it holds what `expect` says; `Ok(false)` when it did not (for
     /// `Expect::Anything`: when there was no such key).
-    pub async fn kv_delete(
-        &self,
-        bucket: &str,
-        key: &str,
-        expect: Expect<'_>,
-    ) -> anyhow::Result<bool> {
+    async fn kv_delete(&self, bucket: &str, key: &str, expect: Expect<'_>) -> anyhow::Result<bool> {
         let query = match expect {
             Expect::Etag(etag) => {
                 sqlx::query("DELETE FROM kv WHERE bucket = ? AND key = ? AND etag = ?")
@@ -117,7 +112,7 @@ impl Store {
 
     /// Keys of `bucket` starting with `prefix`, in byte order, after `cursor` (the last key of
     /// the previous page), at most `limit`.
-    pub async fn kv_list(
+    async fn kv_list(
         &self,
         bucket: &str,
         prefix: &str,
@@ -131,7 +126,7 @@ impl Store {
 
     /// Adds `delta` to the decimal integer at `key` (absent = 0) in one transaction; the
     /// inner error is a refusal (not a counter, overflow), with nothing written.
-    pub async fn kv_increment(
+    async fn kv_increment(
         &self,
         bucket: &str,
         key: &str,
@@ -281,6 +276,7 @@ fn prefix_successor(prefix: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prelude::*;
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();

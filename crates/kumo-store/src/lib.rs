@@ -21,6 +21,7 @@ mod objects;
 mod queue;
 mod record_writer;
 mod sqlite;
+mod traits;
 mod usage;
 mod uuid_time;
 mod versions;
@@ -31,5 +32,16 @@ pub use objects::{ObjectBody, ObjectError, Objects, Staged};
 pub use queue::{ClaimedEvent, Completion, IDEMPOTENCY_WINDOW_MS, NewEvent, QueueDepth};
 pub use record_writer::RecordWriter;
 pub use sqlite::{LogQuery, Store};
+/// The storage traits, to bring their methods into scope: `use kumo_store::prelude::*`.
+pub mod prelude {
+    pub use crate::traits::{
+        EventQueue, FunctionStore, KvStore, LogStore, RecordStore, ScheduleStore, UsageStore,
+        VersionStore,
+    };
+}
+pub use traits::{
+    EventQueue, FunctionStore, KvStore, LogStore, RecordStore, ScheduleStore, UsageStore,
+    VersionStore,
+};
 pub use usage::Swept;
 pub use versions::{AliasSet, Published, VersionDeleted};

@@ -177,9 +177,9 @@ fn decode(data: &[u8]) -> anyhow::Result<Vec<Line<'_>>> {
     Ok(lines)
 }
 
-impl Store {
+impl crate::LogStore for Store {
     /// The newest `q.limit` lines that match `q`, oldest first.
-    pub async fn list_logs(&self, q: &crate::LogQuery) -> anyhow::Result<Vec<LogRecord>> {
+    async fn list_logs(&self, q: &crate::LogQuery) -> anyhow::Result<Vec<LogRecord>> {
         let after = q.after_id.unwrap_or(0).max(0);
         let limit = q.limit as usize;
         let mut found = Vec::new();
@@ -219,7 +219,9 @@ impl Store {
         found.reverse();
         Ok(found)
     }
+}
 
+impl Store {
     /// Deletes the log lines older than `cutoff`, a chunk at a time (a chunk goes once its
     /// newest line is old); returns how many lines went.
     pub(crate) async fn delete_old_logs(&self, cutoff: i64) -> anyhow::Result<u64> {
@@ -319,6 +321,7 @@ pub(crate) async fn convert_line_table(connection: &mut SqliteConnection) -> any
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::prelude::*;
     use crate::{LogQuery, RecordWriter};
 
     fn line(function: &str, request_id: &str, ts: i64, text: &str) -> LogRecord {

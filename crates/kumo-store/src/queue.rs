@@ -107,12 +107,12 @@ pub enum Completion {
     Deferred { due_at: i64 },
 }
 
-impl Store {
+impl crate::EventQueue for Store {
     /// Stores new events in one transaction (one commit for many submitters), committed
     /// before this returns. With an idempotency key, an earlier event submitted with the same
     /// key to the same function within 24 h (in this batch too) is returned instead: `(id,
     /// true)`, nothing new stored.
-    pub async fn submit_events_once(
+    async fn submit_events_once(
         &self,
         events: &[(NewEvent<'_>, Option<&str>)],
     ) -> anyhow::Result<Vec<(String, bool)>> {
@@ -152,7 +152,7 @@ impl Store {
     }
 
     /// [`Self::submit_events_once`] for one event.
-    pub async fn submit_event(
+    async fn submit_event(
         &self,
         event: &NewEvent<'_>,
         idempotency_key: Option<&str>,
@@ -164,7 +164,7 @@ impl Store {
     }
 
     /// Stores several events in one transaction: all or none (a topic's fan-out).
-    pub async fn submit_events(&self, events: &[NewEvent<'_>]) -> anyhow::Result<()> {
+    async fn submit_events(&self, events: &[NewEvent<'_>]) -> anyhow::Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for event in events {
             insert_event(&mut tx, event).await?;
@@ -174,7 +174,7 @@ impl Store {
 
     /// Takes up to `limit` events whose attempt is due (or whose lease ran out: the worker
     /// holding it is gone) for one attempt each, leased until `lease_end`.
-    pub async fn claim_events(
+    async fn claim_events(
         &self,
         now: i64,
         lease_end: i64,
@@ -200,7 +200,7 @@ impl Store {
     }
 
     /// When the next event becomes due, if any is pending.
-    pub async fn next_due(&self) -> anyhow::Result<Option<i64>> {
+    async fn next_due(&self) -> anyhow::Result<Option<i64>> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(due_at) FROM events WHERE status IN ('queued', 'failed', 'running')",
         )
@@ -211,7 +211,7 @@ impl Store {
     /// Records how attempt `attempt` of event `id` ended, and stores `follow_up` (a
     /// destination's event) in the same transaction. False when the attempt no longer owns
     /// the event (its lease ran out and another attempt took it): nothing is changed.
-    pub async fn complete_event(
+    async fn complete_event(
         &self,
         id: &str,
         attempt: u32,
@@ -285,7 +285,7 @@ impl Store {
 
     /// After a restart: attempts that were running when the server stopped will never
     /// finish. They become failed attempts, due now.
-    pub async fn release_interrupted_events(&self, now: i64) -> anyhow::Result<u64> {
+    async fn release_interrupted_events(&self, now: i64) -> anyhow::Result<u64> {
         let done = sqlx::query(
             "UPDATE events SET status = 'failed', updated_at = ?1, due_at = ?1,
                  error_code = 'interrupted',
@@ -299,7 +299,7 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    pub async fn get_event(&self, id: &str) -> anyhow::Result<Option<EventRecord>> {
+    async fn get_event(&self, id: &str) -> anyhow::Result<Option<EventRecord>> {
         let row = sqlx::query("SELECT * FROM events WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -309,7 +309,7 @@ impl Store {
 
     /// A function's dead events (its dead letters), oldest first. The literal status lets
     /// SQLite use the partial index of dead events.
-    pub async fn list_dead_events(
+    async fn list_dead_events(
         &self,
         function: &str,
         limit: u32,
@@ -329,7 +329,7 @@ impl Store {
 
     /// Puts a function's dead events (or the one with `id`) back in the queue with fresh
     /// attempts and age; returns their ids.
-    pub async fn redrive(
+    async fn redrive(
         &self,
         function: &str,
         id: Option<&str>,
@@ -352,7 +352,7 @@ impl Store {
 
     /// Events not finished (queued, failed and waiting for a retry, running), by function,
     /// with the oldest one's enqueue time.
-    pub async fn queue_depths(&self) -> anyhow::Result<Vec<QueueDepth>> {
+    async fn queue_depths(&self) -> anyhow::Result<Vec<QueueDepth>> {
         let rows = sqlx::query(
             "SELECT function, COUNT(*) AS depth, MIN(enqueued_at) AS oldest FROM events
              WHERE status IN ('queued', 'failed', 'running') GROUP BY function",
@@ -370,9 +370,11 @@ impl Store {
             })
             .collect()
     }
+}
 
+impl crate::ScheduleStore for Store {
     /// The latest tick of a function's schedule that was fired or counted as missed.
-    pub async fn last_tick(&self, function: &str) -> anyhow::Result<Option<i64>> {
+    async fn last_tick(&self, function: &str) -> anyhow::Result<Option<i64>> {
         Ok(
             sqlx::query_scalar("SELECT last_tick FROM schedule_ticks WHERE function = ?")
                 .bind(function)
@@ -384,7 +386,7 @@ impl Store {
     /// Moves a schedule to `tick` and stores that tick's event, in one transaction: a tick
     /// is fired exactly once, whatever crashes around it. False (nothing stored) when the
     /// schedule is already at or past `tick`.
-    pub async fn fire_tick(
+    async fn fire_tick(
         &self,
         function: &str,
         tick: i64,
@@ -409,7 +411,7 @@ impl Store {
     }
 
     /// Forgets a schedule's progress (its function was deleted or its schedule changed).
-    pub async fn forget_schedule(&self, function: &str) -> anyhow::Result<()> {
+    async fn forget_schedule(&self, function: &str) -> anyhow::Result<()> {
         sqlx::query("DELETE FROM schedule_ticks WHERE function = ?")
             .bind(function)
             .execute(&self.pool)
@@ -506,6 +508,7 @@ fn event_from_row(row: &SqliteRow) -> anyhow::Result<EventRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prelude::*;
 
     fn event<'a>(id: &'a str, now: i64) -> NewEvent<'a> {
         NewEvent {

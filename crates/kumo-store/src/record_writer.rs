@@ -60,6 +60,7 @@ impl RecordWriter {
 mod tests {
     use super::*;
     use crate::Store;
+    use crate::prelude::*;
     use kumo_core::Outcome;
 
     /// A record of function `f` whose request id says it started at `ms`.

@@ -78,9 +78,11 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
 
+impl crate::FunctionStore for Store {
     /// Inserts or replaces a function; true when it was created.
-    pub async fn upsert_function(&self, f: &FunctionRecord) -> anyhow::Result<bool> {
+    async fn upsert_function(&self, f: &FunctionRecord) -> anyhow::Result<bool> {
         let config = serde_json::to_string(&f.config)?;
         let row = sqlx::query(
             "INSERT INTO functions (name, kind, code_sha256, code_size, config, created_at, updated_at)
@@ -101,7 +103,7 @@ impl Store {
         Ok(row.try_get::<bool, _>("created")?)
     }
 
-    pub async fn get_function(&self, name: &str) -> anyhow::Result<Option<FunctionRecord>> {
+    async fn get_function(&self, name: &str) -> anyhow::Result<Option<FunctionRecord>> {
         let row = sqlx::query("SELECT * FROM functions WHERE name = ?")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -110,7 +112,7 @@ impl Store {
         row.as_ref().map(function_from_row).transpose()
     }
 
-    pub async fn list_functions(&self) -> anyhow::Result<Vec<FunctionRecord>> {
+    async fn list_functions(&self) -> anyhow::Result<Vec<FunctionRecord>> {
         // Row by row: `fetch_all` held every row's values at once (at start-up with 10,000
         // functions a 24 MiB peak, which glibc then kept as the server's idle memory).
         let mut rows = sqlx::query("SELECT * FROM functions ORDER BY name").fetch(&self.pool);
@@ -123,7 +125,7 @@ impl Store {
 
     /// Deletes a function with its versions and aliases; its invocation records and logs stay
     /// until retention removes them.
-    pub async fn delete_function(&self, name: &str) -> anyhow::Result<bool> {
+    async fn delete_function(&self, name: &str) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query("DELETE FROM functions WHERE name = ?")
             .bind(name)
@@ -196,6 +198,7 @@ fn function_from_row(row: &SqliteRow) -> anyhow::Result<FunctionRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prelude::*;
     use kumo_core::FunctionConfig;
 
     fn function(name: &str, at: i64) -> FunctionRecord {

@@ -78,15 +78,11 @@ fn usage_key(key: &mut String, by: UsageBy, function: &str, r: &RecordView) {
     };
 }
 
-impl Store {
+impl crate::UsageStore for Store {
     /// Usage of the invocations started at `since` or later, grouped by `by` (sorted by
     /// key), and the total. Money is computed by the caller from `gb_seconds` and
     /// `requests - throttles`.
-    pub async fn usage(
-        &self,
-        since: i64,
-        by: UsageBy,
-    ) -> anyhow::Result<(Vec<UsageRow>, UsageRow)> {
+    async fn usage(&self, since: i64, by: UsageBy) -> anyhow::Result<(Vec<UsageRow>, UsageRow)> {
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
         let mut total = Group::default();
         let mut key = String::new();
@@ -112,7 +108,7 @@ impl Store {
 
     /// Deletes invocation records and log lines from before `cutoff`, and events created
     /// before it that have finished (succeeded or dead), in small batches.
-    pub async fn sweep(&self, cutoff: i64) -> anyhow::Result<Swept> {
+    async fn sweep(&self, cutoff: i64) -> anyhow::Result<Swept> {
         let floor = uuid_floor(cutoff);
         let invocations = self.delete_old_invocations(cutoff).await?;
         let logs = self.delete_old_logs(cutoff).await?;
@@ -131,7 +127,9 @@ impl Store {
             events,
         })
     }
+}
 
+impl Store {
     /// Runs a `DELETE ... LIMIT ?2` statement until it deletes nothing.
     async fn delete_batches(&self, sql: &'static str, bound: &str) -> anyhow::Result<u64> {
         let mut total = 0;

@@ -60,9 +60,9 @@ pub enum AliasSet {
     NoVersion(u32),
 }
 
-impl Store {
+impl crate::VersionStore for Store {
     /// Freezes the function's current code and config into a new version, in one transaction.
-    pub async fn publish_version(
+    async fn publish_version(
         &self,
         function: &str,
         description: &str,
@@ -112,7 +112,7 @@ impl Store {
         Ok(Published::Created(version_from_row(&row)?))
     }
 
-    pub async fn get_version(
+    async fn get_version(
         &self,
         function: &str,
         version: u32,
@@ -127,7 +127,7 @@ impl Store {
     }
 
     /// The function's versions, oldest first.
-    pub async fn list_versions(&self, function: &str) -> anyhow::Result<Vec<VersionRecord>> {
+    async fn list_versions(&self, function: &str) -> anyhow::Result<Vec<VersionRecord>> {
         let rows = sqlx::query("SELECT * FROM versions WHERE function = ? ORDER BY version")
             .bind(function)
             .fetch_all(&self.pool)
@@ -137,11 +137,7 @@ impl Store {
     }
 
     /// Deletes a version unless an alias points at it.
-    pub async fn delete_version(
-        &self,
-        function: &str,
-        version: u32,
-    ) -> anyhow::Result<VersionDeleted> {
+    async fn delete_version(&self, function: &str, version: u32) -> anyhow::Result<VersionDeleted> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let users: Vec<String> = sqlx::query_scalar(
             "SELECT name FROM aliases WHERE function = ?1 AND (version = ?2 OR canary_version = ?2)
@@ -168,7 +164,7 @@ impl Store {
     }
 
     /// Creates or moves an alias; its versions must exist.
-    pub async fn set_alias(
+    async fn set_alias(
         &self,
         function: &str,
         name: &str,
@@ -217,7 +213,7 @@ impl Store {
         })
     }
 
-    pub async fn delete_alias(&self, function: &str, name: &str) -> anyhow::Result<bool> {
+    async fn delete_alias(&self, function: &str, name: &str) -> anyhow::Result<bool> {
         let done = sqlx::query("DELETE FROM aliases WHERE function = ? AND name = ?")
             .bind(function)
             .bind(name)
@@ -228,7 +224,7 @@ impl Store {
     }
 
     /// Every alias (of one function, or of all), by function and name.
-    pub async fn list_aliases(&self, function: Option<&str>) -> anyhow::Result<Vec<AliasRecord>> {
+    async fn list_aliases(&self, function: Option<&str>) -> anyhow::Result<Vec<AliasRecord>> {
         let rows = sqlx::query(
             "SELECT * FROM aliases WHERE ?1 IS NULL OR function = ?1 ORDER BY function, name",
         )
@@ -272,6 +268,7 @@ fn alias_from_row(row: &SqliteRow) -> anyhow::Result<AliasRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prelude::*;
     use kumo_core::{FunctionConfig, FunctionRecord};
 
     async fn store_with(dir: &std::path::Path, memory_mb: u32) -> Store {

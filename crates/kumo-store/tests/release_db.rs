@@ -3,6 +3,7 @@
 //! kind of data it held.
 
 use kumo_core::{EventStatus, KvEntry};
+use kumo_store::prelude::*;
 use kumo_store::{LogQuery, Objects, SCHEMA_VERSION, Store};
 
 const FIXTURE: &str = concat!(

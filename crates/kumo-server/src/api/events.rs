@@ -18,6 +18,7 @@ use kumo_core::{
     ErrorKind, EventRecord, FunctionRecord, InvocationRecord, Trigger, parse_duration,
     validate_topic,
 };
+use kumo_store::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::sync::Arc;

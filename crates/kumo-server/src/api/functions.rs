@@ -15,6 +15,7 @@ use bytes::Bytes;
 use kumo_core::{ErrorKind, FunctionConfig, FunctionRecord, validate_name};
 use kumo_runtime::InvalidCode;
 use kumo_store::Blobs;
+use kumo_store::prelude::*;
 use serde::Deserialize;
 use std::sync::Arc;
 

@@ -13,6 +13,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kumo_core::{ErrorKind, Expect, KV_LIST_PAGE, KeyPage, KvWrite, MAX_KV_VALUE_BYTES};
+use kumo_store::prelude::*;
 use std::sync::Arc;
 
 /// `"etag"` as a header value (etags are hex, always valid).

@@ -10,6 +10,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use kumo_core::{InvocationRecord, UsageBy, UsageReport, parse_duration};
 use kumo_store::LogQuery;
+use kumo_store::prelude::*;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use kumo_core::{AliasRecord, Canary, ErrorKind, VersionRecord, validate_alias, validate_canary};
+use kumo_store::prelude::*;
 use kumo_store::{AliasSet, Published, VersionDeleted};
 use serde::Deserialize;
 use std::sync::Arc;

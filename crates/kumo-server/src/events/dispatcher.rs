@@ -8,6 +8,7 @@ use crate::invoker::InvocationRequest;
 use kumo_core::{
     ErrorKind, EventError, EventResult, FunctionRecord, MAX_TIMEOUT, format_duration, retry_delay,
 };
+use kumo_store::prelude::*;
 use kumo_store::{ClaimedEvent, Completion};
 use std::sync::Arc;
 use std::time::Duration;

@@ -13,6 +13,7 @@ pub use dispatcher::dispatch;
 
 use bytes::Bytes;
 use kumo_core::Trigger;
+use kumo_store::prelude::*;
 use kumo_store::{NewEvent, Store};
 use std::sync::Arc;
 use std::time::Duration;

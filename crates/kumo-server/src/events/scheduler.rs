@@ -8,6 +8,7 @@ use kumo_core::{
     CLOUDEVENTS_JSON, CloudEvent, FunctionRecord, Schedule, Trigger, format_timestamp,
 };
 use kumo_store::NewEvent;
+use kumo_store::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,0 +1,226 @@
+//! What a storage backend provides, one trait per concern. SQLite's [`Store`](crate::Store)
+//! implements them all; a PostgreSQL backend implements the same traits and passes the same
+//! conformance suite (`tests/conformance.rs`). The contract each method documents (atomicity,
+//! ordering, what "once" means) is what callers rely on, whatever the engine.
+//!
+//! Methods return `impl Future + Send` (static dispatch: the hot path pays no virtual call;
+//! several backends will be one enum over them). Writes of the hot path, invocation records
+//! and log lines, do not go through these traits but through a backend's batching writer
+//! ([`RecordWriter`](crate::RecordWriter) for SQLite).
+
+use crate::{
+    AliasSet, ClaimedEvent, Completion, LogQuery, NewEvent, Published, QueueDepth, Swept,
+    VersionDeleted,
+};
+use kumo_core::{
+    AliasRecord, Canary, CounterError, EventRecord, Expect, FunctionRecord, InvocationRecord,
+    KeyPage, KvEntry, KvWrite, LogRecord, UsageBy, UsageRow, VersionRecord,
+};
+use std::future::Future;
+
+type Result<T> = anyhow::Result<T>;
+
+/// Deployed functions (`$LATEST`).
+pub trait FunctionStore {
+    /// Inserts or replaces a function; true when it was created.
+    fn upsert_function(&self, f: &FunctionRecord) -> impl Future<Output = Result<bool>> + Send;
+    fn get_function(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<FunctionRecord>>> + Send;
+    /// Every function, by name.
+    fn list_functions(&self) -> impl Future<Output = Result<Vec<FunctionRecord>>> + Send;
+    /// Deletes a function with its versions and aliases (one transaction); false if there was
+    /// none. Its records and logs stay until retention.
+    fn delete_function(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// Published versions (immutable) and aliases of functions.
+pub trait VersionStore {
+    /// Freezes `$LATEST` into the next version number (numbers are never reused, even after a
+    /// deletion), unless it equals the newest version (returned instead). Atomic.
+    fn publish_version(
+        &self,
+        function: &str,
+        description: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<Published>> + Send;
+    fn get_version(
+        &self,
+        function: &str,
+        version: u32,
+    ) -> impl Future<Output = Result<Option<VersionRecord>>> + Send;
+    /// A function's versions, oldest first.
+    fn list_versions(
+        &self,
+        function: &str,
+    ) -> impl Future<Output = Result<Vec<VersionRecord>>> + Send;
+    /// Refused while an alias points at the version.
+    fn delete_version(
+        &self,
+        function: &str,
+        version: u32,
+    ) -> impl Future<Output = Result<VersionDeleted>> + Send;
+    /// Creates or moves an alias; refused when a version it names does not exist.
+    fn set_alias(
+        &self,
+        function: &str,
+        name: &str,
+        version: u32,
+        canary: Option<Canary>,
+        now: i64,
+    ) -> impl Future<Output = Result<AliasSet>> + Send;
+    fn delete_alias(&self, function: &str, name: &str)
+    -> impl Future<Output = Result<bool>> + Send;
+    /// The aliases of one function, or of all (by function, then name).
+    fn list_aliases(
+        &self,
+        function: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<AliasRecord>>> + Send;
+}
+
+/// Invocation records, as the records writer stored them.
+pub trait RecordStore {
+    /// One invocation by request id (kumo's UUIDv7s; any other id names none).
+    fn get_invocation(
+        &self,
+        request_id: &str,
+    ) -> impl Future<Output = Result<Option<InvocationRecord>>> + Send;
+    /// The newest `limit` invocations of one function or of all, newest first.
+    fn list_invocations(
+        &self,
+        function: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<InvocationRecord>>> + Send;
+}
+
+/// Usage reports over the invocation records, and retention.
+pub trait UsageStore {
+    /// Usage since `since` (unix ms) grouped as asked, rows sorted by key, and the total.
+    fn usage(
+        &self,
+        since: i64,
+        by: UsageBy,
+    ) -> impl Future<Output = Result<(Vec<UsageRow>, UsageRow)>> + Send;
+    /// Deletes records, log lines and finished events older than `cutoff`, in batches that
+    /// never hold the store's write lock for long.
+    fn sweep(&self, cutoff: i64) -> impl Future<Output = Result<Swept>> + Send;
+}
+
+/// Guests' output lines, as the records writer stored them.
+pub trait LogStore {
+    /// The newest `q.limit` matching lines, oldest first; line ids grow, so `after_id` pages.
+    fn list_logs(&self, q: &LogQuery) -> impl Future<Output = Result<Vec<LogRecord>>> + Send;
+}
+
+/// The durable queue of asynchronous events (at-least-once delivery with leases).
+pub trait EventQueue {
+    /// Stores events, each with an optional idempotency key: a key used for the same
+    /// function within the window returns the first event's id and `true`, storing nothing.
+    /// All in one transaction.
+    fn submit_events_once(
+        &self,
+        events: &[(NewEvent<'_>, Option<&str>)],
+    ) -> impl Future<Output = Result<Vec<(String, bool)>>> + Send;
+    /// One event, as [`Self::submit_events_once`].
+    fn submit_event(
+        &self,
+        event: &NewEvent<'_>,
+        idempotency_key: Option<&str>,
+    ) -> impl Future<Output = Result<(String, bool)>> + Send;
+    /// Stores events without keys, all or none.
+    fn submit_events(&self, events: &[NewEvent<'_>]) -> impl Future<Output = Result<()>> + Send;
+    /// Leases up to `limit` due events until `lease_end`, counting an attempt on each. An
+    /// event is claimed by one caller only, however many claim at once.
+    fn claim_events(
+        &self,
+        now: i64,
+        lease_end: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ClaimedEvent>>> + Send;
+    /// When the next queued or failed event is due, if any.
+    fn next_due(&self) -> impl Future<Output = Result<Option<i64>>> + Send;
+    /// Records an attempt's end (with a follow-up event in the same transaction), only if
+    /// that attempt still holds the event's lease; false otherwise.
+    fn complete_event(
+        &self,
+        id: &str,
+        attempt: u32,
+        completion: &Completion,
+        now: i64,
+        follow_up: Option<&NewEvent<'_>>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Turns events left running (by a stopped server) into failed attempts due `now`.
+    fn release_interrupted_events(&self, now: i64) -> impl Future<Output = Result<u64>> + Send;
+    fn get_event(&self, id: &str) -> impl Future<Output = Result<Option<EventRecord>>> + Send;
+    /// Dead events of a function (`NAME` and `NAME:*` targets), newest first.
+    fn list_dead_events(
+        &self,
+        function: &str,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<EventRecord>>> + Send;
+    /// Queues dead events again (one, or all of the function's) with attempts and age reset.
+    fn redrive(
+        &self,
+        function: &str,
+        id: Option<&str>,
+        now: i64,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Events waiting per function, with the oldest one's age.
+    fn queue_depths(&self) -> impl Future<Output = Result<Vec<QueueDepth>>> + Send;
+}
+
+/// Schedule ticks: each fires once.
+pub trait ScheduleStore {
+    fn last_tick(&self, function: &str) -> impl Future<Output = Result<Option<i64>>> + Send;
+    /// Records `tick` as fired with its event, in one transaction; false (nothing stored) if
+    /// it, or a later tick, had fired already.
+    fn fire_tick(
+        &self,
+        function: &str,
+        tick: i64,
+        event: Option<&NewEvent<'_>>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    fn forget_schedule(&self, function: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Key-value buckets: strongly consistent, an etag per write, conditional writes as single
+/// guarded statements, keys ordered byte-wise.
+pub trait KvStore {
+    fn kv_get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<KvEntry>>> + Send;
+    fn kv_exists(&self, bucket: &str, key: &str) -> impl Future<Output = Result<bool>> + Send;
+    fn kv_put(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: &[u8],
+        expect: Expect<'_>,
+    ) -> impl Future<Output = Result<KvWrite>> + Send;
+    /// False when nothing was deleted (no such key, or it did not hold what was expected).
+    fn kv_delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        expect: Expect<'_>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// One page of keys starting with `prefix`, after `cursor`, in byte order.
+    fn kv_list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<KeyPage>> + Send;
+    /// Adds `delta` to the decimal counter at `key` (absent = 0) atomically; the inner error
+    /// is a refusal, with nothing written.
+    fn kv_increment(
+        &self,
+        bucket: &str,
+        key: &str,
+        delta: i64,
+    ) -> impl Future<Output = Result<std::result::Result<i64, CounterError>>> + Send;
+}

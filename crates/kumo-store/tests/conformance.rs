@@ -1,0 +1,513 @@
+//! The storage contract, generic over the backend: what the server relies on from every
+//! trait of `kumo_store::prelude`, whatever the engine. Each backend runs all of it; SQLite
+//! now, PostgreSQL when the cluster backend lands (one more `#[tokio::test]` below).
+
+use kumo_core::{
+    Canary, CounterError, EventError, EventResult, EventStatus, Expect, FunctionConfig,
+    FunctionKind, FunctionRecord, InvocationRecord, KvWrite, Outcome, OutputLine, Trigger, UsageBy,
+};
+use kumo_store::prelude::*;
+use kumo_store::{AliasSet, Completion, LogQuery, NewEvent, Published, Store, VersionDeleted};
+use std::future::Future;
+
+/// Everything a backend implements.
+trait Backend:
+    FunctionStore
+    + VersionStore
+    + KvStore
+    + EventQueue
+    + ScheduleStore
+    + RecordStore
+    + LogStore
+    + UsageStore
+    + Sync
+{
+}
+impl<T> Backend for T where
+    T: FunctionStore
+        + VersionStore
+        + KvStore
+        + EventQueue
+        + ScheduleStore
+        + RecordStore
+        + LogStore
+        + UsageStore
+        + Sync
+{
+}
+
+/// Records and log lines reach a backend through its own batching writer.
+type Batch = Vec<(InvocationRecord, Vec<OutputLine>)>;
+
+async fn conformance<S: Backend, W: Future<Output = ()>>(
+    store: &S,
+    write_records: impl FnOnce(Batch) -> W,
+) {
+    functions(store).await;
+    versions_and_aliases(store).await;
+    key_value(store).await;
+    event_queue(store).await;
+    schedules(store).await;
+    records_logs_and_usage(store, write_records).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kumo.db");
+    let store = Store::open(&path).await.unwrap();
+    let mut writer = kumo_store::RecordWriter::open(&path).unwrap();
+    conformance(&store, |batch| {
+        writer.write(&batch).unwrap();
+        std::future::ready(())
+    })
+    .await;
+}
+
+fn function(name: &str, memory_mb: u32, at: i64) -> FunctionRecord {
+    FunctionRecord {
+        name: name.into(),
+        kind: FunctionKind::WasiHttp,
+        code_sha256: "ab".into(),
+        code_size: 3,
+        config: FunctionConfig {
+            memory_mb,
+            ..FunctionConfig::default()
+        },
+        created_at: at,
+        updated_at: at,
+        reuse_fell_back: false,
+    }
+}
+
+async fn functions(store: &impl Backend) {
+    assert!(store.upsert_function(&function("b", 64, 1)).await.unwrap());
+    assert!(store.upsert_function(&function("a", 64, 1)).await.unwrap());
+    assert!(!store.upsert_function(&function("b", 128, 2)).await.unwrap());
+    let b = store.get_function("b").await.unwrap().unwrap();
+    assert_eq!(
+        (b.config.memory_mb, b.created_at, b.updated_at),
+        (128, 1, 2)
+    );
+    let names: Vec<_> = store.list_functions().await.unwrap();
+    let names: Vec<_> = names.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(store.delete_function("a").await.unwrap());
+    assert!(!store.delete_function("a").await.unwrap());
+    assert!(store.get_function("a").await.unwrap().is_none());
+}
+
+async fn versions_and_aliases(store: &impl Backend) {
+    store.upsert_function(&function("v", 64, 1)).await.unwrap();
+    let Published::Created(one) = store.publish_version("v", "one", 10).await.unwrap() else {
+        panic!("version 1 is created");
+    };
+    assert_eq!((one.version, one.config.memory_mb), (1, 64));
+    assert!(matches!(
+        store.publish_version("v", "again", 11).await.unwrap(),
+        Published::Unchanged(v) if v.version == 1
+    ));
+    assert!(matches!(
+        store.publish_version("nobody", "", 11).await.unwrap(),
+        Published::NoFunction
+    ));
+    store.upsert_function(&function("v", 256, 2)).await.unwrap();
+    assert!(
+        matches!(store.publish_version("v", "two", 12).await.unwrap(), Published::Created(v) if v.version == 2)
+    );
+    assert!(matches!(
+        store.delete_version("v", 2).await.unwrap(),
+        VersionDeleted::Deleted
+    ));
+    // A deleted number is never handed out again.
+    store.upsert_function(&function("v", 512, 3)).await.unwrap();
+    assert!(
+        matches!(store.publish_version("v", "three", 13).await.unwrap(), Published::Created(v) if v.version == 3)
+    );
+    let numbers: Vec<_> = store.list_versions("v").await.unwrap();
+    let numbers: Vec<_> = numbers.iter().map(|v| v.version).collect();
+    assert_eq!(numbers, [1, 3]);
+    assert_eq!(
+        store
+            .get_version("v", 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .config
+            .memory_mb,
+        64,
+        "a version never changes"
+    );
+
+    let canary = Canary {
+        version: 3,
+        weight: 10,
+    };
+    assert!(matches!(
+        store
+            .set_alias("v", "live", 1, Some(canary), 14)
+            .await
+            .unwrap(),
+        AliasSet::Created(_)
+    ));
+    assert!(matches!(
+        store.set_alias("v", "live", 9, None, 15).await.unwrap(),
+        AliasSet::NoVersion(9)
+    ));
+    assert!(matches!(
+        store.delete_version("v", 3).await.unwrap(),
+        VersionDeleted::InUse(aliases) if aliases == ["live"]
+    ));
+    assert!(matches!(
+        store.set_alias("v", "live", 3, None, 16).await.unwrap(),
+        AliasSet::Updated(a) if a.version == 3 && a.canary.is_none()
+    ));
+    let aliases = store.list_aliases(Some("v")).await.unwrap();
+    assert_eq!(aliases.len(), 1);
+    assert!(store.delete_alias("v", "live").await.unwrap());
+    assert!(!store.delete_alias("v", "live").await.unwrap());
+
+    // Deleting the function takes its versions and aliases with it.
+    store.set_alias("v", "live", 1, None, 17).await.unwrap();
+    assert!(store.delete_function("v").await.unwrap());
+    assert!(store.list_versions("v").await.unwrap().is_empty());
+    assert!(store.list_aliases(Some("v")).await.unwrap().is_empty());
+}
+
+async fn key_value(store: &impl Backend) {
+    let KvWrite::Written {
+        etag: first,
+        created: true,
+    } = store.kv_put("b", "k", b"1", Expect::Absent).await.unwrap()
+    else {
+        panic!("created");
+    };
+    assert_eq!(
+        store.kv_put("b", "k", b"x", Expect::Absent).await.unwrap(),
+        KvWrite::Conflict
+    );
+    let KvWrite::Written { etag: second, .. } = store
+        .kv_put("b", "k", b"2", Expect::Etag(&first))
+        .await
+        .unwrap()
+    else {
+        panic!("the etag matched");
+    };
+    assert_ne!(first, second, "every write has a new etag");
+    assert_eq!(
+        store
+            .kv_put("b", "k", b"x", Expect::Etag(&first))
+            .await
+            .unwrap(),
+        KvWrite::Conflict
+    );
+    assert_eq!(
+        store
+            .kv_put("b", "none", b"x", Expect::Present)
+            .await
+            .unwrap(),
+        KvWrite::Conflict
+    );
+    let entry = store.kv_get("b", "k").await.unwrap().unwrap();
+    assert_eq!(
+        (entry.value.as_slice(), entry.etag.as_str()),
+        (&b"2"[..], second.as_str())
+    );
+    assert!(
+        !store
+            .kv_delete("b", "k", Expect::Etag(&first))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .kv_delete("b", "k", Expect::Etag(&second))
+            .await
+            .unwrap()
+    );
+    assert!(!store.kv_exists("b", "k").await.unwrap());
+
+    // Keys list in byte order, by prefix, in pages.
+    for key in ["é", "b", "B", "a/2", "a/1", "a"] {
+        store
+            .kv_put("l", key, b"v", Expect::Anything)
+            .await
+            .unwrap();
+    }
+    store
+        .kv_put("other", "a/0", b"v", Expect::Anything)
+        .await
+        .unwrap();
+    let all = store.kv_list("l", "", None, 100).await.unwrap();
+    assert_eq!(all.keys, ["B", "a", "a/1", "a/2", "b", "é"]);
+    assert_eq!(all.cursor, None);
+    let page = store.kv_list("l", "a/", None, 1).await.unwrap();
+    assert_eq!(page.keys, ["a/1"]);
+    let rest = store
+        .kv_list("l", "a/", page.cursor.as_deref(), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.keys, ["a/2"]);
+
+    assert_eq!(store.kv_increment("c", "n", 5).await.unwrap(), Ok(5));
+    assert_eq!(store.kv_increment("c", "n", -7).await.unwrap(), Ok(-2));
+    assert!(matches!(
+        store.kv_increment("l", "a", 1).await.unwrap(),
+        Err(CounterError::NotACounter(_))
+    ));
+    assert_eq!(store.kv_get("l", "a").await.unwrap().unwrap().value, b"v");
+}
+
+fn event<'a>(id: &'a str, function: &'a str, now: i64) -> NewEvent<'a> {
+    NewEvent {
+        id,
+        function,
+        trigger: Trigger::Async,
+        payload: b"payload",
+        content_type: Some("text/plain"),
+        traceparent: None,
+        now,
+    }
+}
+
+async fn event_queue(store: &impl Backend) {
+    let now = 1_000_000;
+    // An idempotency key maps to its first event.
+    let (id, replayed) = store
+        .submit_event(&event("e1", "q", now), Some("key"))
+        .await
+        .unwrap();
+    assert_eq!((id.as_str(), replayed), ("e1", false));
+    let (id, replayed) = store
+        .submit_event(&event("e2", "q", now), Some("key"))
+        .await
+        .unwrap();
+    assert_eq!((id.as_str(), replayed), ("e1", true));
+    assert!(store.get_event("e2").await.unwrap().is_none());
+    let ids: Vec<String> = (0..20).map(|i| format!("n{i:02}")).collect();
+    let many: Vec<_> = ids.iter().map(|id| event(id, "q", now)).collect();
+    store.submit_events(&many).await.unwrap();
+    assert_eq!(store.next_due().await.unwrap(), Some(now));
+    let depths = store.queue_depths().await.unwrap();
+    assert_eq!(depths[0].depth, 21);
+
+    // Two claimers at once never get the same event.
+    let (a, b) = tokio::join!(
+        store.claim_events(now, now + 60_000, 15),
+        store.claim_events(now, now + 60_000, 15)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len() + b.len(), 21);
+    let mut claimed: Vec<_> = a.iter().chain(&b).map(|e| e.id.clone()).collect();
+    claimed.sort();
+    claimed.dedup();
+    assert_eq!(claimed.len(), 21);
+    assert!(a.iter().chain(&b).all(|e| e.attempt == 1));
+    assert!(
+        store
+            .claim_events(now, now + 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Only the attempt holding the lease records its end.
+    let done = Completion::Succeeded {
+        request_id: "r1".into(),
+        result: EventResult {
+            status: 200,
+            body: "ok".into(),
+            truncated: false,
+        },
+    };
+    assert!(
+        !store
+            .complete_event("e1", 2, &done, now, None)
+            .await
+            .unwrap()
+    );
+    let follow_up = event("f1", "q2", now);
+    assert!(
+        store
+            .complete_event("e1", 1, &done, now, Some(&follow_up))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .complete_event("e1", 1, &done, now, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_event("e1").await.unwrap().unwrap().status,
+        EventStatus::Succeeded
+    );
+    assert!(
+        store.get_event("f1").await.unwrap().is_some(),
+        "stored with the completion"
+    );
+
+    let error = || EventError {
+        code: "error_status".into(),
+        message: "500".into(),
+    };
+    let retry = Completion::Retry {
+        request_id: Some("r2".into()),
+        error: error(),
+        due_at: now + 5000,
+    };
+    assert!(
+        store
+            .complete_event("n00", 1, &retry, now, None)
+            .await
+            .unwrap()
+    );
+    let failed = store.get_event("n00").await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status, failed.next_attempt_at),
+        (EventStatus::Failed, Some(now + 5000))
+    );
+    let dead = Completion::Dead {
+        request_id: Some("r3".into()),
+        error: error(),
+    };
+    assert!(
+        store
+            .complete_event("n01", 1, &dead, now, None)
+            .await
+            .unwrap()
+    );
+    let letters = store.list_dead_events("q", 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].id, "n01");
+    assert_eq!(store.redrive("q", None, now).await.unwrap(), ["n01"]);
+    assert_eq!(
+        store.get_event("n01").await.unwrap().unwrap().status,
+        EventStatus::Queued
+    );
+
+    // Attempts cut short by a stop become failed attempts, due again.
+    let released = store.release_interrupted_events(now + 1).await.unwrap();
+    assert_eq!(released, 18, "every claimed event still running");
+    let again = store
+        .claim_events(now + 1, now + 60_000, 100)
+        .await
+        .unwrap();
+    assert!(again.iter().any(|e| e.id == "n02" && e.attempt == 2));
+}
+
+async fn schedules(store: &impl Backend) {
+    assert_eq!(store.last_tick("s").await.unwrap(), None);
+    let tick = event("t1", "s", 60_000);
+    assert!(store.fire_tick("s", 60_000, Some(&tick)).await.unwrap());
+    // A tick fires once, and never one older than the last.
+    let again = event("t2", "s", 60_000);
+    assert!(!store.fire_tick("s", 60_000, Some(&again)).await.unwrap());
+    assert!(!store.fire_tick("s", 0, None).await.unwrap());
+    assert!(store.get_event("t2").await.unwrap().is_none());
+    assert_eq!(store.last_tick("s").await.unwrap(), Some(60_000));
+    store.forget_schedule("s").await.unwrap();
+    assert_eq!(store.last_tick("s").await.unwrap(), None);
+}
+
+fn record(function: &str, started_at: i64, outcome: Outcome) -> InvocationRecord {
+    let id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        (started_at / 1000) as u64,
+        ((started_at % 1000) * 1_000_000) as u32,
+    ));
+    InvocationRecord {
+        request_id: id.to_string(),
+        function: function.into(),
+        started_at,
+        duration_ms: 2.0,
+        billed_ms: 2,
+        memory_mb: 128,
+        outcome,
+        error_code: None,
+        error_message: None,
+        status: 200,
+        cold: false,
+        init_ms: None,
+        version: "$LATEST".into(),
+        trigger: "http".into(),
+        gb_seconds: 0.00025,
+        trace_id: "t".repeat(32),
+    }
+}
+
+async fn records_logs_and_usage<S: Backend, W: Future<Output = ()>>(
+    store: &S,
+    write_records: impl FnOnce(Batch) -> W,
+) {
+    let now = kumo_core::now_ms();
+    let line = |text: &str| OutputLine {
+        stream: "stderr",
+        line: text.into(),
+    };
+    let old = record("r", now - 3_600_000, Outcome::Ok);
+    let first = record("r", now - 2000, Outcome::Ok);
+    let second = record("r", now - 1000, Outcome::Error);
+    let other = record("s", now - 500, Outcome::Ok);
+    write_records(vec![
+        (old.clone(), vec![line("old")]),
+        (first.clone(), vec![line("one"), line("two")]),
+        (second.clone(), vec![line("three")]),
+        (other.clone(), vec![]),
+    ])
+    .await;
+
+    assert_eq!(
+        store.get_invocation(&second.request_id).await.unwrap(),
+        Some(second.clone())
+    );
+    assert_eq!(store.get_invocation("not-an-id").await.unwrap(), None);
+    let listed = store.list_invocations(Some("r"), 2).await.unwrap();
+    assert_eq!(listed, [second.clone(), first.clone()], "newest first");
+    assert_eq!(store.list_invocations(None, 10).await.unwrap().len(), 4);
+
+    let logs = store
+        .list_logs(&LogQuery {
+            function: "r".into(),
+            request_id: Some(first.request_id.clone()),
+            limit: 10,
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap();
+    let lines: Vec<_> = logs.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(lines, ["one", "two"], "oldest first");
+    let newer = store
+        .list_logs(&LogQuery {
+            function: "r".into(),
+            after_id: Some(logs[0].id),
+            limit: 10,
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap();
+    let lines: Vec<_> = newer.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(lines, ["two", "three"], "after the cursor");
+
+    let (rows, total) = store.usage(now - 10_000, UsageBy::Function).await.unwrap();
+    let keys: Vec<_> = rows
+        .iter()
+        .map(|r| (r.key.as_str(), r.requests, r.errors))
+        .collect();
+    assert_eq!(keys, [("r", 2, 1), ("s", 1, 0)]);
+    assert_eq!(total.requests, 3);
+
+    // Retention deletes what is older than the cutoff and keeps the rest.
+    let swept = store.sweep(now - 60_000).await.unwrap();
+    // Log lines are as old as their writing (just now), whatever the record's start.
+    assert_eq!((swept.invocations, swept.logs), (1, 0));
+    assert_eq!(store.get_invocation(&old.request_id).await.unwrap(), None);
+    assert!(
+        store
+            .get_invocation(&first.request_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
