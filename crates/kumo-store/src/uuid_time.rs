@@ -5,31 +5,23 @@
 /// The smallest UUIDv7 text created at `ms`: ids below it are older.
 pub(crate) fn uuid_floor(ms: i64) -> String {
     let ms = ms.max(0) as u64 & 0xffff_ffff_ffff;
-    format!(
-        "{:08x}-{:04x}-7000-8000-000000000000",
-        ms >> 16,
-        ms & 0xffff
-    )
+    uuid::Builder::from_unix_timestamp_millis(ms, &[0; 10])
+        .into_uuid()
+        .to_string()
 }
 
-/// When a UUIDv7 text was created (Unix ms); None for any other text.
+/// When a UUIDv7 text was created (Unix ms); None for any other text, upper-case included
+/// (ids are compared as text, and kumo writes them in lower case).
 pub(crate) fn uuid_ms(id: &str) -> Option<i64> {
-    let b = id.as_bytes();
-    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[14] != b'7' {
+    if id.len() != 36 || id.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
     }
-    // Lower-case hex only: ids are compared as text.
-    let hex = |digits: &[u8]| {
-        digits.iter().try_fold(0i64, |n, &c| {
-            let digit = match c {
-                b'0'..=b'9' => c - b'0',
-                b'a'..=b'f' => c - b'a' + 10,
-                _ => return None,
-            };
-            Some(n << 4 | i64::from(digit))
-        })
-    };
-    Some(hex(&b[..8])? << 16 | hex(&b[9..13])?)
+    let uuid = uuid::Uuid::try_parse(id).ok()?;
+    if uuid.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = uuid.get_timestamp()?.to_unix();
+    i64::try_from(secs * 1000 + u64::from(nanos / 1_000_000)).ok()
 }
 
 #[cfg(test)]
