@@ -375,11 +375,11 @@ impl Client {
     }
 
     /// Usage since `since` ago (`24h`), grouped `by` `function`, `version` or `day`.
-    pub async fn usage(&self, since: &str, by: &str) -> Result<UsageReport, ClientError> {
+    pub async fn usage(&self, since: &str, by: UsageBy) -> Result<UsageReport, ClientError> {
         let request = self
             .http
             .get(self.url("/usage"))
-            .query(&[("since", since), ("by", by)]);
+            .query(&[("since", since), ("by", by.as_str())]);
         json(request.send().await?).await
     }
 

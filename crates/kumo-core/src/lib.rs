@@ -32,7 +32,9 @@ pub use kv::{
 pub use metering::{Prices, Source, UsageBy, UsageReport, UsageRow, gb_seconds};
 pub use name::{NameError, Target, validate_name};
 pub use outcome::{ErrorKind, FunctionKind, Outcome, billed_ms};
-pub use records::{FunctionRecord, InvocationRecord, LogRecord, OutputLine, format_timestamp};
+pub use records::{
+    FunctionRecord, InvocationRecord, LogRecord, LogStream, OutputLine, format_timestamp,
+};
 pub use route::{Route, RouteError};
 pub use schedule::Schedule;
 pub use versions::{

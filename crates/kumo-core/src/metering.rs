@@ -26,6 +26,36 @@ impl Source {
             Self::Event(trigger) => trigger.as_str(),
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "http" => Some(Self::Http),
+            "invoke" => Some(Self::Invoke),
+            "call" => Some(Self::Call),
+            _ => Trigger::parse(s).map(Self::Event),
+        }
+    }
+}
+
+/// As the record's `trigger` text (`http`, `async`, ...).
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Source {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown trigger {text:?}")))
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// Memory × billed time, Lambda's unit of compute: 128 MB for 1000 ms is 0.125 GB-s.
@@ -70,12 +100,11 @@ pub enum UsageBy {
 }
 
 impl UsageBy {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "function" => Ok(Self::Function),
-            "version" => Ok(Self::Version),
-            "day" => Ok(Self::Day),
-            _ => Err(format!("{s:?}: group by function, version or day")),
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Function => "function",
+            Self::Version => "version",
+            Self::Day => "day",
         }
     }
 }
@@ -123,7 +152,19 @@ mod tests {
         let cost = prices.cost(1_000_000, 1_000_000.0);
         assert!((cost - 16.8667).abs() < 1e-9, "{cost}");
         assert_eq!(Source::Event(Trigger::Topic).as_str(), "topic");
-        assert_eq!(UsageBy::parse("day"), Ok(UsageBy::Day));
-        assert!(UsageBy::parse("week").is_err());
+        for by in [UsageBy::Function, UsageBy::Version, UsageBy::Day] {
+            let json = serde_json::to_string(&by).unwrap();
+            assert_eq!(json, format!("\"{}\"", by.as_str()));
+        }
+        for source in [
+            Source::Http,
+            Source::Invoke,
+            Source::Call,
+            Source::Event(Trigger::Storage),
+        ] {
+            let json = serde_json::to_string(&source).unwrap();
+            assert_eq!(serde_json::from_str::<Source>(&json).unwrap(), source);
+        }
+        assert!(serde_json::from_str::<Source>("\"carrier-pigeon\"").is_err());
     }
 }

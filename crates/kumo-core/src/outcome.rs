@@ -67,8 +67,10 @@ impl Outcome {
 }
 
 /// The stable error codes of the API (`{"error": {"code": ..}}` and `x-kumo-error`), with the
-/// HTTP status each one maps to. The table in design.md is the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// HTTP status each one maps to. The table in design.md is the contract. Serialized as its
+/// code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     FunctionNotFound,
     /// A control-API path or method that does not exist.
@@ -94,6 +96,30 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    const ALL: [Self; 16] = [
+        Self::FunctionNotFound,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::InvalidFunction,
+        Self::InvalidRequest,
+        Self::Conflict,
+        Self::KeyNotFound,
+        Self::ObjectNotFound,
+        Self::PreconditionFailed,
+        Self::PayloadTooLarge,
+        Self::Throttled,
+        Self::CallDepthExceeded,
+        Self::Timeout,
+        Self::OutOfMemory,
+        Self::FunctionError,
+        Self::Internal,
+    ];
+
+    /// The kind whose [`Self::code`] is `code`.
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.code() == code)
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Self::FunctionNotFound => "function_not_found",
@@ -153,6 +179,16 @@ pub fn billed_ms(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_kinds_serialize_and_parse_as_their_codes() {
+        for kind in ErrorKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.code()));
+            assert_eq!(ErrorKind::parse(kind.code()), Some(kind));
+        }
+        assert_eq!(ErrorKind::parse("nope"), None);
+    }
 
     #[test]
     fn billing_rounds_up() {

@@ -1,6 +1,6 @@
 //! The platform's records as stored and as served by the API (one definition for both).
 
-use crate::{FunctionConfig, FunctionKind, Outcome};
+use crate::{ErrorKind, FunctionConfig, FunctionKind, Outcome, Source};
 use serde::{Deserialize, Serialize};
 
 /// A deployed function (`$LATEST`).
@@ -46,7 +46,7 @@ pub struct InvocationRecord {
     pub memory_mb: u32,
     pub outcome: Outcome,
     /// The API error code when the invocation failed (`timeout`, `function_error`, ...).
-    pub error_code: Option<String>,
+    pub error_code: Option<ErrorKind>,
     pub error_message: Option<String>,
     /// HTTP status of the response the caller got.
     pub status: u16,
@@ -58,7 +58,7 @@ pub struct InvocationRecord {
     pub version: String,
     /// How it was invoked: `http`, `invoke`, `call`, `async`, `schedule`, `topic`,
     /// `destination` or `storage`.
-    pub trigger: String,
+    pub trigger: Source,
     /// Memory × billed duration (0 for a throttled invocation, which never ran).
     pub gb_seconds: f64,
     /// The W3C trace id (32 hex digits) of the trace the invocation belongs to.
@@ -74,19 +74,49 @@ pub struct LogRecord {
     pub request_id: String,
     /// Unix epoch milliseconds.
     pub ts: i64,
-    /// `stdout`, `stderr` or `kumo`.
-    pub stream: String,
+    pub stream: LogStream,
     pub line: String,
     /// The invocation's trace id.
     pub trace_id: String,
+}
+
+/// Where a line of an invocation's output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// Lines kumo adds about the invocation (a trap's detail, truncation).
+    Kumo,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+            Self::Kumo => "kumo",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Stdout, Self::Stderr, Self::Kumo]
+            .into_iter()
+            .find(|stream| stream.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for LogStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// A line of an invocation's output as it is recorded with the invocation, whose function,
 /// request id, trace id and start time (its `ts`) it takes; a [`LogRecord`] when read back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputLine {
-    /// `stdout`, `stderr` or `kumo`.
-    pub stream: &'static str,
+    pub stream: LogStream,
     pub line: String,
 }
 

@@ -11,7 +11,7 @@ use crate::outbound::{Outbound, OutboundGrants};
 use crate::warm::{HttpInstance, WarmPool};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
-use kumo_core::ErrorKind;
+use kumo_core::{ErrorKind, LogStream};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -101,24 +101,6 @@ impl Failure {
                 message: format!("the function failed: {}", e.root_cause()),
                 detail: Some(format!("{e:?}")),
             }),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogStream {
-    Stdout,
-    Stderr,
-    /// Lines kumo adds about the invocation (a trap's detail, truncation).
-    Kumo,
-}
-
-impl LogStream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stdout => "stdout",
-            Self::Stderr => "stderr",
-            Self::Kumo => "kumo",
         }
     }
 }

@@ -15,7 +15,8 @@ mod outbound;
 mod warm;
 
 pub use compile::{InvalidCode, Loaded};
-pub use execute::{Execution, Failure, Invocation, LogLine, LogStream, Response};
+pub use execute::{Execution, Failure, Invocation, LogLine, Response};
+pub use kumo_core::LogStream;
 pub use kv::{KeyValue, KvAccess, KvFuture};
 pub use objects::{GuestPut, ObjectStorage, StorageError, StorageFuture};
 pub use outbound::{

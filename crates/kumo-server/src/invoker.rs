@@ -392,7 +392,7 @@ impl Invoker {
             .logs
             .into_iter()
             .map(|l| OutputLine {
-                stream: l.stream.as_str(),
+                stream: l.stream,
                 line: l.line,
             })
             .collect();
@@ -413,7 +413,7 @@ impl Invoker {
             Err(e) => (
                 e.kind.outcome(),
                 e.kind.status(),
-                Some(e.kind.code().to_string()),
+                Some(e.kind),
                 Some(e.message.clone()),
             ),
         };
@@ -440,7 +440,7 @@ impl Invoker {
                 .entry
                 .version
                 .map_or_else(|| LATEST.to_string(), |n| n.to_string()),
-            trigger: attempt.source.as_str().to_string(),
+            trigger: attempt.source,
             gb_seconds: gb_seconds(memory_mb, billed),
             trace_id: attempt.trace.trace_id.clone(),
         };

@@ -191,9 +191,9 @@ impl Metrics {
         let labels = || InvocationLabels {
             function: record.function.clone(),
             outcome: record.outcome.as_str().to_string(),
-            trigger: record.trigger.clone(),
+            trigger: record.trigger.as_str().to_string(),
         };
-        if record.outcome == Outcome::Ok && record.trigger == Source::Http.as_str() {
+        if record.outcome == Outcome::Ok && record.trigger == Source::Http {
             per_function
                 .ok_http
                 .get_or_init(|| self.invocations.get_or_create_owned(&labels()))

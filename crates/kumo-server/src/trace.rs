@@ -173,7 +173,7 @@ impl Tracing {
         let start = UNIX_EPOCH + Duration::from_millis(record.started_at.max(0) as u64);
         let end = start + Duration::from_secs_f64(record.duration_ms.max(0.0) / 1000.0);
         let status = match &record.error_code {
-            Some(code) => Status::error(code.clone()),
+            Some(code) => Status::error(code.code()),
             None => Status::Ok,
         };
         let span = tracer
@@ -188,7 +188,7 @@ impl Tracing {
                 KeyValue::new("faas.version", record.version.clone()),
                 KeyValue::new("faas.invocation_id", record.request_id.clone()),
                 KeyValue::new("faas.coldstart", record.cold),
-                KeyValue::new("faas.trigger", record.trigger.clone()),
+                KeyValue::new("faas.trigger", record.trigger.as_str()),
                 KeyValue::new("kumo.outcome", record.outcome.as_str()),
                 KeyValue::new("http.response.status_code", i64::from(record.status)),
             ])

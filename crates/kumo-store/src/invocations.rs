@@ -17,7 +17,7 @@ use crate::codec::{Reader, group_by_function, put_opt_f64, put_opt_str, put_str}
 use crate::uuid_time::{uuid_floor, uuid_ms};
 use anyhow::{Context as _, bail};
 use futures::TryStreamExt as _;
-use kumo_core::{InvocationRecord, Outcome};
+use kumo_core::{ErrorKind, InvocationRecord, Outcome, Source};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Connection as _, Row};
 
@@ -134,13 +134,13 @@ fn encode(records: &[&InvocationRecord]) -> Vec<u8> {
         data.extend_from_slice(&r.billed_ms.to_le_bytes());
         data.extend_from_slice(&r.memory_mb.to_le_bytes());
         put_str(&mut data, r.outcome.as_str());
-        put_opt_str(&mut data, r.error_code.as_deref());
+        put_opt_str(&mut data, r.error_code.map(ErrorKind::code));
         put_opt_str(&mut data, r.error_message.as_deref());
         data.extend_from_slice(&r.status.to_le_bytes());
         data.push(u8::from(r.cold));
         put_opt_f64(&mut data, r.init_ms);
         put_str(&mut data, &r.version);
-        put_str(&mut data, &r.trigger);
+        put_str(&mut data, r.trigger.as_str());
         data.extend_from_slice(&r.gb_seconds.to_le_bytes());
         put_str(&mut data, &r.trace_id);
     }
@@ -156,13 +156,13 @@ pub(crate) struct RecordView<'a> {
     pub billed_ms: u64,
     pub memory_mb: u32,
     pub outcome: Outcome,
-    pub error_code: Option<&'a str>,
+    pub error_code: Option<ErrorKind>,
     pub error_message: Option<&'a str>,
     pub status: u16,
     pub cold: bool,
     pub init_ms: Option<f64>,
     pub version: &'a str,
-    pub trigger: &'a str,
+    pub trigger: Source,
     pub gb_seconds: f64,
     pub trace_id: &'a str,
 }
@@ -177,13 +177,13 @@ impl RecordView<'_> {
             billed_ms: self.billed_ms,
             memory_mb: self.memory_mb,
             outcome: self.outcome,
-            error_code: self.error_code.map(Into::into),
+            error_code: self.error_code,
             error_message: self.error_message.map(Into::into),
             status: self.status,
             cold: self.cold,
             init_ms: self.init_ms,
             version: self.version.into(),
-            trigger: self.trigger.into(),
+            trigger: self.trigger,
             gb_seconds: self.gb_seconds,
             trace_id: self.trace_id.into(),
         }
@@ -205,6 +205,13 @@ pub(crate) fn decode(data: &[u8]) -> anyhow::Result<Vec<RecordView<'_>>> {
         let outcome = reader.str()?;
         let outcome =
             Outcome::parse(outcome).with_context(|| format!("unknown outcome {outcome:?}"))?;
+        let error_code = reader.opt_str()?.map(error_kind).transpose()?;
+        let error_message = reader.opt_str()?;
+        let status = reader.u16()?;
+        let cold = reader.u8()? != 0;
+        let init_ms = reader.opt_f64()?;
+        let version = reader.str()?;
+        let trigger = source(reader.str()?)?;
         records.push(RecordView {
             request_id,
             started_at,
@@ -212,18 +219,26 @@ pub(crate) fn decode(data: &[u8]) -> anyhow::Result<Vec<RecordView<'_>>> {
             billed_ms,
             memory_mb,
             outcome,
-            error_code: reader.opt_str()?,
-            error_message: reader.opt_str()?,
-            status: reader.u16()?,
-            cold: reader.u8()? != 0,
-            init_ms: reader.opt_f64()?,
-            version: reader.str()?,
-            trigger: reader.str()?,
+            error_code,
+            error_message,
+            status,
+            cold,
+            init_ms,
+            version,
+            trigger,
             gb_seconds: reader.f64()?,
             trace_id: reader.str()?,
         });
     }
     Ok(records)
+}
+
+fn error_kind(code: &str) -> anyhow::Result<ErrorKind> {
+    ErrorKind::parse(code).with_context(|| format!("unknown error code {code:?}"))
+}
+
+fn source(trigger: &str) -> anyhow::Result<Source> {
+    Source::parse(trigger).with_context(|| format!("unknown trigger {trigger:?}"))
 }
 
 /// The records of a chunk read from the database; a chunk that does not decode is an error
@@ -415,13 +430,17 @@ fn invocation_from_row(row: &SqliteRow) -> anyhow::Result<InvocationRecord> {
         memory_mb: row.try_get("memory_mb")?,
         outcome: Outcome::parse(&outcome)
             .with_context(|| format!("unknown outcome {outcome:?}"))?,
-        error_code: row.try_get("error_code")?,
+        error_code: row
+            .try_get::<Option<String>, _>("error_code")?
+            .as_deref()
+            .map(error_kind)
+            .transpose()?,
         error_message: row.try_get("error_message")?,
         status: row.try_get("status")?,
         cold: row.try_get("cold")?,
         init_ms: row.try_get("init_ms")?,
         version: row.try_get("version")?,
-        trigger: row.try_get("trigger")?,
+        trigger: source(&row.try_get::<String, _>("trigger")?)?,
         gb_seconds: row.try_get("gb_seconds")?,
         trace_id: row.try_get("trace_id")?,
     })
@@ -449,13 +468,13 @@ pub(crate) mod tests {
             billed_ms: 3,
             memory_mb: 128,
             outcome,
-            error_code: (outcome != Outcome::Ok).then(|| "timeout".into()),
+            error_code: (outcome != Outcome::Ok).then_some(kumo_core::ErrorKind::Timeout),
             error_message: (outcome != Outcome::Ok).then(|| "ünïcode".into()),
             status: 200,
             cold: true,
             init_ms: Some(0.75),
             version: "2".into(),
-            trigger: "http".into(),
+            trigger: kumo_core::Source::Http,
             gb_seconds: 0.000375,
             trace_id: "ab".repeat(16),
         }
@@ -691,13 +710,13 @@ pub(crate) mod tests {
             billed_ms: 2,
             memory_mb: 128,
             outcome: Outcome::Timeout,
-            error_code: Some("timeout".into()),
+            error_code: Some(kumo_core::ErrorKind::Timeout),
             error_message: Some("slow".into()),
             status: 504,
             cold: false,
             init_ms: None,
             version: "$LATEST".into(),
-            trigger: "http".into(),
+            trigger: kumo_core::Source::Http,
             gb_seconds: 0.0,
             trace_id: String::new(),
         };

@@ -9,7 +9,7 @@
 use crate::Store;
 use crate::codec::{Reader, group_by_function, put_str};
 use anyhow::{Context as _, bail};
-use kumo_core::{InvocationRecord, LogRecord, OutputLine};
+use kumo_core::{InvocationRecord, LogRecord, LogStream, OutputLine};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection as _, Row};
 
@@ -102,7 +102,7 @@ fn encode(lines: &[Line]) -> Vec<u8> {
             put_str(&mut data, line.request_id);
             put_str(&mut data, line.trace_id);
         }
-        put_str(&mut data, line.stream);
+        put_str(&mut data, line.stream.as_str());
         put_str(&mut data, line.line);
         previous = Some(line);
     }
@@ -115,7 +115,7 @@ struct Line<'a> {
     ts: i64,
     request_id: &'a str,
     trace_id: &'a str,
-    stream: &'a str,
+    stream: LogStream,
     line: &'a str,
 }
 
@@ -125,7 +125,7 @@ impl<'a> Line<'a> {
             ts: record.ts,
             request_id: &record.request_id,
             trace_id: &record.trace_id,
-            stream: &record.stream,
+            stream: record.stream,
             line: &record.line,
         }
     }
@@ -136,7 +136,7 @@ impl<'a> Line<'a> {
             function: function.into(),
             request_id: self.request_id.into(),
             ts: self.ts,
-            stream: self.stream.into(),
+            stream: self.stream,
             line: self.line.into(),
             trace_id: self.trace_id.into(),
         }
@@ -165,6 +165,8 @@ fn decode(data: &[u8]) -> anyhow::Result<Vec<Line<'_>>> {
             trace_id = reader.str()?;
         }
         let stream = reader.str()?;
+        let stream = LogStream::parse(stream)
+            .with_context(|| format!("a log line of unknown stream {stream:?}"))?;
         let line = reader.str()?;
         lines.push(Line {
             ts,
@@ -296,7 +298,10 @@ pub(crate) async fn convert_line_table(connection: &mut SqliteConnection) -> any
                     function: r.try_get("function")?,
                     request_id: r.try_get("request_id")?,
                     ts: r.try_get("ts")?,
-                    stream: r.try_get("stream")?,
+                    stream: {
+                        let stream: String = r.try_get("stream")?;
+                        LogStream::parse(&stream).unwrap_or(LogStream::Stderr)
+                    },
                     line: r.try_get("line")?,
                     trace_id: r.try_get("trace_id")?,
                 })
@@ -330,7 +335,7 @@ pub(crate) mod tests {
             function: function.into(),
             request_id: request_id.into(),
             ts,
-            stream: "stderr".into(),
+            stream: LogStream::Stderr,
             line: text.into(),
             trace_id: format!("trace-{request_id}"),
         }
@@ -352,17 +357,12 @@ pub(crate) mod tests {
             cold: false,
             init_ms: None,
             version: "$LATEST".into(),
-            trigger: "http".into(),
+            trigger: kumo_core::Source::Http,
             gb_seconds: 0.0,
             trace_id: l.trace_id.clone(),
         };
-        let stream = if l.stream == "stdout" {
-            "stdout"
-        } else {
-            "stderr"
-        };
         let line = OutputLine {
-            stream,
+            stream: l.stream,
             line: l.line.clone(),
         };
         (invocation, vec![line])
@@ -485,7 +485,7 @@ pub(crate) mod tests {
 
     /// A line's request id, ts, stream and text.
     pub(crate) fn fields(l: &LogRecord) -> (&str, i64, &str, &str) {
-        (&l.request_id, l.ts, &l.stream, &l.line)
+        (&l.request_id, l.ts, l.stream.as_str(), &l.line)
     }
 
     /// The newest ten lines of `function`, oldest first.

@@ -77,7 +77,7 @@ mod tests {
         let mut writer = RecordWriter::open(&path).unwrap();
         let records = [record(1_000, Outcome::Ok), record(1_001, Outcome::Timeout)];
         let hello = OutputLine {
-            stream: "stderr",
+            stream: kumo_core::LogStream::Stderr,
             line: "hello".into(),
         };
         let batch = [
@@ -110,7 +110,7 @@ mod tests {
             .execute_batch("DROP TABLE log_chunks")
             .unwrap();
         let lost = OutputLine {
-            stream: "stderr",
+            stream: kumo_core::LogStream::Stderr,
             line: "lost".into(),
         };
         let r = record(1_000, Outcome::Ok);

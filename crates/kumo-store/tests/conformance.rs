@@ -431,7 +431,7 @@ fn record(function: &str, started_at: i64, outcome: Outcome) -> InvocationRecord
         cold: false,
         init_ms: None,
         version: "$LATEST".into(),
-        trigger: "http".into(),
+        trigger: kumo_core::Source::Http,
         gb_seconds: 0.00025,
         trace_id: "t".repeat(32),
     }
@@ -443,7 +443,7 @@ async fn records_logs_and_usage<S: Backend, W: Future<Output = ()>>(
 ) {
     let now = kumo_core::now_ms();
     let line = |text: &str| OutputLine {
-        stream: "stderr",
+        stream: kumo_core::LogStream::Stderr,
         line: text.into(),
     };
     let old = record("r", now - 3_600_000, Outcome::Ok);

@@ -19,7 +19,7 @@ async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
         max_body_bytes: args.max_body_bytes,
         keep_alive: args.keep_alive,
         max_concurrency: args.max_concurrency,
-        allocator: args.allocator,
+        allocator: args.allocator.into(),
         async_config: kumo_server::AsyncConfig {
             workers: args.async_workers,
             retry_base_delay: args.retry_base_delay,
@@ -435,11 +435,16 @@ pub async fn send_to_topic(client: &Client, topic: &str, data: &str) -> CmdResul
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn usage(client: &Client, since: &str, by: &str, output: &str) -> CmdResult {
+pub async fn usage(
+    client: &Client,
+    since: &str,
+    by: kumo_core::UsageBy,
+    output: crate::Output,
+) -> CmdResult {
     let report = client.usage(since, by).await?;
     match output {
-        "json" => println!("{}", serde_json::to_string_pretty(&report)?),
-        "table" => {
+        crate::Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        crate::Output::Table => {
             println!(
                 "{:<32} {:>9} {:>7} {:>9} {:>12} {:>9} {:>9} {:>12}",
                 "KEY",
@@ -465,7 +470,6 @@ pub async fn usage(client: &Client, since: &str, by: &str, output: &str) -> CmdR
                 );
             }
         }
-        other => anyhow::bail!("--output {other:?}: use table or json"),
     }
     Ok(ExitCode::SUCCESS)
 }

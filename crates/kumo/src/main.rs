@@ -25,8 +25,8 @@ struct Cli {
     )]
     server: String,
     /// How kumo writes its own log lines to stderr: `text` or `json` (one object per line).
-    #[arg(long, global = true, env = "KUMO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    #[arg(long, global = true, env = "KUMO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,8 +50,8 @@ pub struct ServeArgs {
     keep_alive: std::time::Duration,
     /// How wasm instances get memory: `pooling` (pre-reserved slots, copy-on-write images) or
     /// `on-demand` (mmap per instance).
-    #[arg(long, env = "KUMO_ALLOCATOR", default_value = "pooling", value_parser = parse_allocator)]
-    allocator: kumo_server::Allocator,
+    #[arg(long, env = "KUMO_ALLOCATOR", value_enum, default_value_t = AllocatorArg::Pooling)]
+    allocator: AllocatorArg,
     /// Asynchronous attempts running at once, across all functions.
     #[arg(long, env = "KUMO_ASYNC_WORKERS", default_value_t = kumo_server::AsyncConfig::default().workers)]
     async_workers: usize,
@@ -87,12 +87,56 @@ pub struct ServeArgs {
     retention: std::time::Duration,
 }
 
-fn parse_allocator(s: &str) -> Result<kumo_server::Allocator, String> {
-    match s {
-        "pooling" => Ok(kumo_server::Allocator::Pooling),
-        "on-demand" => Ok(kumo_server::Allocator::OnDemand),
-        _ => Err("expected pooling or on-demand".into()),
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `--allocator`: how wasm instances get their memory.
+#[derive(clap::ValueEnum, Clone, Copy)]
+pub enum AllocatorArg {
+    Pooling,
+    OnDemand,
+}
+
+impl From<AllocatorArg> for kumo_server::Allocator {
+    fn from(arg: AllocatorArg) -> Self {
+        match arg {
+            AllocatorArg::Pooling => Self::Pooling,
+            AllocatorArg::OnDemand => Self::OnDemand,
+        }
     }
+}
+
+/// `kumo usage --by`.
+#[derive(clap::ValueEnum, Clone, Copy)]
+pub enum Grouping {
+    Function,
+    /// `function:version`.
+    Version,
+    /// UTC day.
+    Day,
+}
+
+impl From<Grouping> for kumo_core::UsageBy {
+    fn from(by: Grouping) -> Self {
+        match by {
+            Grouping::Function => Self::Function,
+            Grouping::Version => Self::Version,
+            Grouping::Day => Self::Day,
+        }
+    }
+}
+
+/// `--output`.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// For people.
+    Table,
+    /// For machines.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -177,11 +221,10 @@ enum Command {
         #[arg(long, default_value = "24h")]
         since: String,
         /// Group by function, version or day.
-        #[arg(long, default_value = "function")]
-        by: String,
-        /// `table` for people, `json` for machines.
-        #[arg(long, default_value = "table")]
-        output: String,
+        #[arg(long, value_enum, default_value_t = Grouping::Function)]
+        by: Grouping,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
     /// A live view per function: requests/s, errors, throttles, p50/p99 and running now.
     Top {
@@ -223,7 +266,7 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "kumo=info,kumo_server=info,kumo_runtime=info".into()),
         )
         .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
+    if cli.log_format == LogFormat::Json {
         logs.json().flatten_event(true).init();
     } else {
         logs.init();
@@ -276,7 +319,7 @@ async fn main() -> std::process::ExitCode {
             commands::logs(&client, &name, &filter, follow).await
         }
         Command::Usage { since, by, output } => {
-            commands::usage(&client, &since, &by, &output).await
+            commands::usage(&client, &since, by.into(), output).await
         }
         Command::Top {
             window,

@@ -25,8 +25,10 @@ pub async fn top(client: &Client, window: Duration, interval: Duration, once: bo
 }
 
 async fn frame(client: &Client, window_text: &str, window: Duration) -> anyhow::Result<String> {
-    let (usage, metrics) =
-        tokio::try_join!(client.usage(window_text, "function"), client.metrics_text())?;
+    let (usage, metrics) = tokio::try_join!(
+        client.usage(window_text, kumo_core::UsageBy::Function),
+        client.metrics_text()
+    )?;
     let running = running_by_function(&metrics);
     let seconds = window.as_secs_f64().max(0.001);
     let mut out = format!(

@@ -160,8 +160,18 @@ pub async fn delete(
 
 #[derive(Deserialize)]
 pub struct InvokeParams {
-    /// `sync` (default) or `async`.
-    mode: Option<String>,
+    #[serde(default)]
+    mode: InvokeMode,
+}
+
+#[derive(Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum InvokeMode {
+    /// Run now; the response is the function's.
+    #[default]
+    Sync,
+    /// Store the event, answer 202; it runs in the background.
+    Async,
 }
 
 /// `POST /functions/{name}/invoke[?mode=async]`: the body is the payload. A wasi-http
@@ -174,15 +184,8 @@ pub async fn invoke(
     request: Request,
 ) -> Response {
     match params.map(|Query(p)| p.mode) {
-        Ok(None) => {}
-        Ok(Some(mode)) if mode == "sync" => {}
-        Ok(Some(mode)) if mode == "async" => {
-            return super::events::invoke_async(state, name, request).await;
-        }
-        Ok(Some(mode)) => {
-            return ApiError::bad_request(format!("mode {mode:?} is not sync or async"))
-                .into_response();
-        }
+        Ok(InvokeMode::Sync) => {}
+        Ok(InvokeMode::Async) => return super::events::invoke_async(state, name, request).await,
         Err(e) => return ApiError::from(e).into_response(),
     }
     let (parts, body) = request.into_parts();

@@ -127,7 +127,8 @@ pub struct UsageParams {
     /// How far back, e.g. `24h` (the default) or `7d`.
     since: Option<String>,
     /// `function` (default), `version` or `day`.
-    by: Option<String>,
+    #[serde(default)]
+    by: UsageBy,
 }
 
 /// `GET /usage?since=24h&by=function`: requests, errors, throttles, GB-seconds, duration
@@ -139,8 +140,7 @@ pub async fn usage(
     let Query(params) = params?;
     let back = parse_duration(params.since.as_deref().unwrap_or("24h"))
         .map_err(|e| ApiError::bad_request(format!("since: {e}")))?;
-    let by = UsageBy::parse(params.by.as_deref().unwrap_or("function"))
-        .map_err(|e| ApiError::bad_request(format!("by: {e}")))?;
+    let by = params.by;
     state.recorder.flush().await;
     let since = kumo_core::now_ms().saturating_sub(i64::try_from(back.as_millis()).unwrap_or(0));
     let (mut rows, mut total) = state.store.usage(since, by).await?;

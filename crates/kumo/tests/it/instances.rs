@@ -120,8 +120,8 @@ async fn code_that_cannot_serve_twice_falls_back_to_fresh_instances() {
     // The failed attempt's output is in the logs of the request it retried, with kumo's note.
     let logs = server.client.logs("once", None, 100).await.unwrap();
     assert!(
-        logs.iter()
-            .any(|l| l.stream == "kumo" && l.line.contains("fresh instances from now on")),
+        logs.iter().any(|l| l.stream == kumo_core::LogStream::Kumo
+            && l.line.contains("fresh instances from now on")),
         "{logs:?}"
     );
 

@@ -275,7 +275,7 @@ async fn traps_panics_exits_and_missing_responses_are_function_errors() {
     );
     assert!(
         logs.iter()
-            .any(|l| l.stream == "kumo" && l.line.starts_with("function_error"))
+            .any(|l| l.stream == kumo_core::LogStream::Kumo && l.line.starts_with("function_error"))
     );
     assert_eq!(
         server.client.invocation(&id).await.unwrap().outcome,

@@ -6,7 +6,7 @@ use crate::harness::{TestServer, config};
 use kumo_api::{FunctionConfig, InvocationRecord, UsageReport};
 use std::time::Duration;
 
-async fn usage(server: &TestServer, by: &str) -> UsageReport {
+async fn usage(server: &TestServer, by: kumo_core::UsageBy) -> UsageReport {
     server.client.usage("1h", by).await.unwrap()
 }
 
@@ -60,7 +60,7 @@ async fn records_are_metered_and_usage_is_priced() {
 
     let records: Vec<InvocationRecord> = server.client.invocations(None, 100).await.unwrap();
     assert_eq!(records.len(), 8, "{records:?}");
-    let triggers = |t: &str| records.iter().filter(|r| r.trigger == t).count();
+    let triggers = |t: &str| records.iter().filter(|r| r.trigger.as_str() == t).count();
     assert_eq!(
         (triggers("http"), triggers("invoke"), triggers("async")),
         (6, 1, 1)
@@ -75,7 +75,7 @@ async fn records_are_metered_and_usage_is_priced() {
         }
     }
 
-    let report = usage(&server, "function").await;
+    let report = usage(&server, kumo_core::UsageBy::Function).await;
     let row = |key: &str| {
         report
             .rows
@@ -104,10 +104,10 @@ async fn records_are_metered_and_usage_is_priced() {
     assert_eq!(report.total.requests, 8);
     assert!((report.total.cost - (7.0 + report.total.gb_seconds)).abs() < 1e-6);
 
-    let by_version = usage(&server, "version").await;
+    let by_version = usage(&server, kumo_core::UsageBy::Version).await;
     let keys: Vec<_> = by_version.rows.iter().map(|r| r.key.as_str()).collect();
     assert_eq!(keys, ["cmd:$LATEST", "probe:$LATEST", "probe:1"]);
-    let by_day = usage(&server, "day").await;
+    let by_day = usage(&server, kumo_core::UsageBy::Day).await;
     let today = &kumo_core::format_timestamp(kumo_core::now_ms())[..10];
     assert_eq!(by_day.rows.len(), 1);
     assert_eq!(by_day.rows[0].key, today);

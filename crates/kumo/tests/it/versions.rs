@@ -248,7 +248,10 @@ async fn triggers_can_run_an_alias_instead_of_latest() {
     let event = server.client.event(id, Some("10s")).await.unwrap();
     assert_eq!(event.status, kumo_api::EventStatus::Succeeded);
     let records = server.client.invocations(Some("greet"), 10).await.unwrap();
-    let topic = records.iter().find(|r| r.trigger == "topic").unwrap();
+    let topic = records
+        .iter()
+        .find(|r| r.trigger.as_str() == "topic")
+        .unwrap();
     assert_eq!(topic.version, "1");
     let triggers = String::from_utf8(server.cli(&["triggers"]).stdout).unwrap();
     assert!(triggers.contains("greet:prod"), "{triggers}");
