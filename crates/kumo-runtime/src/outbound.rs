@@ -205,20 +205,20 @@ impl Breakers {
 
 /// Records the outcome of one admitted request; a request dropped before it ended (the
 /// invocation timed out) counts as a failure, so a half-open probe never stays in flight.
-struct Attempt {
+struct BreakerCall {
     breakers: Breakers,
     destination: String,
     recorded: bool,
 }
 
-impl Attempt {
+impl BreakerCall {
     fn record(mut self, success: bool) {
         self.recorded = true;
         self.breakers.record(&self.destination, success);
     }
 }
 
-impl Drop for Attempt {
+impl Drop for BreakerCall {
     fn drop(&mut self) {
         if !self.recorded {
             self.breakers.record(&self.destination, false);
@@ -326,7 +326,7 @@ impl WasiHttpHooks for Outbound {
         if !self.breakers.admit(&destination) {
             return refuse(request, Error::DestinationUnavailable);
         }
-        let attempt = Attempt {
+        let attempt = BreakerCall {
             breakers: self.breakers.clone(),
             destination,
             recorded: false,

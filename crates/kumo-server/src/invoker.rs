@@ -336,7 +336,7 @@ impl Invoker {
         request: InvocationRequest,
     ) -> Result<Response, ApiError> {
         let config = &entry.record.config;
-        let attempt = Attempt {
+        let start = InvocationStart {
             entry,
             request_id,
             trace,
@@ -352,7 +352,7 @@ impl Invoker {
                     // A deferred event is no invocation: it goes back to the queue and runs
                     // later, so only the throttle is counted.
                     kumo_core::Source::Event(_) => self.metrics.throttled(&entry.record.name),
-                    _ => self.record(&attempt, Err(&error), Vec::new()).await,
+                    _ => self.record(&start, Err(&error), Vec::new()).await,
                 }
                 return Err(error);
             }
@@ -396,18 +396,18 @@ impl Invoker {
                 line: l.line,
             })
             .collect();
-        self.record(&attempt, result.as_ref(), output).await;
+        self.record(&start, result.as_ref(), output).await;
         result
     }
 
     /// The invocation's end, as one record (with its log lines) for the recorder.
     async fn record(
         &self,
-        attempt: &Attempt<'_>,
+        start: &InvocationStart<'_>,
         result: Result<&Response, &ApiError>,
         output: Vec<OutputLine>,
     ) {
-        let elapsed = attempt.start.elapsed();
+        let elapsed = start.start.elapsed();
         let (outcome, status, error_code, error_message) = match result {
             Ok(response) => (kumo_core::Outcome::Ok, response.status.as_u16(), None, None),
             Err(e) => (
@@ -417,16 +417,16 @@ impl Invoker {
                 Some(e.message.clone()),
             ),
         };
-        let memory_mb = attempt.entry.record.config.memory_mb;
+        let memory_mb = start.entry.record.config.memory_mb;
         // A throttled invocation never ran: nothing to bill.
         let billed = match outcome {
             Outcome::Throttled => 0,
             _ => billed_ms(elapsed),
         };
         let record = InvocationRecord {
-            request_id: attempt.request_id.to_string(),
-            function: attempt.entry.record.name.clone(),
-            started_at: attempt.started_at,
+            request_id: start.request_id.to_string(),
+            function: start.entry.record.name.clone(),
+            started_at: start.started_at,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             billed_ms: billed,
             memory_mb,
@@ -434,24 +434,24 @@ impl Invoker {
             error_code,
             error_message,
             status,
-            cold: attempt.init.is_some(),
-            init_ms: attempt.init.map(|d| d.as_secs_f64() * 1000.0),
-            version: attempt
+            cold: start.init.is_some(),
+            init_ms: start.init.map(|d| d.as_secs_f64() * 1000.0),
+            version: start
                 .entry
                 .version
                 .map_or_else(|| LATEST.to_string(), |n| n.to_string()),
-            trigger: attempt.source,
+            trigger: start.source,
             gb_seconds: gb_seconds(memory_mb, billed),
-            trace_id: attempt.trace.trace_id.clone(),
+            trace_id: start.trace.trace_id.clone(),
         };
-        self.metrics.observe(&record, &attempt.entry.metrics);
-        self.tracing.export(attempt.trace, &record);
+        self.metrics.observe(&record, &start.entry.metrics);
+        self.tracing.export(start.trace, &record);
         self.recorder.record(record, output).await;
     }
 }
 
 /// What is known about one invocation from its admission on.
-struct Attempt<'a> {
+struct InvocationStart<'a> {
     entry: &'a Entry,
     request_id: &'a str,
     trace: &'a TraceContext,

@@ -182,7 +182,7 @@ impl Server {
             schedules: Schedules::default(),
             subscriptions: Subscriptions::default(),
             objects: objects::ObjectService {
-                objects,
+                storage: objects,
                 subscriptions: Default::default(),
                 max_bytes: config.max_object_bytes,
             },

@@ -13,7 +13,8 @@ use kumo_store::{ObjectError, Objects};
 use std::sync::{Arc, Weak};
 
 pub struct ObjectService {
-    pub objects: Objects,
+    /// Object bytes and metadata.
+    pub storage: Objects,
     pub subscriptions: ObjectSubscriptions,
     /// The largest object accepted.
     pub max_bytes: u64,
@@ -41,7 +42,7 @@ impl ObjectService {
         E: std::fmt::Display,
     {
         let staged = self
-            .objects
+            .storage
             .stage(bucket, key, content_type, body, self.max_bytes)
             .await?;
         let info = staged.info.clone();
@@ -49,7 +50,7 @@ impl ObjectService {
             .subscriptions
             .events_for(ObjectEvent::Put, &info, traceparent);
         let new: Vec<_> = owned.iter().map(|e| e.as_new()).collect();
-        let created = match self.objects.commit(staged, &new).await {
+        let created = match self.storage.commit(staged, &new).await {
             Ok(created) => created,
             Err(e) => return Err(ObjectError::Store(e)),
         };
@@ -65,14 +66,14 @@ impl ObjectService {
         key: &str,
         traceparent: Option<&str>,
     ) -> anyhow::Result<bool> {
-        let owned = match self.objects.head(bucket, key).await? {
+        let owned = match self.storage.head(bucket, key).await? {
             Some(info) => self
                 .subscriptions
                 .events_for(ObjectEvent::Delete, &info, traceparent),
             None => return Ok(false),
         };
         let new: Vec<_> = owned.iter().map(|e| e.as_new()).collect();
-        let deleted = self.objects.delete(bucket, key, &new).await?;
+        let deleted = self.storage.delete(bucket, key, &new).await?;
         if deleted {
             notify(events, &new);
         }
@@ -108,7 +109,7 @@ impl ObjectStorage for GuestObjects {
         let state = self.state();
         Box::pin(async move {
             let state = state?;
-            let found = state.objects.objects.head(&bucket, &key).await;
+            let found = state.objects.storage.head(&bucket, &key).await;
             found.map_err(StorageError::Failed)
         })
     }
@@ -117,7 +118,7 @@ impl ObjectStorage for GuestObjects {
         let state = self.state();
         Box::pin(async move {
             let state = state?;
-            let found = state.objects.objects.read(&bucket, &key).await;
+            let found = state.objects.storage.read(&bucket, &key).await;
             found.map_err(StorageError::Failed)
         })
     }
@@ -179,7 +180,7 @@ impl ObjectStorage for GuestObjects {
             let state = state?;
             let page = state
                 .objects
-                .objects
+                .storage
                 .list(&bucket, &prefix, cursor.as_deref(), KV_LIST_PAGE)
                 .await;
             page.map_err(StorageError::Failed)

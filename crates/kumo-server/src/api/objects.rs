@@ -124,7 +124,7 @@ pub async fn get_object(
     checked(&bucket, Some(&key))?;
     let (info, body) = state
         .objects
-        .objects
+        .storage
         .get(&bucket, &key)
         .await?
         .ok_or_else(|| not_found(&bucket, &key))?;
@@ -145,7 +145,7 @@ pub async fn head_object(
     checked(&bucket, Some(&key))?;
     let info = state
         .objects
-        .objects
+        .storage
         .head(&bucket, &key)
         .await?
         .ok_or_else(|| not_found(&bucket, &key))?;
@@ -183,7 +183,7 @@ pub async fn list_objects(
     let limit = params.limit.unwrap_or(KV_LIST_PAGE).clamp(1, KV_LIST_PAGE);
     let (objects, cursor) = state
         .objects
-        .objects
+        .storage
         .list(&bucket, &params.prefix, params.cursor.as_deref(), limit)
         .await?;
     Ok(Json(ObjectPage { objects, cursor }))

@@ -20,7 +20,7 @@ static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
 });
 
 /// A final outcome on its way to a destination, as a CloudEvent.
-pub struct Outcome {
+pub struct DestinationEvent {
     destination: Destination,
     /// The CloudEvent's id: also the id of the destination function's event.
     id: String,
@@ -28,7 +28,7 @@ pub struct Outcome {
     cloud_event: Vec<u8>,
 }
 
-impl Outcome {
+impl DestinationEvent {
     /// The outcome to send, when the completion is final and the function has a destination
     /// for it.
     pub fn of(
@@ -106,7 +106,7 @@ impl Outcome {
 }
 
 /// POSTs the outcome to a URL destination in the background, retrying with backoff.
-pub fn deliver_to_url(outcome: Outcome) {
+pub fn deliver_to_url(outcome: DestinationEvent) {
     let Destination::Url(url) = outcome.destination else {
         return;
     };

@@ -1,7 +1,7 @@
 //! The dispatcher: takes due events from the queue as workers free up, runs one attempt of
 //! each through the Invoker, and records how it ended.
 
-use super::destination::{self, Outcome};
+use super::destination::{self, DestinationEvent};
 use super::{ATTEMPT_HEADER, EVENT_ID_HEADER};
 use crate::AppState;
 use crate::invoker::InvocationRequest;
@@ -264,7 +264,7 @@ async fn finish(
     completion: Completion,
 ) {
     let now = kumo_core::now_ms();
-    let outcome = function.and_then(|f| Outcome::of(f, event, &completion));
+    let outcome = function.and_then(|f| DestinationEvent::of(f, event, &completion));
     let follow_up = outcome.as_ref().and_then(|o| o.function_event(now));
     let new_event = follow_up.as_ref().map(|f| f.as_new());
     let stored = state
