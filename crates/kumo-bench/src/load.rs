@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LoadResult {
+pub(crate) struct LoadResult {
     pub concurrency: usize,
     pub requests: u64,
     /// Responses that were not 2xx, and connection failures.
@@ -24,7 +24,7 @@ pub struct LoadResult {
 }
 
 /// Runs the load and returns what it measured. `warmup` runs first and is not counted.
-pub async fn run(
+pub(crate) async fn run(
     url: &str,
     method: http::Method,
     concurrency: usize,
@@ -125,13 +125,13 @@ async fn connection(
 }
 
 /// One keep-alive HTTP/1.1 connection for requests made one at a time (cold-start probes).
-pub struct Connection {
+pub(crate) struct Connection {
     authority: String,
     sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
 }
 
 impl Connection {
-    pub async fn open(authority: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn open(authority: &str) -> anyhow::Result<Self> {
         let stream = TcpStream::connect(authority).await?;
         stream.set_nodelay(true)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -143,7 +143,10 @@ impl Connection {
     }
 
     /// GETs `path`; returns the response and how long it took to the last body byte.
-    pub async fn get(&mut self, path: &str) -> anyhow::Result<(http::Response<Bytes>, Duration)> {
+    pub(crate) async fn get(
+        &mut self,
+        path: &str,
+    ) -> anyhow::Result<(http::Response<Bytes>, Duration)> {
         self.sender.ready().await?;
         let start = Instant::now();
         let request = http::Request::get(path)

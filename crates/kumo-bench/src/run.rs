@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Where the JSON results go.
     #[arg(long)]
     out: PathBuf,
@@ -135,7 +135,7 @@ const PEER_FASTEST: &str = "wasmtime serve (pooling, reuse 1000)";
 const PEER_FASTEST_TIMEOUT: &str = "wasmtime serve (pooling, reuse 1000, timeout)";
 const LIMIT: &str = "bare hyper";
 
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let can_pin = servers::can_pin();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     servers::pin_self();

@@ -8,22 +8,22 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 /// The core the servers run on; the load generator and this harness use the other one.
-pub const SERVER_CPU: usize = 0;
-pub const CLIENT_CPU: usize = 1;
+pub(crate) const SERVER_CPU: usize = 0;
+pub(crate) const CLIENT_CPU: usize = 1;
 
 /// A running server process, killed when dropped.
-pub struct Running {
+pub(crate) struct Running {
     pub child: Child,
     pub addr: String,
 }
 
 impl Running {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// Resident memory of the server process, from /proc (Linux).
-    pub fn rss_mib(&self) -> anyhow::Result<f64> {
+    pub(crate) fn rss_mib(&self) -> anyhow::Result<f64> {
         let pid = self.child.id().context("the server has exited")?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let kib: f64 = status
@@ -35,14 +35,14 @@ impl Running {
         Ok(kib / 1024.0)
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         // SIGKILL is fine here: no server under test keeps anything the benchmark needs.
         let _ = self.child.kill().await;
     }
 }
 
 /// Whether `taskset` can pin processes here; without it everything runs unpinned.
-pub fn can_pin() -> bool {
+pub(crate) fn can_pin() -> bool {
     std::process::Command::new("taskset")
         .args(["-c", "0", "true"])
         .status()
@@ -50,7 +50,7 @@ pub fn can_pin() -> bool {
 }
 
 /// A command for `program` that runs pinned to `cpu` when pinning works.
-pub fn pinned(cpu: usize, program: &Path) -> Command {
+pub(crate) fn pinned(cpu: usize, program: &Path) -> Command {
     if can_pin() {
         let mut command = Command::new("taskset");
         command.arg("-c").arg(cpu.to_string()).arg(program);
@@ -61,7 +61,7 @@ pub fn pinned(cpu: usize, program: &Path) -> Command {
 }
 
 /// Pins this process (the harness) to the client core, away from the servers.
-pub fn pin_self() {
+pub(crate) fn pin_self() {
     if can_pin() {
         let _ = std::process::Command::new("taskset")
             .args([
@@ -75,13 +75,17 @@ pub fn pin_self() {
 }
 
 /// A free loopback port (bound and released; a race with another program is unlikely here).
-pub fn free_addr() -> anyhow::Result<String> {
+pub(crate) fn free_addr() -> anyhow::Result<String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.to_string())
 }
 
 /// Starts `command` (which must listen on `addr`) and waits until it accepts connections.
-pub async fn start(mut command: Command, addr: String, what: &str) -> anyhow::Result<Running> {
+pub(crate) async fn start(
+    mut command: Command,
+    addr: String,
+    what: &str,
+) -> anyhow::Result<Running> {
     // Servers run as in production: no backtrace capture on every error value.
     command
         .env_remove("RUST_BACKTRACE")

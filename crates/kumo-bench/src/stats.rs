@@ -3,24 +3,24 @@
 use std::time::Duration;
 
 #[derive(Default)]
-pub struct Latencies(Vec<u32>);
+pub(crate) struct Latencies(Vec<u32>);
 
 impl Latencies {
-    pub fn push(&mut self, d: Duration) {
+    pub(crate) fn push(&mut self, d: Duration) {
         self.0
             .push(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
     }
 
-    pub fn merge(&mut self, other: Latencies) {
+    pub(crate) fn merge(&mut self, other: Latencies) {
         self.0.extend(other.0);
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
     /// The nearest-rank percentile in microseconds (0 when there are no samples).
-    pub fn percentile(&mut self, p: f64) -> f64 {
+    pub(crate) fn percentile(&mut self, p: f64) -> f64 {
         if self.0.is_empty() {
             return 0.0;
         }

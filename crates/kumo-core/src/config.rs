@@ -5,6 +5,7 @@ use crate::event::{Destination, validate_topic};
 use crate::kv::{ObjectTrigger, validate_bucket};
 use crate::route::Route;
 use crate::schedule::Schedule;
+use crate::spec::Spec;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -88,7 +89,7 @@ pub struct FunctionConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provisioned_concurrency: Option<u32>,
     /// Custom data-plane paths besides `/fn/{name}`: `/hello` (exact) or `/hello/*` (prefix).
-    pub routes: Vec<String>,
+    pub routes: Vec<Spec<Route>>,
     /// Environment variables visible to the guest.
     pub env: BTreeMap<String, String>,
     /// `fresh` (default) or `reuse`.
@@ -106,14 +107,14 @@ pub struct FunctionConfig {
     /// Where the outcome of an asynchronous invocation that succeeded goes: an `http(s)://`
     /// URL (POSTed to) or the name of a function (invoked asynchronously).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub on_success: Option<String>,
+    pub on_success: Option<Spec<Destination>>,
     /// Same, for an invocation that failed for good (it is in the dead letters).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub on_failure: Option<String>,
+    pub on_failure: Option<Spec<Destination>>,
     /// A cron expression (5 fields, UTC) or `rate(N unit)`: each tick is one asynchronous
     /// invocation.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<String>,
+    pub schedule: Option<Spec<Schedule>>,
     /// Topics whose messages this function receives, each as an asynchronous invocation.
     pub topics: Vec<String>,
     /// Hosts (`host` or `host:port`) the guest may send HTTP requests to; none by default.
@@ -221,21 +222,6 @@ impl FunctionConfig {
                 ),
             );
         }
-        for (field, destination) in [
-            ("on_success", &self.on_success),
-            ("on_failure", &self.on_failure),
-        ] {
-            if let Some(d) = destination
-                && let Err(e) = Destination::parse(d)
-            {
-                return fail(field, e);
-            }
-        }
-        if let Some(schedule) = &self.schedule
-            && let Err(e) = Schedule::parse(schedule)
-        {
-            return fail("schedule", e);
-        }
         for topic in &self.topics {
             if let Err(e) = validate_topic(topic) {
                 return fail("topics", e);
@@ -273,11 +259,6 @@ impl FunctionConfig {
                     "on_object",
                     "events must name at least one of put, delete".into(),
                 );
-            }
-        }
-        for route in &self.routes {
-            if let Err(e) = Route::parse(route) {
-                return fail("routes", e.to_string());
             }
         }
         for key in self.env.keys() {
@@ -357,12 +338,9 @@ mod tests {
                 "provisioned_concurrency",
             ),
             (r#"{"max_instance_requests":0}"#, "max_instance_requests"),
-            (r#"{"routes":["nope"]}"#, "routes"),
             (r#"{"env":{"A=B":"x"}}"#, "env"),
             (r#"{"max_retries":11}"#, "max_retries"),
             (r#"{"max_event_age":"7h"}"#, "max_event_age"),
-            (r#"{"on_failure":"ftp://x"}"#, "on_failure"),
-            (r#"{"schedule":"61 * * * *"}"#, "schedule"),
             (r#"{"topics":["a b"]}"#, "topics"),
             (r#"{"allow_outbound":["http://x/"]}"#, "allow_outbound"),
             (r#"{"kv":["Orders"]}"#, "kv"),
@@ -384,5 +362,14 @@ mod tests {
         assert!(err.to_string().contains("timeout"), "{err}");
         let err = serde_json::from_str::<FunctionConfig>(r#"{"instances":"warm"}"#).unwrap_err();
         assert!(err.to_string().contains("fresh"), "{err}");
+        // Routes, schedules and destinations are parsed as the config is read, once.
+        for (json, says) in [
+            (r#"{"routes":["nope"]}"#, "route"),
+            (r#"{"on_failure":"ftp://x"}"#, "destination"),
+            (r#"{"schedule":"61 * * * *"}"#, "schedule"),
+        ] {
+            let err = serde_json::from_str::<FunctionConfig>(json).unwrap_err();
+            assert!(err.to_string().starts_with(says), "{json}: {err}");
+        }
     }
 }

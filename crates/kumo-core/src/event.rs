@@ -91,6 +91,13 @@ impl Trigger {
     }
 }
 
+impl crate::ParseText for Destination {
+    const WHAT: &'static str = "destination";
+    fn parse_text(text: &str) -> Result<Self, String> {
+        Self::parse(text)
+    }
+}
+
 /// The result of the attempt that succeeded, as much of it as is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventResult {

@@ -12,6 +12,7 @@ mod outcome;
 mod records;
 mod route;
 mod schedule;
+mod spec;
 mod versions;
 
 pub use config::{
@@ -37,6 +38,7 @@ pub use records::{
 };
 pub use route::{Route, RouteError};
 pub use schedule::Schedule;
+pub use spec::{ParseText, Spec};
 pub use versions::{
     AliasRecord, Canary, LATEST, Qualifier, VersionRecord, validate_alias, validate_canary,
 };

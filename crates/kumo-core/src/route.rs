@@ -76,6 +76,13 @@ impl Route {
     }
 }
 
+impl crate::ParseText for Route {
+    const WHAT: &'static str = "route";
+    fn parse_text(text: &str) -> Result<Self, String> {
+        Self::parse(text).map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,6 +74,13 @@ fn parse_rate(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| "the rate is too large".into())
 }
 
+impl crate::ParseText for Schedule {
+    const WHAT: &'static str = "schedule";
+    fn parse_text(text: &str) -> Result<Self, String> {
+        Self::parse(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

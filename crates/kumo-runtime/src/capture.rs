@@ -11,7 +11,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 #[derive(Clone)]
-pub struct Capture {
+pub(crate) struct Capture {
     inner: Arc<Mutex<Buffer>>,
     cap: usize,
 }
@@ -23,7 +23,7 @@ struct Buffer {
 }
 
 impl Capture {
-    pub fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self {
         Self {
             inner: Arc::default(),
             cap,
@@ -46,7 +46,7 @@ impl Capture {
 
     /// Takes what was captured and whether anything was dropped, and starts afresh (a reused
     /// instance keeps its capture across invocations).
-    pub fn take(&self) -> (Vec<u8>, bool) {
+    pub(crate) fn take(&self) -> (Vec<u8>, bool) {
         let buf = std::mem::take(&mut *self.lock());
         (buf.bytes, buf.overflowed)
     }

@@ -210,7 +210,7 @@ impl Runtime {
 }
 
 /// A short id of the engine's compiled-code compatibility (wasmtime version, target, settings).
-pub fn engine_fingerprint(engine: &Engine) -> String {
+pub(crate) fn engine_fingerprint(engine: &Engine) -> String {
     let mut hasher = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     format!("{:016x}", hasher.finish())

@@ -75,11 +75,14 @@ pub struct KvAccess {
 }
 
 /// An open bucket (a guest resource).
+// `bindgen!` re-exports the types its resources map to, so they must be `pub`.
+#[allow(unreachable_pub)]
 pub struct Bucket {
     name: String,
 }
 
 /// A compare-and-swap in progress: the key and what it held when the cas was made.
+#[allow(unreachable_pub)] // re-exported by `bindgen!`, like `Bucket`
 pub struct Cas {
     bucket: String,
     key: String,

@@ -63,7 +63,7 @@ pub struct GuestPut {
 }
 
 /// Where guests' object calls go (set once by the embedder).
-pub type StorageSlot = Arc<OnceLock<Arc<dyn ObjectStorage>>>;
+pub(crate) type StorageSlot = Arc<OnceLock<Arc<dyn ObjectStorage>>>;
 
 /// What one invocation may reach: the storage, its granted buckets, and the largest object
 /// `get` may hand it (its memory limit: a larger one could never fit).

@@ -44,7 +44,7 @@ pub trait FunctionCalls: Send + Sync {
 }
 
 /// Where function calls go; set once by the embedder, after the runtime exists.
-pub type CallsSlot = Arc<OnceLock<Arc<dyn FunctionCalls>>>;
+pub(crate) type CallsSlot = Arc<OnceLock<Arc<dyn FunctionCalls>>>;
 
 /// Hosts (`host` or `host:port`) a function may send requests to.
 #[derive(Clone, Default)]

@@ -26,7 +26,7 @@ pub(crate) struct HttpInstance {
 }
 
 impl HttpInstance {
-    pub fn new(
+    pub(crate) fn new(
         store: Store<ComponentHost>,
         stdout: Capture,
         stderr: Capture,

@@ -12,7 +12,7 @@ use kumo_runtime::{CallFuture, FunctionCall, FunctionCalls};
 use std::sync::Weak;
 
 /// Holds the state weakly: the runtime that keeps this lives inside the state.
-pub struct InternalCalls(pub Weak<AppState>);
+pub(crate) struct InternalCalls(pub Weak<AppState>);
 
 impl FunctionCalls for InternalCalls {
     fn call(&self, call: FunctionCall) -> CallFuture {

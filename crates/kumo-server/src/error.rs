@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kumo_core::ErrorKind;
 
-pub const ERROR_HEADER: &str = "x-kumo-error";
+pub(crate) const ERROR_HEADER: &str = "x-kumo-error";
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -15,7 +15,7 @@ pub struct ApiError {
     pub message: String,
 }
 
-pub type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {

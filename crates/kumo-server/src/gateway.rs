@@ -18,11 +18,11 @@ use kumo_core::ErrorKind;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-pub const REQUEST_ID_HEADER: &str = "x-kumo-request-id";
+pub(crate) const REQUEST_ID_HEADER: &str = "x-kumo-request-id";
 /// Set to `1` on the response of an invocation that had to load its function first.
-pub const COLD_HEADER: &str = "x-kumo-cold";
+pub(crate) const COLD_HEADER: &str = "x-kumo-cold";
 
-pub fn router() -> Router<Arc<AppState>> {
+pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -30,7 +30,7 @@ pub fn router() -> Router<Arc<AppState>> {
 }
 
 /// `/fn/{target}` or `/fn/{target}/...` with a target that is not empty.
-pub fn is_function_path(path: &str) -> bool {
+pub(crate) fn is_function_path(path: &str) -> bool {
     path.strip_prefix("/fn/")
         .is_some_and(|after| !after.is_empty() && !after.starts_with('/'))
 }
@@ -38,7 +38,7 @@ pub fn is_function_path(path: &str) -> bool {
 /// `/fn/{target}[/{rest..}]`, split by hand rather than by the `Path` extractor: the target is
 /// percent-decoded (`$LATEST` arrives as `%24LATEST`), the rest stays as the client sent it,
 /// as a guest routing on its own path expects (and deserializing both cost ~2% of a request).
-pub async fn function(state: &AppState, request: Request) -> Response {
+pub(crate) async fn function(state: &AppState, request: Request) -> Response {
     let (target, rest) = split_function_path(request.uri().path());
     let (target, rest) = (target.into_owned(), rest.to_string());
     forward(state, &target, rest, request).await
@@ -68,13 +68,13 @@ async fn custom_route(State(state): State<Arc<AppState>>, request: Request) -> R
 
 /// A request refused before an invocation exists (unknown function, body too large, bad
 /// input): the error, with a request id of its own like every data-plane response.
-pub fn refusal(error: ApiError) -> Response {
+pub(crate) fn refusal(error: ApiError) -> Response {
     with_request_id(error.into_response())
 }
 
 /// Gives a response that has no request id one (of a request that never became an
 /// invocation); an invocation's own id is kept.
-pub fn with_request_id(mut response: Response) -> Response {
+pub(crate) fn with_request_id(mut response: Response) -> Response {
     if !response.headers().contains_key(REQUEST_ID_HEADER)
         && let Ok(id) = HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
     {
@@ -112,7 +112,7 @@ async fn forward(state: &AppState, target: &str, path: String, request: Request)
 }
 
 /// The function's response as the client gets it, or its failure, with the request id.
-pub fn invoked_response(invoked: Invoked) -> Response {
+pub(crate) fn invoked_response(invoked: Invoked) -> Response {
     let mut response = match invoked.result {
         Ok(r) => {
             let mut response = Response::new(Body::from(r.body));
@@ -144,7 +144,11 @@ pub fn invoked_response(invoked: Invoked) -> Response {
 /// Reads a request body up to `limit` bytes; more is `payload_too_large`. An over-limit body is
 /// still read (and dropped) up to a few times the limit, so the client, still uploading, gets
 /// the 413 instead of a reset connection; beyond that it is cut off.
-pub async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> ApiResult<Bytes> {
+pub(crate) async fn read_body(
+    body: Body,
+    headers: &http::HeaderMap,
+    limit: usize,
+) -> ApiResult<Bytes> {
     let drain_cap = limit.saturating_mul(4).max(16 * 1024 * 1024);
     let too_large = || {
         ApiError::new(

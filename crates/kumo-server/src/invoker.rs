@@ -39,7 +39,7 @@ pub struct InvocationRequest {
 
 /// The deepest chain of function-to-function calls (A calls B calls C ... is depth 2 at C);
 /// deeper calls fail with `call_depth_exceeded`, which stops call loops.
-pub const MAX_CALL_DEPTH: u32 = 8;
+pub(crate) const MAX_CALL_DEPTH: u32 = 8;
 
 pub struct Invoked {
     pub request_id: String,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-pub struct Entry {
+pub(crate) struct Entry {
     /// Its key in [`LoadedFunctions`] (see [`entry_key`]).
     pub key: String,
     /// None: `$LATEST`; else the published version it runs.
@@ -34,7 +34,7 @@ pub struct Entry {
 }
 
 /// Where an entry is kept: `name` for `$LATEST`, `name:N` for version N.
-pub fn entry_key(name: &str, version: Option<u32>) -> String {
+pub(crate) fn entry_key(name: &str, version: Option<u32>) -> String {
     match version {
         Some(n) => format!("{name}:{n}"),
         None => name.to_string(),
@@ -44,7 +44,7 @@ pub fn entry_key(name: &str, version: Option<u32>) -> String {
 impl Entry {
     /// `version`: None for `$LATEST`, else the published version `record` was made from.
     /// `record.reuse_fell_back`: its code cannot serve twice, so it gets no warm instances.
-    pub fn new(
+    pub(crate) fn new(
         record: FunctionRecord,
         version: Option<u32>,
         loaded: Loaded,
@@ -82,7 +82,7 @@ impl Entry {
 }
 
 #[derive(Default)]
-pub struct LoadedFunctions {
+pub(crate) struct LoadedFunctions {
     map: Mutex<HashMap<String, Arc<Entry>>>,
     /// Bumped by every `forget`, so a load that began before a deploy is not cached after it.
     generation: AtomicU64,
@@ -95,7 +95,7 @@ impl LoadedFunctions {
     }
 
     /// The loaded function, marked as used now.
-    pub fn get(&self, name: &str) -> Option<Arc<Entry>> {
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Entry>> {
         let entry = self.map().get(name).cloned()?;
         entry
             .last_used_ms
@@ -104,13 +104,13 @@ impl LoadedFunctions {
     }
 
     /// Read before loading; pass to [`Self::insert`].
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     /// Caches a freshly loaded entry unless the function was forgotten (redeployed, deleted)
     /// since `generation` was read; a concurrent load that won keeps its entry.
-    pub fn insert(&self, entry: Entry, generation: u64) -> Arc<Entry> {
+    pub(crate) fn insert(&self, entry: Entry, generation: u64) -> Arc<Entry> {
         let entry = Arc::new(entry);
         let mut map = self.map();
         if self.generation.load(Ordering::Acquire) != generation {
@@ -120,26 +120,26 @@ impl LoadedFunctions {
     }
 
     /// Drops one entry (`name` for `$LATEST`, `name:N` for a version).
-    pub fn forget(&self, key: &str) {
+    pub(crate) fn forget(&self, key: &str) {
         let mut map = self.map();
         self.generation.fetch_add(1, Ordering::AcqRel);
         map.remove(key);
     }
 
     /// Drops `$LATEST` and every version of a function.
-    pub fn forget_function(&self, name: &str) {
+    pub(crate) fn forget_function(&self, name: &str) {
         let mut map = self.map();
         self.generation.fetch_add(1, Ordering::AcqRel);
         map.retain(|_, e| e.record.name != name);
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map().len()
     }
 
     /// Drops functions unused for `keep_alive`, not running now and without provisioned
     /// concurrency, and warm instances idle as long; returns how many functions it unloaded.
-    pub fn unload_idle(&self, keep_alive: Duration) -> usize {
+    pub(crate) fn unload_idle(&self, keep_alive: Duration) -> usize {
         // Trimmed outside the lock: dropping instances releases memory, which takes a while.
         let entries: Vec<_> = self.map().values().cloned().collect();
         for entry in entries {

@@ -286,7 +286,7 @@ fn gauge_value(n: usize) -> i64 {
 }
 
 /// The text exposition, with the scrape-time gauges read now.
-pub async fn render(state: &AppState) -> anyhow::Result<String> {
+pub(crate) async fn render(state: &AppState) -> anyhow::Result<String> {
     let m = &state.invoker.metrics;
     m.compilations
         .inner()

@@ -12,7 +12,7 @@ use kumo_runtime::{GuestPut, ObjectStorage, StorageError, StorageFuture};
 use kumo_store::{ObjectError, Objects};
 use std::sync::{Arc, Weak};
 
-pub struct ObjectService {
+pub(crate) struct ObjectService {
     /// Object bytes and metadata.
     pub storage: Objects,
     pub subscriptions: ObjectSubscriptions,
@@ -21,14 +21,14 @@ pub struct ObjectService {
 }
 
 /// A write's outcome: the stored object and whether its key was new.
-pub struct Written {
+pub(crate) struct Written {
     pub info: ObjectInfo,
     pub created: bool,
 }
 
 impl ObjectService {
     /// Streams `body` into `bucket/key`, then commits it with its storage events.
-    pub async fn put<S, E>(
+    pub(crate) async fn put<S, E>(
         &self,
         events: &Events,
         bucket: &str,
@@ -59,7 +59,7 @@ impl ObjectService {
     }
 
     /// Deletes `bucket/key` with its storage events; false if there was no such object.
-    pub async fn delete(
+    pub(crate) async fn delete(
         &self,
         events: &Events,
         bucket: &str,
@@ -94,7 +94,7 @@ fn notify(events: &Events, stored: &[kumo_store::NewEvent<'_>]) {
 /// Guests' `kumo:objects` calls (the runtime's [`ObjectStorage`]): the same service as the
 /// HTTP API, so a guest's write fires the same storage events. Holds the state weakly: the
 /// runtime that keeps this lives inside the state.
-pub struct GuestObjects(pub Weak<AppState>);
+pub(crate) struct GuestObjects(pub Weak<AppState>);
 
 impl GuestObjects {
     fn state(&self) -> Result<Arc<AppState>, StorageError> {

@@ -24,18 +24,18 @@ enum Message {
 }
 
 #[derive(Clone)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     tx: mpsc::Sender<Message>,
 }
 
 impl Recorder {
-    pub fn start(writer: RecordWriter) -> Self {
+    pub(crate) fn start(writer: RecordWriter) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         tokio::spawn(write_batches(writer, rx));
         Self { tx }
     }
 
-    pub async fn record(&self, invocation: InvocationRecord, output: Vec<OutputLine>) {
+    pub(crate) async fn record(&self, invocation: InvocationRecord, output: Vec<OutputLine>) {
         if self
             .tx
             .send(Message::Record(Box::new((invocation, output))))
@@ -48,7 +48,7 @@ impl Recorder {
 
     /// Waits until every record sent so far is in the store: readers call it first, so
     /// `kumo logs` right after an invocation sees it.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Message::Flush(done)).await.is_ok() {
             let _ = wait.await;

@@ -4,21 +4,20 @@ use kumo_core::{FunctionRecord, Route};
 use std::sync::RwLock;
 
 #[derive(Default)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     routes: RwLock<Vec<(Route, String)>>,
 }
 
 impl RouteTable {
-    /// Replaces the table with the routes of `functions` (whose routes were validated at deploy).
-    pub fn rebuild(&self, functions: &[FunctionRecord]) {
+    /// Replaces the table with the routes of `functions`.
+    pub(crate) fn rebuild(&self, functions: &[FunctionRecord]) {
         let mut routes: Vec<(Route, String)> = functions
             .iter()
             .flat_map(|f| {
                 f.config
                     .routes
                     .iter()
-                    .filter_map(|r| Route::parse(r).ok())
-                    .map(|r| (r, f.trigger_target()))
+                    .map(|r| (r.value().clone(), f.trigger_target()))
             })
             .collect();
         routes.sort_by_key(|(r, _)| std::cmp::Reverse(r.specificity()));
@@ -26,7 +25,7 @@ impl RouteTable {
     }
 
     /// The target (function, or `function:qualifier`) serving `path`, if any.
-    pub fn lookup(&self, path: &str) -> Option<String> {
+    pub(crate) fn lookup(&self, path: &str) -> Option<String> {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         routes
             .iter()
@@ -36,7 +35,7 @@ impl RouteTable {
 }
 
 /// A route of `candidate` that another function already declares, with that function's name.
-pub fn conflicting_route<'a>(
+pub(crate) fn conflicting_route<'a>(
     candidate: &'a FunctionRecord,
     others: &[FunctionRecord],
 ) -> Option<(&'a str, String)> {

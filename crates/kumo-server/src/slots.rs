@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Debug)]
-pub struct Slots {
+pub(crate) struct Slots {
     in_use: AtomicUsize,
     limit: AtomicUsize,
 }
 
 /// One taken slot, given back when dropped.
 #[derive(Debug)]
-pub struct Slot(Arc<Slots>);
+pub(crate) struct Slot(Arc<Slots>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -22,14 +22,14 @@ impl Drop for Slot {
 }
 
 impl Slots {
-    pub fn new(limit: usize) -> Arc<Self> {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
             in_use: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
         })
     }
 
-    pub fn try_take(self: &Arc<Self>) -> Option<Slot> {
+    pub(crate) fn try_take(self: &Arc<Self>) -> Option<Slot> {
         let limit = self.limit.load(Ordering::Acquire);
         self.in_use
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -39,11 +39,11 @@ impl Slots {
             .map(|_| Slot(self.clone()))
     }
 
-    pub fn set_limit(&self, limit: usize) {
+    pub(crate) fn set_limit(&self, limit: usize) {
         self.limit.store(limit, Ordering::Release);
     }
 
-    pub fn in_use(&self) -> usize {
+    pub(crate) fn in_use(&self) -> usize {
         self.in_use.load(Ordering::Acquire)
     }
 }

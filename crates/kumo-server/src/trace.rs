@@ -60,7 +60,7 @@ impl TraceContext {
 
 /// A `traceparent` to store with an event: the request's if valid (each attempt is then a
 /// child of the submitter's span), else one starting a new trace.
-pub fn traceparent_for_event(traceparent: Option<&str>) -> String {
+pub(crate) fn traceparent_for_event(traceparent: Option<&str>) -> String {
     match traceparent {
         Some(given) if parse_traceparent(given).is_some() => given.trim().to_string(),
         _ => TraceContext::continue_or_start(None).traceparent(),

@@ -36,11 +36,11 @@ pub(crate) fn put_opt_f64(data: &mut Vec<u8>, x: Option<f64>) {
 pub(crate) struct Reader<'a>(pub &'a [u8]);
 
 impl<'a> Reader<'a> {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    pub fn take<const N: usize>(&mut self) -> anyhow::Result<[u8; N]> {
+    pub(crate) fn take<const N: usize>(&mut self) -> anyhow::Result<[u8; N]> {
         let Some((taken, rest)) = self.0.split_first_chunk::<N>() else {
             bail!("chunk cut short");
         };
@@ -48,31 +48,31 @@ impl<'a> Reader<'a> {
         Ok(*taken)
     }
 
-    pub fn u8(&mut self) -> anyhow::Result<u8> {
+    pub(crate) fn u8(&mut self) -> anyhow::Result<u8> {
         Ok(self.take::<1>()?[0])
     }
 
-    pub fn u16(&mut self) -> anyhow::Result<u16> {
+    pub(crate) fn u16(&mut self) -> anyhow::Result<u16> {
         Ok(u16::from_le_bytes(self.take()?))
     }
 
-    pub fn u32(&mut self) -> anyhow::Result<u32> {
+    pub(crate) fn u32(&mut self) -> anyhow::Result<u32> {
         Ok(u32::from_le_bytes(self.take()?))
     }
 
-    pub fn u64(&mut self) -> anyhow::Result<u64> {
+    pub(crate) fn u64(&mut self) -> anyhow::Result<u64> {
         Ok(u64::from_le_bytes(self.take()?))
     }
 
-    pub fn i64(&mut self) -> anyhow::Result<i64> {
+    pub(crate) fn i64(&mut self) -> anyhow::Result<i64> {
         Ok(i64::from_le_bytes(self.take()?))
     }
 
-    pub fn f64(&mut self) -> anyhow::Result<f64> {
+    pub(crate) fn f64(&mut self) -> anyhow::Result<f64> {
         Ok(f64::from_le_bytes(self.take()?))
     }
 
-    pub fn str(&mut self) -> anyhow::Result<&'a str> {
+    pub(crate) fn str(&mut self) -> anyhow::Result<&'a str> {
         let len = self.u32()? as usize;
         if self.0.len() < len {
             bail!("chunk cut short");
@@ -82,11 +82,11 @@ impl<'a> Reader<'a> {
         Ok(std::str::from_utf8(s)?)
     }
 
-    pub fn opt_str(&mut self) -> anyhow::Result<Option<&'a str>> {
+    pub(crate) fn opt_str(&mut self) -> anyhow::Result<Option<&'a str>> {
         self.flag()?.then(|| self.str()).transpose()
     }
 
-    pub fn opt_f64(&mut self) -> anyhow::Result<Option<f64>> {
+    pub(crate) fn opt_f64(&mut self) -> anyhow::Result<Option<f64>> {
         self.flag()?.then(|| self.f64()).transpose()
     }
 

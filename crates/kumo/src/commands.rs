@@ -4,13 +4,16 @@ use crate::ServeArgs;
 use crate::manifest::Manifest;
 use anyhow::{Context as _, bail};
 use kumo_api::{Client, FunctionConfig, LogFilter, LogRecord};
-use kumo_core::{format_duration, format_timestamp, parse_duration, validate_name};
+use kumo_core::{
+    Destination, Route, Schedule, Spec, format_duration, format_timestamp, parse_duration,
+    validate_name,
+};
 use kumo_server::{Server, ServerConfig};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub type CmdResult = anyhow::Result<ExitCode>;
+pub(crate) type CmdResult = anyhow::Result<ExitCode>;
 
 async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
     let server = Server::bind(ServerConfig {
@@ -43,7 +46,7 @@ async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
     Ok(server)
 }
 
-pub async fn serve(args: ServeArgs) -> CmdResult {
+pub(crate) async fn serve(args: ServeArgs) -> CmdResult {
     bind(args)
         .await?
         .run(kumo_server::shutdown_signal())
@@ -51,7 +54,7 @@ pub async fn serve(args: ServeArgs) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn up(args: ServeArgs, manifest: &Path) -> CmdResult {
+pub(crate) async fn up(args: ServeArgs, manifest: &Path) -> CmdResult {
     let manifest = Manifest::load(manifest)?;
     let server = bind(args).await?;
     let client = Client::new(&format!("http://{}", server.local_addr()?));
@@ -63,7 +66,7 @@ pub async fn up(args: ServeArgs, manifest: &Path) -> CmdResult {
 }
 
 #[derive(clap::Args)]
-pub struct DeployArgs {
+pub(crate) struct DeployArgs {
     /// The .wasm to deploy; without it, every function of the manifest is built and deployed.
     file: Option<PathBuf>,
     /// The manifest used when no FILE is given.
@@ -83,7 +86,7 @@ pub struct DeployArgs {
     env: Vec<String>,
     /// Custom route, e.g. /hello or /hello/* (repeatable).
     #[arg(long = "route")]
-    routes: Vec<String>,
+    routes: Vec<Spec<Route>>,
     /// Most invocations running at once.
     #[arg(long)]
     max_concurrency: Option<u32>,
@@ -104,13 +107,13 @@ pub struct DeployArgs {
     max_event_age: Option<String>,
     /// Where successful async outcomes go: a function name or an http(s):// URL.
     #[arg(long)]
-    on_success: Option<String>,
+    on_success: Option<Spec<Destination>>,
     /// Where async events that failed for good go: a function name or an http(s):// URL.
     #[arg(long)]
-    on_failure: Option<String>,
+    on_failure: Option<Spec<Destination>>,
     /// A cron expression (UTC) or rate(N unit): each tick is one async invocation.
     #[arg(long)]
-    schedule: Option<String>,
+    schedule: Option<Spec<Schedule>>,
     /// A topic whose messages the function receives (repeatable).
     #[arg(long = "topic")]
     topics: Vec<String>,
@@ -129,7 +132,7 @@ pub struct DeployArgs {
     triggers_use: Option<String>,
 }
 
-pub async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
+pub(crate) async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
     let Some(file) = &args.file else {
         let manifest = Manifest::load(&args.manifest)?;
         deploy_manifest(client, &manifest).await?;
@@ -239,14 +242,14 @@ async fn deploy_manifest(client: &Client, manifest: &Manifest) -> anyhow::Result
 }
 
 /// `text`, or the contents of the file named after `@`.
-pub fn read_payload(data: &str) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_payload(data: &str) -> anyhow::Result<Vec<u8>> {
     Ok(match data.strip_prefix('@') {
         Some(path) => std::fs::read(path).with_context(|| format!("reading {path}"))?,
         None => data.as_bytes().to_vec(),
     })
 }
 
-pub async fn invoke(client: &Client, name: &str, data: &str) -> CmdResult {
+pub(crate) async fn invoke(client: &Client, name: &str, data: &str) -> CmdResult {
     let payload = read_payload(data)?;
     let response = client.invoke(name, payload).await?;
     if let Some(code) = &response.error_code {
@@ -262,7 +265,7 @@ pub async fn invoke(client: &Client, name: &str, data: &str) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn ls(client: &Client) -> CmdResult {
+pub(crate) async fn ls(client: &Client) -> CmdResult {
     let functions = client.list().await?;
     println!(
         "{:<24} {:<13} {:<16} {:>7} {:>8}  {:<24} ROUTES",
@@ -283,14 +286,19 @@ pub async fn ls(client: &Client) -> CmdResult {
             f.config.memory_mb,
             format_duration(f.config.timeout),
             format_timestamp(f.updated_at),
-            f.config.routes.join(",")
+            f.config
+                .routes
+                .iter()
+                .map(Spec::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Deletes a function (`NAME`) or one of its versions (`NAME:N`).
-pub async fn rm(client: &Client, target: &str) -> CmdResult {
+pub(crate) async fn rm(client: &Client, target: &str) -> CmdResult {
     match target.split_once(':') {
         Some((name, version)) => {
             let version = version
@@ -305,7 +313,12 @@ pub async fn rm(client: &Client, target: &str) -> CmdResult {
 }
 
 /// Prints matching log lines; with `follow`, then every new one until interrupted.
-pub async fn logs(client: &Client, name: &str, filter: &LogFilter, follow: bool) -> CmdResult {
+pub(crate) async fn logs(
+    client: &Client,
+    name: &str,
+    filter: &LogFilter,
+    follow: bool,
+) -> CmdResult {
     use futures::StreamExt as _;
     let print = |l: &LogRecord| {
         println!(
@@ -332,7 +345,7 @@ pub async fn logs(client: &Client, name: &str, filter: &LogFilter, follow: bool)
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn invocations(client: &Client, name: &str, limit: u32) -> CmdResult {
+pub(crate) async fn invocations(client: &Client, name: &str, limit: u32) -> CmdResult {
     let records = client.invocations(Some(name), limit).await?;
     println!(
         "{:<36}  {:<24} {:>11} {:>9} {:>9}  OUTCOME",
@@ -352,7 +365,7 @@ pub async fn invocations(client: &Client, name: &str, limit: u32) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn invoke_async(
+pub(crate) async fn invoke_async(
     client: &Client,
     name: &str,
     data: &str,
@@ -368,7 +381,7 @@ pub async fn invoke_async(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn event(client: &Client, id: &str, wait: Option<&str>) -> CmdResult {
+pub(crate) async fn event(client: &Client, id: &str, wait: Option<&str>) -> CmdResult {
     let event = client.event(id, wait).await?;
     println!("{}", serde_json::to_string_pretty(&event)?);
     Ok(ExitCode::SUCCESS)
@@ -376,7 +389,7 @@ pub async fn event(client: &Client, id: &str, wait: Option<&str>) -> CmdResult {
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
-pub struct DlqArgs {
+pub(crate) struct DlqArgs {
     /// The function whose dead letters to list.
     name: Option<String>,
     #[arg(long, default_value_t = 100)]
@@ -396,7 +409,7 @@ enum DlqAction {
     },
 }
 
-pub async fn dlq(client: &Client, args: DlqArgs) -> CmdResult {
+pub(crate) async fn dlq(client: &Client, args: DlqArgs) -> CmdResult {
     match (args.action, args.name) {
         (Some(DlqAction::Redrive { name, id }), _) => {
             let ids = client.redrive(&name, id.as_deref()).await?;
@@ -426,7 +439,7 @@ pub async fn dlq(client: &Client, args: DlqArgs) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn send_to_topic(client: &Client, topic: &str, data: &str) -> CmdResult {
+pub(crate) async fn send_to_topic(client: &Client, topic: &str, data: &str) -> CmdResult {
     let published = client.send_to_topic(topic, read_payload(data)?).await?;
     println!("message {}", published.id);
     for e in published.events {
@@ -435,7 +448,7 @@ pub async fn send_to_topic(client: &Client, topic: &str, data: &str) -> CmdResul
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn usage(
+pub(crate) async fn usage(
     client: &Client,
     since: &str,
     by: kumo_core::UsageBy,
@@ -474,7 +487,7 @@ pub async fn usage(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn triggers(client: &Client) -> CmdResult {
+pub(crate) async fn triggers(client: &Client) -> CmdResult {
     println!("{:<24} {:<9} SOURCE", "FUNCTION", "KIND");
     for t in client.triggers().await? {
         println!("{:<24} {:<9} {}", t.function, t.kind, t.source);

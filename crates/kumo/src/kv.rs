@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 #[derive(clap::Subcommand)]
-pub enum KvCommand {
+pub(crate) enum KvCommand {
     /// Print a key's value (raw bytes) on stdout; with --etag, its etag on stderr.
     Get {
         bucket: String,
@@ -47,7 +47,7 @@ pub enum KvCommand {
     },
 }
 
-pub async fn run(client: &Client, command: KvCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(client: &Client, command: KvCommand) -> anyhow::Result<ExitCode> {
     match command {
         KvCommand::Get { bucket, key, etag } => {
             let entry = client.kv_get(&bucket, &key).await?;

@@ -1,7 +1,9 @@
 //! `kumo.toml`: the functions of a project, how to build them and how to configure them.
 
 use anyhow::{Context as _, bail};
-use kumo_core::{FunctionConfig, Instances, parse_duration, validate_name};
+use kumo_core::{
+    Destination, FunctionConfig, Instances, Route, Schedule, Spec, parse_duration, validate_name,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,14 +28,14 @@ struct FunctionEntry {
     instances: Option<Instances>,
     max_instance_requests: Option<u32>,
     #[serde(default)]
-    routes: Vec<String>,
+    routes: Vec<Spec<Route>>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     max_retries: Option<u32>,
     max_event_age: Option<String>,
-    on_success: Option<String>,
-    on_failure: Option<String>,
-    schedule: Option<String>,
+    on_success: Option<Spec<Destination>>,
+    on_failure: Option<Spec<Destination>>,
+    schedule: Option<Spec<Schedule>>,
     #[serde(default)]
     topics: Vec<String>,
     #[serde(default)]
@@ -48,7 +50,7 @@ struct FunctionEntry {
 
 /// One function of a manifest, checked and with paths resolved against the manifest's folder.
 #[derive(Debug)]
-pub struct ManifestFunction {
+pub(crate) struct ManifestFunction {
     pub name: String,
     pub build: Option<String>,
     pub code: PathBuf,
@@ -56,13 +58,13 @@ pub struct ManifestFunction {
 }
 
 #[derive(Debug)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     pub dir: PathBuf,
     pub functions: Vec<ManifestFunction>,
 }
 
 impl Manifest {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         // Paths and build commands are relative to the manifest's folder.
@@ -73,7 +75,7 @@ impl Manifest {
         Self::parse(&text, &dir).with_context(|| format!("in {}", path.display()))
     }
 
-    pub fn parse(text: &str, dir: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn parse(text: &str, dir: &Path) -> anyhow::Result<Self> {
         let file: ManifestFile = toml::from_str(text)?;
         if file.function.is_empty() {
             bail!("no [[function]] entries");
@@ -171,7 +173,7 @@ mod tests {
         assert_eq!(f.config.memory_mb, 64);
         assert_eq!(f.config.env["GREETING"], "hi");
         assert_eq!(f.config.max_retries, 1);
-        assert_eq!(f.config.schedule.as_deref(), Some("rate(5 minutes)"));
+        assert_eq!(f.config.schedule.as_ref().unwrap(), &"rate(5 minutes)");
         assert_eq!(f.config.topics, ["orders"]);
         assert_eq!(f.config.kv, ["orders"]);
         assert_eq!(f.config.objects, ["uploads", "thumbnails"]);

@@ -11,7 +11,12 @@ use std::time::Duration;
 /// Clear the screen and go home (ANSI), so each frame replaces the last.
 const CLEAR: &str = "\x1b[2J\x1b[H";
 
-pub async fn top(client: &Client, window: Duration, interval: Duration, once: bool) -> CmdResult {
+pub(crate) async fn top(
+    client: &Client,
+    window: Duration,
+    interval: Duration,
+    once: bool,
+) -> CmdResult {
     let window_text = kumo_core::format_duration(window);
     loop {
         let frame = frame(client, &window_text, window).await?;

@@ -8,7 +8,7 @@ use kumo_core::format_timestamp;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
-pub enum AliasCommand {
+pub(crate) enum AliasCommand {
     /// Point an alias at a version, optionally sending a share of requests to a canary.
     Set {
         name: String,
@@ -39,7 +39,7 @@ fn parse_canary(text: &str) -> Result<Canary, String> {
     Ok(Canary { version, weight })
 }
 
-pub async fn publish(client: &Client, name: &str, description: &str) -> CmdResult {
+pub(crate) async fn publish(client: &Client, name: &str, description: &str) -> CmdResult {
     let (version, created) = client.publish_version(name, description).await?;
     if created {
         println!("published {name}:{}", version.version);
@@ -52,7 +52,7 @@ pub async fn publish(client: &Client, name: &str, description: &str) -> CmdResul
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn versions(client: &Client, name: &str) -> CmdResult {
+pub(crate) async fn versions(client: &Client, name: &str) -> CmdResult {
     let versions = client.versions(name).await?;
     println!(
         "{:>7}  {:<24} {:<12} {:>7} {:>8}  DESCRIPTION",
@@ -72,7 +72,7 @@ pub async fn versions(client: &Client, name: &str) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn alias(client: &Client, command: AliasCommand) -> CmdResult {
+pub(crate) async fn alias(client: &Client, command: AliasCommand) -> CmdResult {
     match command {
         AliasCommand::Set {
             name,

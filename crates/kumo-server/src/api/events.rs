@@ -31,12 +31,12 @@ const MAX_WAIT: Duration = Duration::from_secs(5 * 60);
 const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 #[derive(Serialize, Deserialize)]
-pub struct Submitted {
+pub(super) struct Submitted {
     pub id: String,
 }
 
 /// `POST /functions/{name}/invoke?mode=async`: stores the event, then 202 `{"id"}`.
-pub async fn invoke_async(state: Arc<AppState>, name: String, request: Request) -> Response {
+pub(super) async fn invoke_async(state: Arc<AppState>, name: String, request: Request) -> Response {
     match submit(&state, &name, request).await {
         Ok((id, replayed)) => {
             let mut response =
@@ -86,7 +86,7 @@ async fn submit(state: &AppState, name: &str, request: Request) -> ApiResult<(St
 }
 
 #[derive(Deserialize)]
-pub struct WaitParams {
+pub(super) struct WaitParams {
     /// Long poll: answer when the event is final or after this long (`30s`).
     wait: Option<String>,
 }
@@ -95,13 +95,13 @@ pub struct WaitParams {
 /// are UUIDv7s made here).
 #[derive(Serialize)]
 #[serde(untagged)]
-pub enum Invocation {
+pub(super) enum Invocation {
     Event(EventRecord),
     Record(InvocationRecord),
 }
 
 /// `GET /invocations/{id}[?wait=30s]`.
-pub async fn get_invocation(
+pub(super) async fn get_invocation(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     params: Result<Query<WaitParams>, QueryRejection>,
@@ -137,7 +137,7 @@ pub async fn get_invocation(
 /// `GET /invocations/{id}/events`: the event's status now and at every change, as
 /// Server-Sent Events (`event: status`, data = the event JSON); the stream ends once the
 /// status is final.
-pub async fn invocation_events(
+pub(super) async fn invocation_events(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
@@ -205,12 +205,12 @@ async fn next_change(
 }
 
 #[derive(Deserialize)]
-pub struct ListParams {
+pub(super) struct ListParams {
     limit: Option<u32>,
 }
 
 /// `GET /functions/{name}/dlq`: the function's dead events, oldest first, with their errors.
-pub async fn dead_letters(
+pub(super) async fn dead_letters(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     params: Result<Query<ListParams>, QueryRejection>,
@@ -221,19 +221,19 @@ pub async fn dead_letters(
 }
 
 #[derive(Deserialize)]
-pub struct RedriveParams {
+pub(super) struct RedriveParams {
     /// Only this event.
     id: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
-pub struct Redriven {
+pub(super) struct Redriven {
     pub redriven: Vec<String>,
 }
 
 /// `POST /functions/{name}/dlq/redrive[?id=]`: dead events go back to the queue, with their
 /// attempts and age starting over.
-pub async fn redrive(
+pub(super) async fn redrive(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     params: Result<Query<RedriveParams>, QueryRejection>,
@@ -252,7 +252,7 @@ pub async fn redrive(
 }
 
 #[derive(Serialize)]
-pub struct Published {
+pub(super) struct Published {
     /// The message's id: the `id` of the CloudEvent every subscriber gets.
     id: String,
     /// One event per subscribed function.
@@ -261,7 +261,7 @@ pub struct Published {
 
 /// `POST /topics/{topic}`: the body is the message; 202 once every subscriber's event is
 /// stored.
-pub async fn publish(
+pub(super) async fn publish(
     State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
     request: Request,
@@ -287,7 +287,7 @@ pub async fn publish(
 }
 
 #[derive(Serialize, Deserialize)]
-pub struct TriggerInfo {
+pub(super) struct TriggerInfo {
     pub function: String,
     /// `route`, `schedule` or `topic`.
     pub kind: String,
@@ -297,7 +297,9 @@ pub struct TriggerInfo {
 
 /// `GET /triggers`: every route, schedule, topic subscription and object trigger of the
 /// deployed functions.
-pub async fn triggers(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<TriggerInfo>>> {
+pub(super) async fn triggers(
+    State(state): State<Arc<AppState>>,
+) -> ApiResult<Json<Vec<TriggerInfo>>> {
     let functions = state.store.list_functions().await?;
     Ok(Json(functions.iter().flat_map(triggers_of).collect()))
 }
@@ -310,8 +312,8 @@ fn triggers_of(f: &FunctionRecord) -> Vec<TriggerInfo> {
         source: source.to_string(),
     };
     let config = &f.config;
-    let routes = config.routes.iter().map(|r| info("route", r));
-    let schedule = config.schedule.iter().map(|s| info("schedule", s));
+    let routes = config.routes.iter().map(|r| info("route", r.as_str()));
+    let schedule = config.schedule.iter().map(|s| info("schedule", s.as_str()));
     let topics = config.topics.iter().map(|t| info("topic", t));
     let objects = config.on_object.iter().map(|t| {
         let events: Vec<&str> = t

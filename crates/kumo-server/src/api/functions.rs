@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 /// `PUT /functions/{name}`, multipart: `code` (the .wasm) and optional `config` (JSON).
 /// The code is validated and compiled before anything is stored; 201 created, 200 updated.
-pub async fn deploy(
+pub(super) async fn deploy(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     multipart: Result<Multipart, MultipartRejection>,
@@ -122,13 +122,15 @@ async fn read_deploy_parts(mut multipart: Multipart) -> ApiResult<(Bytes, Functi
     Ok((code, config))
 }
 
-pub async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<FunctionRecord>>> {
+pub(super) async fn list(
+    State(state): State<Arc<AppState>>,
+) -> ApiResult<Json<Vec<FunctionRecord>>> {
     let mut functions = state.store.list_functions().await?;
     state.invoker.mark_reuse_fallbacks(&mut functions);
     Ok(Json(functions))
 }
 
-pub async fn get(
+pub(super) async fn get(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<FunctionRecord>> {
@@ -141,7 +143,7 @@ pub async fn get(
     Ok(Json(record))
 }
 
-pub async fn delete(
+pub(super) async fn delete(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -159,7 +161,7 @@ pub async fn delete(
 }
 
 #[derive(Deserialize)]
-pub struct InvokeParams {
+pub(super) struct InvokeParams {
     #[serde(default)]
     mode: InvokeMode,
 }
@@ -177,7 +179,7 @@ enum InvokeMode {
 /// `POST /functions/{name}/invoke[?mode=async]`: the body is the payload. A wasi-http
 /// function gets it as `POST /`; a command gets it on stdin. Sync: the response is the
 /// function's own. Async: 202 with the event's id once it is stored.
-pub async fn invoke(
+pub(super) async fn invoke(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     params: Result<Query<InvokeParams>, QueryRejection>,

@@ -75,7 +75,7 @@ fn precondition_failed(bucket: &str, key: &str) -> ApiError {
 }
 
 /// `GET /kv/{bucket}/{key..}`: the value, its `ETag`; 304 for a matching `If-None-Match`.
-pub async fn get_key(
+pub(super) async fn get_key(
     State(state): State<Arc<AppState>>,
     Path((bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
@@ -108,7 +108,7 @@ pub async fn get_key(
 
 /// `PUT /kv/{bucket}/{key..}`: 201 created or 204 replaced, with the new `ETag`; 412 when the
 /// condition does not hold (nothing is written).
-pub async fn put_key(
+pub(super) async fn put_key(
     State(state): State<Arc<AppState>>,
     Path((bucket, key)): Path<(String, String)>,
     request: Request,
@@ -136,7 +136,7 @@ pub async fn put_key(
 
 /// `DELETE /kv/{bucket}/{key..}`: 204, also when there was no such key (a retried delete
 /// succeeds); with `If-Match`, 412 unless the key holds that etag.
-pub async fn delete_key(
+pub(super) async fn delete_key(
     State(state): State<Arc<AppState>>,
     Path((bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
@@ -154,7 +154,7 @@ pub async fn delete_key(
 }
 
 /// `GET /kv/{bucket}?prefix=&cursor=&limit=`: one page of keys (at most 1000).
-pub async fn list_keys(
+pub(super) async fn list_keys(
     State(state): State<Arc<AppState>>,
     Path(bucket): Path<String>,
     params: Result<Query<ListParams>, QueryRejection>,

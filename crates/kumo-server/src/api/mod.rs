@@ -14,7 +14,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use kumo_core::ErrorKind;
 use std::sync::Arc;
-pub use versions::aliases_changed;
+pub(crate) use versions::aliases_changed;
 
 /// A bucket name and (for a key's endpoint) key of the key-value and object APIs, or 400.
 fn checked(bucket: &str, key: Option<&str>) -> ApiResult<()> {
@@ -34,7 +34,7 @@ struct ListParams {
     limit: Option<u32>,
 }
 
-pub fn router() -> Router<Arc<AppState>> {
+pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/functions", get(functions::list))
         .route(

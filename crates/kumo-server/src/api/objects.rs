@@ -44,7 +44,7 @@ fn traceparent(headers: &HeaderMap) -> String {
 }
 
 /// `PUT /objects/{bucket}/{key..}`: 201 created or 200 replaced, with the object's metadata.
-pub async fn put_object(
+pub(super) async fn put_object(
     State(state): State<Arc<AppState>>,
     Path((bucket, key)): Path<(String, String)>,
     request: Request,
@@ -116,7 +116,7 @@ fn too_large(max: u64) -> ApiError {
 }
 
 /// `GET /objects/{bucket}/{key..}`: the bytes, streamed; 304 for a matching `If-None-Match`.
-pub async fn get_object(
+pub(super) async fn get_object(
     State(state): State<Arc<AppState>>,
     Path((bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
@@ -138,7 +138,7 @@ pub async fn get_object(
 }
 
 /// `HEAD /objects/{bucket}/{key..}`: the metadata headers only.
-pub async fn head_object(
+pub(super) async fn head_object(
     State(state): State<Arc<AppState>>,
     Path((bucket, key)): Path<(String, String)>,
 ) -> ApiResult<Response> {
@@ -153,7 +153,7 @@ pub async fn head_object(
 }
 
 /// `DELETE /objects/{bucket}/{key..}`: 204, also when there was no such object.
-pub async fn delete_object(
+pub(super) async fn delete_object(
     State(state): State<Arc<AppState>>,
     Path((bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
@@ -167,13 +167,13 @@ pub async fn delete_object(
 }
 
 #[derive(Serialize, Deserialize)]
-pub struct ObjectPage {
+pub(super) struct ObjectPage {
     pub objects: Vec<ObjectInfo>,
     pub cursor: Option<String>,
 }
 
 /// `GET /objects/{bucket}?prefix=&cursor=&limit=`: one page of objects (at most 1000).
-pub async fn list_objects(
+pub(super) async fn list_objects(
     State(state): State<Arc<AppState>>,
     Path(bucket): Path<String>,
     params: Result<Query<ListParams>, QueryRejection>,

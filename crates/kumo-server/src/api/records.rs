@@ -20,12 +20,12 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 10_000;
 
 #[derive(Deserialize)]
-pub struct InvocationsParams {
+pub(super) struct InvocationsParams {
     function: Option<String>,
     limit: Option<u32>,
 }
 
-pub async fn list_invocations(
+pub(super) async fn list_invocations(
     State(state): State<Arc<AppState>>,
     params: Result<Query<InvocationsParams>, QueryRejection>,
 ) -> ApiResult<Json<Vec<InvocationRecord>>> {
@@ -40,7 +40,7 @@ pub async fn list_invocations(
 }
 
 #[derive(Deserialize)]
-pub struct LogsParams {
+pub(super) struct LogsParams {
     request_id: Option<String>,
     /// Only lines with a larger id (a cursor from an earlier answer).
     after: Option<i64>,
@@ -61,7 +61,7 @@ const FOLLOW_POLL: Duration = Duration::from_millis(250);
 /// with `follow=true`, those and then every new matching line as server-sent events (`data`
 /// = the line's JSON, `id` = its id) until the client leaves or the server stops. Logs stay
 /// readable after the function is deleted.
-pub async fn logs(
+pub(super) async fn logs(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     params: Result<Query<LogsParams>, QueryRejection>,
@@ -123,7 +123,7 @@ pub async fn logs(
 }
 
 #[derive(Deserialize)]
-pub struct UsageParams {
+pub(super) struct UsageParams {
     /// How far back, e.g. `24h` (the default) or `7d`.
     since: Option<String>,
     /// `function` (default), `version` or `day`.
@@ -133,7 +133,7 @@ pub struct UsageParams {
 
 /// `GET /usage?since=24h&by=function`: requests, errors, throttles, GB-seconds, duration
 /// percentiles and cost per group, and in total.
-pub async fn usage(
+pub(super) async fn usage(
     State(state): State<Arc<AppState>>,
     params: Result<Query<UsageParams>, QueryRejection>,
 ) -> ApiResult<Json<UsageReport>> {

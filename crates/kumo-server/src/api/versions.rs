@@ -46,14 +46,14 @@ fn no_alias(name: &str, alias: &str) -> ApiError {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct PublishRequest {
+pub(super) struct PublishRequest {
     #[serde(default)]
     description: String,
 }
 
 /// `POST /functions/{name}/versions` (body optional: `{"description": ".."}`): 201 with the
 /// new version, or 200 with the newest one when `$LATEST` has not changed since.
-pub async fn publish(
+pub(super) async fn publish(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     body: Bytes,
@@ -73,7 +73,7 @@ pub async fn publish(
     }
 }
 
-pub async fn list_versions(
+pub(super) async fn list_versions(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<VersionRecord>>> {
@@ -83,7 +83,7 @@ pub async fn list_versions(
     Ok(Json(state.store.list_versions(&name).await?))
 }
 
-pub async fn get_version(
+pub(super) async fn get_version(
     State(state): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<Json<VersionRecord>> {
@@ -93,7 +93,7 @@ pub async fn get_version(
 }
 
 /// `DELETE /functions/{name}/versions/{n}`: 204, or 409 while an alias points at it.
-pub async fn delete_version(
+pub(super) async fn delete_version(
     State(state): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
@@ -117,14 +117,14 @@ pub async fn delete_version(
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct AliasRequest {
+pub(super) struct AliasRequest {
     version: u32,
     canary: Option<Canary>,
 }
 
 /// `PUT /functions/{name}/aliases/{alias}` with `{"version": 3, "canary": {"version": 4,
 /// "weight": 10}}` (canary optional): 201 created, 200 moved.
-pub async fn set_alias(
+pub(super) async fn set_alias(
     State(state): State<Arc<AppState>>,
     Path((name, alias)): Path<(String, String)>,
     body: Bytes,
@@ -156,7 +156,7 @@ pub async fn set_alias(
     Ok((status, Json(record)))
 }
 
-pub async fn list_aliases(
+pub(super) async fn list_aliases(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<AliasRecord>>> {
@@ -166,7 +166,7 @@ pub async fn list_aliases(
     Ok(Json(state.store.list_aliases(Some(&name)).await?))
 }
 
-pub async fn get_alias(
+pub(super) async fn get_alias(
     State(state): State<Arc<AppState>>,
     Path((name, alias)): Path<(String, String)>,
 ) -> ApiResult<Json<AliasRecord>> {
@@ -175,7 +175,7 @@ pub async fn get_alias(
     found.map(Json).ok_or_else(|| no_alias(&name, &alias))
 }
 
-pub async fn delete_alias(
+pub(super) async fn delete_alias(
     State(state): State<Arc<AppState>>,
     Path((name, alias)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
@@ -189,7 +189,7 @@ pub async fn delete_alias(
 
 /// Rebuilds the invoker's alias table from the store (under the deploy lock, so two changes
 /// cannot rebuild out of order).
-pub async fn aliases_changed(state: &AppState) -> ApiResult<()> {
+pub(crate) async fn aliases_changed(state: &AppState) -> ApiResult<()> {
     let aliases = state.store.list_aliases(None).await?;
     state.invoker.aliases.rebuild(aliases);
     Ok(())

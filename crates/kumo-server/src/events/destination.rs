@@ -20,7 +20,7 @@ static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
 });
 
 /// A final outcome on its way to a destination, as a CloudEvent.
-pub struct DestinationEvent {
+pub(super) struct DestinationEvent {
     destination: Destination,
     /// The CloudEvent's id: also the id of the destination function's event.
     id: String,
@@ -31,14 +31,14 @@ pub struct DestinationEvent {
 impl DestinationEvent {
     /// The outcome to send, when the completion is final and the function has a destination
     /// for it.
-    pub fn of(
+    pub(super) fn of(
         function: &FunctionRecord,
         event: &ClaimedEvent,
         completion: &Completion,
     ) -> Option<Self> {
         let (target, kind, data) = match completion {
             Completion::Succeeded { request_id, result } => (
-                function.config.on_success.as_deref()?,
+                function.config.on_success.as_ref()?,
                 "dev.kumo.invocation.succeeded",
                 serde_json::json!({
                     "condition": "success",
@@ -47,7 +47,7 @@ impl DestinationEvent {
                 }),
             ),
             Completion::Dead { request_id, error } => (
-                function.config.on_failure.as_deref()?,
+                function.config.on_failure.as_ref()?,
                 "dev.kumo.invocation.failed",
                 serde_json::json!({
                     "condition": error.code,
@@ -57,9 +57,7 @@ impl DestinationEvent {
             ),
             Completion::Retry { .. } | Completion::Deferred { .. } => return None,
         };
-        // The destination was validated at deploy; a stored config that no longer parses
-        // has no destination.
-        let destination = Destination::parse(target).ok()?;
+        let destination = target.value().clone();
         let mut data = data;
         if let Some(fields) = data.as_object_mut() {
             fields.insert("event_id".into(), event.id.clone().into());
@@ -89,7 +87,7 @@ impl DestinationEvent {
     }
 
     /// The event to store for a function destination.
-    pub fn function_event(&self, now: i64) -> Option<OwnedEvent> {
+    pub(super) fn function_event(&self, now: i64) -> Option<OwnedEvent> {
         match &self.destination {
             Destination::Function(name) => Some(OwnedEvent {
                 id: self.id.clone(),
@@ -106,7 +104,7 @@ impl DestinationEvent {
 }
 
 /// POSTs the outcome to a URL destination in the background, retrying with backoff.
-pub fn deliver_to_url(outcome: DestinationEvent) {
+pub(super) fn deliver_to_url(outcome: DestinationEvent) {
     let Destination::Url(url) = outcome.destination else {
         return;
     };

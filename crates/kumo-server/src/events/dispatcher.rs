@@ -26,7 +26,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const RESULT_KEEP_BYTES: usize = 64 * 1024;
 
 /// Runs until `stop` turns true, then waits (a while) for the attempts in flight.
-pub async fn dispatch(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn dispatch(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let events = &state.events;
     let workers = events.workers();
     let free = Arc::new(Semaphore::new(workers));

@@ -5,11 +5,11 @@
 
 mod destination;
 mod dispatcher;
-pub mod scheduler;
-pub mod storage;
-pub mod topics;
+pub(crate) mod scheduler;
+pub(crate) mod storage;
+pub(crate) mod topics;
 
-pub use dispatcher::dispatch;
+pub(crate) use dispatcher::dispatch;
 
 use bytes::Bytes;
 use kumo_core::Trigger;
@@ -26,9 +26,9 @@ const MAX_SUBMIT_BATCH: usize = 256;
 
 /// Header with the event's stable id, on every attempt (at-least-once: a function that sees
 /// an id twice can tell).
-pub const EVENT_ID_HEADER: &str = "x-kumo-event-id";
+pub(crate) const EVENT_ID_HEADER: &str = "x-kumo-event-id";
 /// Header with the attempt's number, from 1.
-pub const ATTEMPT_HEADER: &str = "x-kumo-attempt";
+pub(crate) const ATTEMPT_HEADER: &str = "x-kumo-attempt";
 
 #[derive(Debug, Clone)]
 pub struct AsyncConfig {
@@ -56,7 +56,7 @@ impl Default for AsyncConfig {
 
 /// An event to store, owning its parts (it crosses a channel to the writer).
 #[derive(Clone)]
-pub struct OwnedEvent {
+pub(crate) struct OwnedEvent {
     pub id: String,
     pub function: String,
     pub trigger: Trigger,
@@ -67,7 +67,7 @@ pub struct OwnedEvent {
 }
 
 impl OwnedEvent {
-    pub fn as_new(&self) -> NewEvent<'_> {
+    pub(crate) fn as_new(&self) -> NewEvent<'_> {
         NewEvent {
             id: &self.id,
             function: &self.function,
@@ -86,7 +86,7 @@ struct Submit {
     done: oneshot::Sender<anyhow::Result<(String, bool)>>,
 }
 
-pub struct Events {
+pub(crate) struct Events {
     store: Store,
     /// To the writer, which commits the submits waiting at once in one transaction.
     submits: mpsc::Sender<Submit>,
@@ -101,7 +101,7 @@ pub struct Events {
 
 impl Events {
     /// `async_limit`: what asynchronous attempts may use of the server's concurrency.
-    pub fn new(store: Store, config: AsyncConfig, async_limit: usize) -> Self {
+    pub(crate) fn new(store: Store, config: AsyncConfig, async_limit: usize) -> Self {
         let workers = config.workers.clamp(1, async_limit);
         let (submits, queued) = mpsc::channel(SUBMIT_QUEUE);
         tokio::spawn(write_submits(store.clone(), queued));
@@ -117,7 +117,7 @@ impl Events {
 
     /// Stores an event (committed when this returns) and wakes the dispatcher; `true` when
     /// the idempotency key matched an earlier event, whose id is returned.
-    pub async fn submit(
+    pub(crate) async fn submit(
         &self,
         event: OwnedEvent,
         idempotency_key: Option<String>,
@@ -143,7 +143,7 @@ impl Events {
     }
 
     /// Stores several events at once (all or none) and wakes the dispatcher.
-    pub async fn submit_all(&self, events: &[NewEvent<'_>]) -> anyhow::Result<()> {
+    pub(crate) async fn submit_all(&self, events: &[NewEvent<'_>]) -> anyhow::Result<()> {
         self.store.submit_events(events).await?;
         self.wake.notify_one();
         for e in events {
@@ -153,18 +153,18 @@ impl Events {
     }
 
     /// Tells the dispatcher to look at the queue now.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.wake.notify_one();
     }
 
     /// Tells readers waiting on event `id` that it changed.
-    pub fn changed(&self, id: &str) {
+    pub(crate) fn changed(&self, id: &str) {
         // No receiver is fine: nobody is waiting on any event.
         let _ = self.changes.send(id.into());
     }
 
     /// Status changes from now on (subscribe before reading the event, so none is missed).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
         self.changes.subscribe()
     }
 

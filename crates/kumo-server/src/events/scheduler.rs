@@ -21,7 +21,7 @@ const MAX_COUNTED_TICKS: u32 = 100_000;
 
 /// The schedules of the deployed functions, rebuilt on every deploy and delete.
 #[derive(Default)]
-pub struct Schedules {
+pub(crate) struct Schedules {
     table: Mutex<Vec<Scheduled>>,
     changed: Notify,
 }
@@ -36,18 +36,16 @@ struct Scheduled {
 }
 
 impl Schedules {
-    pub fn rebuild(&self, functions: &[FunctionRecord]) {
+    pub(crate) fn rebuild(&self, functions: &[FunctionRecord]) {
         let table = functions
             .iter()
             .filter_map(|f| {
-                let expression = f.config.schedule.clone()?;
-                // Validated at deploy: a stored schedule that no longer parses is skipped.
-                let schedule = Schedule::parse(&expression).ok()?;
+                let spec = f.config.schedule.as_ref()?;
                 Some(Scheduled {
                     function: f.name.clone(),
                     target: f.trigger_target(),
-                    expression,
-                    schedule,
+                    expression: spec.as_str().to_string(),
+                    schedule: spec.value().clone(),
                 })
             })
             .collect();
@@ -61,7 +59,7 @@ impl Schedules {
 }
 
 /// Fires due ticks until `stop` turns true.
-pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     // The latest tick of each schedule, as stored (read once per function).
     let mut last: HashMap<String, i64> = HashMap::new();
     loop {

@@ -14,12 +14,12 @@ type Subscribers = Vec<(String, Vec<ObjectEvent>)>;
 
 /// Which functions each bucket's changes reach, rebuilt on every deploy and delete.
 #[derive(Default)]
-pub struct ObjectSubscriptions {
+pub(crate) struct ObjectSubscriptions {
     by_bucket: RwLock<BTreeMap<String, Subscribers>>,
 }
 
 impl ObjectSubscriptions {
-    pub fn rebuild(&self, functions: &[FunctionRecord]) {
+    pub(crate) fn rebuild(&self, functions: &[FunctionRecord]) {
         let mut by_bucket: BTreeMap<String, Subscribers> = BTreeMap::new();
         for f in functions {
             if let Some(trigger) = &f.config.on_object {
@@ -33,7 +33,7 @@ impl ObjectSubscriptions {
     }
 
     /// One event per function subscribed to `what` in the object's bucket.
-    pub fn events_for(
+    pub(crate) fn events_for(
         &self,
         what: ObjectEvent,
         object: &ObjectInfo,

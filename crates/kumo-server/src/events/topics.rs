@@ -10,19 +10,19 @@ use std::sync::RwLock;
 
 /// Which functions each topic reaches, rebuilt on every deploy and delete.
 #[derive(Default)]
-pub struct Subscriptions {
+pub(crate) struct Subscriptions {
     by_topic: RwLock<BTreeMap<String, Vec<String>>>,
 }
 
 /// One subscriber's event of a published message.
 #[derive(Debug, Serialize)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub function: String,
     pub id: String,
 }
 
 impl Subscriptions {
-    pub fn rebuild(&self, functions: &[FunctionRecord]) {
+    pub(crate) fn rebuild(&self, functions: &[FunctionRecord]) {
         let mut by_topic: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for f in functions {
             for topic in &f.config.topics {
@@ -35,7 +35,7 @@ impl Subscriptions {
         *self.by_topic.write().unwrap_or_else(|p| p.into_inner()) = by_topic;
     }
 
-    pub fn subscribers(&self, topic: &str) -> Vec<String> {
+    pub(crate) fn subscribers(&self, topic: &str) -> Vec<String> {
         let by_topic = self.by_topic.read().unwrap_or_else(|p| p.into_inner());
         by_topic.get(topic).cloned().unwrap_or_default()
     }
@@ -43,7 +43,7 @@ impl Subscriptions {
 
 /// Publishes `data` on `topic`: one stored event per subscriber, the message's id in every
 /// envelope (the CloudEvent id), each event with an id of its own.
-pub async fn publish(
+pub(crate) async fn publish(
     events: &Events,
     subscriptions: &Subscriptions,
     topic: &str,

@@ -185,11 +185,11 @@ async fn deploy_sets_the_event_and_grant_options() {
     ]);
     assert!(out.status.success(), "{out:?}");
     let config = server.client.get("ev").await.unwrap().config;
-    assert_eq!(config.schedule.as_deref(), Some("rate(1 hour)"));
+    assert_eq!(config.schedule.unwrap(), "rate(1 hour)");
     assert_eq!(config.topics, ["orders"]);
     assert_eq!(config.max_retries, 1);
     assert_eq!(config.max_event_age, std::time::Duration::from_secs(600));
-    assert_eq!(config.on_failure.as_deref(), Some("alerts"));
+    assert_eq!(config.on_failure.unwrap(), "alerts");
     assert_eq!(config.allow_outbound, ["127.0.0.1:9"]);
     assert_eq!(config.kv, ["orders"]);
     let triggers = stdout(&server.cli(&["triggers"]));

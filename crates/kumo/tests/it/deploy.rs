@@ -182,7 +182,7 @@ async fn bad_names_configs_and_requests_are_400_naming_the_problem() {
 async fn a_route_belongs_to_one_function_and_delete_frees_it() {
     let server = TestServer::start().await;
     let mut cfg = config();
-    cfg.routes = vec!["/echo/*".into()];
+    cfg.routes = vec!["/echo/*".parse().unwrap()];
     server
         .deploy("shop", test_programs::HTTP_PROBE, cfg.clone())
         .await;

@@ -293,8 +293,8 @@ async fn outcomes_reach_their_destinations() {
             test_programs::EVENT_PROBE,
             FunctionConfig {
                 max_retries: 0,
-                on_success: Some("sink".into()),
-                on_failure: Some(format!("{}/failures", receiver.url)),
+                on_success: Some("sink".parse().unwrap()),
+                on_failure: Some(format!("{}/failures", receiver.url).parse().unwrap()),
                 ..config()
             },
         )

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub url: String,
     pub client: Client,
     pub http: reqwest::Client,
@@ -17,7 +17,7 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().to_path_buf();
         let mut server = Self::start_in(&dir, &[]);
@@ -26,7 +26,7 @@ impl TestServer {
     }
 
     /// A fresh server started with extra `kumo serve` arguments.
-    pub async fn start_with(extra: &[&str]) -> Self {
+    pub(crate) async fn start_with(extra: &[&str]) -> Self {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().to_path_buf();
         let mut server = Self::start_in(&dir, extra);
@@ -35,13 +35,13 @@ impl TestServer {
     }
 
     /// Stops the server abruptly (SIGKILL: no graceful anything), as a crash would.
-    pub fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
 
     /// A fresh server with the probes deployed as `probe` (wasi-http) and `cmd` (command).
-    pub async fn with_probes() -> Self {
+    pub(crate) async fn with_probes() -> Self {
         let server = Self::start().await;
         server
             .deploy("probe", test_programs::HTTP_PROBE, config())
@@ -53,12 +53,12 @@ impl TestServer {
     }
 
     /// Starts `kumo serve` on 127.0.0.1:0 with `data_dir`, and waits for its address.
-    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+    pub(crate) fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
         Self::spawn("serve", data_dir, extra, None, &[])
     }
 
     /// A fresh server with extra environment variables.
-    pub async fn start_with_env(env: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start_with_env(env: &[(&str, &str)]) -> Self {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().to_path_buf();
         let mut server = Self::spawn("serve", &dir, &[], None, env);
@@ -67,7 +67,7 @@ impl TestServer {
     }
 
     /// Starts `kumo up -f MANIFEST` and waits until it says the functions are deployed.
-    pub fn up(data_dir: &Path, manifest: &Path) -> Self {
+    pub(crate) fn up(data_dir: &Path, manifest: &Path) -> Self {
         let manifest = manifest.to_str().unwrap();
         Self::spawn("up", data_dir, &["-f", manifest], Some("ready"), &[])
     }
@@ -117,7 +117,7 @@ impl TestServer {
     }
 
     /// Stops the server with SIGTERM (a graceful shutdown) and waits for it to exit.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         // The shell's builtin `kill`: no extra package needed.
         let status = Command::new("sh")
             .args(["-c", &format!("kill -TERM {}", self.child.id())])
@@ -128,7 +128,7 @@ impl TestServer {
         assert!(exit.success(), "kumo exited with {exit} after SIGTERM");
     }
 
-    pub async fn deploy(&self, name: &str, wasm_path: &str, config: FunctionConfig) {
+    pub(crate) async fn deploy(&self, name: &str, wasm_path: &str, config: FunctionConfig) {
         let code = std::fs::read(wasm_path).unwrap();
         self.client
             .deploy(name, code, &config)
@@ -136,17 +136,17 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("deploying {name}: {e}"));
     }
 
-    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.get(format!("{}{path}", self.url))
     }
 
     /// GET `path` and return the body as text, whatever the status.
-    pub async fn get_text(&self, path: &str) -> String {
+    pub(crate) async fn get_text(&self, path: &str) -> String {
         self.get(path).send().await.unwrap().text().await.unwrap()
     }
 
     /// The value of an unlabelled metric in `/metrics`.
-    pub async fn metric(&self, name: &str) -> u64 {
+    pub(crate) async fn metric(&self, name: &str) -> u64 {
         let metrics = self.get_text("/metrics").await;
         metrics
             .lines()
@@ -158,7 +158,7 @@ impl TestServer {
 
     /// Polls a metric until it equals `want` (up to 10 s) and returns its last value, so a
     /// test can assert on it.
-    pub async fn metric_eventually(&self, name: &str, want: u64) -> u64 {
+    pub(crate) async fn metric_eventually(&self, name: &str, want: u64) -> u64 {
         let mut value = self.metric(name).await;
         for _ in 0..200 {
             if value == want {
@@ -170,12 +170,12 @@ impl TestServer {
         value
     }
 
-    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.post(format!("{}{path}", self.url))
     }
 
     /// Runs the kumo CLI against this server.
-    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_kumo"))
             .args(args)
             .env("KUMO_SERVER", &self.url)
@@ -191,12 +191,12 @@ impl Drop for TestServer {
     }
 }
 
-pub fn config() -> FunctionConfig {
+pub(crate) fn config() -> FunctionConfig {
     FunctionConfig::default()
 }
 
 /// The JSON error body's code, checking it agrees with `x-kumo-error` when that is present.
-pub async fn error_code(response: reqwest::Response) -> String {
+pub(crate) async fn error_code(response: reqwest::Response) -> String {
     let header = response
         .headers()
         .get("x-kumo-error")
@@ -218,7 +218,7 @@ pub async fn error_code(response: reqwest::Response) -> String {
     code
 }
 
-pub fn request_id(response: &reqwest::Response) -> String {
+pub(crate) fn request_id(response: &reqwest::Response) -> String {
     response
         .headers()
         .get("x-kumo-request-id")
@@ -230,18 +230,18 @@ pub fn request_id(response: &reqwest::Response) -> String {
 
 /// An HTTP endpoint for the server to call (destinations, guests' outbound requests): it
 /// answers 200 to every POST and keeps the bodies.
-pub struct Receiver {
+pub(crate) struct Receiver {
     pub url: String,
     bodies: std::sync::Arc<std::sync::Mutex<Vec<bytes::Bytes>>>,
 }
 
 impl Receiver {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_on("127.0.0.1:0").await
     }
 
     /// A receiver on a given address (e.g. one a test first saw refuse connections).
-    pub async fn start_on(addr: &str) -> Self {
+    pub(crate) async fn start_on(addr: &str) -> Self {
         let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = bodies.clone();
         let app = axum::Router::new().fallback(axum::routing::post(
@@ -257,16 +257,16 @@ impl Receiver {
     }
 
     /// host:port, as `allow_outbound` grants it.
-    pub fn host_port(&self) -> &str {
+    pub(crate) fn host_port(&self) -> &str {
         self.url.trim_start_matches("http://")
     }
 
-    pub fn bodies(&self) -> Vec<bytes::Bytes> {
+    pub(crate) fn bodies(&self) -> Vec<bytes::Bytes> {
         self.bodies.lock().unwrap().clone()
     }
 
     /// The bodies as JSON, once there are at least `n` of them (up to `timeout`).
-    pub async fn json_when(&self, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+    pub(crate) async fn json_when(&self, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
         let deadline = std::time::Instant::now() + timeout;
         while self.bodies().len() < n && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -137,7 +137,7 @@ async fn each_new_object_invokes_the_subscribed_function_with_a_cloud_event() {
             bucket: "uploads".into(),
             events,
         }),
-        on_success: Some(receiver.url.clone()),
+        on_success: Some(receiver.url.parse().unwrap()),
         ..config()
     };
     server
@@ -229,7 +229,7 @@ async fn guests_use_their_granted_object_buckets() {
             bucket: "photos".into(),
             events: vec![ObjectEvent::Put, ObjectEvent::Delete],
         }),
-        on_success: Some(receiver.url.clone()),
+        on_success: Some(receiver.url.parse().unwrap()),
         ..config()
     };
     server

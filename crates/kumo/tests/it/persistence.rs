@@ -11,7 +11,7 @@ async fn functions_records_and_logs_survive_restart_without_recompiling() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), &[]);
     let mut cfg = config();
-    cfg.routes = vec!["/greet/*".into()];
+    cfg.routes = vec!["/greet/*".parse().unwrap()];
     cfg.env.insert("GREETING".into(), "hello again".into());
     server.deploy("hello", test_programs::HELLO, cfg).await;
     server

@@ -19,7 +19,7 @@ fn received_event(outcome: &serde_json::Value) -> serde_json::Value {
 
 fn reporting_to(receiver: &Receiver) -> FunctionConfig {
     FunctionConfig {
-        on_success: Some(receiver.url.clone()),
+        on_success: Some(receiver.url.parse().unwrap()),
         ..config()
     }
 }
@@ -34,7 +34,7 @@ async fn a_schedule_fires_each_tick_once_and_catches_up_once_after_a_restart() {
             "tick",
             test_programs::EVENT_PROBE,
             FunctionConfig {
-                schedule: Some("rate(1 second)".into()),
+                schedule: Some("rate(1 second)".parse().unwrap()),
                 ..reporting_to(&receiver)
             },
         )

@@ -213,7 +213,7 @@ async fn a_weighted_alias_splits_requests_between_two_versions() {
 async fn triggers_can_run_an_alias_instead_of_latest() {
     let server = TestServer::start().await;
     let routed = |text: &str, triggers_use: Option<&str>| FunctionConfig {
-        routes: vec!["/env/*".into()],
+        routes: vec!["/env/*".parse().unwrap()],
         topics: vec!["news".into()],
         triggers_use: triggers_use.map(str::to_string),
         ..greeting(text)
