@@ -109,8 +109,69 @@ pub struct EventResult {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventError {
-    pub code: String,
+    pub code: EventErrorCode,
     pub message: String,
+}
+
+/// Why an event's attempt failed, as its `error.code` says (text on the wire and in the
+/// store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventErrorCode {
+    /// The attempt failed as an invocation does (`timeout`, `function_error`, ...).
+    Invocation(crate::ErrorKind),
+    /// The function answered with a 5xx status.
+    ErrorStatus,
+    /// Older than its `max_event_age`: not tried again.
+    TooOld,
+    /// Out of attempts before this one ran (a server stop cut the last one short, or an alias
+    /// now picks a version that allows fewer retries).
+    RetriesExhausted,
+    /// The attempt was running when the server stopped.
+    Interrupted,
+}
+
+impl EventErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invocation(kind) => kind.code(),
+            Self::ErrorStatus => "error_status",
+            Self::TooOld => "event_too_old",
+            Self::RetriesExhausted => "retries_exhausted",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        [
+            Self::ErrorStatus,
+            Self::TooOld,
+            Self::RetriesExhausted,
+            Self::Interrupted,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == code)
+        .or_else(|| crate::ErrorKind::parse(code).map(Self::Invocation))
+    }
+}
+
+impl Serialize for EventErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown event error {text:?}")))
+    }
+}
+
+impl std::fmt::Display for EventErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// An asynchronous invocation as `GET /invocations/{id}` shows it.
@@ -248,6 +309,26 @@ pub fn async_share(n: usize, reserve_percent: u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_error_codes_are_text() {
+        for code in [
+            EventErrorCode::Invocation(crate::ErrorKind::Timeout),
+            EventErrorCode::ErrorStatus,
+            EventErrorCode::TooOld,
+            EventErrorCode::RetriesExhausted,
+            EventErrorCode::Interrupted,
+        ] {
+            assert_eq!(EventErrorCode::parse(code.as_str()), Some(code));
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(serde_json::from_str::<EventErrorCode>(&json).unwrap(), code);
+        }
+        assert_eq!(
+            EventErrorCode::parse("timeout").unwrap().as_str(),
+            "timeout"
+        );
+        assert_eq!(EventErrorCode::parse("nope"), None);
+    }
 
     #[test]
     fn the_async_share_keeps_the_sync_reserve() {

@@ -22,8 +22,9 @@ pub use config::{
 };
 pub use duration::{format_duration, parse_duration};
 pub use event::{
-    CLOUDEVENTS_JSON, CloudEvent, Destination, EventError, EventRecord, EventResult, EventStatus,
-    MAX_RETRY_DELAY, Trigger, async_share, base64, retry_delay, validate_topic,
+    CLOUDEVENTS_JSON, CloudEvent, Destination, EventError, EventErrorCode, EventRecord,
+    EventResult, EventStatus, MAX_RETRY_DELAY, Trigger, async_share, base64, retry_delay,
+    validate_topic,
 };
 pub use kv::{
     CounterError, Expect, KV_LIST_PAGE, KeyPage, KvEntry, KvWrite, MAX_KV_KEY_BYTES,
@@ -40,7 +41,8 @@ pub use route::{Route, RouteError};
 pub use schedule::Schedule;
 pub use spec::{ParseText, Spec};
 pub use versions::{
-    AliasRecord, Canary, LATEST, Qualifier, VersionRecord, validate_alias, validate_canary,
+    AliasRecord, Canary, LATEST, Qualifier, RanVersion, VersionRecord, validate_alias,
+    validate_canary,
 };
 
 /// Now, as milliseconds since the Unix epoch (the unit of every timestamp in kumo's records).

@@ -1,6 +1,6 @@
 //! The platform's records as stored and as served by the API (one definition for both).
 
-use crate::{ErrorKind, FunctionConfig, FunctionKind, Outcome, Source};
+use crate::{ErrorKind, FunctionConfig, FunctionKind, Outcome, RanVersion, Source};
 use serde::{Deserialize, Serialize};
 
 /// A deployed function (`$LATEST`).
@@ -55,7 +55,7 @@ pub struct InvocationRecord {
     /// How long that load took; not part of `duration_ms`.
     pub init_ms: Option<f64>,
     /// The version that ran: `$LATEST` or a published version's number.
-    pub version: String,
+    pub version: RanVersion,
     /// How it was invoked: `http`, `invoke`, `call`, `async`, `schedule`, `topic`,
     /// `destination` or `storage`.
     pub trigger: Source,

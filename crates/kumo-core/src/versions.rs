@@ -8,6 +8,56 @@ use serde::{Deserialize, Serialize};
 /// The mutable head of a function, as a qualifier and in records.
 pub const LATEST: &str = "$LATEST";
 
+/// The code an invocation ran: `$LATEST` or a published version. Text on the wire and in the
+/// store (`$LATEST`, `3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RanVersion {
+    Latest,
+    Published(u32),
+}
+
+impl RanVersion {
+    pub fn of(version: Option<u32>) -> Self {
+        version.map_or(Self::Latest, Self::Published)
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            LATEST => Some(Self::Latest),
+            n => n.parse().ok().filter(|n| *n > 0).map(Self::Published),
+        }
+    }
+}
+
+impl std::fmt::Display for RanVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Latest => f.pad(LATEST),
+            Self::Published(n) => f.pad(&n.to_string()),
+        }
+    }
+}
+
+impl PartialEq<&str> for RanVersion {
+    fn eq(&self, other: &&str) -> bool {
+        Self::parse(other) == Some(*self)
+    }
+}
+
+impl serde::Serialize for RanVersion {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RanVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a version: {text:?}")))
+    }
+}
+
 /// A published version: the code and config of `$LATEST` when it was published. Never changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VersionRecord {
@@ -129,6 +179,24 @@ pub fn validate_canary(version: u32, canary: &Canary) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ran_version_is_latest_or_a_number_as_text() {
+        for (version, text) in [
+            (RanVersion::Latest, "$LATEST"),
+            (RanVersion::Published(3), "3"),
+        ] {
+            assert_eq!(version.to_string(), text);
+            assert_eq!(RanVersion::parse(text), Some(version));
+            assert_eq!(
+                serde_json::to_string(&version).unwrap(),
+                format!("\"{text}\"")
+            );
+        }
+        for bad in ["0", "-1", "prod", ""] {
+            assert_eq!(RanVersion::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn qualifiers_parse() {

@@ -12,8 +12,8 @@ use crate::recorder::Recorder;
 use crate::trace::{TraceContext, Tracing};
 use bytes::Bytes;
 use kumo_core::{
-    ErrorKind, FunctionRecord, InvocationRecord, LATEST, Outcome, OutputLine, Qualifier, Source,
-    Target, billed_ms, gb_seconds,
+    ErrorKind, FunctionRecord, InvocationRecord, Outcome, OutputLine, Qualifier, RanVersion,
+    Source, Target, billed_ms, gb_seconds,
 };
 use kumo_runtime::{Invocation, KeyValue, KvAccess, Loaded, Response, Runtime};
 use kumo_store::prelude::*;
@@ -436,10 +436,7 @@ impl Invoker {
             status,
             cold: start.init.is_some(),
             init_ms: start.init.map(|d| d.as_secs_f64() * 1000.0),
-            version: start
-                .entry
-                .version
-                .map_or_else(|| LATEST.to_string(), |n| n.to_string()),
+            version: RanVersion::of(start.entry.version),
             trigger: start.source,
             gb_seconds: gb_seconds(memory_mb, billed),
             trace_id: start.trace.trace_id.clone(),

@@ -185,7 +185,7 @@ impl Tracing {
             .with_status(status)
             .with_attributes([
                 KeyValue::new("faas.name", record.function.clone()),
-                KeyValue::new("faas.version", record.version.clone()),
+                KeyValue::new("faas.version", record.version.to_string()),
                 KeyValue::new("faas.invocation_id", record.request_id.clone()),
                 KeyValue::new("faas.coldstart", record.cold),
                 KeyValue::new("faas.trigger", record.trigger.as_str()),

@@ -17,7 +17,7 @@ use crate::codec::{Reader, group_by_function, put_opt_f64, put_opt_str, put_str}
 use crate::uuid_time::{uuid_floor, uuid_ms};
 use anyhow::{Context as _, bail};
 use futures::TryStreamExt as _;
-use kumo_core::{ErrorKind, InvocationRecord, Outcome, Source};
+use kumo_core::{ErrorKind, InvocationRecord, Outcome, RanVersion, Source};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Connection as _, Row};
 
@@ -139,7 +139,7 @@ fn encode(records: &[&InvocationRecord]) -> Vec<u8> {
         data.extend_from_slice(&r.status.to_le_bytes());
         data.push(u8::from(r.cold));
         put_opt_f64(&mut data, r.init_ms);
-        put_str(&mut data, &r.version);
+        put_str(&mut data, &r.version.to_string());
         put_str(&mut data, r.trigger.as_str());
         data.extend_from_slice(&r.gb_seconds.to_le_bytes());
         put_str(&mut data, &r.trace_id);
@@ -161,7 +161,7 @@ pub(crate) struct RecordView<'a> {
     pub status: u16,
     pub cold: bool,
     pub init_ms: Option<f64>,
-    pub version: &'a str,
+    pub version: RanVersion,
     pub trigger: Source,
     pub gb_seconds: f64,
     pub trace_id: &'a str,
@@ -182,7 +182,7 @@ impl RecordView<'_> {
             status: self.status,
             cold: self.cold,
             init_ms: self.init_ms,
-            version: self.version.into(),
+            version: self.version,
             trigger: self.trigger,
             gb_seconds: self.gb_seconds,
             trace_id: self.trace_id.into(),
@@ -210,7 +210,7 @@ pub(crate) fn decode(data: &[u8]) -> anyhow::Result<Vec<RecordView<'_>>> {
         let status = reader.u16()?;
         let cold = reader.u8()? != 0;
         let init_ms = reader.opt_f64()?;
-        let version = reader.str()?;
+        let version = ran_version(reader.str()?)?;
         let trigger = source(reader.str()?)?;
         records.push(RecordView {
             request_id,
@@ -235,6 +235,10 @@ pub(crate) fn decode(data: &[u8]) -> anyhow::Result<Vec<RecordView<'_>>> {
 
 fn error_kind(code: &str) -> anyhow::Result<ErrorKind> {
     ErrorKind::parse(code).with_context(|| format!("unknown error code {code:?}"))
+}
+
+fn ran_version(text: &str) -> anyhow::Result<RanVersion> {
+    RanVersion::parse(text).with_context(|| format!("unknown version {text:?}"))
 }
 
 fn source(trigger: &str) -> anyhow::Result<Source> {
@@ -439,7 +443,7 @@ fn invocation_from_row(row: &SqliteRow) -> anyhow::Result<InvocationRecord> {
         status: row.try_get("status")?,
         cold: row.try_get("cold")?,
         init_ms: row.try_get("init_ms")?,
-        version: row.try_get("version")?,
+        version: ran_version(&row.try_get::<String, _>("version")?)?,
         trigger: source(&row.try_get::<String, _>("trigger")?)?,
         gb_seconds: row.try_get("gb_seconds")?,
         trace_id: row.try_get("trace_id")?,
@@ -473,7 +477,7 @@ pub(crate) mod tests {
             status: 200,
             cold: true,
             init_ms: Some(0.75),
-            version: "2".into(),
+            version: kumo_core::RanVersion::Published(2),
             trigger: kumo_core::Source::Http,
             gb_seconds: 0.000375,
             trace_id: "ab".repeat(16),
@@ -715,7 +719,7 @@ pub(crate) mod tests {
             status: 504,
             cold: false,
             init_ms: None,
-            version: "$LATEST".into(),
+            version: kumo_core::RanVersion::Latest,
             trigger: kumo_core::Source::Http,
             gb_seconds: 0.0,
             trace_id: String::new(),

@@ -356,7 +356,7 @@ pub(crate) mod tests {
             status: 200,
             cold: false,
             init_ms: None,
-            version: "$LATEST".into(),
+            version: kumo_core::RanVersion::Latest,
             trigger: kumo_core::Source::Http,
             gb_seconds: 0.0,
             trace_id: l.trace_id.clone(),

@@ -5,7 +5,7 @@
 
 use crate::sqlite::Store;
 use anyhow::Context as _;
-use kumo_core::{EventError, EventRecord, EventResult, EventStatus, Trigger};
+use kumo_core::{EventError, EventErrorCode, EventRecord, EventResult, EventStatus, Trigger};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
@@ -246,7 +246,7 @@ impl crate::EventQueue for Store {
             .bind(attempt)
             .bind(now)
             .bind(request_id)
-            .bind(&error.code)
+            .bind(error.code.as_str())
             .bind(&error.message)
             .bind(due_at),
             Completion::Dead { request_id, error } => sqlx::query(
@@ -258,7 +258,7 @@ impl crate::EventQueue for Store {
             .bind(attempt)
             .bind(now)
             .bind(request_id)
-            .bind(&error.code)
+            .bind(error.code.as_str())
             .bind(&error.message),
             Completion::Deferred { due_at } => sqlx::query(
                 "UPDATE events SET status = CASE WHEN attempts > 1 THEN 'failed' ELSE 'queued' END,
@@ -481,7 +481,8 @@ fn event_from_row(row: &SqliteRow) -> anyhow::Result<EventRecord> {
     };
     let error = match row.try_get::<Option<String>, _>("error_code")? {
         Some(code) => Some(EventError {
-            code,
+            code: EventErrorCode::parse(&code)
+                .with_context(|| format!("unknown event error code {code:?}"))?,
             message: row
                 .try_get::<Option<String>, _>("error_message")?
                 .unwrap_or_default(),
@@ -578,13 +579,13 @@ mod tests {
         assert_eq!(store.release_interrupted_events(11).await.unwrap(), 1);
         let record = store.get_event("a").await.unwrap().unwrap();
         assert_eq!(record.status, EventStatus::Failed);
-        assert_eq!(record.error.unwrap().code, "interrupted");
+        assert_eq!(record.error.unwrap().code, EventErrorCode::Interrupted);
         let claimed = store.claim_events(11, 1_000, 8).await.unwrap();
         assert_eq!(claimed[0].attempt, 2);
         let dead = Completion::Dead {
             request_id: None,
             error: EventError {
-                code: "function_error".into(),
+                code: EventErrorCode::Invocation(kumo_core::ErrorKind::FunctionError),
                 message: "boom".into(),
             },
         };

@@ -349,7 +349,7 @@ async fn event_queue(store: &impl Backend) {
     );
 
     let error = || EventError {
-        code: "error_status".into(),
+        code: kumo_core::EventErrorCode::ErrorStatus,
         message: "500".into(),
     };
     let retry = Completion::Retry {
@@ -430,7 +430,7 @@ fn record(function: &str, started_at: i64, outcome: Outcome) -> InvocationRecord
         status: 200,
         cold: false,
         init_ms: None,
-        version: "$LATEST".into(),
+        version: kumo_core::RanVersion::Latest,
         trigger: kumo_core::Source::Http,
         gb_seconds: 0.00025,
         trace_id: "t".repeat(32),

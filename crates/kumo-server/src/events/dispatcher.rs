@@ -6,7 +6,8 @@ use super::{ATTEMPT_HEADER, EVENT_ID_HEADER};
 use crate::AppState;
 use crate::invoker::InvocationRequest;
 use kumo_core::{
-    ErrorKind, EventError, EventResult, FunctionRecord, MAX_TIMEOUT, format_duration, retry_delay,
+    ErrorKind, EventError, EventErrorCode, EventResult, FunctionRecord, MAX_TIMEOUT,
+    format_duration, retry_delay,
 };
 use kumo_store::prelude::*;
 use kumo_store::{ClaimedEvent, Completion};
@@ -106,7 +107,7 @@ async fn attempt(state: Arc<AppState>, event: ClaimedEvent, _worker: OwnedSemaph
         Ok(resolved) => resolved,
         Err(e) if e.kind == ErrorKind::FunctionNotFound => {
             let error = EventError {
-                code: e.kind.code().into(),
+                code: EventErrorCode::Invocation(e.kind),
                 message: e.message,
             };
             // No destination: the function that had them is gone.
@@ -131,7 +132,7 @@ async fn attempt(state: Arc<AppState>, event: ClaimedEvent, _worker: OwnedSemaph
     let age = now - event.enqueued_at;
     if age > config.max_event_age.as_millis() as i64 {
         let error = EventError {
-            code: "event_too_old".into(),
+            code: EventErrorCode::TooOld,
             message: format!(
                 "the event waited {} (max_event_age {}) and is not tried again",
                 format_duration(Duration::from_millis(age as u64)),
@@ -146,7 +147,7 @@ async fn attempt(state: Arc<AppState>, event: ClaimedEvent, _worker: OwnedSemaph
     }
     if event.attempt > config.max_retries + 1 {
         let error = EventError {
-            code: "retries_exhausted".into(),
+            code: EventErrorCode::RetriesExhausted,
             // A server stop cut the last attempt short, or an alias now picks a version
             // that allows fewer retries than were made.
             message: format!(
@@ -175,7 +176,7 @@ async fn attempt(state: Arc<AppState>, event: ClaimedEvent, _worker: OwnedSemaph
             return finish(&state, &event, Some(&function), completion).await;
         }
         Ok(response) => EventError {
-            code: "error_status".into(),
+            code: EventErrorCode::ErrorStatus,
             message: format!(
                 "the function answered {}: {}",
                 response.status,
@@ -183,7 +184,7 @@ async fn attempt(state: Arc<AppState>, event: ClaimedEvent, _worker: OwnedSemaph
             ),
         },
         Err(e) => EventError {
-            code: e.kind.code().into(),
+            code: EventErrorCode::Invocation(e.kind),
             message: e.message,
         },
     };
