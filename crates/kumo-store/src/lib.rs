@@ -35,13 +35,13 @@ pub use sqlite::{LogQuery, Store};
 /// The storage traits, to bring their methods into scope: `use kumo_store::prelude::*`.
 pub mod prelude {
     pub use crate::traits::{
-        EventQueue, FunctionStore, KvStore, LogStore, RecordStore, ScheduleStore, UsageStore,
-        VersionStore,
+        EventQueue, FunctionStore, KvStore, LogStore, ObjectInfoStore, RecordStore, ScheduleStore,
+        UsageStore, VersionStore,
     };
 }
 pub use traits::{
-    EventQueue, FunctionStore, KvStore, LogStore, RecordStore, ScheduleStore, UsageStore,
-    VersionStore,
+    EventQueue, FunctionStore, KvStore, LogStore, ObjectInfoStore, RecordStore, ScheduleStore,
+    UsageStore, VersionStore,
 };
 pub use usage::Swept;
 pub use versions::{AliasSet, Published, VersionDeleted};

@@ -5,6 +5,7 @@
 //! triggers) in one transaction, so readers never see a half-written object and a replaced
 //! object's old file is deleted only after the commit.
 
+use crate::ObjectInfoStore as _;
 use crate::queue::{NewEvent, insert_event};
 use crate::sqlite::Store;
 use anyhow::Context as _;
@@ -136,31 +137,7 @@ impl Objects {
     /// (storage events for it) in the same transaction. Returns whether the key was new.
     pub async fn commit(&self, staged: Staged, events: &[NewEvent<'_>]) -> anyhow::Result<bool> {
         let info = &staged.info;
-        let mut tx = self.store.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let old: Option<String> =
-            sqlx::query_scalar("SELECT etag FROM objects WHERE bucket = ? AND key = ?")
-                .bind(&info.bucket)
-                .bind(&info.key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        sqlx::query(
-            "INSERT INTO objects (bucket, key, size, etag, content_type, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT DO UPDATE SET size = excluded.size, etag = excluded.etag,
-                content_type = excluded.content_type, updated_at = excluded.updated_at",
-        )
-        .bind(&info.bucket)
-        .bind(&info.key)
-        .bind(i64::try_from(info.size).unwrap_or(i64::MAX))
-        .bind(&info.etag)
-        .bind(&info.content_type)
-        .bind(info.updated_at)
-        .execute(&mut *tx)
-        .await?;
-        for event in events {
-            insert_event(&mut tx, event).await?;
-        }
-        tx.commit().await.context("committing an object")?;
+        let old = self.store.put_object_info(info, events).await?;
         if let Some(old) = &old {
             self.remove_file(&info.bucket, old).await;
         }
@@ -181,15 +158,7 @@ impl Objects {
     }
 
     pub async fn head(&self, bucket: &str, key: &str) -> anyhow::Result<Option<ObjectInfo>> {
-        let row = sqlx::query(
-            "SELECT size, etag, content_type, updated_at FROM objects WHERE bucket = ? AND key = ?",
-        )
-        .bind(bucket)
-        .bind(key)
-        .fetch_optional(&self.store.pool)
-        .await
-        .context("reading an object's metadata")?;
-        Ok(row.map(|row| info_of(bucket, key, &row, 0)))
+        self.store.object_info(bucket, key).await
     }
 
     /// The object's metadata and a stream of its bytes.
@@ -234,20 +203,7 @@ impl Objects {
         key: &str,
         events: &[NewEvent<'_>],
     ) -> anyhow::Result<bool> {
-        let mut tx = self.store.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let old: Option<String> =
-            sqlx::query_scalar("DELETE FROM objects WHERE bucket = ? AND key = ? RETURNING etag")
-                .bind(bucket)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if old.is_some() {
-            for event in events {
-                insert_event(&mut tx, event).await?;
-            }
-        }
-        tx.commit().await.context("deleting an object")?;
-        match old {
+        match self.store.delete_object_info(bucket, key, events).await? {
             Some(etag) => {
                 self.remove_file(bucket, &etag).await;
                 Ok(true)
@@ -264,15 +220,90 @@ impl Objects {
         cursor: Option<&str>,
         limit: u32,
     ) -> anyhow::Result<(Vec<ObjectInfo>, Option<String>)> {
+        self.store
+            .list_object_infos(bucket, prefix, cursor, limit)
+            .await
+    }
+}
+
+impl crate::ObjectInfoStore for Store {
+    async fn object_info(&self, bucket: &str, key: &str) -> anyhow::Result<Option<ObjectInfo>> {
+        let row = sqlx::query(
+            "SELECT size, etag, content_type, updated_at FROM objects WHERE bucket = ? AND key = ?",
+        )
+        .bind(bucket)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .context("reading an object's metadata")?;
+        Ok(row.map(|row| info_of(bucket, key, &row, 0)))
+    }
+
+    async fn put_object_info(
+        &self,
+        info: &ObjectInfo,
+        events: &[NewEvent<'_>],
+    ) -> anyhow::Result<Option<String>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let old: Option<String> =
+            sqlx::query_scalar("SELECT etag FROM objects WHERE bucket = ? AND key = ?")
+                .bind(&info.bucket)
+                .bind(&info.key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO objects (bucket, key, size, etag, content_type, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT DO UPDATE SET size = excluded.size, etag = excluded.etag,
+                content_type = excluded.content_type, updated_at = excluded.updated_at",
+        )
+        .bind(&info.bucket)
+        .bind(&info.key)
+        .bind(i64::try_from(info.size).unwrap_or(i64::MAX))
+        .bind(&info.etag)
+        .bind(&info.content_type)
+        .bind(info.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        for event in events {
+            insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await.context("committing an object")?;
+        Ok(old)
+    }
+
+    async fn delete_object_info(
+        &self,
+        bucket: &str,
+        key: &str,
+        events: &[NewEvent<'_>],
+    ) -> anyhow::Result<Option<String>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let old: Option<String> =
+            sqlx::query_scalar("DELETE FROM objects WHERE bucket = ? AND key = ? RETURNING etag")
+                .bind(bucket)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if old.is_some() {
+            for event in events {
+                insert_event(&mut tx, event).await?;
+            }
+        }
+        tx.commit().await.context("deleting an object")?;
+        Ok(old)
+    }
+
+    async fn list_object_infos(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<(Vec<ObjectInfo>, Option<String>)> {
         let columns = "key, size, etag, content_type, updated_at";
         let (rows, cursor) = crate::kv::page(
-            &self.store.pool,
-            "objects",
-            columns,
-            bucket,
-            prefix,
-            cursor,
-            limit,
+            &self.pool, "objects", columns, bucket, prefix, cursor, limit,
         )
         .await?;
         let objects = rows

@@ -14,7 +14,7 @@ use crate::{
 };
 use kumo_core::{
     AliasRecord, Canary, CounterError, EventRecord, Expect, FunctionRecord, InvocationRecord,
-    KeyPage, KvEntry, KvWrite, LogRecord, UsageBy, UsageRow, VersionRecord,
+    KeyPage, KvEntry, KvWrite, LogRecord, ObjectInfo, UsageBy, UsageRow, VersionRecord,
 };
 use std::future::Future;
 
@@ -223,4 +223,38 @@ pub trait KvStore {
         key: &str,
         delta: i64,
     ) -> impl Future<Output = Result<std::result::Result<i64, CounterError>>> + Send;
+}
+
+/// Objects' metadata (their bytes live in files the [`Objects`](crate::Objects) service
+/// writes): one row per key, replaced or deleted together with the storage events it causes.
+pub trait ObjectInfoStore {
+    fn object_info(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<ObjectInfo>>> + Send;
+    /// Creates or replaces the key's metadata and stores `events`, in one transaction;
+    /// returns the etag it replaced (None: the key was new).
+    fn put_object_info(
+        &self,
+        info: &ObjectInfo,
+        events: &[NewEvent<'_>],
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// Deletes the key's metadata and stores `events` (only if it existed), in one
+    /// transaction; returns the etag deleted.
+    fn delete_object_info(
+        &self,
+        bucket: &str,
+        key: &str,
+        events: &[NewEvent<'_>],
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// One page of a bucket's objects whose key starts with `prefix`, in byte order, after
+    /// `cursor`; and the cursor of the next page.
+    fn list_object_infos(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<(Vec<ObjectInfo>, Option<String>)>> + Send;
 }

@@ -4,7 +4,8 @@
 
 use kumo_core::{
     Canary, CounterError, EventError, EventResult, EventStatus, Expect, FunctionConfig,
-    FunctionKind, FunctionRecord, InvocationRecord, KvWrite, Outcome, OutputLine, Trigger, UsageBy,
+    FunctionKind, FunctionRecord, InvocationRecord, KvWrite, ObjectInfo, Outcome, OutputLine,
+    Trigger, UsageBy,
 };
 use kumo_store::prelude::*;
 use kumo_store::{AliasSet, Completion, LogQuery, NewEvent, Published, Store, VersionDeleted};
@@ -20,6 +21,7 @@ trait Backend:
     + RecordStore
     + LogStore
     + UsageStore
+    + ObjectInfoStore
     + Sync
 {
 }
@@ -32,6 +34,7 @@ impl<T> Backend for T where
         + RecordStore
         + LogStore
         + UsageStore
+        + ObjectInfoStore
         + Sync
 {
 }
@@ -48,6 +51,7 @@ async fn conformance<S: Backend, W: Future<Output = ()>>(
     key_value(store).await;
     event_queue(store).await;
     schedules(store).await;
+    object_infos(store).await;
     records_logs_and_usage(store, write_records).await;
 }
 
@@ -409,6 +413,80 @@ async fn schedules(store: &impl Backend) {
     assert_eq!(store.last_tick("s").await.unwrap(), Some(60_000));
     store.forget_schedule("s").await.unwrap();
     assert_eq!(store.last_tick("s").await.unwrap(), None);
+}
+
+fn object(key: &str, etag: &str) -> ObjectInfo {
+    ObjectInfo {
+        bucket: "up".into(),
+        key: key.into(),
+        size: 3,
+        etag: etag.into(),
+        content_type: "text/plain".into(),
+        updated_at: 1,
+    }
+}
+
+async fn object_infos(store: &impl Backend) {
+    let put = event("o1", "thumbs", 1);
+    assert_eq!(
+        store
+            .put_object_info(&object("a", "e1"), &[put])
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store.get_event("o1").await.unwrap().is_some(),
+        "stored with the object"
+    );
+    assert_eq!(
+        store
+            .put_object_info(&object("a", "e2"), &[])
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("e1"),
+        "the etag it replaced"
+    );
+    assert_eq!(
+        store.object_info("up", "a").await.unwrap().unwrap().etag,
+        "e2"
+    );
+    for key in ["é", "b", "B", "a/1"] {
+        store.put_object_info(&object(key, "e"), &[]).await.unwrap();
+    }
+    let (all, cursor) = store.list_object_infos("up", "", None, 100).await.unwrap();
+    let keys: Vec<_> = all.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!((keys, cursor), (vec!["B", "a", "a/1", "b", "é"], None));
+    let (page, cursor) = store.list_object_infos("up", "", None, 2).await.unwrap();
+    assert_eq!(page.len(), 2);
+    let (rest, _) = store
+        .list_object_infos("up", "", cursor.as_deref(), 100)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 3);
+
+    // A delete stores its events only when there was something to delete.
+    let gone = event("o2", "thumbs", 1);
+    assert_eq!(
+        store
+            .delete_object_info("up", "a", &[gone])
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("e2")
+    );
+    let nothing = event("o3", "thumbs", 1);
+    assert_eq!(
+        store
+            .delete_object_info("up", "a", &[nothing])
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.get_event("o2").await.unwrap().is_some());
+    assert!(store.get_event("o3").await.unwrap().is_none());
+    assert!(store.object_info("up", "a").await.unwrap().is_none());
 }
 
 fn record(function: &str, started_at: i64, outcome: Outcome) -> InvocationRecord {
