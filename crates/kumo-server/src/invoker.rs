@@ -1,6 +1,7 @@
 //! The Invoker: the one way into a function. Every trigger (gateway route, invoke API) builds an
 //! [`InvocationRequest`] and calls [`Invoker::invoke`], which resolves, admits, executes and
-//! records. Limits, metering and logs live here and nowhere else.
+//! records. Concurrency limits are decided by its [`Admission`], memory and time limits by the
+//! runtime; records, metering and logs are made here and nowhere else.
 
 use crate::admission::Admission;
 use crate::aliases::AliasTable;
@@ -343,7 +344,7 @@ impl Invoker {
             source: request.source,
             init,
             started_at: kumo_core::now_ms(),
-            start: Instant::now(),
+            clock: Instant::now(),
         };
         let admitted = match self.admission.admit(entry, request.source) {
             Ok(admitted) => admitted,
@@ -407,7 +408,7 @@ impl Invoker {
         result: Result<&Response, &ApiError>,
         output: Vec<OutputLine>,
     ) {
-        let elapsed = start.start.elapsed();
+        let elapsed = start.clock.elapsed();
         let (outcome, status, error_code, error_message) = match result {
             Ok(response) => (kumo_core::Outcome::Ok, response.status.as_u16(), None, None),
             Err(e) => (
@@ -455,7 +456,7 @@ struct InvocationStart<'a> {
     source: Source,
     /// The load time, when this invocation was a cold start.
     init: Option<Duration>,
-    /// Wall clock, for the record; `start` measures the duration.
+    /// Wall clock, for the record; `clock` measures the duration.
     started_at: i64,
-    start: Instant,
+    clock: Instant,
 }
