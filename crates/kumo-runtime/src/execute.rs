@@ -629,11 +629,22 @@ async fn collect_limited(mut body: HyperOutgoingBody, max: usize) -> Result<Byte
 fn push_lines(logs: &mut Vec<LogLine>, stream: LogStream, capture: &Capture) {
     let (bytes, overflowed) = capture.take();
     let text = String::from_utf8_lossy(&bytes);
-    logs.extend(text.lines().map(|line| LogLine {
+    let (kept, dropped) = lines_within_cap(&text);
+    logs.extend(kept.iter().map(|line| LogLine {
         stream,
         line: line.to_string(),
     }));
-    if overflowed {
+    if dropped > 0 {
+        logs.push(LogLine {
+            stream: LogStream::Kumo,
+            line: format!(
+                "{dropped} more {} lines were dropped: a stream keeps {} KiB per invocation, \
+                 counting {LINE_OVERHEAD} bytes for each line",
+                stream.as_str(),
+                LOG_CAP / 1024
+            ),
+        });
+    } else if overflowed {
         logs.push(LogLine {
             stream: LogStream::Kumo,
             line: format!(
@@ -642,5 +653,45 @@ fn push_lines(logs: &mut Vec<LogLine>, stream: LogStream, capture: &Capture) {
                 LOG_CAP / 1024
             ),
         });
+    }
+}
+
+/// What a stored line costs beyond its text (its time, stream and framing in a log chunk,
+/// rounded up): charged against the cap, so a flood of tiny lines stores no more than one
+/// stream's cap, not a row's worth of overhead per byte.
+const LINE_OVERHEAD: usize = 32;
+
+/// The lines of `text` that fit in [`LOG_CAP`] with their overhead, and how many did not.
+fn lines_within_cap(text: &str) -> (Vec<&str>, usize) {
+    let mut budget = LOG_CAP;
+    let mut kept = Vec::new();
+    let mut dropped = 0;
+    for line in text.lines() {
+        let cost = line.len() + LINE_OVERHEAD;
+        if dropped == 0 && cost <= budget {
+            budget -= cost;
+            kept.push(line);
+        } else {
+            dropped += 1;
+        }
+    }
+    (kept, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_count_their_overhead_against_the_cap() {
+        let (kept, dropped) = lines_within_cap("a\nb\n");
+        assert_eq!((kept, dropped), (vec!["a", "b"], 0));
+        let flood = "x\n".repeat(100_000);
+        let (kept, dropped) = lines_within_cap(&flood);
+        assert_eq!(kept.len(), LOG_CAP / (1 + LINE_OVERHEAD));
+        assert_eq!(kept.len() + dropped, 100_000);
+        // One long line that fits is kept whole.
+        let long = "y".repeat(LOG_CAP - LINE_OVERHEAD);
+        assert_eq!(lines_within_cap(&long), (vec![long.as_str()], 0));
     }
 }

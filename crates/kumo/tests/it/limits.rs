@@ -468,3 +468,48 @@ async fn a_function_hogging_cpu_does_not_starve_the_others() {
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_tiny_log_lines_stores_no_more_than_the_output_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &[]);
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, config())
+        .await;
+    let stored = || {
+        ["kumo.db", "kumo.db-wal"]
+            .iter()
+            .map(|f| std::fs::metadata(dir.path().join(f)).map_or(0, |m| m.len()))
+            .sum::<u64>()
+    };
+    // Load the function and let its first writes settle before measuring.
+    assert_eq!(
+        server.get("/fn/probe/log").send().await.unwrap().status(),
+        200
+    );
+    server.client.logs("probe", None, 10).await.unwrap();
+    let before = stored();
+    const FLOODS: u64 = 4;
+    let mut last = String::new();
+    for _ in 0..FLOODS {
+        // Two million two-byte lines: 4 MB of output, past the 1 MiB a stream keeps.
+        let response = server
+            .get("/fn/probe/flood?lines=2000000")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        last = request_id(&response);
+    }
+    // The truncation is marked, as the last line of the invocation.
+    let logs = server.client.logs("probe", Some(&last), 1).await.unwrap();
+    let note = &logs.last().expect("a line").line;
+    assert!(note.contains("more stderr lines were dropped"), "{note}");
+    // What the floods stored: bounded by the cap (1 MiB per invocation with per-line overhead
+    // counted), where a line per two bytes of output stored over 12 MiB per invocation.
+    let growth = stored() - before;
+    assert!(
+        growth < FLOODS * 2 * 1024 * 1024,
+        "{growth} bytes stored for {FLOODS} floods"
+    );
+}

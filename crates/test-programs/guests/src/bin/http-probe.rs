@@ -46,6 +46,13 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
             let n: usize = query.trim_start_matches("bytes=").parse().unwrap_or(0);
             Ok(text("x".repeat(n))?)
         }
+        // `?lines=N` one-byte lines to stderr, in one write (a log flood).
+        "/flood" => {
+            use std::io::Write as _;
+            let n: usize = query.trim_start_matches("lines=").parse().unwrap_or(0);
+            let _ = std::io::stderr().write_all("x\n".repeat(n).as_bytes());
+            Ok(text(format!("wrote {n} lines"))?)
+        }
         "/log" => {
             println!("to stdout");
             eprintln!("to stderr 1");
