@@ -135,6 +135,7 @@ impl Server {
             config.max_concurrency > 0,
             "max_concurrency must be at least 1"
         );
+        raise_open_files_limit();
         let data = &config.data_dir;
         std::fs::create_dir_all(data)
             .with_context(|| format!("creating data dir {}", data.display()))?;
@@ -254,6 +255,25 @@ impl Server {
         let _ = tokio::task::spawn_blocking(move || exporter.invoker.tracing.shutdown()).await;
         state.store.close().await;
         Ok(())
+    }
+}
+
+/// Raises the soft limit of open files to the hard one: every connection is a file, and with
+/// the usual soft limit of 1024 a flood of idle connections left `accept` failing, `/healthz`
+/// included.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(limit = ?limit.maximum, "raised the open-files limit"),
+        Err(e) => tracing::warn!("could not raise the open-files limit: {e}"),
     }
 }
 

@@ -513,3 +513,41 @@ async fn a_flood_of_tiny_log_lines_stores_no_more_than_the_output_cap() {
         "{growth} bytes stored for {FLOODS} floods"
     );
 }
+
+#[tokio::test]
+async fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    // Started by a shell that lowered its soft limit first, as a default 1024 would be.
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            r#"ulimit -Sn 256 && exec "$0" serve --listen 127.0.0.1:0 --data-dir "$1""#,
+            env!("CARGO_BIN_EXE_kumo"),
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.starts_with("kumo listening on")),
+        "kumo starts"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("the limit is listed");
+    let fields: Vec<&str> = open_files.split_whitespace().collect();
+    // "Max open files  SOFT  HARD  files"
+    assert_eq!(fields[3], fields[4], "{open_files}");
+    assert_ne!(fields[3], "256", "{open_files}");
+}
