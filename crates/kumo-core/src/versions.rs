@@ -33,7 +33,7 @@ impl std::fmt::Display for RanVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Latest => f.pad(LATEST),
-            Self::Published(n) => f.pad(&n.to_string()),
+            Self::Published(n) => std::fmt::Display::fmt(n, f),
         }
     }
 }

@@ -89,6 +89,11 @@ impl WarmPool {
 
     /// An instance served a request after its first: this code can be reused.
     pub(crate) fn prove(&self) {
+        // A load first: every warm request ends here, and a compare-exchange would write the
+        // shared cache line each time.
+        if !self.on_trial() {
+            return;
+        }
         let _ = self
             .reuse
             .compare_exchange(ON_TRIAL, PROVEN, Ordering::Relaxed, Ordering::Relaxed);

@@ -2,8 +2,9 @@
 //! waits: a slot is taken now or the invocation is throttled (429 for a caller; an event goes
 //! back to the queue). In order:
 //! 1. an asynchronous attempt (any event: async invoke, schedule, topic, object event) takes
-//!    one of its function's and the server's asynchronous shares, so async work always leaves
-//!    `--sync-reserve-percent` of both to synchronous callers;
+//!    one of its function's asynchronous share, so async work always leaves
+//!    `--sync-reserve-percent` of it to synchronous callers (the server's share is kept by the
+//!    dispatcher, whose workers are at most [`Admission::async_limit`]);
 //! 2. the function version's `max_concurrency`;
 //! 3. a server slot: the function's reserve (provisioned concurrency) first, else a shared one.
 
@@ -23,8 +24,6 @@ pub(crate) struct Admission {
     reserved: Mutex<HashMap<String, Arc<Slots>>>,
     /// Percent of each function's concurrency, and of the server's, kept from async work.
     sync_reserve_percent: u8,
-    /// Asynchronous attempts running now, across the server.
-    async_total: Arc<Slots>,
     /// Asynchronous attempts running now, by function name (all its versions).
     async_by_function: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -43,7 +42,6 @@ impl Admission {
             shared: Slots::new(max_concurrency),
             reserved: Mutex::default(),
             sync_reserve_percent,
-            async_total: Slots::new(async_share(max_concurrency, sync_reserve_percent)),
             async_by_function: Arc::default(),
         }
     }
@@ -87,9 +85,6 @@ impl Admission {
     }
 
     fn take_async_share(&self, record: &FunctionRecord) -> Result<AsyncShare, ApiError> {
-        let server = self.async_total.try_take().ok_or_else(|| {
-            throttled("asynchronous work is at its share of the server's concurrency")
-        })?;
         let limit = record.config.max_concurrency.map_or(usize::MAX, |n| {
             async_share(n as usize, self.sync_reserve_percent)
         });
@@ -105,7 +100,6 @@ impl Admission {
         Ok(AsyncShare {
             running: self.async_by_function.clone(),
             function: record.name.clone(),
-            _server: server,
         })
     }
 
@@ -182,7 +176,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct AsyncShare {
     running: Arc<Mutex<HashMap<String, usize>>>,
     function: String,
-    _server: Slot,
 }
 
 impl Drop for AsyncShare {

@@ -230,16 +230,6 @@ impl Invoker {
 
     /// `$LATEST`'s record or a version's, from the store.
     async fn stored(&self, name: &str, version: Option<u32>) -> Result<FunctionRecord, ApiError> {
-        let mut record = self.stored_as_saved(name, version).await?;
-        self.mark_reuse_fallbacks([&mut record]);
-        Ok(record)
-    }
-
-    async fn stored_as_saved(
-        &self,
-        name: &str,
-        version: Option<u32>,
-    ) -> Result<FunctionRecord, ApiError> {
         match version {
             None => self
                 .store
@@ -259,13 +249,15 @@ impl Invoker {
     /// Loads `record`'s code (from the compile cache) and caches it.
     async fn load(
         &self,
-        record: FunctionRecord,
+        mut record: FunctionRecord,
         version: Option<u32>,
         generation: u64,
     ) -> anyhow::Result<Arc<Entry>> {
         let runtime = self.runtime.clone();
         let code_path = self.blobs.path(&record.code_sha256);
         let sha = record.code_sha256.clone();
+        // Code that could not serve twice gets no warm instances (Entry::new reads the mark).
+        self.mark_reuse_fallbacks([&mut record]);
         let loaded = tokio::task::spawn_blocking(move || runtime.load(&sha, &code_path)).await??;
         Ok(self.loaded.insert(
             Entry::new(record, version, loaded, &self.runtime, &self.metrics),
@@ -274,8 +266,7 @@ impl Invoker {
     }
 
     /// Loads a function with provisioned concurrency now, so no invocation of it is cold.
-    pub async fn preload(&self, mut record: FunctionRecord) -> anyhow::Result<()> {
-        self.mark_reuse_fallbacks([&mut record]);
+    pub async fn preload(&self, record: FunctionRecord) -> anyhow::Result<()> {
         let generation = self.loaded.generation();
         self.load(record, None, generation).await.map(drop)
     }

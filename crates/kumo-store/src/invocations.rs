@@ -139,7 +139,10 @@ fn encode(records: &[&InvocationRecord]) -> Vec<u8> {
         data.extend_from_slice(&r.status.to_le_bytes());
         data.push(u8::from(r.cold));
         put_opt_f64(&mut data, r.init_ms);
-        put_str(&mut data, &r.version.to_string());
+        match r.version {
+            RanVersion::Latest => put_str(&mut data, kumo_core::LATEST),
+            RanVersion::Published(n) => put_str(&mut data, &n.to_string()),
+        }
         put_str(&mut data, r.trigger.as_str());
         data.extend_from_slice(&r.gb_seconds.to_le_bytes());
         put_str(&mut data, &r.trace_id);

@@ -276,121 +276,12 @@ fn prefix_successor(prefix: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prelude::*;
 
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("kumo.db")).await.unwrap();
-        (dir, store)
-    }
-
-    #[tokio::test]
-    async fn conditional_writes_see_every_change() {
-        let (_dir, store) = store().await;
-        let KvWrite::Written {
-            etag: first,
-            created: true,
-        } = store.kv_put("b", "k", b"1", Expect::Absent).await.unwrap()
-        else {
-            panic!("the first write creates the key")
-        };
-        assert_eq!(
-            store.kv_put("b", "k", b"2", Expect::Absent).await.unwrap(),
-            KvWrite::Conflict
-        );
-        let KvWrite::Written {
-            etag: second,
-            created: false,
-        } = store
-            .kv_put("b", "k", b"2", Expect::Etag(&first))
-            .await
-            .unwrap()
-        else {
-            panic!("a write with the current etag replaces")
-        };
-        assert_ne!(first, second);
-        assert_eq!(
-            store
-                .kv_put("b", "k", b"3", Expect::Etag(&first))
-                .await
-                .unwrap(),
-            KvWrite::Conflict
-        );
-        assert_eq!(store.kv_get("b", "k").await.unwrap().unwrap().value, b"2");
-        assert!(
-            !store
-                .kv_delete("b", "k", Expect::Etag(&first))
-                .await
-                .unwrap()
-        );
-        assert!(
-            store
-                .kv_delete("b", "k", Expect::Etag(&second))
-                .await
-                .unwrap()
-        );
-        // Re-created after a delete: a new etag, so the old one never matches again.
-        store
-            .kv_put("b", "k", b"4", Expect::Anything)
-            .await
-            .unwrap();
-        assert_eq!(
-            store
-                .kv_put("b", "k", b"5", Expect::Etag(&second))
-                .await
-                .unwrap(),
-            KvWrite::Conflict
-        );
-        assert_eq!(store.kv_get("other", "k").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn listing_pages_through_a_prefix_and_increment_counts() {
-        let (_dir, store) = store().await;
-        for key in ["a/1", "a/2", "a/3", "a0", "b/1"] {
-            store
-                .kv_put("b", key, b"x", Expect::Anything)
-                .await
-                .unwrap();
-        }
-        let first = store.kv_list("b", "a/", None, 2).await.unwrap();
-        assert_eq!(first.keys, ["a/1", "a/2"]);
-        let rest = store
-            .kv_list("b", "a/", first.cursor.as_deref(), 2)
-            .await
-            .unwrap();
-        assert_eq!(
-            rest,
-            KeyPage {
-                keys: vec!["a/3".into()],
-                cursor: None
-            }
-        );
-        assert_eq!(
-            store.kv_list("b", "", None, 10).await.unwrap().keys.len(),
-            5
-        );
+    // The key-value contract is in tests/conformance.rs; this is SQLite's prefix range.
+    #[test]
+    fn a_prefix_ends_below_its_successor() {
+        assert_eq!(prefix_successor("a/"), Some("a0".into()));
         assert_eq!(prefix_successor("a\u{10FFFF}"), Some("b".into()));
         assert_eq!(prefix_successor(""), None);
-
-        assert_eq!(store.kv_increment("b", "n", 5).await.unwrap(), Ok(5));
-        assert_eq!(store.kv_increment("b", "n", -7).await.unwrap(), Ok(-2));
-        assert!(matches!(
-            store.kv_increment("b", "a/1", 1).await.unwrap(),
-            Err(CounterError::NotACounter(_))
-        ));
-        store
-            .kv_put(
-                "b",
-                "max",
-                i64::MAX.to_string().as_bytes(),
-                Expect::Anything,
-            )
-            .await
-            .unwrap();
-        assert!(matches!(
-            store.kv_increment("b", "max", 1).await.unwrap(),
-            Err(CounterError::Overflow)
-        ));
     }
 }

@@ -3,9 +3,9 @@
 //! now, PostgreSQL when the cluster backend lands (one more `#[tokio::test]` below).
 
 use kumo_core::{
-    Canary, CounterError, EventError, EventResult, EventStatus, Expect, FunctionConfig,
-    FunctionKind, FunctionRecord, InvocationRecord, KvWrite, ObjectInfo, Outcome, OutputLine,
-    Trigger, UsageBy,
+    Canary, CounterError, EventError, EventErrorCode, EventResult, EventStatus, Expect,
+    FunctionConfig, FunctionKind, FunctionRecord, InvocationRecord, KvWrite, ObjectInfo, Outcome,
+    OutputLine, Trigger, UsageBy,
 };
 use kumo_store::prelude::*;
 use kumo_store::{AliasSet, Completion, LogQuery, NewEvent, Published, Store, VersionDeleted};
@@ -230,6 +230,23 @@ async fn key_value(store: &impl Backend) {
             .unwrap()
     );
     assert!(!store.kv_exists("b", "k").await.unwrap());
+    // Re-created after a delete: a new etag, so an old one never matches again.
+    store
+        .kv_put("b", "k", b"3", Expect::Anything)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .kv_put("b", "k", b"x", Expect::Etag(&second))
+            .await
+            .unwrap(),
+        KvWrite::Conflict
+    );
+    assert_eq!(
+        store.kv_get("other", "k").await.unwrap(),
+        None,
+        "buckets are apart"
+    );
 
     // Keys list in byte order, by prefix, in pages.
     for key in ["é", "b", "B", "a/2", "a/1", "a"] {
@@ -260,6 +277,15 @@ async fn key_value(store: &impl Backend) {
         Err(CounterError::NotACounter(_))
     ));
     assert_eq!(store.kv_get("l", "a").await.unwrap().unwrap().value, b"v");
+    let max = i64::MAX.to_string();
+    store
+        .kv_put("c", "max", max.as_bytes(), Expect::Anything)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.kv_increment("c", "max", 1).await.unwrap(),
+        Err(CounterError::Overflow)
+    );
 }
 
 fn event<'a>(id: &'a str, function: &'a str, now: i64) -> NewEvent<'a> {
@@ -386,19 +412,59 @@ async fn event_queue(store: &impl Backend) {
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].id, "n01");
     assert_eq!(store.redrive("q", None, now).await.unwrap(), ["n01"]);
+    let redriven = store.get_event("n01").await.unwrap().unwrap();
     assert_eq!(
-        store.get_event("n01").await.unwrap().unwrap().status,
-        EventStatus::Queued
+        (redriven.status, redriven.attempts),
+        (EventStatus::Queued, 0)
     );
 
     // Attempts cut short by a stop become failed attempts, due again.
     let released = store.release_interrupted_events(now + 1).await.unwrap();
     assert_eq!(released, 18, "every claimed event still running");
+    let interrupted = store.get_event("n02").await.unwrap().unwrap();
+    assert_eq!(interrupted.status, EventStatus::Failed);
+    assert_eq!(interrupted.error.unwrap().code, EventErrorCode::Interrupted);
     let again = store
         .claim_events(now + 1, now + 60_000, 100)
         .await
         .unwrap();
     assert!(again.iter().any(|e| e.id == "n02" && e.attempt == 2));
+
+    // A lease that runs out lets the next claim take the event over; the old attempt's end
+    // is then ignored.
+    let taken = store
+        .claim_events(now + 60_000, now + 120_000, 100)
+        .await
+        .unwrap();
+    assert!(taken.iter().any(|e| e.id == "n02" && e.attempt == 3));
+    assert!(
+        !store
+            .complete_event("n02", 2, &done, now, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .complete_event("n02", 3, &done, now, None)
+            .await
+            .unwrap()
+    );
+    let kept = store
+        .get_event("n02")
+        .await
+        .unwrap()
+        .unwrap()
+        .result
+        .unwrap();
+    assert_eq!(kept.body, "ok");
+
+    // An idempotency key maps to its event only within the window.
+    let later = now + kumo_store::IDEMPOTENCY_WINDOW_MS + 1;
+    let (id, replayed) = store
+        .submit_event(&event("e3", "q", later), Some("key"))
+        .await
+        .unwrap();
+    assert_eq!((id.as_str(), replayed), ("e3", false));
 }
 
 async fn schedules(store: &impl Backend) {
