@@ -298,6 +298,8 @@ pub(crate) async fn convert_line_table(connection: &mut SqliteConnection) -> any
                     function: r.try_get("function")?,
                     request_id: r.try_get("request_id")?,
                     ts: r.try_get("ts")?,
+                    // Old tables held only these three streams; anything else is
+                    // kept as stderr rather than lose the line in the conversion.
                     stream: {
                         let stream: String = r.try_get("stream")?;
                         LogStream::parse(&stream).unwrap_or(LogStream::Stderr)
