@@ -6,6 +6,7 @@ mod config;
 mod duration;
 mod event;
 mod kv;
+mod limits;
 mod metering;
 mod name;
 mod outcome;
@@ -31,6 +32,7 @@ pub use kv::{
     MAX_KV_VALUE_BYTES, ObjectEvent, ObjectInfo, ObjectTrigger, incremented, parse_counter,
     validate_bucket, validate_key,
 };
+pub use limits::{default_max_connections, default_memory_budget, function_share, parse_size};
 pub use metering::{Prices, Source, UsageBy, UsageReport, UsageRow, gb_seconds};
 pub use name::{NameError, Target, validate_name};
 pub use outcome::{ErrorKind, FunctionKind, Outcome, billed_ms};

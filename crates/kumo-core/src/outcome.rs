@@ -73,6 +73,8 @@ impl Outcome {
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     FunctionNotFound,
+    /// An invocation id that names no recorded invocation.
+    InvocationNotFound,
     /// A control-API path or method that does not exist.
     NotFound,
     MethodNotAllowed,
@@ -86,18 +88,25 @@ pub enum ErrorKind {
     /// A conditional write whose `If-Match` / `If-None-Match` does not hold.
     PreconditionFailed,
     PayloadTooLarge,
+    /// A request body that stalled longer than the body idle timeout.
+    RequestTimeout,
     Throttled,
     /// A chain of function-to-function calls nested deeper than the limit.
     CallDepthExceeded,
     Timeout,
     OutOfMemory,
     FunctionError,
+    /// The disk is (nearly) full: new data is refused until space returns.
+    InsufficientStorage,
+    /// The server cannot take this now (too many connections, records it cannot store yet).
+    Unavailable,
     Internal,
 }
 
 impl ErrorKind {
-    const ALL: [Self; 16] = [
+    const ALL: [Self; 20] = [
         Self::FunctionNotFound,
+        Self::InvocationNotFound,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::InvalidFunction,
@@ -107,11 +116,14 @@ impl ErrorKind {
         Self::ObjectNotFound,
         Self::PreconditionFailed,
         Self::PayloadTooLarge,
+        Self::RequestTimeout,
         Self::Throttled,
         Self::CallDepthExceeded,
         Self::Timeout,
         Self::OutOfMemory,
         Self::FunctionError,
+        Self::InsufficientStorage,
+        Self::Unavailable,
         Self::Internal,
     ];
 
@@ -123,6 +135,7 @@ impl ErrorKind {
     pub fn code(self) -> &'static str {
         match self {
             Self::FunctionNotFound => "function_not_found",
+            Self::InvocationNotFound => "invocation_not_found",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::InvalidFunction => "invalid_function",
@@ -132,29 +145,37 @@ impl ErrorKind {
             Self::ObjectNotFound => "object_not_found",
             Self::PreconditionFailed => "precondition_failed",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::Throttled => "throttled",
             Self::CallDepthExceeded => "call_depth_exceeded",
             Self::Timeout => "timeout",
             Self::OutOfMemory => "out_of_memory",
             Self::FunctionError => "function_error",
+            Self::InsufficientStorage => "insufficient_storage",
+            Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
     }
 
     pub fn status(self) -> u16 {
         match self {
-            Self::FunctionNotFound | Self::NotFound | Self::KeyNotFound | Self::ObjectNotFound => {
-                404
-            }
+            Self::FunctionNotFound
+            | Self::InvocationNotFound
+            | Self::NotFound
+            | Self::KeyNotFound
+            | Self::ObjectNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::InvalidFunction | Self::InvalidRequest => 400,
             Self::Conflict => 409,
             Self::PreconditionFailed => 412,
             Self::PayloadTooLarge => 413,
+            Self::RequestTimeout => 408,
             Self::Throttled => 429,
             Self::CallDepthExceeded => 508,
             Self::Timeout => 504,
             Self::OutOfMemory | Self::FunctionError => 502,
+            Self::InsufficientStorage => 507,
+            Self::Unavailable => 503,
             Self::Internal => 500,
         }
     }

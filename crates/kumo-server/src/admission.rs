@@ -6,12 +6,16 @@
 //!    `--sync-reserve-percent` of it to synchronous callers (the server's share is kept by the
 //!    dispatcher, whose workers are at most [`Admission::async_limit`]);
 //! 2. the function version's `max_concurrency`;
-//! 3. a server slot: the function's reserve (provisioned concurrency) first, else a shared one.
+//! 3. a server slot: the function's reserve (provisioned concurrency) first, else a shared one,
+//!    of which a function without a `max_concurrency` of its own holds at most its fair share
+//!    (`--function-share-percent`), so one slow function cannot take every slot;
+//! 4. the function's `memory_mb` from the server's memory budget (`--max-memory`), so the
+//!    invocations running at once never promise more memory than the machine has.
 
 use crate::error::ApiError;
 use crate::loaded::Entry;
 use crate::slots::{Slot, Slots};
-use kumo_core::{ErrorKind, FunctionRecord, Source, async_share};
+use kumo_core::{ErrorKind, FunctionRecord, Source, async_share, function_share};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::OwnedSemaphorePermit;
@@ -25,25 +29,51 @@ pub(crate) struct Admission {
     /// Percent of each function's concurrency, and of the server's, kept from async work.
     sync_reserve_percent: u8,
     /// Asynchronous attempts running now, by function name (all its versions).
-    async_by_function: Arc<Mutex<HashMap<String, usize>>>,
+    async_by_function: Counts,
+    /// Percent of the shared slots one function without a `max_concurrency` may hold.
+    function_share_percent: u8,
+    /// Shared slots held now, by function name.
+    shared_by_function: Counts,
+    /// The memory budget, in MiB.
+    memory: Arc<Slots>,
+}
+
+/// The limits admission enforces across the server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_concurrency: usize,
+    pub(crate) sync_reserve_percent: u8,
+    pub(crate) function_share_percent: u8,
+    pub(crate) memory_budget_mb: usize,
 }
 
 /// What an admitted invocation holds while it runs; dropping it gives everything back.
 pub(crate) struct Admitted {
-    _async_share: Option<AsyncShare>,
+    _async_share: Option<Counted>,
     _function: Option<OwnedSemaphorePermit>,
+    _fair_share: Option<Counted>,
     _server: Slot,
+    _memory: Slot,
 }
 
 impl Admission {
-    pub(crate) fn new(max_concurrency: usize, sync_reserve_percent: u8) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         Self {
-            max_concurrency,
-            shared: Slots::new(max_concurrency),
+            max_concurrency: limits.max_concurrency,
+            shared: Slots::new(limits.max_concurrency),
             reserved: Mutex::default(),
-            sync_reserve_percent,
-            async_by_function: Arc::default(),
+            sync_reserve_percent: limits.sync_reserve_percent,
+            async_by_function: Counts::default(),
+            function_share_percent: limits.function_share_percent,
+            shared_by_function: Counts::default(),
+            memory: Slots::new(limits.memory_budget_mb),
         }
+    }
+
+    /// The memory budget, in MiB: in use now, and the limit (no function may ask for more;
+    /// refused at deploy).
+    pub(crate) fn memory(&self) -> &Slots {
+        &self.memory
     }
 
     /// Takes what an invocation of `entry` coming from `source` needs, or says why not
@@ -68,39 +98,68 @@ impl Admission {
             Some(_) => self.reserved().get(&record.name).cloned(),
             None => None,
         };
-        let server = reserved
-            .and_then(|r| r.try_take())
-            .or_else(|| self.shared.try_take())
-            .ok_or_else(|| {
-                throttled(format!(
-                    "the server is at its max_concurrency of {}",
-                    self.max_concurrency
-                ))
-            })?;
+        let (server, fair_share) = match reserved.and_then(|r| r.try_take()) {
+            Some(slot) => (slot, None),
+            None => {
+                let fair_share = self.take_fair_share(record)?;
+                let slot = self.shared.try_take().ok_or_else(|| {
+                    throttled(format!(
+                        "the server is at its max_concurrency of {}",
+                        self.max_concurrency
+                    ))
+                })?;
+                (slot, fair_share)
+            }
+        };
+        let memory_mb = record.config.memory_mb as usize;
+        let memory = self.memory.try_take_many(memory_mb).ok_or_else(|| {
+            throttled(format!(
+                "the server's memory budget of {} MiB is spent (this function needs {memory_mb} MiB; --max-memory)",
+                self.memory.limit()
+            ))
+        })?;
         Ok(Admitted {
             _async_share: async_share,
             _function: function,
+            _fair_share: fair_share,
             _server: server,
+            _memory: memory,
         })
     }
 
-    fn take_async_share(&self, record: &FunctionRecord) -> Result<AsyncShare, ApiError> {
+    fn take_async_share(&self, record: &FunctionRecord) -> Result<Counted, ApiError> {
         let limit = record.config.max_concurrency.map_or(usize::MAX, |n| {
             async_share(n as usize, self.sync_reserve_percent)
         });
-        let mut running = lock(&self.async_by_function);
-        let n = running.entry(record.name.clone()).or_default();
-        if *n >= limit {
-            return Err(throttled(format!(
-                "asynchronous attempts of function {:?} are at their share ({limit}) of its max_concurrency",
-                record.name
-            )));
+        self.async_by_function
+            .try_take(&record.name, limit)
+            .ok_or_else(|| {
+                throttled(format!(
+                    "asynchronous attempts of function {:?} are at their share ({limit}) of its max_concurrency",
+                    record.name
+                ))
+            })
+    }
+
+    /// A function with its own `max_concurrency` is bounded by it; any other holds at most
+    /// its fair share of the shared slots.
+    fn take_fair_share(&self, record: &FunctionRecord) -> Result<Option<Counted>, ApiError> {
+        if record.config.max_concurrency.is_some() {
+            return Ok(None);
         }
-        *n += 1;
-        Ok(AsyncShare {
-            running: self.async_by_function.clone(),
-            function: record.name.clone(),
-        })
+        let limit = function_share(self.shared.limit(), self.function_share_percent);
+        let taken = self
+            .shared_by_function
+            .try_take(&record.name, limit)
+            .ok_or_else(|| {
+                throttled(format!(
+                    "function {:?} holds its fair share of the server: {limit} of {} shared slots (--function-share-percent {}, or set its max_concurrency)",
+                    record.name,
+                    self.shared.limit(),
+                    self.function_share_percent
+                ))
+            })?;
+        Ok(Some(taken))
     }
 
     /// Asynchronous attempts the server runs at once at most (the dispatcher's workers).
@@ -172,19 +231,39 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Held while an asynchronous attempt runs.
-struct AsyncShare {
-    running: Arc<Mutex<HashMap<String, usize>>>,
+/// How many of something each function holds now.
+#[derive(Default)]
+struct Counts(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Counts {
+    /// One more for `function` if it holds fewer than `limit`.
+    fn try_take(&self, function: &str, limit: usize) -> Option<Counted> {
+        let mut held = lock(&self.0);
+        let n = held.entry(function.to_string()).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Counted {
+            held: self.0.clone(),
+            function: function.to_string(),
+        })
+    }
+}
+
+/// One of a function's [`Counts`], given back when dropped.
+struct Counted {
+    held: Arc<Mutex<HashMap<String, usize>>>,
     function: String,
 }
 
-impl Drop for AsyncShare {
+impl Drop for Counted {
     fn drop(&mut self) {
-        let mut running = lock(&self.running);
-        if let Some(n) = running.get_mut(&self.function) {
+        let mut held = lock(&self.held);
+        if let Some(n) = held.get_mut(&self.function) {
             *n -= 1;
             if *n == 0 {
-                running.remove(&self.function);
+                held.remove(&self.function);
             }
         }
     }

@@ -66,6 +66,9 @@ impl From<MultipartRejection> for ApiError {
 
 impl From<MultipartError> for ApiError {
     fn from(e: MultipartError) -> Self {
+        if let Some(stalled) = crate::connections::stalled(&e) {
+            return Self::new(ErrorKind::RequestTimeout, stalled.to_string());
+        }
         let kind = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ErrorKind::PayloadTooLarge
         } else {

@@ -164,8 +164,7 @@ pub(crate) async fn read_body(
     let mut buf = BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let frame = frame.map_err(|e| body_error(&e))?;
         if let Ok(data) = frame.into_data() {
             seen = seen.saturating_add(data.len());
             if seen <= limit {
@@ -179,6 +178,14 @@ pub(crate) async fn read_body(
         return Err(too_large());
     }
     Ok(buf.freeze())
+}
+
+/// Why reading a request body failed: it stalled (408) or broke off (400).
+pub(crate) fn body_error(e: &(dyn std::error::Error + 'static)) -> ApiError {
+    match crate::connections::stalled(e) {
+        Some(stalled) => ApiError::new(ErrorKind::RequestTimeout, stalled.to_string()),
+        None => ApiError::bad_request(format!("reading the request body: {e}")),
+    }
 }
 
 /// The metrics in the OpenMetrics text format (which Prometheus scrapes).

@@ -5,6 +5,7 @@ mod admission;
 mod aliases;
 mod api;
 mod calls;
+mod connections;
 mod error;
 mod events;
 mod frontend;
@@ -13,6 +14,7 @@ mod guest_kv;
 mod headers;
 mod invoker;
 mod loaded;
+mod machine;
 mod metrics;
 mod objects;
 mod recorder;
@@ -20,11 +22,12 @@ mod routes;
 mod slots;
 mod trace;
 
+pub use connections::ConnectionLimits;
 pub use events::AsyncConfig;
 pub use invoker::{InvocationRequest, Invoked, Invoker};
 
 use anyhow::Context as _;
-use axum::{Router, ServiceExt as _};
+use axum::Router;
 use events::Events;
 use events::scheduler::Schedules;
 use events::topics::Subscriptions;
@@ -48,6 +51,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 pub const DEFAULT_MAX_CONCURRENCY: usize = 1000;
 /// How long an idle function stays loaded by default.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10 * 60);
+/// Percent of the server's slots one function may hold by default.
+pub const DEFAULT_FUNCTION_SHARE_PERCENT: u8 = 50;
+/// Invocation records held in memory at most while the database cannot take them.
+pub const DEFAULT_MAX_PENDING_RECORDS: usize = 100_000;
 /// Largest code upload accepted by a deploy.
 pub const MAX_CODE_BYTES: usize = 100 * 1024 * 1024;
 
@@ -73,6 +80,17 @@ pub struct ServerConfig {
     pub prices: kumo_core::Prices,
     /// Invocation records, logs and finished events older than this are deleted.
     pub retention: Duration,
+    /// Memory the invocations running at once may ask for in total, in bytes; `None`: the
+    /// machine's (or its cgroup's) less headroom.
+    pub max_memory: Option<u64>,
+    /// Percent of the server's shared slots one function without a `max_concurrency` may hold.
+    pub function_share_percent: u8,
+    /// Below this many free bytes in the data directory new data is refused (507).
+    pub min_free_disk: u64,
+    /// Invocation records held in memory while the database refuses them; past it new
+    /// invocations are refused (503).
+    pub max_pending_records: usize,
+    pub connections: ConnectionLimits,
 }
 
 /// Everything the handlers share.
@@ -125,6 +143,8 @@ pub struct Server {
     state: Arc<AppState>,
     keep_alive: Duration,
     retention: Duration,
+    connections: ConnectionLimits,
+    max_connections: usize,
     stop: watch::Sender<bool>,
 }
 
@@ -135,7 +155,20 @@ impl Server {
             config.max_concurrency > 0,
             "max_concurrency must be at least 1"
         );
-        raise_open_files_limit();
+        let open_files = machine::raise_open_files_limit();
+        let max_connections = config
+            .connections
+            .max_connections
+            .unwrap_or_else(|| kumo_core::default_max_connections(open_files));
+        anyhow::ensure!(max_connections > 0, "max_connections must be at least 1");
+        let memory_budget = config
+            .max_memory
+            .or_else(|| machine::memory_bytes().map(kumo_core::default_memory_budget))
+            .context("cannot tell the machine's memory: give --max-memory")?;
+        tracing::info!(
+            max_memory_mib = memory_budget >> 20,
+            "memory budget of invocations"
+        );
         let data = &config.data_dir;
         std::fs::create_dir_all(data)
             .with_context(|| format!("creating data dir {}", data.display()))?;
@@ -159,10 +192,12 @@ impl Server {
             runtime.clone(),
             recorder.clone(),
             config.max_body_bytes,
-            admission::Admission::new(
-                config.max_concurrency,
-                config.async_config.sync_reserve_percent,
-            ),
+            admission::Admission::new(admission::Limits {
+                max_concurrency: config.max_concurrency,
+                sync_reserve_percent: config.async_config.sync_reserve_percent,
+                function_share_percent: config.function_share_percent,
+                memory_budget_mb: usize::try_from(memory_budget >> 20).unwrap_or(usize::MAX),
+            }),
             trace::Tracing::from_env().context("setting up span export")?,
         );
         let events = Events::new(
@@ -218,6 +253,8 @@ impl Server {
             state,
             keep_alive: config.keep_alive,
             retention: config.retention,
+            connections: config.connections,
+            max_connections,
             stop,
         })
     }
@@ -238,42 +275,26 @@ impl Server {
         let dispatcher = tokio::spawn(events::dispatch(state.clone(), self.stop.subscribe()));
         let scheduler = tokio::spawn(events::scheduler::run(state.clone(), self.stop.subscribe()));
         let stop = self.stop;
-        let served = axum::serve(self.listener, app(self.state).into_make_service())
-            .with_graceful_shutdown(async move {
+        connections::serve(
+            self.listener,
+            self.state,
+            self.connections,
+            self.max_connections,
+            async move {
                 shutdown.await;
                 let _ = stop.send(true);
-            })
-            .await
-            .context("serving");
+            },
+        )
+        .await;
         sweeper.abort();
         retention.abort();
         // Both watch the stop signal; the dispatcher lets running attempts finish first.
         let _ = tokio::join!(dispatcher, scheduler);
-        served?;
         state.recorder.flush().await;
         let exporter = state.clone();
         let _ = tokio::task::spawn_blocking(move || exporter.invoker.tracing.shutdown()).await;
         state.store.close().await;
         Ok(())
-    }
-}
-
-/// Raises the soft limit of open files to the hard one: every connection is a file, and with
-/// the usual soft limit of 1024 a flood of idle connections left `accept` failing, `/healthz`
-/// included.
-fn raise_open_files_limit() {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current == limit.maximum {
-        return;
-    }
-    let raised = Rlimit {
-        current: limit.maximum,
-        maximum: limit.maximum,
-    };
-    match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => tracing::debug!(limit = ?limit.maximum, "raised the open-files limit"),
-        Err(e) => tracing::warn!("could not raise the open-files limit: {e}"),
     }
 }
 

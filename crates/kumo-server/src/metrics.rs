@@ -59,6 +59,13 @@ pub struct Metrics {
     queue_depth: Family<FunctionLabels, Gauge>,
     queue_age: Family<FunctionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     circuits: Family<CircuitLabels, Gauge>,
+    connections_refused: Counter,
+    connections_open: Gauge,
+    connection_limit: Gauge,
+    /// The accept loop's open connections, read at scrape time.
+    open_connections: OnceLock<std::sync::Arc<crate::slots::Slots>>,
+    memory_reserved: Gauge,
+    memory_budget: Gauge,
 }
 
 impl Default for Metrics {
@@ -83,6 +90,12 @@ impl Default for Metrics {
             queue_depth: Family::default(),
             queue_age: Family::default(),
             circuits: Family::default(),
+            connections_refused: Counter::default(),
+            connections_open: Gauge::default(),
+            connection_limit: Gauge::default(),
+            open_connections: OnceLock::new(),
+            memory_reserved: Gauge::default(),
+            memory_budget: Gauge::default(),
         };
         // Clones share their values with the fields; counters get `_total` appended, and every
         // help text a final period.
@@ -178,11 +191,45 @@ impl Default for Metrics {
              (requests fail fast)",
             m.circuits.clone(),
         );
+        r.register(
+            "kumo_connections_refused",
+            "Connections past the cap of open connections, answered 503 (or their /healthz) and closed",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "kumo_connections_open",
+            "Connections open now (under the cap)",
+            m.connections_open.clone(),
+        );
+        r.register(
+            "kumo_connection_limit",
+            "Connections the server keeps open at most",
+            m.connection_limit.clone(),
+        );
+        r.register(
+            "kumo_memory_reserved_bytes",
+            "Memory limits of the invocations running now, counted against the budget",
+            m.memory_reserved.clone(),
+        );
+        r.register(
+            "kumo_memory_budget_bytes",
+            "Memory the invocations running at once may ask for in total (--max-memory)",
+            m.memory_budget.clone(),
+        );
         m
     }
 }
 
 impl Metrics {
+    /// The accept loop's connections, to report at each scrape.
+    pub(crate) fn watch_connections(&self, open: std::sync::Arc<crate::slots::Slots>) {
+        let _ = self.open_connections.set(open);
+    }
+
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
     /// One invocation's end, from its record.
     pub fn observe(&self, record: &InvocationRecord, per_function: &FunctionMetrics) {
         let function = || FunctionLabels {
@@ -296,6 +343,13 @@ pub(crate) async fn render(state: &AppState) -> anyhow::Result<String> {
         .set(gauge_value(state.invoker.admission.in_flight()));
     m.concurrency_limit
         .set(gauge_value(state.invoker.admission.max_concurrency()));
+    if let Some(open) = m.open_connections.get() {
+        m.connections_open.set(gauge_value(open.in_use()));
+        m.connection_limit.set(gauge_value(open.limit()));
+    }
+    let memory = state.invoker.admission.memory();
+    m.memory_reserved.set(gauge_value(memory.in_use() << 20));
+    m.memory_budget.set(gauge_value(memory.limit() << 20));
     m.warm_instances
         .set(gauge_value(state.runtime.warm_instances()));
     m.pooling.set(i64::from(

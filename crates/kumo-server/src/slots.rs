@@ -1,6 +1,7 @@
 //! Concurrency slots without a queue: a slot is taken now or refused now (→ 429). The limit can
 //! change while slots are held (provisioned concurrency moving slots between the shared pool
-//! and a function's reserve); slots held past a lowered limit simply drain.
+//! and a function's reserve); slots held past a lowered limit simply drain. A take may hold
+//! several slots at once (the memory budget counts mebibytes).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,13 +12,16 @@ pub(crate) struct Slots {
     limit: AtomicUsize,
 }
 
-/// One taken slot, given back when dropped.
+/// Taken slots, given back when dropped.
 #[derive(Debug)]
-pub(crate) struct Slot(Arc<Slots>);
+pub(crate) struct Slot {
+    slots: Arc<Slots>,
+    n: usize,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.in_use.fetch_sub(1, Ordering::AcqRel);
+        self.slots.in_use.fetch_sub(self.n, Ordering::AcqRel);
     }
 }
 
@@ -30,13 +34,25 @@ impl Slots {
     }
 
     pub(crate) fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        self.try_take_many(1)
+    }
+
+    /// Takes `n` slots at once, or none.
+    pub(crate) fn try_take_many(self: &Arc<Self>, n: usize) -> Option<Slot> {
         let limit = self.limit.load(Ordering::Acquire);
         self.in_use
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&after| after <= limit)
             })
             .ok()
-            .map(|_| Slot(self.clone()))
+            .map(|_| Slot {
+                slots: self.clone(),
+                n,
+            })
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Ordering::Acquire)
     }
 
     pub(crate) fn set_limit(&self, limit: usize) {
@@ -67,5 +83,19 @@ mod tests {
         drop(c);
         assert!(slots.try_take().is_some());
         assert_eq!(slots.in_use(), 0);
+    }
+
+    #[test]
+    fn many_slots_are_taken_together_or_not_at_all() {
+        let budget = Slots::new(1024);
+        let a = budget.try_take_many(512).unwrap();
+        let b = budget.try_take_many(384).unwrap();
+        assert!(budget.try_take_many(256).is_none());
+        assert_eq!(budget.in_use(), 896);
+        assert!(budget.try_take_many(usize::MAX).is_none());
+        drop(a);
+        let _c = budget.try_take_many(512).unwrap();
+        drop(b);
+        assert_eq!(budget.in_use(), 512);
     }
 }

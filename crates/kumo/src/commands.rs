@@ -39,6 +39,15 @@ async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
             failures: args.outbound_breaker_failures,
             cooldown: args.outbound_breaker_cooldown,
         },
+        max_memory: args.max_memory,
+        function_share_percent: args.function_share_percent,
+        min_free_disk: args.min_free_disk,
+        max_pending_records: args.max_pending_records,
+        connections: kumo_server::ConnectionLimits {
+            max_connections: args.max_connections,
+            header_read_timeout: args.header_read_timeout,
+            body_idle_timeout: args.body_idle_timeout,
+        },
     })
     .await?;
     // Tests and scripts read this line to learn the port (e.g. with --listen 127.0.0.1:0).

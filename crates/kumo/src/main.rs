@@ -85,6 +85,35 @@ pub struct ServeArgs {
     /// How long invocation records, logs and finished events are kept.
     #[arg(long, env = "KUMO_RETENTION", default_value = "7d", value_parser = kumo_core::parse_duration)]
     retention: std::time::Duration,
+    /// Memory all invocations running at once may ask for (their `memory_mb` summed), e.g.
+    /// `6GiB`; past it invocations are throttled (429). Default: the machine's or cgroup's
+    /// memory less an eighth (at least 256 MiB) for the server itself.
+    #[arg(long, env = "KUMO_MAX_MEMORY", value_parser = kumo_core::parse_size)]
+    max_memory: Option<u64>,
+    /// Percent of the server's slots one function without its own `max_concurrency` may hold,
+    /// so one slow function cannot throttle the others.
+    #[arg(long, env = "KUMO_FUNCTION_SHARE_PERCENT", default_value_t = kumo_server::DEFAULT_FUNCTION_SHARE_PERCENT, value_parser = clap::value_parser!(u8).range(1..=100))]
+    function_share_percent: u8,
+    /// Below this much free space in the data directory, new data (uploads, deploys, writes,
+    /// events) is refused with 507 while reads, deletes and invocations go on.
+    #[arg(long, env = "KUMO_MIN_FREE_DISK", default_value = "256MiB", value_parser = kumo_core::parse_size)]
+    min_free_disk: u64,
+    /// Invocation records kept in memory while the database cannot take them (a full disk);
+    /// past it new invocations are refused (503) rather than run unrecorded.
+    #[arg(long, env = "KUMO_MAX_PENDING_RECORDS", default_value_t = kumo_server::DEFAULT_MAX_PENDING_RECORDS)]
+    max_pending_records: usize,
+    /// Open connections at most; past it a new connection gets one 503 (or its /healthz) and
+    /// is closed. Default: three quarters of the open-files limit, at most 10,000.
+    #[arg(long, env = "KUMO_MAX_CONNECTIONS", value_parser = clap::value_parser!(usize))]
+    max_connections: Option<usize>,
+    /// How long a connection has to deliver a request's headers whole, counted from when it
+    /// is ready for one (accepted, or the previous response sent): also the keep-alive idle
+    /// timeout.
+    #[arg(long, env = "KUMO_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = kumo_core::parse_duration)]
+    header_read_timeout: std::time::Duration,
+    /// How long a request body may stall between two pieces before the request fails (408).
+    #[arg(long, env = "KUMO_BODY_IDLE_TIMEOUT", default_value = "30s", value_parser = kumo_core::parse_duration)]
+    body_idle_timeout: std::time::Duration,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]

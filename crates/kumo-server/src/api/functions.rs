@@ -33,6 +33,13 @@ pub(super) async fn deploy(
     config
         .validate()
         .map_err(|e| ApiError::invalid(format!("invalid config: {e}")))?;
+    let budget_mb = state.invoker.admission.memory().limit();
+    if config.memory_mb as usize > budget_mb {
+        return Err(ApiError::invalid(format!(
+            "invalid config: memory_mb {} is more than the server's whole memory budget of {budget_mb} MiB (--max-memory)",
+            config.memory_mb
+        )));
+    }
 
     let sha = Blobs::sha256(&code);
     let runtime = state.runtime.clone();

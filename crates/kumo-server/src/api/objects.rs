@@ -53,7 +53,13 @@ pub(super) async fn put_object(
     let (parts, body) = request.into_parts();
     let service = &state.objects;
     let declared = crate::headers::content_length(&parts.headers)?;
-    let mut body = body.into_data_stream();
+    // A stalled upload is a 408, told apart from one that broke off.
+    let stalled = std::sync::atomic::AtomicBool::new(false);
+    let mut body = futures::TryStreamExt::inspect_err(body.into_data_stream(), |e| {
+        if crate::connections::stalled(e).is_some() {
+            stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
     if declared.is_some_and(|n| n > service.max_bytes) {
         drain(&mut body).await;
         return Err(too_large(service.max_bytes));
@@ -80,7 +86,12 @@ pub(super) async fn put_object(
             return Err(too_large(max));
         }
         Err(ObjectError::Upload(why)) => {
-            return Err(ApiError::bad_request(format!("reading the upload: {why}")));
+            let kind = if stalled.load(std::sync::atomic::Ordering::Relaxed) {
+                ErrorKind::RequestTimeout
+            } else {
+                ErrorKind::InvalidRequest
+            };
+            return Err(ApiError::new(kind, format!("reading the upload: {why}")));
         }
         Err(ObjectError::Store(e)) => return Err(e.into()),
     };
@@ -97,7 +108,7 @@ pub(super) async fn put_object(
 
 /// Reads (and drops) what is left of a refused upload, up to 16 MiB, so the client, still
 /// sending, gets the 413 instead of a reset connection; beyond that it is cut off.
-async fn drain(body: &mut axum::body::BodyDataStream) {
+async fn drain<E>(body: &mut (impl futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin)) {
     use futures::StreamExt as _;
     let mut left: usize = 16 * 1024 * 1024;
     while let Some(Ok(chunk)) = body.next().await {

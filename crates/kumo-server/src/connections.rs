@@ -1,0 +1,264 @@
+//! The accept loop: every connection is served by hyper with a header read timeout, a request
+//! body that stalls is cut off, and open connections are capped. Past the cap a connection is
+//! answered once (its `/healthz`, or 503 `unavailable`) and closed, so a flood of idle
+//! connections cannot take the files the server needs; past a further margin it is closed
+//! unanswered. Both are counted.
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::slots::{Slot, Slots};
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use kumo_core::ErrorKind;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How the server treats its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections served at once; `None`: from the open-files limit.
+    pub max_connections: Option<usize>,
+    /// Time for a request's headers to arrive whole, counted from when the connection is
+    /// ready for a request: once accepted, and again after each response. A keep-alive
+    /// connection idle this long is closed.
+    pub header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request body (408 `request_timeout`).
+    pub body_idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            header_read_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Header read timeout of a connection answered past the cap.
+const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves `listener` until `shutdown` resolves, then lets open requests finish.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    limits: ConnectionLimits,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) {
+    let app = crate::app(state.clone());
+    let open = Slots::new(max_connections);
+    // Connections answered past the cap, each for at most a couple of seconds.
+    let overflow = Slots::new(max_connections / 8 + 16);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let mut refusing = auto::Builder::new(TokioExecutor::new()).http1_only();
+    refusing
+        .http1()
+        .keep_alive(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(OVERFLOW_HEADER_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    let metrics = &state.invoker.metrics;
+    metrics.watch_connections(open.clone());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of files or memory: wait rather than spin; the connections
+                    // being served are not affected.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(stream);
+        if let Some(slot) = open.try_take() {
+            let service = Connection {
+                app: app.clone(),
+                body_idle_timeout: limits.body_idle_timeout,
+                _slot: Arc::new(slot),
+            };
+            let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::trace!("connection: {e}");
+                }
+            });
+        } else {
+            metrics.connection_refused();
+            if let Some(slot) = overflow.try_take() {
+                let service = Refusal {
+                    _slot: Arc::new(slot),
+                };
+                let conn = refusing.serve_connection(io, service).into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Serves one connection's requests through the app; holds its place under the cap.
+#[derive(Clone)]
+struct Connection<S> {
+    app: S,
+    body_idle_timeout: Duration,
+    _slot: Arc<Slot>,
+}
+
+impl<S> hyper::service::Service<http::Request<Incoming>> for Connection<S>
+where
+    S: tower_service::Service<axum::extract::Request, Response = Response, Error = Infallible>
+        + Clone,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = S::Future;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        let timeout = self.body_idle_timeout;
+        let request = request.map(|body| Body::new(IdleTimeout::new(body, timeout)));
+        self.app.clone().call(request)
+    }
+}
+
+/// Answers a connection past the cap: `/healthz` still says the server is alive, anything
+/// else is told to come back.
+struct Refusal {
+    _slot: Arc<Slot>,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for Refusal {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response, Infallible>>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        let response = if request.uri().path() == "/healthz" {
+            "ok\n".into_response()
+        } else {
+            let mut response = ApiError::new(
+                ErrorKind::Unavailable,
+                "the server is at its limit of open connections; try again",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            response
+        };
+        std::future::ready(Ok(response))
+    }
+}
+
+/// A request body that fails when the next piece takes longer than the timeout to arrive.
+/// The timer exists only while the body waits, so a body that arrived with its headers
+/// costs none.
+struct IdleTimeout<B> {
+    inner: B,
+    timeout: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> IdleTimeout<B> {
+    fn new(inner: B, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            sleep: None,
+        }
+    }
+}
+
+/// The error of a request body that stalled; read handlers answer it with 408.
+#[derive(Debug)]
+pub(crate) struct BodyStalled(pub(crate) Duration);
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body stalled for {} (the body idle timeout)",
+            kumo_core::format_duration(self.0)
+        )
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
+impl<B> HttpBody for IdleTimeout<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.sleep = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled(timeout))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether a body read failed because the body stalled.
+pub(crate) fn stalled<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyStalled> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(stalled) = e.downcast_ref::<BodyStalled>() {
+            return Some(stalled);
+        }
+        next = e.source();
+    }
+    None
+}
