@@ -15,6 +15,7 @@ mod limits;
 mod metrics;
 mod objects;
 mod persistence;
+mod pressure;
 mod tracing;
 mod triggers;
 mod usage;

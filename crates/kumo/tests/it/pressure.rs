@@ -1,0 +1,269 @@
+//! Faults and floods (issue 21's fault-injection suite): a noisy neighbour, a memory budget,
+//! a connection flood, slow clients. Each asserts the documented status and code, that
+//! nothing acknowledged is lost, and that the server is healthy after.
+
+use crate::harness::{TestServer, config, error_code};
+use kumo_api::FunctionConfig;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+fn looping(timeout_secs: u64) -> FunctionConfig {
+    FunctionConfig {
+        timeout: Duration::from_secs(timeout_secs),
+        ..config()
+    }
+}
+
+/// Starts `n` requests to a looping guest and waits until the server counts `n` in flight.
+async fn hold(server: &TestServer, path: &str, n: usize) -> Vec<tokio::task::JoinHandle<u16>> {
+    let held: Vec<_> = (0..n)
+        .map(|_| {
+            let request = server.get(path).send();
+            tokio::spawn(async move { request.await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let in_flight = server
+        .metric_eventually("kumo_invocations_in_flight", n as u64)
+        .await;
+    assert_eq!(in_flight, n as u64, "{n} invocations of {path} are running");
+    held
+}
+
+#[tokio::test]
+async fn a_slow_function_holds_no_more_than_its_share_of_the_server() {
+    let server = TestServer::start_with(&["--max-concurrency", "4"]).await;
+    server
+        .deploy("slow", test_programs::HTTP_PROBE, looping(3))
+        .await;
+    server.deploy("other", test_programs::HELLO, config()).await;
+
+    // Half of the server's 4 slots by default: the third request is throttled, and names
+    // the share, not the server's limit.
+    let held = hold(&server, "/fn/slow/loop", 2).await;
+    let third = server.get("/fn/slow/loop").send().await.unwrap();
+    assert_eq!(third.status(), 429);
+    assert_eq!(third.headers()["retry-after"], "1");
+    let body: serde_json::Value = third.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("fair share"), "{message}");
+    // The other function is served meanwhile.
+    for _ in 0..3 {
+        let response = server.get("/fn/other/hi").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    for h in held {
+        assert_eq!(h.await.unwrap(), 504);
+    }
+    assert_eq!(server.get("/fn/slow/").send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_function_can_be_given_more_than_the_default_share() {
+    let server = TestServer::start_with(&["--max-concurrency", "4"]).await;
+    let wide = FunctionConfig {
+        max_concurrency: Some(3),
+        ..looping(2)
+    };
+    server.deploy("wide", test_programs::HTTP_PROBE, wide).await;
+    let held = hold(&server, "/fn/wide/loop", 3).await;
+    for h in held {
+        assert_eq!(h.await.unwrap(), 504);
+    }
+}
+
+#[tokio::test]
+async fn the_memory_budget_throttles_invocations_and_refuses_what_cannot_fit() {
+    let server = TestServer::start_with(&["--max-memory", "256MiB"]).await;
+    let too_big = FunctionConfig {
+        memory_mb: 512,
+        ..config()
+    };
+    let code = std::fs::read(test_programs::HTTP_PROBE).unwrap();
+    let refused = server
+        .client
+        .deploy("big", code, &too_big)
+        .await
+        .unwrap_err();
+    let refused = refused.to_string();
+    assert!(
+        refused.contains("invalid_function") && refused.contains("memory budget of 256 MiB"),
+        "{refused}"
+    );
+    assert_eq!(
+        server
+            .get("/api/v1/functions/big")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let half = FunctionConfig {
+        memory_mb: 128,
+        ..looping(3)
+    };
+    server.deploy("half", test_programs::HTTP_PROBE, half).await;
+    server.deploy("small", test_programs::HELLO, config()).await;
+    let held = hold(&server, "/fn/half/loop", 2).await;
+    assert_eq!(server.metric("kumo_memory_reserved_bytes").await, 256 << 20);
+    assert_eq!(server.metric("kumo_memory_budget_bytes").await, 256 << 20);
+    // Spent: any function is throttled, whatever its size.
+    let response = server.get("/fn/small/hi").send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("memory budget of 256 MiB"), "{message}");
+    for h in held {
+        assert_eq!(h.await.unwrap(), 504);
+    }
+    assert_eq!(server.metric("kumo_memory_reserved_bytes").await, 0);
+    assert_eq!(
+        server.get("/fn/small/hi").send().await.unwrap().status(),
+        200
+    );
+}
+
+/// The server's host:port.
+fn address(server: &TestServer) -> String {
+    server.url.trim_start_matches("http://").to_string()
+}
+
+/// Writes `request` on a new connection and reads until the server closes it (at most 10 s).
+async fn exchange(addr: &str, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_to_close(&mut stream).await
+}
+
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_answered_and_closed_while_the_others_go_on() {
+    let server = TestServer::start_with(&["--max-connections", "8"]).await;
+    let addr = address(&server);
+    // Eight idle connections take every place (the test has made no other).
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    // Give the accept loop time to take them all.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = exchange(
+        &addr,
+        "GET /api/v1/functions HTTP/1.1\r\nhost: kumo\r\n\r\n",
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("\"unavailable\""), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    let health = exchange(&addr, "GET /healthz HTTP/1.1\r\nhost: kumo\r\n\r\n").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // A connection under the cap is served as usual.
+    let mut first = idle.remove(0);
+    first
+        .write_all(b"GET /api/v1/functions HTTP/1.1\r\nhost: kumo\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let served = read_to_close(&mut first).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    drop(idle);
+    // Places come back as connections close; the refusals were counted.
+    let mut refusals = 0;
+    for _ in 0..50 {
+        let metrics = server.get("/metrics").send().await;
+        if let Ok(m) = metrics
+            && m.status() == 200
+        {
+            let text = m.text().await.unwrap();
+            refusals = text
+                .lines()
+                .find_map(|l| l.strip_prefix("kumo_connections_refused_total "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refusals >= 2, "refusals counted: {refusals}");
+    let listed = server.get("/api/v1/functions").send().await.unwrap();
+    assert_eq!(listed.status(), 200);
+}
+
+#[tokio::test]
+async fn slow_and_idle_clients_are_cut_off_by_the_header_read_timeout() {
+    let server = TestServer::start_with(&["--header-read-timeout", "1s"]).await;
+    let addr = address(&server);
+    // One header byte every 100 ms: the connection is closed about a second in, long
+    // before the headers could be complete.
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    let started = Instant::now();
+    let request = b"GET /healthz HTTP/1.1\r\nhost: kumo\r\nx-padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut cut = false;
+    for byte in request {
+        if slow.write_all(&[*byte]).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() > Duration::from_secs(6) {
+            break;
+        }
+    }
+    let rest = read_to_close(&mut slow).await;
+    assert!(
+        cut || !rest.contains("200"),
+        "a slow request's headers were still read: {rest}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(8));
+
+    // A keep-alive connection idle after its response is closed too.
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: kumo\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(server.get("/healthz").send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_fails_with_408_and_the_server_goes_on() {
+    let server = TestServer::start_with(&["--body-idle-timeout", "1s"]).await;
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, config())
+        .await;
+    let addr = address(&server);
+    for request in [
+        "POST /fn/probe/echo HTTP/1.1\r\nhost: kumo\r\ncontent-length: 100\r\n\r\nten bytes.",
+        "PUT /api/v1/objects/b/k HTTP/1.1\r\nhost: kumo\r\ncontent-length: 100\r\n\r\nten bytes.",
+    ] {
+        let started = Instant::now();
+        let answer = exchange(&addr, request).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("\"request_timeout\""), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    // Nothing was stored, and the server serves.
+    let object = server.get("/api/v1/objects/b/k").send().await.unwrap();
+    assert_eq!(error_code(object).await, "object_not_found");
+    let echoed = server
+        .post("/fn/probe/echo")
+        .body("whole")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.text().await.unwrap(), "whole");
+}
