@@ -41,12 +41,25 @@ impl ApiError {
     }
 }
 
-/// Internal failures are logged here, once, and reach the client only as a generic message.
+/// Internal failures are logged here, once, and reach the client only as a generic message;
+/// a full disk is said so (507), as the client can do something about it.
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
+        if kumo_store::is_disk_full(&e) {
+            tracing::warn!("refused for a full disk: {e:#}");
+            return insufficient_storage();
+        }
         tracing::error!("internal error: {e:#}");
         Self::new(ErrorKind::Internal, "internal error; see the server log")
     }
+}
+
+/// New data refused because the data directory's disk is (nearly) full.
+pub(crate) fn insufficient_storage() -> ApiError {
+    ApiError::new(
+        ErrorKind::InsufficientStorage,
+        "the data directory's disk is full; new data is refused until space is freed (deletes still work)",
+    )
 }
 
 impl From<QueryRejection> for ApiError {
@@ -91,7 +104,7 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(ERROR_HEADER, HeaderValue::from_static(self.kind.code()));
-        if self.kind == ErrorKind::Throttled {
+        if matches!(self.kind, ErrorKind::Throttled | ErrorKind::Unavailable) {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response

@@ -1,20 +1,33 @@
 //! The key-value store guests reach through `wasi:keyvalue`: the runtime's [`KeyValue`] on
 //! the same store the HTTP API uses, so both see the same keys and etags.
 
+use crate::disk::DiskSpace;
 use kumo_core::{CounterError, Expect, KeyPage, KvEntry, KvWrite};
 use kumo_runtime::{KeyValue, KvFuture};
 use kumo_store::Store;
 use kumo_store::prelude::*;
 
-pub(crate) struct GuestKv(pub(crate) Store);
+pub(crate) struct GuestKv {
+    pub(crate) store: Store,
+    /// Writes are refused while the disk is nearly full; reads and deletes go on.
+    pub(crate) disk: DiskSpace,
+}
+
+impl GuestKv {
+    fn ensure_room(&self) -> anyhow::Result<()> {
+        self.disk
+            .ensure_room()
+            .map_err(|refused| anyhow::anyhow!(refused.message))
+    }
+}
 
 impl KeyValue for GuestKv {
     fn get<'a>(&'a self, bucket: &'a str, key: &'a str) -> KvFuture<'a, Option<KvEntry>> {
-        Box::pin(self.0.kv_get(bucket, key))
+        Box::pin(self.store.kv_get(bucket, key))
     }
 
     fn exists<'a>(&'a self, bucket: &'a str, key: &'a str) -> KvFuture<'a, bool> {
-        Box::pin(self.0.kv_exists(bucket, key))
+        Box::pin(self.store.kv_exists(bucket, key))
     }
 
     fn put<'a>(
@@ -24,7 +37,10 @@ impl KeyValue for GuestKv {
         value: &'a [u8],
         expect: Expect<'a>,
     ) -> KvFuture<'a, KvWrite> {
-        Box::pin(self.0.kv_put(bucket, key, value, expect))
+        Box::pin(async move {
+            self.ensure_room()?;
+            self.store.kv_put(bucket, key, value, expect).await
+        })
     }
 
     fn delete<'a>(
@@ -33,7 +49,7 @@ impl KeyValue for GuestKv {
         key: &'a str,
         expect: Expect<'a>,
     ) -> KvFuture<'a, bool> {
-        Box::pin(self.0.kv_delete(bucket, key, expect))
+        Box::pin(self.store.kv_delete(bucket, key, expect))
     }
 
     fn list<'a>(
@@ -43,7 +59,7 @@ impl KeyValue for GuestKv {
         cursor: Option<&'a str>,
         limit: u32,
     ) -> KvFuture<'a, KeyPage> {
-        Box::pin(self.0.kv_list(bucket, prefix, cursor, limit))
+        Box::pin(self.store.kv_list(bucket, prefix, cursor, limit))
     }
 
     fn increment<'a>(
@@ -52,6 +68,9 @@ impl KeyValue for GuestKv {
         key: &'a str,
         delta: i64,
     ) -> KvFuture<'a, Result<i64, CounterError>> {
-        Box::pin(self.0.kv_increment(bucket, key, delta))
+        Box::pin(async move {
+            self.ensure_room()?;
+            self.store.kv_increment(bucket, key, delta).await
+        })
     }
 }

@@ -6,7 +6,6 @@
 use crate::admission::Admission;
 use crate::aliases::AliasTable;
 use crate::error::ApiError;
-use crate::guest_kv::GuestKv;
 use crate::loaded::{Entry, LoadedFunctions, entry_key};
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
@@ -73,8 +72,11 @@ pub struct Invoker {
 }
 
 impl Invoker {
+    // Each part is built once, in `Server::bind`; a struct of them would only rename this.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: Store,
+        kv: Arc<dyn KeyValue>,
         blobs: Blobs,
         runtime: Arc<Runtime>,
         recorder: Recorder,
@@ -83,7 +85,7 @@ impl Invoker {
         tracing: Tracing,
     ) -> Self {
         Self {
-            kv: Arc::new(GuestKv(store.clone())),
+            kv,
             tracing,
             store,
             blobs,
@@ -337,6 +339,14 @@ impl Invoker {
             started_at: kumo_core::now_ms(),
             clock: Instant::now(),
         };
+        if self.recorder.is_full() {
+            // Its record could not be kept: refused rather than run unmetered.
+            self.metrics.unrecorded_refusal();
+            return Err(ApiError::new(
+                ErrorKind::Unavailable,
+                "invocation records cannot be stored now (is the disk full?); new invocations are refused until they can",
+            ));
+        }
         let admitted = match self.admission.admit(entry, request.source) {
             Ok(admitted) => admitted,
             Err(error) => {

@@ -6,6 +6,7 @@ mod aliases;
 mod api;
 mod calls;
 mod connections;
+mod disk;
 mod error;
 mod events;
 mod frontend;
@@ -54,7 +55,7 @@ pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10 * 60);
 /// Percent of the server's slots one function may hold by default.
 pub const DEFAULT_FUNCTION_SHARE_PERCENT: u8 = 50;
 /// Invocation records held in memory at most while the database cannot take them.
-pub const DEFAULT_MAX_PENDING_RECORDS: usize = 100_000;
+pub const DEFAULT_MAX_PENDING_RECORDS: usize = 10_000;
 /// Largest code upload accepted by a deploy.
 pub const MAX_CODE_BYTES: usize = 100 * 1024 * 1024;
 
@@ -107,6 +108,8 @@ pub struct AppState {
     objects: objects::ObjectService,
     max_body_bytes: usize,
     prices: kumo_core::Prices,
+    /// Refuses new data while the disk is nearly full.
+    disk: disk::DiskSpace,
     /// Deploys and deletes one at a time, so route-conflict checks see a stable table.
     deploy_lock: Mutex<()>,
     /// Turns true when the server begins to stop: long polls and event streams end.
@@ -172,6 +175,7 @@ impl Server {
         let data = &config.data_dir;
         std::fs::create_dir_all(data)
             .with_context(|| format!("creating data dir {}", data.display()))?;
+        ensure_writable(data)?;
         let db_path = data.join("kumo.db");
         let store = Store::open(&db_path).await?;
         let blobs = Blobs::open(&data.join("blobs"))?;
@@ -184,10 +188,15 @@ impl Server {
                 ..RuntimeConfig::default()
             },
         )?;
-        let recorder = Recorder::start(RecordWriter::open(&db_path)?);
+        let recorder = Recorder::start(RecordWriter::open(&db_path)?, config.max_pending_records);
+        let disk = disk::DiskSpace::new(data.clone(), config.min_free_disk);
         let functions = store.list_functions().await?;
         let invoker = Invoker::new(
             store.clone(),
+            Arc::new(guest_kv::GuestKv {
+                store: store.clone(),
+                disk: disk.clone(),
+            }),
             blobs.clone(),
             runtime.clone(),
             recorder.clone(),
@@ -224,6 +233,7 @@ impl Server {
             },
             max_body_bytes: config.max_body_bytes,
             prices: config.prices,
+            disk,
             deploy_lock: Mutex::new(()),
             stopping,
         });
@@ -296,6 +306,15 @@ impl Server {
         state.store.close().await;
         Ok(())
     }
+}
+
+/// Fails with a message that names the directory when kumo cannot write in it (SQLite would
+/// only say "unable to open database file").
+fn ensure_writable(data: &std::path::Path) -> anyhow::Result<()> {
+    let probe = data.join(".kumo-write-check");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| format!("the data directory {} is not writable", data.display()))
 }
 
 /// Scale to zero: every so often, unload the functions idle for `keep_alive`.

@@ -66,6 +66,9 @@ pub struct Metrics {
     open_connections: OnceLock<std::sync::Arc<crate::slots::Slots>>,
     memory_reserved: Gauge,
     memory_budget: Gauge,
+    unrecorded_refusals: Counter,
+    records_pending: Gauge,
+    disk_low: Gauge,
 }
 
 impl Default for Metrics {
@@ -96,6 +99,9 @@ impl Default for Metrics {
             open_connections: OnceLock::new(),
             memory_reserved: Gauge::default(),
             memory_budget: Gauge::default(),
+            unrecorded_refusals: Counter::default(),
+            records_pending: Gauge::default(),
+            disk_low: Gauge::default(),
         };
         // Clones share their values with the fields; counters get `_total` appended, and every
         // help text a final period.
@@ -216,6 +222,21 @@ impl Default for Metrics {
             "Memory the invocations running at once may ask for in total (--max-memory)",
             m.memory_budget.clone(),
         );
+        r.register(
+            "kumo_unrecorded_refusals",
+            "Invocations refused (503) because their records could not be stored (a full disk)",
+            m.unrecorded_refusals.clone(),
+        );
+        r.register(
+            "kumo_records_pending",
+            "Invocation records waiting to be written (kept while the store refuses them)",
+            m.records_pending.clone(),
+        );
+        r.register(
+            "kumo_disk_low",
+            "1 while free disk space is below --min-free-disk (new data is refused)",
+            m.disk_low.clone(),
+        );
         m
     }
 }
@@ -224,6 +245,10 @@ impl Metrics {
     /// The accept loop's connections, to report at each scrape.
     pub(crate) fn watch_connections(&self, open: std::sync::Arc<crate::slots::Slots>) {
         let _ = self.open_connections.set(open);
+    }
+
+    pub(crate) fn unrecorded_refusal(&self) {
+        self.unrecorded_refusals.inc();
     }
 
     pub(crate) fn connection_refused(&self) {
@@ -347,6 +372,8 @@ pub(crate) async fn render(state: &AppState) -> anyhow::Result<String> {
         m.connections_open.set(gauge_value(open.in_use()));
         m.connection_limit.set(gauge_value(open.limit()));
     }
+    m.records_pending.set(gauge_value(state.recorder.backlog()));
+    m.disk_low.set(i64::from(state.disk.is_low()));
     let memory = state.invoker.admission.memory();
     m.memory_reserved.set(gauge_value(memory.in_use() << 20));
     m.memory_budget.set(gauge_value(memory.limit() << 20));

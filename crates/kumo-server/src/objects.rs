@@ -127,6 +127,9 @@ impl ObjectStorage for GuestObjects {
         let state = self.state();
         Box::pin(async move {
             let state = state?;
+            if let Err(refused) = state.disk.ensure_room() {
+                return Err(StorageError::Failed(anyhow::anyhow!(refused.message)));
+            }
             let content_type = match put.content_type.as_str() {
                 "" => "application/octet-stream",
                 given => given,

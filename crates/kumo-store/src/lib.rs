@@ -13,6 +13,7 @@
 
 mod blobs;
 mod codec;
+mod disk_full;
 mod invocations;
 mod kv;
 mod logs;
@@ -27,6 +28,7 @@ mod uuid_time;
 mod versions;
 
 pub use blobs::Blobs;
+pub use disk_full::is_disk_full;
 pub use migrations::SCHEMA_VERSION;
 pub use objects::{ObjectBody, ObjectError, Objects, Staged};
 pub use queue::{ClaimedEvent, Completion, IDEMPOTENCY_WINDOW_MS, NewEvent, QueueDepth};

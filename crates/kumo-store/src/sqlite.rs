@@ -64,6 +64,7 @@ impl Store {
         connection.close().await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .after_release(|connection, _| Box::pin(still_usable(connection)))
             .connect_with(options)
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
@@ -78,6 +79,22 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Whether a connection given back to the pool may be used again. A transaction whose COMMIT
+/// failed (SQLITE_FULL on a full disk) can be rolled back by SQLite itself; sqlx's rollback on
+/// drop then fails and leaves it counting an open transaction, so every later `begin` on that
+/// connection failed ("non-zero transaction depth") until a restart. Such a connection is
+/// closed instead; the pool opens a fresh one.
+async fn still_usable(connection: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    if !connection.is_in_transaction() {
+        return Ok(true);
+    }
+    // The rollback of a dropped transaction is queued to the connection's worker: a statement
+    // after it runs once the rollback has.
+    sqlx::query("SELECT 1").execute(&mut *connection).await?;
+    Ok(!connection.is_in_transaction())
 }
 
 impl crate::FunctionStore for Store {

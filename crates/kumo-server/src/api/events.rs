@@ -57,6 +57,7 @@ pub(super) async fn invoke_async(state: Arc<AppState>, name: String, request: Re
 async fn submit(state: &AppState, name: &str, request: Request) -> ApiResult<(String, bool)> {
     // Refused now rather than dead later: the function must exist when the event is sent.
     state.invoker.function(name).await?;
+    state.disk.ensure_room()?;
     let (parts, body) = request.into_parts();
     let body = read_body(body, &parts.headers, state.events.config.max_payload_bytes).await?;
     let header = |h: &str| {
@@ -267,6 +268,7 @@ pub(super) async fn publish(
     request: Request,
 ) -> ApiResult<(StatusCode, Json<Published>)> {
     validate_topic(&topic).map_err(ApiError::bad_request)?;
+    state.disk.ensure_room()?;
     let (parts, body) = request.into_parts();
     let body = read_body(body, &parts.headers, state.events.config.max_payload_bytes).await?;
     let traceparent = traceparent_for_event(

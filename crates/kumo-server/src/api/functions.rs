@@ -29,6 +29,7 @@ pub(super) async fn deploy(
     // The upload is read before the name is checked: answering while the client still sends
     // would close the connection under it, and it would see a reset instead of the 400.
     let (code, config) = read_deploy_parts(multipart?).await?;
+    state.disk.ensure_room()?;
     validate_name(&name).map_err(|e| ApiError::invalid(e.to_string()))?;
     config
         .validate()

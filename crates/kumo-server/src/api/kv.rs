@@ -116,6 +116,7 @@ pub(super) async fn put_key(
     checked(&bucket, Some(&key))?;
     let (parts, body) = request.into_parts();
     let expect = expectation(&parts.headers)?;
+    state.disk.ensure_room()?;
     let value = read_body(body, &parts.headers, MAX_KV_VALUE_BYTES).await?;
     match state
         .store

@@ -53,6 +53,10 @@ pub(super) async fn put_object(
     let (parts, body) = request.into_parts();
     let service = &state.objects;
     let declared = crate::headers::content_length(&parts.headers)?;
+    if let Err(refused) = state.disk.ensure_room() {
+        drain(&mut body.into_data_stream()).await;
+        return Err(refused);
+    }
     // A stalled upload is a 408, told apart from one that broke off.
     let stalled = std::sync::atomic::AtomicBool::new(false);
     let mut body = futures::TryStreamExt::inspect_err(body.into_data_stream(), |e| {

@@ -58,6 +58,7 @@ pub(super) async fn publish(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<VersionRecord>)> {
+    state.disk.ensure_room()?;
     let request: PublishRequest = json_body(&body)?;
     let published = state
         .store
@@ -130,6 +131,7 @@ pub(super) async fn set_alias(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<AliasRecord>)> {
     validate_alias(&alias).map_err(ApiError::bad_request)?;
+    state.disk.ensure_room()?;
     let request: AliasRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid alias JSON: {e}")))?;
     if let Some(canary) = &request.canary {

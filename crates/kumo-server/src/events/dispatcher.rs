@@ -167,7 +167,8 @@ async fn attempt(state: Arc<AppState>, event: ClaimedEvent, _worker: OwnedSemaph
     let now = kumo_core::now_ms();
     let request_id = invoked.request_id;
     let error = match invoked.result {
-        Err(e) if e.kind == ErrorKind::Throttled => {
+        // Not run at all (no slot, or no room for its record): it runs later.
+        Err(e) if matches!(e.kind, ErrorKind::Throttled | ErrorKind::Unavailable) => {
             return finish(&state, &event, None, defer(now)).await;
         }
         Ok(response) if response.status.as_u16() < 500 => {

@@ -5,6 +5,7 @@ mod calls;
 mod cli;
 mod crash;
 mod deploy;
+mod disk;
 mod events;
 mod harness;
 mod instances;
