@@ -110,3 +110,47 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// Gives the one error shape to the refusals that axum's router and extractors answer
+/// themselves (a path that is not UTF-8, an unknown method on `/healthz`, a body of the wrong
+/// type), which come out as text or empty. Responses that already carry `x-kumo-error`, and
+/// functions' own responses (they carry a request id), are left as they are.
+pub(crate) async fn in_error_shape(response: Response) -> Response {
+    let status = response.status();
+    let headers = response.headers();
+    if !(status.is_client_error() || status.is_server_error())
+        || headers.contains_key(ERROR_HEADER)
+        || headers.contains_key(crate::gateway::REQUEST_ID_HEADER)
+    {
+        return response;
+    }
+    let kind = match status.as_u16() {
+        404 => ErrorKind::NotFound,
+        405 => ErrorKind::MethodNotAllowed,
+        408 => ErrorKind::RequestTimeout,
+        413 => ErrorKind::PayloadTooLarge,
+        400..=499 => ErrorKind::InvalidRequest,
+        _ => ErrorKind::Internal,
+    };
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match text.is_empty() {
+        true => status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_ascii_lowercase(),
+        false => text,
+    };
+    let mut shaped = ApiError::new(kind, message).into_response();
+    // The status stays what it was (415 stays 415); `Allow` of a 405 is kept.
+    *shaped.status_mut() = status;
+    if let Some(allow) = parts.headers.get(http::header::ALLOW) {
+        shaped
+            .headers_mut()
+            .insert(http::header::ALLOW, allow.clone());
+    }
+    shaped
+}

@@ -132,6 +132,7 @@ pub fn app(state: Arc<AppState>) -> Frontend<impl FunctionHandler> {
     let router = Router::new()
         .nest("/api/v1", api::router())
         .merge(gateway::router())
+        .layer(axum::middleware::map_response(error::in_error_shape))
         .with_state(state.clone());
     let functions = move |request| {
         let state = state.clone();

@@ -129,7 +129,7 @@ pub(super) async fn get_invocation(
     let record = state.store.get_invocation(&id).await?;
     record.map(|r| Json(Invocation::Record(r))).ok_or_else(|| {
         ApiError::new(
-            ErrorKind::FunctionNotFound,
+            ErrorKind::InvocationNotFound,
             format!("no invocation with id {id:?}"),
         )
     })
@@ -145,7 +145,7 @@ pub(super) async fn invocation_events(
     let changes = state.events.subscribe();
     let first = state.store.get_event(&id).await?.ok_or_else(|| {
         ApiError::new(
-            ErrorKind::FunctionNotFound,
+            ErrorKind::InvocationNotFound,
             format!("no async invocation with id {id:?}"),
         )
     })?;
@@ -218,7 +218,11 @@ pub(super) async fn dead_letters(
 ) -> ApiResult<Json<Vec<EventRecord>>> {
     let Query(params) = params?;
     let limit = params.limit.unwrap_or(100).min(10_000);
-    Ok(Json(state.store.list_dead_events(&name, limit).await?))
+    let dead = state.store.list_dead_events(&name, limit).await?;
+    if dead.is_empty() {
+        super::known_function(&state, &name).await?;
+    }
+    Ok(Json(dead))
 }
 
 #[derive(Deserialize)]

@@ -110,10 +110,17 @@ pub(super) async fn deploy(
 async fn read_deploy_parts(mut multipart: Multipart) -> ApiResult<(Bytes, FunctionConfig)> {
     let mut code = None;
     let mut config = FunctionConfig::default();
+    let mut seen_config = false;
     while let Some(field) = multipart.next_field().await? {
+        let twice = |part: &str| {
+            ApiError::bad_request(format!("the multipart part `{part}` is given twice"))
+        };
         match field.name() {
+            Some("code") if code.is_some() => return Err(twice("code")),
+            Some("config") if seen_config => return Err(twice("config")),
             Some("code") => code = Some(field.bytes().await?),
             Some("config") => {
+                seen_config = true;
                 let bytes = field.bytes().await?;
                 config = serde_json::from_slice(&bytes)
                     .map_err(|e| ApiError::invalid(format!("invalid config: {e}")))?;

@@ -25,6 +25,25 @@ fn checked(bucket: &str, key: Option<&str>) -> ApiResult<()> {
     Ok(())
 }
 
+/// `Ok` when `name` is a deployed function, or was one and left records behind (its logs
+/// stay readable after a delete); else 404 `function_not_found`. Asked only when a listing
+/// came back empty, so a busy function costs nothing.
+async fn known_function(state: &AppState, name: &str) -> ApiResult<()> {
+    use kumo_store::prelude::*;
+    if state.store.get_function(name).await?.is_some() {
+        return Ok(());
+    }
+    if !state
+        .store
+        .list_invocations(Some(name), 1)
+        .await?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    Err(ApiError::not_found(name))
+}
+
 /// `?prefix=&cursor=&limit=` of a bucket listing (keys or objects).
 #[derive(serde::Deserialize)]
 struct ListParams {

@@ -72,7 +72,7 @@ pub(super) async fn logs(
             let back =
                 parse_duration(since).map_err(|e| ApiError::bad_request(format!("since: {e}")))?;
             let back = i64::try_from(back.as_millis()).unwrap_or(i64::MAX);
-            Some(kumo_core::now_ms().saturating_sub(back))
+            Some(kumo_core::now_ms().saturating_sub(back).max(0))
         }
         None => None,
     };
@@ -86,6 +86,9 @@ pub(super) async fn logs(
         limit: params.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT),
     };
     let first = state.store.list_logs(&query).await?;
+    if first.is_empty() {
+        super::known_function(&state, &query.function).await?;
+    }
     if !params.follow {
         return Ok(Json(first).into_response());
     }
@@ -142,7 +145,9 @@ pub(super) async fn usage(
         .map_err(|e| ApiError::bad_request(format!("since: {e}")))?;
     let by = params.by;
     state.recorder.flush().await;
-    let since = kumo_core::now_ms().saturating_sub(i64::try_from(back.as_millis()).unwrap_or(0));
+    // Back past the epoch is from the start of records, not a negative time.
+    let back_ms = i64::try_from(back.as_millis()).unwrap_or(i64::MAX);
+    let since = kumo_core::now_ms().saturating_sub(back_ms).max(0);
     let (mut rows, mut total) = state.store.usage(since, by).await?;
     let prices = state.prices;
     for row in rows.iter_mut().chain(std::iter::once(&mut total)) {

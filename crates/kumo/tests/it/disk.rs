@@ -52,7 +52,7 @@ fn mount(args: &[&str], at: &Path) {
     assert!(status.success(), "mount {args:?} failed");
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("Uid:"))

@@ -267,3 +267,147 @@ async fn a_stalled_request_body_fails_with_408_and_the_server_goes_on() {
         .unwrap();
     assert_eq!(echoed.text().await.unwrap(), "whole");
 }
+
+#[tokio::test]
+async fn every_refusal_has_the_one_error_shape_and_the_right_code() {
+    let server = TestServer::start().await;
+    let addr = address(&server);
+    let cases = [
+        // The router's own rejections: a key that is not UTF-8, unknown methods.
+        ("GET /api/v1/kv/b/%ff HTTP/1.1", 400, "invalid_request"),
+        ("POST /healthz HTTP/1.1", 405, "method_not_allowed"),
+        ("DELETE /metrics HTTP/1.1", 405, "method_not_allowed"),
+        (
+            "PATCH /api/v1/functions HTTP/1.1",
+            405,
+            "method_not_allowed",
+        ),
+        ("GET /api/v1/nothing-here HTTP/1.1", 404, "not_found"),
+        // Unknown things are named for what they are.
+        (
+            "GET /api/v1/invocations/0190a4c1-0000-7000-8000-000000000000 HTTP/1.1",
+            404,
+            "invocation_not_found",
+        ),
+        (
+            "GET /api/v1/invocations/nope/events HTTP/1.1",
+            404,
+            "invocation_not_found",
+        ),
+        (
+            "GET /api/v1/functions/nope/logs HTTP/1.1",
+            404,
+            "function_not_found",
+        ),
+        (
+            "GET /api/v1/functions/nope/dlq HTTP/1.1",
+            404,
+            "function_not_found",
+        ),
+    ];
+    for (line, status, code) in cases {
+        let answer = exchange(
+            &addr,
+            &format!("{line}\r\nhost: kumo\r\nconnection: close\r\n\r\n"),
+        )
+        .await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{line}: {head}"
+        );
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains("content-type: application/json"),
+            "{line}: {head}"
+        );
+        assert!(
+            head.contains(&format!("x-kumo-error: {code}")),
+            "{line}: {head}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{line}: {e}: {body}"));
+        assert_eq!(json["error"]["code"], code, "{line}");
+        assert!(!json["error"]["message"].as_str().unwrap().is_empty());
+    }
+
+    // A look back past the epoch starts at the epoch; one too long to count is refused.
+    let usage: serde_json::Value = server
+        .get("/api/v1/usage?since=100000000d")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["since"], 0);
+    let too_long = server
+        .get("/api/v1/usage?since=999999999999999999d")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(too_long).await, "invalid_request");
+
+    // A deploy naming a part twice is refused, not half taken.
+    let code = std::fs::read(test_programs::HELLO).unwrap();
+    for twice in ["code", "config"] {
+        let mut form = reqwest::multipart::Form::new()
+            .part("code", reqwest::multipart::Part::bytes(code.clone()))
+            .text("config", "{}");
+        form = match twice {
+            "code" => form.part("code", reqwest::multipart::Part::bytes(code.clone())),
+            _ => form.text("config", "{\"memory_mb\": 64}"),
+        };
+        let response = server
+            .http
+            .put(format!("{}/api/v1/functions/twice", server.url))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        assert_eq!(error_code(response).await, "invalid_request");
+    }
+    assert_eq!(
+        server
+            .get("/api/v1/functions/twice")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn a_data_directory_kumo_cannot_write_is_named_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // Root writes through permissions: a read-only bind mount stops it too.
+    let mounted = crate::disk::is_root()
+        && std::process::Command::new("mount")
+            .args(["--bind", "-o", "ro"])
+            .arg(&data)
+            .arg(&data)
+            .status()
+            .is_ok_and(|s| s.success());
+    if !mounted {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kumo"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    if mounted {
+        let _ = std::process::Command::new("umount").arg(&data).status();
+    }
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is not writable") && stderr.contains(data.to_str().unwrap()),
+        "{stderr}"
+    );
+}
