@@ -147,6 +147,7 @@ pub struct Server {
     state: Arc<AppState>,
     keep_alive: Duration,
     retention: Duration,
+    data_dir: PathBuf,
     connections: ConnectionLimits,
     max_connections: usize,
     stop: watch::Sender<bool>,
@@ -216,6 +217,8 @@ impl Server {
             invoker.admission.async_limit(),
         );
         let objects = kumo_store::Objects::open(store.clone(), &data.join("objects"))?;
+        // Nothing is being written yet: every leftover of a crash goes, whatever its age.
+        sweep_leftovers(data, &objects, Duration::ZERO).await;
         let (stop, stopping) = watch::channel(false);
         let state = Arc::new(AppState {
             store,
@@ -264,6 +267,7 @@ impl Server {
             state,
             keep_alive: config.keep_alive,
             retention: config.retention,
+            data_dir: config.data_dir.clone(),
             connections: config.connections,
             max_connections,
             stop,
@@ -283,6 +287,10 @@ impl Server {
         let state = self.state.clone();
         let sweeper = tokio::spawn(unload_idle_functions(state.clone(), self.keep_alive));
         let retention = tokio::spawn(enforce_retention(state.clone(), self.retention));
+        let leftovers = tokio::spawn(sweep_leftovers_periodically(
+            self.data_dir.clone(),
+            state.objects.storage.clone(),
+        ));
         let dispatcher = tokio::spawn(events::dispatch(state.clone(), self.stop.subscribe()));
         let scheduler = tokio::spawn(events::scheduler::run(state.clone(), self.stop.subscribe()));
         let stop = self.stop;
@@ -299,6 +307,7 @@ impl Server {
         .await;
         sweeper.abort();
         retention.abort();
+        leftovers.abort();
         // Both watch the stop signal; the dispatcher lets running attempts finish first.
         let _ = tokio::join!(dispatcher, scheduler);
         state.recorder.flush().await;
@@ -316,6 +325,45 @@ fn ensure_writable(data: &std::path::Path) -> anyhow::Result<()> {
     std::fs::write(&probe, b"")
         .and_then(|()| std::fs::remove_file(&probe))
         .with_context(|| format!("the data directory {} is not writable", data.display()))
+}
+
+/// How long a file nothing names must have been left alone before a periodic sweep takes it:
+/// far longer than a stalled upload may live (the body idle timeout cuts it off).
+const LEFTOVER_AGE: Duration = Duration::from_secs(10 * 60);
+
+/// Removes what crashes and failed writes left in the data directory: object files no row
+/// names, temporary files of code blobs and of the compile cache.
+async fn sweep_leftovers(data: &std::path::Path, objects: &kumo_store::Objects, min_age: Duration) {
+    let objects = objects.sweep_leftovers(min_age).await;
+    let (blobs_dir, cache_dir) = (data.join("blobs"), data.join("cache"));
+    let temps = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
+        let blobs = kumo_store::remove_stale_files(&blobs_dir, min_age, |name| {
+            name.starts_with('.') && name.ends_with(".tmp")
+        })?;
+        let cache =
+            kumo_store::remove_stale_files(&cache_dir, min_age, |name| name.contains(".tmp-"))?;
+        Ok(blobs + cache)
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
+    match (objects, temps) {
+        (Ok(0), Ok(0)) => {}
+        (Ok(objects), Ok(temps)) => {
+            tracing::info!(objects, temporary = temps, "removed leftover files")
+        }
+        (Err(e), _) => tracing::warn!("sweeping leftover object files: {e:#}"),
+        (_, Err(e)) => tracing::warn!("sweeping leftover temporary files: {e}"),
+    }
+}
+
+async fn sweep_leftovers_periodically(data: PathBuf, objects: kumo_store::Objects) {
+    let mut ticks = tokio::time::interval(LEFTOVER_AGE);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        sweep_leftovers(&data, &objects, LEFTOVER_AGE).await;
+    }
 }
 
 /// Scale to zero: every so often, unload the functions idle for `keep_alive`.

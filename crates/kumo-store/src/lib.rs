@@ -22,6 +22,7 @@ mod objects;
 mod queue;
 mod record_writer;
 mod sqlite;
+mod sweep;
 mod traits;
 mod usage;
 mod uuid_time;
@@ -34,6 +35,7 @@ pub use objects::{ObjectBody, ObjectError, Objects, Staged};
 pub use queue::{ClaimedEvent, Completion, IDEMPOTENCY_WINDOW_MS, NewEvent, QueueDepth};
 pub use record_writer::RecordWriter;
 pub use sqlite::{LogQuery, Store};
+pub use sweep::remove_stale_files;
 /// The storage traits, to bring their methods into scope: `use kumo_store::prelude::*`.
 pub mod prelude {
     pub use crate::traits::{

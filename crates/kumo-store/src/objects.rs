@@ -16,8 +16,10 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt as _, WriteMultipart};
 use sqlx::Row;
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS objects (
@@ -57,6 +59,8 @@ pub type ObjectBody = std::pin::Pin<Box<dyn Stream<Item = anyhow::Result<Bytes>>
 pub struct Objects {
     store: Store,
     files: Arc<dyn ObjectStore>,
+    /// Where `files` keeps them, for the sweep of leftovers.
+    dir: PathBuf,
 }
 
 fn file(bucket: &str, etag: &str) -> ObjectPath {
@@ -73,6 +77,7 @@ impl Objects {
         Ok(Self {
             store,
             files: Arc::new(files),
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -137,11 +142,50 @@ impl Objects {
     /// (storage events for it) in the same transaction. Returns whether the key was new.
     pub async fn commit(&self, staged: Staged, events: &[NewEvent<'_>]) -> anyhow::Result<bool> {
         let info = &staged.info;
-        let old = self.store.put_object_info(info, events).await?;
+        let old = match self.store.put_object_info(info, events).await {
+            Ok(old) => old,
+            Err(e) => {
+                // Not committed (a full disk, say): its file would never be read.
+                self.remove_file(&info.bucket, &info.etag).await;
+                return Err(e);
+            }
+        };
         if let Some(old) = &old {
             self.remove_file(&info.bucket, old).await;
         }
         Ok(old.is_none())
+    }
+
+    /// Removes object files that no committed row names and that were not written to for
+    /// `min_age` (uploads cut off by a crash, staging files of the file system layer);
+    /// returns how many.
+    pub async fn sweep_leftovers(&self, min_age: Duration) -> anyhow::Result<usize> {
+        let rows = sqlx::query("SELECT bucket, etag FROM objects")
+            .fetch_all(&self.store.pool)
+            .await
+            .context("listing object files")?;
+        let mut named = HashSet::with_capacity(rows.len());
+        for row in rows {
+            named.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
+        }
+        let dir = self.dir.clone();
+        let swept = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
+            let mut removed = 0;
+            for bucket in std::fs::read_dir(&dir)? {
+                let bucket = bucket?;
+                let Some(name) = bucket.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if !bucket.file_type()?.is_dir() {
+                    continue;
+                }
+                let leftover = |file: &str| !named.contains(&(name.clone(), file.to_string()));
+                removed += crate::sweep::remove_stale_files(&bucket.path(), min_age, leftover)?;
+            }
+            Ok(removed)
+        })
+        .await??;
+        Ok(swept)
     }
 
     /// Drops a staged object that will not be committed.

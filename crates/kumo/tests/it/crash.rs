@@ -102,3 +102,75 @@ async fn no_event_is_lost_when_the_server_is_killed_midway() {
         twice.len()
     );
 }
+
+/// The files in `dir` and below, as paths relative to it.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn leftovers_of_a_crash_are_swept_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &[]);
+    server.deploy("hello", test_programs::HELLO, config()).await;
+    let kept = server
+        .http
+        .put(format!("{}/api/v1/objects/b/kept", server.url))
+        .body("kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.status(), 201);
+    // An upload under way when the server is killed: its file is written, never committed.
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+    tx.unbounded_send(Ok(vec![b'x'; 3 << 20])).unwrap();
+    let upload = server
+        .http
+        .put(format!("{}/api/v1/objects/b/cut", server.url))
+        .body(reqwest::Body::wrap_stream(rx))
+        .send();
+    let upload = tokio::spawn(upload);
+    let objects = dir.path().join("objects");
+    for _ in 0..100 {
+        if files_under(&objects).len() > 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill();
+    let _ = upload.await;
+    drop(tx);
+    // And temporary files whose rename never came.
+    std::fs::write(dir.path().join("cache").join("abc.cwasm.tmp-1-2"), b"").unwrap();
+    std::fs::write(dir.path().join("blobs").join(".abc.1-2.tmp"), b"").unwrap();
+    let before = files_under(dir.path());
+    assert!(
+        files_under(&objects).len() > 1,
+        "the cut upload left a file: {before:?}"
+    );
+
+    let server = TestServer::start_in(dir.path(), &[]);
+    let after = files_under(dir.path());
+    assert_eq!(
+        files_under(&objects).len(),
+        1,
+        "only the kept object's file: {after:?}"
+    );
+    assert!(!after.iter().any(|f| f.contains(".tmp")), "{after:?}");
+    let read = server.get("/api/v1/objects/b/kept").send().await.unwrap();
+    assert_eq!(read.text().await.unwrap(), "kept");
+    assert_eq!(server.get("/fn/hello/").send().await.unwrap().status(), 200);
+}
