@@ -158,7 +158,8 @@ async fn a_disk_full_to_the_last_byte_loses_no_record_and_heals_without_a_restar
         return;
     };
     // No threshold: the writes run into ENOSPC and SQLITE_FULL themselves.
-    let server = TestServer::start_in(&fs.path(), &["--min-free-disk", "0"]);
+    let args = ["--min-free-disk", "0", "--max-pending-records", "20"];
+    let server = TestServer::start_in(&fs.path(), &args);
     server.deploy("hello", test_programs::HELLO, config()).await;
     server.deploy("sub", test_programs::HELLO, config()).await;
 
@@ -207,16 +208,34 @@ async fn a_disk_full_to_the_last_byte_loses_no_record_and_heals_without_a_restar
         }
     }
     assert!(refusals >= 16, "the full disk refused writes");
-    // Invocations answer; their records wait in memory.
-    invoke_n(&server, 30).await;
+    // Invocations answer while their records wait in memory, up to the bound; past it they
+    // are refused rather than run unrecorded.
+    let mut served = 0;
+    let refused = loop {
+        let response = server.get("/fn/hello/").send().await.unwrap();
+        if response.status() != 200 {
+            break response;
+        }
+        served += 1;
+        assert!(served <= 20, "more invocations ran than records can wait");
+    };
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(error_code(refused).await, "unavailable");
+    assert!(served > 0);
+    assert_eq!(server.metric("kumo_unrecorded_refusals_total").await, 1);
     let pending = server.metric("kumo_records_pending").await;
-    assert!(pending > 0, "records wait while the disk is full");
+    assert!(
+        pending >= served,
+        "records wait while the disk is full: {pending}"
+    );
 
     // Space returns: everything works again, without a restart.
     fs.resize("120m");
     let pending = server.metric_eventually("kumo_records_pending", 0).await;
     assert_eq!(pending, 0);
-    assert_eq!(records_of(&server, "hello").await, 30);
+    assert_eq!(records_of(&server, "hello").await, served as usize);
+    assert_eq!(server.get("/fn/hello/").send().await.unwrap().status(), 200);
     for i in 0..8 {
         let put = server
             .http
