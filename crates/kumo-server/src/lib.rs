@@ -217,8 +217,6 @@ impl Server {
             invoker.admission.async_limit(),
         );
         let objects = kumo_store::Objects::open(store.clone(), &data.join("objects"))?;
-        // Nothing is being written yet: every leftover of a crash goes, whatever its age.
-        sweep_leftovers(data, &objects, Duration::ZERO).await;
         let (stop, stopping) = watch::channel(false);
         let state = Arc::new(AppState {
             store,
@@ -241,6 +239,8 @@ impl Server {
             deploy_lock: Mutex::new(()),
             stopping,
         });
+        // Nothing is being written yet: every leftover of a crash goes, whatever its age.
+        sweep_leftovers(&state, data, Duration::ZERO).await;
         let calls = calls::InternalCalls(Arc::downgrade(&state));
         state.runtime.set_function_calls(Arc::new(calls));
         let guest_objects = objects::GuestObjects(Arc::downgrade(&state));
@@ -288,8 +288,8 @@ impl Server {
         let sweeper = tokio::spawn(unload_idle_functions(state.clone(), self.keep_alive));
         let retention = tokio::spawn(enforce_retention(state.clone(), self.retention));
         let leftovers = tokio::spawn(sweep_leftovers_periodically(
+            state.clone(),
             self.data_dir.clone(),
-            state.objects.storage.clone(),
         ));
         let dispatcher = tokio::spawn(events::dispatch(state.clone(), self.stop.subscribe()));
         let scheduler = tokio::spawn(events::scheduler::run(state.clone(), self.stop.subscribe()));
@@ -331,38 +331,52 @@ fn ensure_writable(data: &std::path::Path) -> anyhow::Result<()> {
 /// far longer than a stalled upload may live (the body idle timeout cuts it off).
 const LEFTOVER_AGE: Duration = Duration::from_secs(10 * 60);
 
-/// Removes what crashes and failed writes left in the data directory: object files no row
-/// names, temporary files of code blobs and of the compile cache.
-async fn sweep_leftovers(data: &std::path::Path, objects: &kumo_store::Objects, min_age: Duration) {
-    let objects = objects.sweep_leftovers(min_age).await;
+/// Removes what crashes, failed writes and deletes left in the data directory: object files
+/// no row names, code blobs and compiled artifacts of code no function or version has, and
+/// temporary files of both. Deploys wait meanwhile (the deploy lock), so code being deployed
+/// is never taken for unused.
+async fn sweep_leftovers(state: &AppState, data: &std::path::Path, min_age: Duration) {
+    let objects = state.objects.storage.sweep_leftovers(min_age).await;
+    let _deploying = state.deploy_lock.lock().await;
+    let code = match state.store.code_in_use().await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::warn!("sweeping leftover code: {e:#}");
+            return;
+        }
+    };
     let (blobs_dir, cache_dir) = (data.join("blobs"), data.join("cache"));
-    let temps = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
+    let files = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
+        let unused = |sha: &str| sha.len() == 64 && !code.contains(sha);
         let blobs = kumo_store::remove_stale_files(&blobs_dir, min_age, |name| {
-            name.starts_with('.') && name.ends_with(".tmp")
+            (name.starts_with('.') && name.ends_with(".tmp")) || unused(name)
         })?;
-        let cache =
-            kumo_store::remove_stale_files(&cache_dir, min_age, |name| name.contains(".tmp-"))?;
+        // `{sha256}-{engine}.cwasm`, or its temporary file.
+        let cache = kumo_store::remove_stale_files(&cache_dir, min_age, |name| {
+            name.contains(".tmp-")
+                || (name.ends_with(".cwasm") && name.get(..64).is_some_and(unused))
+        })?;
         Ok(blobs + cache)
     })
     .await
     .map_err(std::io::Error::other)
     .and_then(|r| r);
-    match (objects, temps) {
+    match (objects, files) {
         (Ok(0), Ok(0)) => {}
-        (Ok(objects), Ok(temps)) => {
-            tracing::info!(objects, temporary = temps, "removed leftover files")
+        (Ok(objects), Ok(files)) => {
+            tracing::info!(objects, code_files = files, "removed leftover files")
         }
         (Err(e), _) => tracing::warn!("sweeping leftover object files: {e:#}"),
-        (_, Err(e)) => tracing::warn!("sweeping leftover temporary files: {e}"),
+        (_, Err(e)) => tracing::warn!("sweeping leftover code files: {e}"),
     }
 }
 
-async fn sweep_leftovers_periodically(data: PathBuf, objects: kumo_store::Objects) {
+async fn sweep_leftovers_periodically(state: Arc<AppState>, data: PathBuf) {
     let mut ticks = tokio::time::interval(LEFTOVER_AGE);
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        sweep_leftovers(&data, &objects, LEFTOVER_AGE).await;
+        sweep_leftovers(&state, &data, LEFTOVER_AGE).await;
     }
 }
 

@@ -6,7 +6,7 @@
 use kumo_core::{InvocationRecord, OutputLine};
 use kumo_store::RecordWriter;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -39,6 +39,8 @@ pub(crate) struct Recorder {
     /// refuses them (a full disk).
     backlog: Arc<AtomicUsize>,
     max_backlog: usize,
+    /// Whether invocations are being refused for the backlog (for the log line).
+    refusing: Arc<AtomicBool>,
 }
 
 impl Recorder {
@@ -50,6 +52,7 @@ impl Recorder {
             tx,
             backlog,
             max_backlog,
+            refusing: Arc::default(),
         }
     }
 
@@ -72,9 +75,22 @@ impl Recorder {
     }
 
     /// Whether so many records wait (the store refusing them) that new invocations must be
-    /// refused rather than run unrecorded.
+    /// refused rather than run unrecorded. The change either way is logged once.
     pub(crate) fn is_full(&self) -> bool {
-        self.backlog() >= self.max_backlog
+        let full = self.backlog() >= self.max_backlog;
+        if full != self.refusing.load(Ordering::Relaxed)
+            && full != self.refusing.swap(full, Ordering::Relaxed)
+        {
+            if full {
+                tracing::error!(
+                    waiting = self.backlog(),
+                    "invocation records cannot be stored: new invocations are refused (503) until they can"
+                );
+            } else {
+                tracing::info!("invocation records are stored again: invocations are taken");
+            }
+        }
+        full
     }
 
     /// Waits until every record sent so far is in the store, or the store has refused them

@@ -71,6 +71,19 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// The code (sha256) of every function and version: what blobs and compiled artifacts
+    /// must be kept.
+    pub async fn code_in_use(&self) -> anyhow::Result<std::collections::HashSet<String>> {
+        let rows =
+            sqlx::query("SELECT code_sha256 FROM functions UNION SELECT code_sha256 FROM versions")
+                .fetch_all(&self.pool)
+                .await
+                .context("listing the code in use")?;
+        rows.iter()
+            .map(|row| Ok(row.try_get::<String, _>(0)?))
+            .collect()
+    }
+
     /// The newest schema migration the database has had.
     pub async fn schema_version(&self) -> anyhow::Result<i64> {
         crate::migrations::schema_version(&mut *self.pool.acquire().await?).await

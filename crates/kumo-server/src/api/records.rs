@@ -36,6 +36,11 @@ pub(super) async fn list_invocations(
         .store
         .list_invocations(params.function.as_deref(), limit)
         .await?;
+    if let Some(function) = &params.function
+        && records.is_empty()
+    {
+        super::known_function(&state, function).await?;
+    }
     Ok(Json(records))
 }
 

@@ -126,6 +126,17 @@ async fn leftovers_of_a_crash_are_swept_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), &[]);
     server.deploy("hello", test_programs::HELLO, config()).await;
+    // Code of a deleted function: its blob and compiled artifact are no longer needed.
+    server
+        .deploy("gone", test_programs::WORDCOUNT, config())
+        .await;
+    server.client.delete("gone").await.unwrap();
+    let code_files = |dir: &std::path::Path| {
+        let mut n = files_under(&dir.join("blobs"));
+        n.extend(files_under(&dir.join("cache")));
+        n.len()
+    };
+    assert_eq!(code_files(dir.path()), 4, "{:?}", files_under(dir.path()));
     let kept = server
         .http
         .put(format!("{}/api/v1/objects/b/kept", server.url))
@@ -170,7 +181,17 @@ async fn leftovers_of_a_crash_are_swept_at_start() {
         "only the kept object's file: {after:?}"
     );
     assert!(!after.iter().any(|f| f.contains(".tmp")), "{after:?}");
+    assert_eq!(
+        code_files(dir.path()),
+        2,
+        "only hello's blob and artifact: {after:?}"
+    );
     let read = server.get("/api/v1/objects/b/kept").send().await.unwrap();
     assert_eq!(read.text().await.unwrap(), "kept");
     assert_eq!(server.get("/fn/hello/").send().await.unwrap().status(), 200);
+    assert_eq!(
+        server.metric("kumo_compilations_total").await,
+        0,
+        "hello's artifact was kept"
+    );
 }
