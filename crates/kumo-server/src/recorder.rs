@@ -146,6 +146,10 @@ async fn write_batches(
         while let Ok(message) = rx.try_recv() {
             take(message, &mut pending, &mut flushes);
         }
+        if pending.is_empty() {
+            // Only flushes came: answered at the top.
+            continue;
+        }
         let batch: Vec<Recorded> = pending.drain(..pending.len().min(MAX_BATCH)).collect();
         let count = batch.len();
         let batch_writer = writer.clone();
@@ -199,7 +203,8 @@ async fn write_batches(
                 tracing::error!("writing {count} invocation records failed: {e}");
             }
         }
-        if retry.is_none() {
+        // A flush waits for every record sent before it, not only this batch.
+        if retry.is_none() && pending.is_empty() {
             answer(&mut flushes);
         }
     }

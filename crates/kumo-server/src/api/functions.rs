@@ -109,30 +109,39 @@ pub(super) async fn deploy(
 
 async fn read_deploy_parts(mut multipart: Multipart) -> ApiResult<(Bytes, FunctionConfig)> {
     let mut code = None;
-    let mut config = FunctionConfig::default();
-    let mut seen_config = false;
+    let mut config = None;
+    // The whole upload is read before a bad part is refused: answering while the client
+    // still sends would close the connection under it.
+    let mut refusal = None;
     while let Some(field) = multipart.next_field().await? {
-        let twice = |part: &str| {
-            ApiError::bad_request(format!("the multipart part `{part}` is given twice"))
-        };
-        match field.name() {
-            Some("code") if code.is_some() => return Err(twice("code")),
-            Some("config") if seen_config => return Err(twice("config")),
-            Some("code") => code = Some(field.bytes().await?),
-            Some("config") => {
-                seen_config = true;
-                let bytes = field.bytes().await?;
-                config = serde_json::from_slice(&bytes)
-                    .map_err(|e| ApiError::invalid(format!("invalid config: {e}")))?;
-            }
+        let name = field.name().unwrap_or("").to_string();
+        let bytes = field.bytes().await?;
+        let slot = match name.as_str() {
+            "code" => &mut code,
+            "config" => &mut config,
             other => {
-                return Err(ApiError::bad_request(format!(
-                    "unexpected multipart part {:?} (expected `code` and `config`)",
-                    other.unwrap_or("")
-                )));
+                refusal.get_or_insert_with(|| {
+                    ApiError::bad_request(format!(
+                        "unexpected multipart part {other:?} (expected `code` and `config`)"
+                    ))
+                });
+                continue;
             }
+        };
+        if slot.replace(bytes).is_some() {
+            refusal.get_or_insert_with(|| {
+                ApiError::bad_request(format!("the multipart part `{name}` is given twice"))
+            });
         }
     }
+    if let Some(refusal) = refusal {
+        return Err(refusal);
+    }
+    let config = match config {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::invalid(format!("invalid config: {e}")))?,
+        None => FunctionConfig::default(),
+    };
     let code = code.ok_or_else(|| ApiError::invalid("the multipart part `code` is missing"))?;
     Ok((code, config))
 }
