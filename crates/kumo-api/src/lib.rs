@@ -3,8 +3,8 @@
 
 pub use kumo_core::{
     AliasRecord, Canary, EventRecord, EventStatus, FunctionConfig, FunctionKind, FunctionRecord,
-    InvocationRecord, KeyPage, LogRecord, Outcome, Prices, UsageBy, UsageReport, UsageRow,
-    VersionRecord,
+    InvocationRecord, KeyPage, LogRecord, Outcome, Prices, Role, TokenRecord, UsageBy, UsageReport,
+    UsageRow, VersionRecord,
 };
 
 use bytes::Bytes;
@@ -126,6 +126,14 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// A token just created: its record and its secret (shown this once).
+#[derive(Debug, Deserialize)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub token: TokenRecord,
+    pub secret: String,
+}
+
 impl Client {
     /// `server` is the base URL, e.g. `http://127.0.0.1:8080`.
     pub fn new(server: &str) -> Self {
@@ -133,6 +141,60 @@ impl Client {
             base: server.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// A client that sends `token` (`Authorization: Bearer`) with every request.
+    pub fn with_token(server: &str, token: &str) -> Result<Self, ClientError> {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| {
+                ClientError::Usage("the token has characters a header cannot carry".into())
+            })?;
+        value.set_sensitive(true);
+        let headers =
+            reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()?;
+        Ok(Self {
+            base: server.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    /// The server's base URL.
+    pub fn server(&self) -> &str {
+        &self.base
+    }
+
+    /// Creates a token (admin only); the secret is in the answer and nowhere else.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        expires: Option<&str>,
+    ) -> Result<CreatedToken, ClientError> {
+        let body = serde_json::json!({ "name": name, "role": role, "expires": expires });
+        json(
+            self.http
+                .post(self.url("/tokens"))
+                .json(&body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, ClientError> {
+        json(self.http.get(self.url("/tokens")).send().await?).await
+    }
+
+    pub async fn revoke_token(&self, name: &str) -> Result<(), ClientError> {
+        let response = self
+            .http
+            .delete(self.url(&format!("/tokens/{name}")))
+            .send()
+            .await?;
+        check(response).await.map(drop)
     }
 
     fn url(&self, path: &str) -> String {

@@ -61,6 +61,18 @@ impl std::str::FromStr for Instances {
     }
 }
 
+/// Who may call a function over HTTP (its `/fn/` path and routes), like Lambda function
+/// URLs' `NONE` / `AWS_IAM`. The invoke API always needs a token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FunctionAuth {
+    /// Anyone who reaches the server (an HTTP function is meant to be called).
+    #[default]
+    Public,
+    /// Only callers with a token whose role may invoke.
+    Token,
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("{field}: {message}")]
 pub struct ConfigError {
@@ -132,6 +144,8 @@ pub struct FunctionConfig {
     /// bucket.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_object: Option<ObjectTrigger>,
+    /// Who may call it over HTTP.
+    pub auth: FunctionAuth,
 }
 
 impl Default for FunctionConfig {
@@ -156,6 +170,7 @@ impl Default for FunctionConfig {
             objects: Vec::new(),
             triggers_use: None,
             on_object: None,
+            auth: FunctionAuth::Public,
         }
     }
 }

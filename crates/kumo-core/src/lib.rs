@@ -2,6 +2,7 @@
 //! durations, routes, invocation outcomes. Pure data and validation, no I/O, so every other
 //! crate (server, CLI, store, runtime) agrees on one definition.
 
+mod auth;
 mod config;
 mod duration;
 mod event;
@@ -16,10 +17,11 @@ mod schedule;
 mod spec;
 mod versions;
 
+pub use auth::{Action, Role, TOKEN_PREFIX, TokenRecord, bearer, required, validate_token_name};
 pub use config::{
     ConfigError, DEFAULT_MAX_EVENT_AGE, DEFAULT_MAX_INSTANCE_REQUESTS, DEFAULT_MAX_RETRIES,
-    DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, FunctionConfig, Instances, MAX_EVENT_AGE, MAX_MEMORY_MB,
-    MAX_RETRIES, MAX_TIMEOUT, MIN_MEMORY_MB,
+    DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, FunctionAuth, FunctionConfig, Instances, MAX_EVENT_AGE,
+    MAX_MEMORY_MB, MAX_RETRIES, MAX_TIMEOUT, MIN_MEMORY_MB,
 };
 pub use duration::{format_duration, parse_duration};
 pub use event::{

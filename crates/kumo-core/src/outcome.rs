@@ -73,6 +73,10 @@ impl Outcome {
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     FunctionNotFound,
+    /// No token, or one that is not valid (unknown, revoked, expired).
+    Unauthorized,
+    /// A valid token whose role does not allow the request.
+    Forbidden,
     /// An invocation id that names no recorded invocation.
     InvocationNotFound,
     /// A control-API path or method that does not exist.
@@ -104,8 +108,10 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    const ALL: [Self; 20] = [
+    const ALL: [Self; 22] = [
         Self::FunctionNotFound,
+        Self::Unauthorized,
+        Self::Forbidden,
         Self::InvocationNotFound,
         Self::NotFound,
         Self::MethodNotAllowed,
@@ -135,6 +141,8 @@ impl ErrorKind {
     pub fn code(self) -> &'static str {
         match self {
             Self::FunctionNotFound => "function_not_found",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::InvocationNotFound => "invocation_not_found",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -164,6 +172,8 @@ impl ErrorKind {
             | Self::NotFound
             | Self::KeyNotFound
             | Self::ObjectNotFound => 404,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
             Self::MethodNotAllowed => 405,
             Self::InvalidFunction | Self::InvalidRequest => 400,
             Self::Conflict => 409,

@@ -92,11 +92,13 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok();
         let io = TokioIo::new(stream);
         if let Some(slot) = open.try_take() {
             let service = Connection {
                 app: app.clone(),
                 body_idle_timeout: limits.body_idle_timeout,
+                peer,
                 _slot: Arc::new(slot),
             };
             let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
@@ -127,6 +129,9 @@ pub(crate) async fn serve(
 struct Connection<S> {
     app: S,
     body_idle_timeout: Duration,
+    /// Who is at the other end: for the control API's refusals (failed tokens are slowed
+    /// down per address). Function paths go without it (an extension costs an allocation).
+    peer: Option<std::net::SocketAddr>,
     _slot: Arc<Slot>,
 }
 
@@ -141,7 +146,12 @@ where
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let timeout = self.body_idle_timeout;
-        let request = request.map(|body| Body::new(IdleTimeout::new(body, timeout)));
+        let mut request = request.map(|body| Body::new(IdleTimeout::new(body, timeout)));
+        if let Some(peer) = self.peer
+            && !crate::gateway::is_function_path(request.uri().path())
+        {
+            request.extensions_mut().insert(crate::auth::Peer(peer));
+        }
         self.app.clone().call(request)
     }
 }

@@ -107,6 +107,12 @@ impl IntoResponse for ApiError {
         if matches!(self.kind, ErrorKind::Throttled | ErrorKind::Unavailable) {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if self.kind == ErrorKind::Unauthorized {
+            headers.insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+        }
         response
     }
 }

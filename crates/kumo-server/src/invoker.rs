@@ -65,6 +65,8 @@ pub struct Invoker {
     pub metrics: Metrics,
     /// Span export (OTLP), if configured.
     pub tracing: Tracing,
+    /// Tokens, and who may do what.
+    pub(crate) auth: crate::auth::Auth,
     /// Code (function name, sha256) asking for instance reuse that failed a second request
     /// without answering: served with fresh instances until a restart (redeploying the same
     /// code keeps it so; new code gets a new trial).
@@ -83,10 +85,12 @@ impl Invoker {
         max_response_bytes: usize,
         admission: Admission,
         tracing: Tracing,
+        auth: crate::auth::Auth,
     ) -> Self {
         Self {
             kv,
             tracing,
+            auth,
             store,
             blobs,
             runtime,
@@ -137,11 +141,14 @@ impl Invoker {
             };
         }
         let (result, cold) = match self.resolve(target).await {
-            Ok((entry, init)) => (
-                self.run(&entry, &request_id, &trace, traceparent, init, request)
-                    .await,
-                init.is_some(),
-            ),
+            Ok((entry, init)) => match self.caller_may_invoke(&entry, &mut request) {
+                Ok(()) => (
+                    self.run(&entry, &request_id, &trace, traceparent, init, request)
+                        .await,
+                    init.is_some(),
+                ),
+                Err(refused) => (Err(refused), false),
+            },
             Err(e) => (Err(e), false),
         };
         Invoked {
@@ -149,6 +156,33 @@ impl Invoker {
             cold,
             result,
         }
+    }
+
+    /// A function with `auth = "token"` called over HTTP needs a token that may invoke; the
+    /// token is taken off the request, so the guest never sees it. Other triggers were
+    /// checked where they came in (the invoke API) or come from kumo itself.
+    fn caller_may_invoke(
+        &self,
+        entry: &Entry,
+        request: &mut InvocationRequest,
+    ) -> Result<(), ApiError> {
+        if request.source != Source::Http
+            || entry.record.config.auth != kumo_core::FunctionAuth::Token
+            || self.auth.mode() == crate::auth::AuthMode::None
+        {
+            return Ok(());
+        }
+        let (token, used) = self
+            .auth
+            .check(&request.headers, kumo_core::Action::Invoke)?;
+        request.headers.remove(http::header::AUTHORIZATION);
+        if let Some(at) = used {
+            let (store, name) = (self.store.clone(), token.name);
+            tokio::spawn(async move {
+                let _ = store.token_used(&name, at).await;
+            });
+        }
+        Ok(())
     }
 
     /// The record a target runs (`$LATEST`'s, or a version's), from memory when it is loaded

@@ -4,6 +4,7 @@
 mod admission;
 mod aliases;
 mod api;
+mod auth;
 mod calls;
 mod connections;
 mod disk;
@@ -23,6 +24,7 @@ mod routes;
 mod slots;
 mod trace;
 
+pub use auth::AuthMode;
 pub use connections::ConnectionLimits;
 pub use events::AsyncConfig;
 pub use invoker::{InvocationRequest, Invoked, Invoker};
@@ -56,6 +58,8 @@ pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_FUNCTION_SHARE_PERCENT: u8 = 50;
 /// Invocation records held in memory at most while the database cannot take them.
 pub const DEFAULT_MAX_PENDING_RECORDS: usize = 10_000;
+/// The file in the data directory that holds the first admin token's secret (mode 0600).
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// Largest code upload accepted by a deploy.
 pub const MAX_CODE_BYTES: usize = 100 * 1024 * 1024;
 
@@ -92,6 +96,8 @@ pub struct ServerConfig {
     /// invocations are refused (503).
     pub max_pending_records: usize,
     pub connections: ConnectionLimits,
+    /// Whether requests need tokens (`None` only on loopback listeners).
+    pub auth: AuthMode,
 }
 
 /// Everything the handlers share.
@@ -133,6 +139,10 @@ pub fn app(state: Arc<AppState>) -> Frontend<impl FunctionHandler> {
         .nest("/api/v1", api::router())
         .merge(gateway::router())
         .layer(axum::middleware::map_response(error::in_error_shape))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .with_state(state.clone());
     let functions = move |request| {
         let state = state.clone();
@@ -210,6 +220,7 @@ impl Server {
                 memory_budget_mb: usize::try_from(memory_budget >> 20).unwrap_or(usize::MAX),
             }),
             trace::Tracing::from_env().context("setting up span export")?,
+            auth::Auth::new(config.auth),
         );
         let events = Events::new(
             store.clone(),
@@ -239,6 +250,8 @@ impl Server {
             deploy_lock: Mutex::new(()),
             stopping,
         });
+        auth::first_admin_token(&state, &data.join(ADMIN_TOKEN_FILE)).await?;
+        state.invoker.auth.load(state.store.list_tokens().await?);
         // Nothing is being written yet: every leftover of a crash goes, whatever its age.
         sweep_leftovers(&state, data, Duration::ZERO).await;
         let calls = calls::InternalCalls(Arc::downgrade(&state));
@@ -262,6 +275,12 @@ impl Server {
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let bound = listener.local_addr()?;
+        anyhow::ensure!(
+            config.auth == AuthMode::Token || bound.ip().is_loopback(),
+            "--auth none is only for a loopback address (127.0.0.1, ::1); {bound} is reachable \
+             from other machines, so kumo needs tokens there"
+        );
         Ok(Self {
             listener,
             state,

@@ -23,6 +23,7 @@ mod queue;
 mod record_writer;
 mod sqlite;
 mod sweep;
+mod tokens;
 mod traits;
 mod usage;
 mod uuid_time;
@@ -36,16 +37,17 @@ pub use queue::{ClaimedEvent, Completion, IDEMPOTENCY_WINDOW_MS, NewEvent, Queue
 pub use record_writer::RecordWriter;
 pub use sqlite::{LogQuery, Store};
 pub use sweep::remove_stale_files;
+pub use tokens::StoredToken;
 /// The storage traits, to bring their methods into scope: `use kumo_store::prelude::*`.
 pub mod prelude {
     pub use crate::traits::{
         EventQueue, FunctionStore, KvStore, LogStore, ObjectInfoStore, RecordStore, ScheduleStore,
-        UsageStore, VersionStore,
+        TokenStore, UsageStore, VersionStore,
     };
 }
 pub use traits::{
     EventQueue, FunctionStore, KvStore, LogStore, ObjectInfoStore, RecordStore, ScheduleStore,
-    UsageStore, VersionStore,
+    TokenStore, UsageStore, VersionStore,
 };
 pub use usage::Swept;
 pub use versions::{AliasSet, Published, VersionDeleted};

@@ -49,6 +49,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "log lines of the logs table into chunks",
         step: Step::Code(|c| Box::pin(crate::logs::convert_line_table(c))),
     },
+    Migration {
+        version: 4,
+        name: "API tokens",
+        step: Step::Sql(&[crate::tokens::SCHEMA]),
+    },
 ];
 
 /// The schema version this kumo writes.

@@ -258,3 +258,16 @@ pub trait ObjectInfoStore {
         limit: u32,
     ) -> impl Future<Output = Result<(Vec<ObjectInfo>, Option<String>)>> + Send;
 }
+
+/// API tokens (only their secrets' hashes).
+pub trait TokenStore {
+    /// Stores a new token; false if one has the name already (nothing changes).
+    fn create_token(&self, token: &crate::StoredToken)
+    -> impl Future<Output = Result<bool>> + Send;
+    /// Every token, by name.
+    fn list_tokens(&self) -> impl Future<Output = Result<Vec<crate::StoredToken>>> + Send;
+    /// Deletes a token; false if there was none.
+    fn revoke_token(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Notes a use at `at` (unix ms); never moves the last use back.
+    fn token_used(&self, name: &str, at: i64) -> impl Future<Output = Result<()>> + Send;
+}

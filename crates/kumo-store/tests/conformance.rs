@@ -8,7 +8,9 @@ use kumo_core::{
     OutputLine, Trigger, UsageBy,
 };
 use kumo_store::prelude::*;
-use kumo_store::{AliasSet, Completion, LogQuery, NewEvent, Published, Store, VersionDeleted};
+use kumo_store::{
+    AliasSet, Completion, LogQuery, NewEvent, Published, Store, StoredToken, VersionDeleted,
+};
 use std::future::Future;
 
 /// Everything a backend implements.
@@ -22,6 +24,7 @@ trait Backend:
     + LogStore
     + UsageStore
     + ObjectInfoStore
+    + TokenStore
     + Sync
 {
 }
@@ -35,6 +38,7 @@ impl<T> Backend for T where
         + LogStore
         + UsageStore
         + ObjectInfoStore
+        + TokenStore
         + Sync
 {
 }
@@ -52,6 +56,7 @@ async fn conformance<S: Backend, W: Future<Output = ()>>(
     event_queue(store).await;
     schedules(store).await;
     object_infos(store).await;
+    tokens(store).await;
     records_logs_and_usage(store, write_records).await;
 }
 
@@ -654,4 +659,37 @@ async fn records_logs_and_usage<S: Backend, W: Future<Output = ()>>(
             .unwrap()
             .is_some()
     );
+}
+
+async fn tokens(store: &impl Backend) {
+    let token = |name: &str, role: kumo_core::Role, hash: &str| StoredToken {
+        record: kumo_core::TokenRecord {
+            name: name.to_string(),
+            role,
+            created_at: 1_000,
+            expires_at: Some(9_000),
+            last_used_at: None,
+        },
+        secret_hash: hash.to_string(),
+    };
+    let ci = token("ci", kumo_core::Role::Developer, "aa");
+    assert!(store.create_token(&ci).await.unwrap());
+    // A name is taken once; the first token stays.
+    let again = token("ci", kumo_core::Role::Admin, "bb");
+    assert!(!store.create_token(&again).await.unwrap());
+    let view = token("board", kumo_core::Role::Viewer, "cc");
+    assert!(store.create_token(&view).await.unwrap());
+    assert_eq!(
+        store.list_tokens().await.unwrap(),
+        vec![view.clone(), ci.clone()]
+    );
+    // Uses move the last use forward only.
+    store.token_used("ci", 5_000).await.unwrap();
+    store.token_used("ci", 4_000).await.unwrap();
+    let listed = store.list_tokens().await.unwrap();
+    assert_eq!(listed[1].record.last_used_at, Some(5_000));
+    assert!(store.revoke_token("ci").await.unwrap());
+    assert!(!store.revoke_token("ci").await.unwrap());
+    assert_eq!(store.list_tokens().await.unwrap(), vec![view]);
+    assert!(store.revoke_token("board").await.unwrap());
 }

@@ -15,7 +15,8 @@ use std::process::ExitCode;
 
 pub(crate) type CmdResult = anyhow::Result<ExitCode>;
 
-async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
+async fn bind(args: &ServeArgs) -> anyhow::Result<Server> {
+    let args = args.clone();
     let server = Server::bind(ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -48,6 +49,10 @@ async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
             header_read_timeout: args.header_read_timeout,
             body_idle_timeout: args.body_idle_timeout,
         },
+        auth: match args.auth {
+            crate::AuthArg::Token => kumo_server::AuthMode::Token,
+            crate::AuthArg::None => kumo_server::AuthMode::None,
+        },
     })
     .await?;
     // Tests and scripts read this line to learn the port (e.g. with --listen 127.0.0.1:0).
@@ -56,7 +61,7 @@ async fn bind(args: ServeArgs) -> anyhow::Result<Server> {
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> CmdResult {
-    bind(args)
+    bind(&args)
         .await?
         .run(kumo_server::shutdown_signal())
         .await?;
@@ -65,8 +70,27 @@ pub(crate) async fn serve(args: ServeArgs) -> CmdResult {
 
 pub(crate) async fn up(args: ServeArgs, manifest: &Path) -> CmdResult {
     let manifest = Manifest::load(manifest)?;
-    let server = bind(args).await?;
-    let client = Client::new(&format!("http://{}", server.local_addr()?));
+    let server = bind(&args).await?;
+    let url = format!("http://{}", server.local_addr()?);
+    // The manifest is deployed with the first admin token, and the local CLI logged in with
+    // it, so `kumo ls` and the tour work from another terminal.
+    let admin = args.data_dir.join(kumo_server::ADMIN_TOKEN_FILE);
+    let client = match args.auth {
+        crate::AuthArg::None => Client::new(&url),
+        crate::AuthArg::Token => match std::fs::read_to_string(&admin) {
+            Ok(secret) => {
+                let secret = secret.trim();
+                let saved = crate::auth::save_credentials(&url, secret)?;
+                println!(
+                    "the CLI is logged in to {url} as admin ({})",
+                    saved.display()
+                );
+                Client::with_token(&url, secret)?
+            }
+            // The first token was removed: the CLI's own credentials must do.
+            Err(_) => crate::auth::client(&url, None)?,
+        },
+    };
     let running = tokio::spawn(server.run(kumo_server::shutdown_signal()));
     deploy_manifest(&client, &manifest).await?;
     println!("ready; Ctrl-C stops");

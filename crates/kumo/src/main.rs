@@ -1,5 +1,6 @@
 //! The `kumo` binary: the server (`serve`, `up`) and the CLI that talks to it.
 
+mod auth;
 mod commands;
 mod kv;
 mod manifest;
@@ -24,6 +25,9 @@ struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     server: String,
+    /// The token the CLI sends; without it, the one `kumo login` stored for the server.
+    #[arg(long, global = true, env = "KUMO_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// How kumo writes its own log lines to stderr: `text` or `json` (one object per line).
     #[arg(long, global = true, env = "KUMO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -114,6 +118,17 @@ pub struct ServeArgs {
     /// How long a request body may stall between two pieces before the request fails (408).
     #[arg(long, env = "KUMO_BODY_IDLE_TIMEOUT", default_value = "30s", value_parser = kumo_core::parse_duration)]
     body_idle_timeout: std::time::Duration,
+    /// `token`: every API request needs a token (the first start writes an admin token to
+    /// DATA/admin-token). `none`: nothing is checked; only on a loopback address.
+    #[arg(long, env = "KUMO_AUTH", value_enum, default_value_t = AuthArg::Token)]
+    auth: AuthArg,
+}
+
+/// `--auth`.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum AuthArg {
+    Token,
+    None,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +187,11 @@ pub enum Output {
 enum Command {
     /// Start the platform.
     Serve(ServeArgs),
+    /// Check a token against the server and store it for the CLI (from --token, or stdin).
+    Login,
+    /// API tokens (admin): create, list, revoke.
+    #[command(subcommand)]
+    Token(auth::TokenCommand),
     /// Start the platform, then build and deploy the manifest's functions.
     Up {
         #[command(flatten)]
@@ -300,9 +320,17 @@ async fn main() -> std::process::ExitCode {
     } else {
         logs.init();
     }
-    let client = kumo_api::Client::new(&cli.server);
+    let client = match auth::client(&cli.server, cli.token.as_deref()) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Serve(args) => commands::serve(args).await,
+        Command::Login => auth::login(&cli.server, cli.token.as_deref()).await,
+        Command::Token(command) => auth::token(&client, command).await,
         Command::Up { serve, manifest } => commands::up(serve, &manifest).await,
         Command::Deploy(args) => commands::deploy(&client, *args).await,
         Command::Invoke {

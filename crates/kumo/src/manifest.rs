@@ -46,6 +46,7 @@ struct FunctionEntry {
     objects: Vec<String>,
     triggers_use: Option<String>,
     on_object: Option<kumo_core::ObjectTrigger>,
+    auth: Option<kumo_core::FunctionAuth>,
 }
 
 /// One function of a manifest, checked and with paths resolved against the manifest's folder.
@@ -128,6 +129,7 @@ impl Manifest {
             objects: entry.objects,
             triggers_use: entry.triggers_use,
             on_object: entry.on_object,
+            auth: entry.auth.unwrap_or_default(),
         };
         config.validate()?;
         Ok(ManifestFunction {

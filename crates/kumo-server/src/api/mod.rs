@@ -5,6 +5,7 @@ mod functions;
 mod kv;
 mod objects;
 mod records;
+mod tokens;
 mod versions;
 
 use crate::AppState;
@@ -96,6 +97,8 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/functions/{name}/dlq/redrive", post(events::redrive))
         .route("/topics/{topic}", post(events::publish))
         .route("/triggers", get(events::triggers))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/kv/{bucket}", get(kv::list_keys))
         .route(
             "/kv/{bucket}/{*key}",

@@ -228,7 +228,8 @@ async fn server_logs_are_json_lines_with_log_format_json() {
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
     let url = first.trim().strip_prefix("kumo listening on ").unwrap();
-    let client = kumo_api::Client::new(url);
+    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+    let client = kumo_api::Client::with_token(url, token.trim()).unwrap();
     let code = std::fs::read(test_programs::HTTP_PROBE).unwrap();
     client
         .deploy("probe", code, &crate::harness::config())
@@ -266,6 +267,7 @@ async fn logs_follow_streams_new_lines_matching_the_filters() {
     let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_kumo"))
         .args(["--server", &server.url, "logs", "probe", "--follow"])
         .args(["--grep", "stderr 2", "--since", "1h"])
+        .env("KUMO_TOKEN", &server.admin_token)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -335,10 +337,11 @@ async fn top_shows_rates_errors_and_what_is_running() {
     // One invocation still running while the frame is taken.
     let looping = tokio::spawn(server.get("/fn/probe/loop").send());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let url = server.url.clone();
+    let (url, token) = (server.url.clone(), server.admin_token.clone());
     let frame = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_kumo"))
             .args(["--server", &url, "top", "--once", "--window", "1m"])
+            .env("KUMO_TOKEN", token)
             .output()
             .unwrap()
     })

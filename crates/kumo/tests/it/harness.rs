@@ -9,8 +9,12 @@ use std::time::Duration;
 
 pub(crate) struct TestServer {
     pub url: String,
+    /// The API client, with the first admin token.
     pub client: Client,
+    /// Plain HTTP, sending the first admin token (`anonymous()` sends none).
     pub http: reqwest::Client,
+    /// The first admin token's secret (empty with `--auth none`).
+    pub admin_token: String,
     child: Child,
     // Kept so the directory lives as long as the server (None when the caller owns it).
     _temp: Option<tempfile::TempDir>,
@@ -83,6 +87,8 @@ impl TestServer {
             .args([command, "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
+            // `kumo up` logs the CLI in: into the test's folder, not the user's.
+            .env("KUMO_CONFIG_DIR", data_dir.join("cli-config"))
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -107,9 +113,17 @@ impl TestServer {
         if let Some(ready) = ready {
             while !next_line().starts_with(ready) {}
         }
+        let admin_token = std::fs::read_to_string(data_dir.join("admin-token"))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
+        let (client, http) = match admin_token.as_str() {
+            "" => (Client::new(&url), reqwest::Client::new()),
+            token => (Client::with_token(&url, token).unwrap(), authorized(token)),
+        };
         Self {
-            client: Client::new(&url),
-            http: reqwest::Client::new(),
+            client,
+            http,
+            admin_token,
             url,
             child,
             _temp: None,
@@ -174,11 +188,12 @@ impl TestServer {
         self.http.post(format!("{}{path}", self.url))
     }
 
-    /// Runs the kumo CLI against this server.
+    /// Runs the kumo CLI against this server, with the first admin token.
     pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_kumo"))
             .args(args)
             .env("KUMO_SERVER", &self.url)
+            .env("KUMO_TOKEN", &self.admin_token)
             .output()
             .expect("the CLI runs")
     }
@@ -189,6 +204,19 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A client that sends `token` with every request.
+pub(crate) fn authorized(token: &str) -> reqwest::Client {
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    value.set_sensitive(true);
+    reqwest::Client::builder()
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            value,
+        )]))
+        .build()
+        .unwrap()
 }
 
 pub(crate) fn config() -> FunctionConfig {

@@ -125,6 +125,11 @@ async fn the_memory_budget_throttles_invocations_and_refuses_what_cannot_fit() {
     );
 }
 
+/// The header line that carries the server's admin token.
+fn bearer(server: &TestServer) -> String {
+    format!("authorization: Bearer {}\r\n", server.admin_token)
+}
+
 /// The server's host:port.
 fn address(server: &TestServer) -> String {
     server.url.trim_start_matches("http://").to_string()
@@ -173,7 +178,13 @@ async fn connections_past_the_cap_are_answered_and_closed_while_the_others_go_on
     // A connection under the cap is served as usual.
     let mut first = idle.remove(0);
     first
-        .write_all(b"GET /api/v1/functions HTTP/1.1\r\nhost: kumo\r\nconnection: close\r\n\r\n")
+        .write_all(
+            format!(
+                "GET /api/v1/functions HTTP/1.1\r\nhost: kumo\r\n{}connection: close\r\n\r\n",
+                bearer(&server)
+            )
+            .as_bytes(),
+        )
         .await
         .unwrap();
     let served = read_to_close(&mut first).await;
@@ -247,11 +258,15 @@ async fn a_stalled_request_body_fails_with_408_and_the_server_goes_on() {
         .await;
     let addr = address(&server);
     for request in [
-        "POST /fn/probe/echo HTTP/1.1\r\nhost: kumo\r\ncontent-length: 100\r\n\r\nten bytes.",
-        "PUT /api/v1/objects/b/k HTTP/1.1\r\nhost: kumo\r\ncontent-length: 100\r\n\r\nten bytes.",
+        "POST /fn/probe/echo HTTP/1.1",
+        "PUT /api/v1/objects/b/k HTTP/1.1",
     ] {
         let started = Instant::now();
-        let answer = exchange(&addr, request).await;
+        let request = format!(
+            "{request}\r\nhost: kumo\r\n{}content-length: 100\r\n\r\nten bytes.",
+            bearer(&server)
+        );
+        let answer = exchange(&addr, &request).await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("\"request_timeout\""), "{answer}");
         assert!(started.elapsed() < Duration::from_secs(5));
@@ -308,7 +323,10 @@ async fn every_refusal_has_the_one_error_shape_and_the_right_code() {
     for (line, status, code) in cases {
         let answer = exchange(
             &addr,
-            &format!("{line}\r\nhost: kumo\r\nconnection: close\r\n\r\n"),
+            &format!(
+                "{line}\r\nhost: kumo\r\n{}connection: close\r\n\r\n",
+                bearer(&server)
+            ),
         )
         .await;
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();

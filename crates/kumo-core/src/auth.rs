@@ -1,0 +1,193 @@
+//! Who may do what: roles, what a control-API request needs, and tokens' shape. No I/O; the
+//! server's one authorisation layer asks [`required`] and [`Role::allows`] for every request.
+
+use serde::{Deserialize, Serialize};
+
+/// What a token may do (in its namespace; `admin` everywhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, tokens included.
+    Admin,
+    /// Deploy, publish, aliases, delete, key-value, objects, events, logs, records.
+    Developer,
+    /// Invoke (sync and async) and read the status of invocations.
+    Invoker,
+    /// Read-only.
+    Viewer,
+}
+
+impl Role {
+    pub const ALL: [Self; 4] = [Self::Admin, Self::Developer, Self::Invoker, Self::Viewer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Developer => "developer",
+            Self::Invoker => "invoker",
+            Self::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Whether this role may take `action`.
+    pub fn allows(self, action: Action) -> bool {
+        match (self, action) {
+            (Self::Admin, _) => true,
+            (_, Action::Manage) => false,
+            (Self::Developer, _) => true,
+            (Self::Invoker, Action::Invoke | Action::InvocationStatus | Action::Metrics) => true,
+            (Self::Viewer, Action::Read | Action::InvocationStatus | Action::Metrics) => true,
+            (Self::Invoker | Self::Viewer, _) => false,
+        }
+    }
+}
+
+/// What a request asks to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Read anything (functions, records, logs, key-value, objects, usage).
+    Read,
+    /// Read one invocation's status (`/invocations/{id}`).
+    InvocationStatus,
+    /// Run a function.
+    Invoke,
+    /// Change anything but tokens.
+    Write,
+    /// Tokens.
+    Manage,
+    /// `/metrics`.
+    Metrics,
+}
+
+/// What a control-API request needs, from its method and its path below `/api/v1`.
+pub fn required(method: &str, path: &str) -> Action {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let read = matches!(method, "GET" | "HEAD" | "OPTIONS");
+    match segments.as_slice() {
+        ["tokens", ..] => Action::Manage,
+        ["invocations", _id] | ["invocations", _id, "events"] if read => Action::InvocationStatus,
+        ["functions", _name, "invoke"] => Action::Invoke,
+        _ if read => Action::Read,
+        _ => Action::Write,
+    }
+}
+
+/// The prefix of every token secret, so a leaked one is recognisable (and scannable).
+pub const TOKEN_PREFIX: &str = "kumo_";
+
+/// Token names: 1 to 64 of `[a-z0-9-_.]`, starting with a letter or digit.
+pub fn validate_token_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+    match ok {
+        true => Ok(()),
+        false => Err(format!(
+            "invalid token name {name:?}: 1 to 64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit"
+        )),
+    }
+}
+
+/// The token a request carries in `Authorization: Bearer ...`, if any.
+pub fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A token as stored and listed: never its secret, only the secret's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub name: String,
+    pub role: Role,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms; none: never expires.
+    pub expires_at: Option<i64>,
+    /// Unix ms; none: never used.
+    pub last_used_at: Option<i64>,
+}
+
+impl TokenRecord {
+    pub fn expired(&self, now_ms: i64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_allow_what_they_are_for() {
+        use Action::*;
+        let table = [
+            (Role::Admin, [true, true, true, true, true, true]),
+            (Role::Developer, [true, true, true, true, false, true]),
+            (Role::Invoker, [false, true, true, false, false, true]),
+            (Role::Viewer, [true, true, false, false, false, true]),
+        ];
+        for (role, allowed) in table {
+            let actions = [Read, InvocationStatus, Invoke, Write, Manage, Metrics];
+            for (action, want) in actions.into_iter().zip(allowed) {
+                assert_eq!(role.allows(action), want, "{role:?} {action:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn requests_need_what_they_do() {
+        assert_eq!(required("GET", "/functions"), Action::Read);
+        assert_eq!(required("PUT", "/functions/f"), Action::Write);
+        assert_eq!(required("DELETE", "/functions/f"), Action::Write);
+        assert_eq!(required("POST", "/functions/f/invoke"), Action::Invoke);
+        assert_eq!(
+            required("GET", "/invocations/abc"),
+            Action::InvocationStatus
+        );
+        assert_eq!(
+            required("GET", "/invocations/abc/events"),
+            Action::InvocationStatus
+        );
+        assert_eq!(required("GET", "/invocations"), Action::Read);
+        assert_eq!(required("POST", "/tokens"), Action::Manage);
+        assert_eq!(required("GET", "/tokens"), Action::Manage);
+        assert_eq!(required("POST", "/topics/t"), Action::Write);
+        assert_eq!(required("HEAD", "/objects/b/k"), Action::Read);
+        assert_eq!(required("POST", "/functions/f/dlq/redrive"), Action::Write);
+    }
+
+    #[test]
+    fn bearer_tokens_are_taken_from_the_header() {
+        assert_eq!(bearer("Bearer kumo_abc"), Some("kumo_abc"));
+        assert_eq!(bearer("bearer  kumo_abc "), Some("kumo_abc"));
+        assert_eq!(bearer("Basic xyz"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("kumo_abc"), None);
+    }
+
+    #[test]
+    fn token_names_are_checked() {
+        assert!(validate_token_name("ci-deploy.1").is_ok());
+        assert!(validate_token_name("").is_err());
+        assert!(validate_token_name("-x").is_err());
+        assert!(validate_token_name("Admin").is_err());
+        assert!(validate_token_name(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn roles_serialize_as_their_names() {
+        for role in Role::ALL {
+            let json = serde_json::to_string(&role).unwrap();
+            assert_eq!(json, format!("\"{}\"", role.as_str()));
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+    }
+}

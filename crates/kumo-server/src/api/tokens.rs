@@ -1,0 +1,103 @@
+//! `/tokens`: create (the secret is in this one answer and nowhere else, ever), list, revoke.
+//! Admin only (the authorisation layer says so). Every change replaces the cache the
+//! authorisation layer reads, so a revoked token is refused on its next request.
+
+use crate::AppState;
+use crate::auth::{new_secret, secret_hash};
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use bytes::Bytes;
+use kumo_core::{ErrorKind, Role, TokenRecord, parse_duration, validate_token_name};
+use kumo_store::StoredToken;
+use kumo_store::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    name: String,
+    role: Role,
+    /// How long it is valid, e.g. `30d`; none: until revoked.
+    expires: Option<String>,
+}
+
+/// A new token: its record and, this once, its secret.
+#[derive(Serialize)]
+pub(super) struct Created {
+    #[serde(flatten)]
+    token: TokenRecord,
+    secret: String,
+}
+
+/// `POST /tokens` `{"name", "role", "expires"?}` → 201 with the secret; 409 if the name is
+/// taken.
+pub(super) async fn create(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Created>)> {
+    let request: CreateToken = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid token JSON: {e}")))?;
+    validate_token_name(&request.name).map_err(ApiError::bad_request)?;
+    let now = kumo_core::now_ms();
+    let expires_at = match &request.expires {
+        Some(text) => {
+            let valid =
+                parse_duration(text).map_err(|e| ApiError::bad_request(format!("expires: {e}")))?;
+            let ms = i64::try_from(valid.as_millis()).unwrap_or(i64::MAX);
+            Some(now.saturating_add(ms))
+        }
+        None => None,
+    };
+    state.disk.ensure_room()?;
+    let secret = new_secret()?;
+    let token = TokenRecord {
+        name: request.name,
+        role: request.role,
+        created_at: now,
+        expires_at,
+        last_used_at: None,
+    };
+    let stored = StoredToken {
+        record: token.clone(),
+        secret_hash: secret_hash(&secret),
+    };
+    if !state.store.create_token(&stored).await? {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("a token named {:?} exists already", token.name),
+        ));
+    }
+    reload(&state).await?;
+    tracing::info!(token = %token.name, role = token.role.as_str(), "token created");
+    Ok((StatusCode::CREATED, Json(Created { token, secret })))
+}
+
+/// `GET /tokens`: every token, without secrets.
+pub(super) async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<TokenRecord>>> {
+    let tokens = state.store.list_tokens().await?;
+    Ok(Json(tokens.into_iter().map(|t| t.record).collect()))
+}
+
+/// `DELETE /tokens/{name}` → 204; refused from the next request on.
+pub(super) async fn revoke(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    if !state.store.revoke_token(&name).await? {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("no token named {name:?}"),
+        ));
+    }
+    reload(&state).await?;
+    tracing::info!(token = %name, "token revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn reload(state: &AppState) -> ApiResult<()> {
+    state.invoker.auth.load(state.store.list_tokens().await?);
+    Ok(())
+}

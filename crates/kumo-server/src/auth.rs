@@ -1,0 +1,258 @@
+//! Authentication and authorisation: one layer in front of the router checks every request
+//! (the control API, `/metrics`) before any handler runs, so a new endpoint cannot forget it;
+//! the invoker checks the data plane's token-only functions. Tokens are kept in memory as the
+//! sha256 of their secrets (a cache of the store, replaced whole after each change), so a check
+//! is a hash and a map lookup, and a revoked token is refused on its next request.
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::HeaderMap;
+use kumo_core::{Action, ErrorKind, Role, TOKEN_PREFIX, TokenRecord};
+use kumo_store::StoredToken;
+use kumo_store::prelude::*;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Whether requests must carry tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Every control-API request needs a token with the right role.
+    Token,
+    /// Nothing is checked: local development only (loopback listeners).
+    None,
+}
+
+/// The address a request came from (put in its extensions by the accept loop).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+/// Failed authentications from one address within this window are counted...
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// ...and past this many, each further one is answered only after [`FAILURE_DELAY`].
+const FAILURES_BEFORE_DELAY: u32 = 10;
+const FAILURE_DELAY: Duration = Duration::from_secs(1);
+/// A token's last use is written to the store at most this often.
+const LAST_USED_EVERY_MS: i64 = 60_000;
+
+pub(crate) struct Auth {
+    mode: AuthMode,
+    /// By secret hash.
+    tokens: RwLock<HashMap<String, TokenRecord>>,
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+/// A new secret: the prefix and 32 random bytes from the operating system, as hex.
+pub(crate) fn new_secret() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
+    Ok(format!("{TOKEN_PREFIX}{}", hex::encode(bytes)))
+}
+
+/// What is stored of a secret. Secrets are 256 random bits, so a fast hash is enough.
+pub(crate) fn secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+impl Auth {
+    pub(crate) fn new(mode: AuthMode) -> Self {
+        Self {
+            mode,
+            tokens: RwLock::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// Replaces the cache with `tokens` (all of them, from the store).
+    pub(crate) fn load(&self, tokens: Vec<StoredToken>) {
+        let by_hash = tokens
+            .into_iter()
+            .map(|t| (t.secret_hash, t.record))
+            .collect();
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = by_hash;
+    }
+
+    /// The token whose secret `headers` carry, if it is valid now, and the time of this use
+    /// when it should be written to the store; else the 401.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<(TokenRecord, Option<i64>), ApiError> {
+        let secret = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(kumo_core::bearer)
+            .ok_or_else(|| {
+                unauthorized("this request needs a token: Authorization: Bearer <token>")
+            })?;
+        let now = kumo_core::now_ms();
+        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        let token = tokens
+            .get_mut(&secret_hash(secret))
+            .filter(|t| !t.expired(now))
+            .ok_or_else(|| unauthorized("the token is not valid (unknown, revoked or expired)"))?;
+        let to_write = token
+            .last_used_at
+            .is_none_or(|at| now - at >= LAST_USED_EVERY_MS)
+            .then_some(now);
+        if to_write.is_some() {
+            token.last_used_at = to_write;
+        }
+        Ok((token.clone(), to_write))
+    }
+
+    /// Checks that `headers` carry a token whose role allows `action`; the token, and the
+    /// time of this use when it should be written to the store.
+    pub(crate) fn check(
+        &self,
+        headers: &HeaderMap,
+        action: Action,
+    ) -> Result<(TokenRecord, Option<i64>), ApiError> {
+        let (token, used) = self.authenticate(headers)?;
+        if !token.role.allows(action) {
+            return Err(ApiError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "the token's role ({}) may not {}",
+                    token.role.as_str(),
+                    describe(action)
+                ),
+            ));
+        }
+        Ok((token, used))
+    }
+
+    /// Counts a failure from `ip`; past the allowance, how long to hold the answer back.
+    fn failed(&self, ip: IpAddr) -> Option<Duration> {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        // Forget addresses whose window has passed, so the map stays small.
+        failures.retain(|_, (since, _)| now.duration_since(*since) < FAILURE_WINDOW);
+        let (_, count) = failures.entry(ip).or_insert((now, 0));
+        *count += 1;
+        if *count == FAILURES_BEFORE_DELAY {
+            tracing::warn!(%ip, "repeated failed authentication: answers to this address are slowed down");
+        }
+        (*count >= FAILURES_BEFORE_DELAY).then_some(FAILURE_DELAY)
+    }
+}
+
+fn describe(action: Action) -> &'static str {
+    match action {
+        Action::Read => "read",
+        Action::InvocationStatus => "read invocations",
+        Action::Invoke => "invoke functions",
+        Action::Write => "change anything",
+        Action::Manage => "manage tokens",
+        Action::Metrics => "read metrics",
+    }
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(ErrorKind::Unauthorized, message)
+}
+
+/// What a request to the router needs: none for `/healthz` and for the data plane's custom
+/// routes (the invoker checks token-only functions).
+fn needs(method: &http::Method, path: &str) -> Option<Action> {
+    if path == "/metrics" {
+        return Some(Action::Metrics);
+    }
+    let rest = path.strip_prefix("/api/v1")?;
+    (rest.is_empty() || rest.starts_with('/')).then(|| kumo_core::required(method.as_str(), rest))
+}
+
+/// The layer in front of the router.
+pub(crate) async fn authorize(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let auth = &state.invoker.auth;
+    if auth.mode == AuthMode::None {
+        return next.run(request).await;
+    }
+    let Some(action) = needs(request.method(), request.uri().path()) else {
+        return next.run(request).await;
+    };
+    match auth.check(request.headers(), action) {
+        Ok((token, used)) => {
+            if let Some(at) = used {
+                note_use(&state, &token.name, at);
+            }
+            request.extensions_mut().insert(token);
+            next.run(request).await
+        }
+        Err(refused) => {
+            let peer = request.extensions().get::<Peer>().map(|p| p.0.ip());
+            if refused.kind == ErrorKind::Unauthorized
+                && let Some(delay) = peer.and_then(|ip| auth.failed(ip))
+            {
+                tokio::time::sleep(delay).await;
+            }
+            refused.into_response()
+        }
+    }
+}
+
+/// Writes a token's last use to the store (at most once a minute per token: the cache says
+/// when), off the request's path.
+pub(crate) fn note_use(state: &AppState, name: &str, at: i64) {
+    let (store, name) = (state.store.clone(), name.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = store.token_used(&name, at).await {
+            tracing::debug!("noting a token's use: {e:#}");
+        }
+    });
+}
+
+/// Creates the first admin token when there is none, writes its secret to `path` (readable by
+/// the owner only) and says where; the secret itself is never logged.
+pub(crate) async fn first_admin_token(
+    state: &AppState,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    if state.invoker.auth.mode != AuthMode::Token || !state.store.list_tokens().await?.is_empty() {
+        return Ok(());
+    }
+    let secret = new_secret()?;
+    let token = StoredToken {
+        record: TokenRecord {
+            name: "admin".to_string(),
+            role: Role::Admin,
+            created_at: kumo_core::now_ms(),
+            expires_at: None,
+            last_used_at: None,
+        },
+        secret_hash: secret_hash(&secret),
+    };
+    write_private(path, &format!("{secret}\n"))?;
+    state.store.create_token(&token).await?;
+    tracing::info!(
+        file = %path.display(),
+        "created the first admin token; its secret is in the file (readable by this user only)"
+    );
+    Ok(())
+}
+
+/// Writes `text` to a new file only its owner may read.
+pub(crate) fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
