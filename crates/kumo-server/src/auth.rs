@@ -37,6 +37,8 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// ...and past this many, each further one is answered only after [`FAILURE_DELAY`].
 const FAILURES_BEFORE_DELAY: u32 = 10;
 const FAILURE_DELAY: Duration = Duration::from_secs(1);
+/// Most of a refused request's body read before answering.
+const DRAIN_BYTES: usize = 16 * 1024 * 1024;
 /// A token's last use is written to the store at most this often.
 const LAST_USED_EVERY_MS: i64 = 60_000;
 
@@ -196,6 +198,9 @@ pub(crate) async fn authorize(
             {
                 tokio::time::sleep(delay).await;
             }
+            // Read what the client is still sending (up to a bound), so it gets the refusal
+            // instead of a connection closed under its upload.
+            let _ = axum::body::to_bytes(request.into_body(), DRAIN_BYTES).await;
             refused.into_response()
         }
     }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `kumo` binary serving on an ephemeral port with a temporary data
 //! directory, real wasm built from the repository's guests, driven over HTTP and through the CLI.
 
+mod auth;
 mod calls;
 mod cli;
 mod crash;

@@ -17,12 +17,14 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
     let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
     match path.as_str() {
         "/counter" => Ok(text(served.to_string())?),
-        // Echoes method, path, query, one header and the body.
+        // Echoes method, path, query, one header (`x-probe`, or the one `?header=NAME` names)
+        // and the body.
         "/echo" | "/" => {
             let payload = body.bytes_contents().await?;
+            let name = query.strip_prefix("header=").unwrap_or("x-probe");
             let header = parts
                 .headers
-                .get("x-probe")
+                .get(name)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
