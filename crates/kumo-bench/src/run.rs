@@ -336,8 +336,10 @@ fn percentiles(what: &str, mut latencies: Latencies) -> Percentiles {
 async fn start_kumo(kumo: &Path, data_dir: &Path) -> anyhow::Result<Running> {
     let addr = servers::free_addr()?;
     let mut command = pinned(SERVER_CPU, kumo);
+    // Without tokens (loopback only): the harness deploys and reads metrics with plain
+    // requests. The data plane it measures runs the same code either way (public functions).
     command
-        .args(["serve", "--listen", &addr, "--data-dir"])
+        .args(["serve", "--auth", "none", "--listen", &addr, "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn");
     servers::start(command, addr, "kumo").await

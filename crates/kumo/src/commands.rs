@@ -163,6 +163,17 @@ pub(crate) struct DeployArgs {
     /// (default: $LATEST).
     #[arg(long, value_name = "VERSION_OR_ALIAS")]
     triggers_use: Option<String>,
+    /// Who may call it over HTTP: `public` (default) or `token` (a token that may invoke).
+    #[arg(long, value_parser = parse_function_auth)]
+    auth: Option<kumo_core::FunctionAuth>,
+}
+
+fn parse_function_auth(text: &str) -> Result<kumo_core::FunctionAuth, String> {
+    match text {
+        "public" => Ok(kumo_core::FunctionAuth::Public),
+        "token" => Ok(kumo_core::FunctionAuth::Token),
+        _ => Err(format!("{text:?} is not public or token")),
+    }
 }
 
 pub(crate) async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
@@ -192,6 +203,7 @@ pub(crate) async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
         kv: args.kv.clone(),
         objects: args.objects.clone(),
         triggers_use: args.triggers_use.clone(),
+        auth: args.auth.unwrap_or_default(),
         ..FunctionConfig::default()
     };
     if let Some(n) = args.max_retries {
