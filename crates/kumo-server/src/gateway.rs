@@ -188,6 +188,12 @@ pub(crate) fn body_error(e: &(dyn std::error::Error + 'static)) -> ApiError {
     }
 }
 
+/// The metrics alone, for `--metrics-listen`: an address meant for a scraper, answering
+/// without a token.
+pub(crate) fn metrics_router() -> Router<Arc<AppState>> {
+    Router::new().route("/metrics", get(metrics))
+}
+
 /// The metrics in the OpenMetrics text format (which Prometheus scrapes).
 async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
     let body = crate::metrics::render(&state).await?;

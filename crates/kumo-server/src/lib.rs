@@ -98,6 +98,8 @@ pub struct ServerConfig {
     pub connections: ConnectionLimits,
     /// Whether requests need tokens (`None` only on loopback listeners).
     pub auth: AuthMode,
+    /// A second address serving only `/metrics`, without a token (for a scraper).
+    pub metrics_listen: Option<String>,
 }
 
 /// Everything the handlers share.
@@ -154,6 +156,7 @@ pub fn app(state: Arc<AppState>) -> Frontend<impl FunctionHandler> {
 /// A bound, not yet serving, server. Binding first lets callers learn the port (`:0`).
 pub struct Server {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: Arc<AppState>,
     keep_alive: Duration,
     retention: Duration,
@@ -275,6 +278,14 @@ impl Server {
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let metrics_listener = match &config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr} (--metrics-listen)"))?,
+            ),
+            None => None,
+        };
         let bound = listener.local_addr()?;
         anyhow::ensure!(
             config.auth == AuthMode::Token || bound.ip().is_loopback(),
@@ -283,6 +294,7 @@ impl Server {
         );
         Ok(Self {
             listener,
+            metrics_listener,
             state,
             keep_alive: config.keep_alive,
             retention: config.retention,
@@ -297,6 +309,11 @@ impl Server {
         Ok(self.listener.local_addr()?)
     }
 
+    /// The address of `--metrics-listen`, when there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref()?.local_addr().ok()
+    }
+
     /// Serves until `shutdown` resolves, then finishes in-flight requests and writes every
     /// pending invocation record before returning.
     pub async fn run(
@@ -306,6 +323,10 @@ impl Server {
         let state = self.state.clone();
         let sweeper = tokio::spawn(unload_idle_functions(state.clone(), self.keep_alive));
         let retention = tokio::spawn(enforce_retention(state.clone(), self.retention));
+        let scraper = self.metrics_listener.map(|listener| {
+            let router = gateway::metrics_router().with_state(state.clone());
+            tokio::spawn(async move { axum::serve(listener, router).await })
+        });
         let leftovers = tokio::spawn(sweep_leftovers_periodically(
             state.clone(),
             self.data_dir.clone(),
@@ -327,6 +348,9 @@ impl Server {
         sweeper.abort();
         retention.abort();
         leftovers.abort();
+        if let Some(scraper) = scraper {
+            scraper.abort();
+        }
         // Both watch the stop signal; the dispatcher lets running attempts finish first.
         let _ = tokio::join!(dispatcher, scheduler);
         state.recorder.flush().await;

@@ -49,6 +49,7 @@ async fn bind(args: &ServeArgs) -> anyhow::Result<Server> {
             header_read_timeout: args.header_read_timeout,
             body_idle_timeout: args.body_idle_timeout,
         },
+        metrics_listen: args.metrics_listen.clone(),
         auth: match args.auth {
             crate::AuthArg::Token => kumo_server::AuthMode::Token,
             crate::AuthArg::None => kumo_server::AuthMode::None,
@@ -57,6 +58,9 @@ async fn bind(args: &ServeArgs) -> anyhow::Result<Server> {
     .await?;
     // Tests and scripts read this line to learn the port (e.g. with --listen 127.0.0.1:0).
     println!("kumo listening on http://{}", server.local_addr()?);
+    if let Some(addr) = server.metrics_addr() {
+        println!("metrics on http://{addr}/metrics");
+    }
     Ok(server)
 }
 

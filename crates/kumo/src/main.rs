@@ -122,6 +122,10 @@ pub struct ServeArgs {
     /// DATA/admin-token). `none`: nothing is checked; only on a loopback address.
     #[arg(long, env = "KUMO_AUTH", value_enum, default_value_t = AuthArg::Token)]
     auth: AuthArg,
+    /// A second address serving only `/metrics`, without a token, for a Prometheus scraper
+    /// (keep it off public networks).
+    #[arg(long, env = "KUMO_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
 }
 
 /// `--auth`.

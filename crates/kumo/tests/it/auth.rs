@@ -416,3 +416,40 @@ async fn token_secrets_never_reach_the_log_or_the_database() {
         }
     }
 }
+
+#[tokio::test]
+async fn metrics_listen_serves_a_scraper_without_a_token_and_nothing_else() {
+    let server = TestServer::start_with(&["--metrics-listen", "127.0.0.1:0"]).await;
+    let line = server.next_line();
+    let url = line
+        .strip_prefix("metrics on ")
+        .unwrap_or_else(|| panic!("{line}"));
+    let scraper = reqwest::Client::new();
+    let metrics = scraper.get(url).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("kumo_invocations_in_flight")
+    );
+    let base = url.trim_end_matches("/metrics");
+    let api = scraper
+        .get(format!("{base}/api/v1/functions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        api.status(),
+        404,
+        "only /metrics is on the scraper's address"
+    );
+    // The main address still wants a token for it.
+    let main = scraper
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(main.status(), 401);
+}

@@ -15,6 +15,8 @@ pub(crate) struct TestServer {
     pub http: reqwest::Client,
     /// The first admin token's secret (empty with `--auth none`).
     pub admin_token: String,
+    /// What the server prints after its address, line by line.
+    output: std::sync::Mutex<mpsc::Receiver<String>>,
     child: Child,
     // Kept so the directory lives as long as the server (None when the caller owns it).
     _temp: Option<tempfile::TempDir>,
@@ -124,10 +126,20 @@ impl TestServer {
             client,
             http,
             admin_token,
+            output: std::sync::Mutex::new(rx),
             url,
             child,
             _temp: None,
         }
+    }
+
+    /// The next line the server prints (within 10 s).
+    pub(crate) fn next_line(&self) -> String {
+        self.output
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(10))
+            .expect("kumo prints another line")
     }
 
     /// Stops the server with SIGTERM (a graceful shutdown) and waits for it to exit.
