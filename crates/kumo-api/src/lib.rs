@@ -2,9 +2,9 @@
 //! typed client.
 
 pub use kumo_core::{
-    AliasRecord, Canary, EventRecord, EventStatus, FunctionConfig, FunctionKind, FunctionRecord,
-    InvocationRecord, KeyPage, LogRecord, Outcome, Prices, Role, TokenRecord, UsageBy, UsageReport,
-    UsageRow, VersionRecord,
+    AliasRecord, AuditEntry, Canary, EventRecord, EventStatus, FunctionConfig, FunctionKind,
+    FunctionRecord, InvocationRecord, KeyPage, LogRecord, Outcome, Prices, Role, TokenRecord,
+    UsageBy, UsageReport, UsageRow, VersionRecord,
 };
 
 use bytes::Bytes;
@@ -178,6 +178,19 @@ impl Client {
             self.http
                 .post(self.url("/tokens"))
                 .json(&body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// The audit trail since `since` (e.g. `24h`), the newest `limit` entries, oldest first.
+    pub async fn audit(&self, since: &str, limit: u32) -> Result<Vec<AuditEntry>, ClientError> {
+        let query = [("since", since.to_string()), ("limit", limit.to_string())];
+        json(
+            self.http
+                .get(self.url("/audit"))
+                .query(&query)
                 .send()
                 .await?,
         )

@@ -68,11 +68,25 @@ pub fn required(method: &str, path: &str) -> Action {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let read = matches!(method, "GET" | "HEAD" | "OPTIONS");
     match segments.as_slice() {
-        ["tokens", ..] => Action::Manage,
+        ["tokens" | "audit", ..] => Action::Manage,
         ["invocations", _id] | ["invocations", _id, "events"] if read => Action::InvocationStatus,
         ["functions", _name, "invoke"] => Action::Invoke,
         _ if read => Action::Read,
         _ => Action::Write,
+    }
+}
+
+/// Whether a control-API request changes the control plane, and so goes to the audit trail:
+/// writes to functions (deploys, deletes, versions, aliases, redrives) and tokens. Invocations
+/// and the data kept for functions (key-value, objects, topic messages) are not changes to it.
+pub fn audited(method: &str, path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let read = matches!(method, "GET" | "HEAD" | "OPTIONS");
+    match segments.as_slice() {
+        _ if read => false,
+        ["functions", _name, "invoke"] => false,
+        ["functions", ..] | ["tokens", ..] => true,
+        _ => false,
     }
 }
 
@@ -100,6 +114,23 @@ pub fn bearer(authorization: &str) -> Option<&str> {
     let (scheme, token) = authorization.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// One change to the control plane (or an attempt at one), as the audit trail keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Unix ms.
+    pub at: i64,
+    /// The token's name; none without auth (`--auth none`) or when no valid token came.
+    pub token: Option<String>,
+    /// The HTTP method: `PUT`, `POST`, `DELETE`.
+    pub method: String,
+    /// The path below `/api/v1`, e.g. `/functions/hello`.
+    pub target: String,
+    /// The client's address.
+    pub source: Option<String>,
+    /// The answer's status: what came of it.
+    pub status: u16,
 }
 
 /// A token as stored and listed: never its secret, only the secret's hash.
@@ -159,9 +190,22 @@ mod tests {
         assert_eq!(required("GET", "/invocations"), Action::Read);
         assert_eq!(required("POST", "/tokens"), Action::Manage);
         assert_eq!(required("GET", "/tokens"), Action::Manage);
+        assert_eq!(required("GET", "/audit"), Action::Manage);
         assert_eq!(required("POST", "/topics/t"), Action::Write);
         assert_eq!(required("HEAD", "/objects/b/k"), Action::Read);
         assert_eq!(required("POST", "/functions/f/dlq/redrive"), Action::Write);
+    }
+
+    #[test]
+    fn changes_to_functions_and_tokens_are_audited() {
+        assert!(audited("PUT", "/functions/f"));
+        assert!(audited("DELETE", "/functions/f/aliases/live"));
+        assert!(audited("POST", "/functions/f/dlq/redrive"));
+        assert!(audited("POST", "/tokens"));
+        assert!(!audited("GET", "/functions/f"));
+        assert!(!audited("POST", "/functions/f/invoke"));
+        assert!(!audited("PUT", "/kv/b/k"));
+        assert!(!audited("POST", "/topics/t"));
     }
 
     #[test]

@@ -17,7 +17,10 @@ mod schedule;
 mod spec;
 mod versions;
 
-pub use auth::{Action, Role, TOKEN_PREFIX, TokenRecord, bearer, required, validate_token_name};
+pub use auth::{
+    Action, AuditEntry, Role, TOKEN_PREFIX, TokenRecord, audited, bearer, required,
+    validate_token_name,
+};
 pub use config::{
     ConfigError, DEFAULT_MAX_EVENT_AGE, DEFAULT_MAX_INSTANCE_REQUESTS, DEFAULT_MAX_RETRIES,
     DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, FunctionAuth, FunctionConfig, Instances, MAX_EVENT_AGE,

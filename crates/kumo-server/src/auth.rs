@@ -94,19 +94,29 @@ impl Auth {
                 unauthorized("this request needs a token: Authorization: Bearer <token>")
             })?;
         let now = kumo_core::now_ms();
-        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
-        let token = tokens
-            .get_mut(&secret_hash(secret))
+        let hash = secret_hash(secret);
+        let mut token = self
+            .tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hash)
             .filter(|t| !t.expired(now))
+            .cloned()
             .ok_or_else(|| unauthorized("the token is not valid (unknown, revoked or expired)"))?;
+        // Concurrent checks share the read lock; the write lock is taken once a minute per
+        // token, to move its last use.
         let to_write = token
             .last_used_at
             .is_none_or(|at| now - at >= LAST_USED_EVERY_MS)
             .then_some(now);
         if to_write.is_some() {
             token.last_used_at = to_write;
+            let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(cached) = tokens.get_mut(&hash) {
+                cached.last_used_at = to_write;
+            }
         }
-        Ok((token.clone(), to_write))
+        Ok((token, to_write))
     }
 
     /// Checks that `headers` carry a token whose role allows `action`; the token, and the
@@ -117,16 +127,7 @@ impl Auth {
         action: Action,
     ) -> Result<(TokenRecord, Option<i64>), ApiError> {
         let (token, used) = self.authenticate(headers)?;
-        if !token.role.allows(action) {
-            return Err(ApiError::new(
-                ErrorKind::Forbidden,
-                format!(
-                    "the token's role ({}) may not {}",
-                    token.role.as_str(),
-                    describe(action)
-                ),
-            ));
-        }
+        allowed(&token, action)?;
         Ok((token, used))
     }
 
@@ -143,6 +144,21 @@ impl Auth {
         }
         (*count >= FAILURES_BEFORE_DELAY).then_some(FAILURE_DELAY)
     }
+}
+
+/// `Ok` if the token's role allows `action`, else the 403 that names the role.
+fn allowed(token: &TokenRecord, action: Action) -> Result<(), ApiError> {
+    if token.role.allows(action) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorKind::Forbidden,
+        format!(
+            "the token's role ({}) may not {}",
+            token.role.as_str(),
+            describe(action)
+        ),
+    ))
 }
 
 fn describe(action: Action) -> &'static str {
@@ -170,40 +186,78 @@ fn needs(method: &http::Method, path: &str) -> Option<Action> {
     (rest.is_empty() || rest.starts_with('/')).then(|| kumo_core::required(method.as_str(), rest))
 }
 
-/// The layer in front of the router.
+/// The layer in front of the router: authenticates and authorises, and writes every change
+/// to the control plane (and every refused attempt at one) to the audit trail.
 pub(crate) async fn authorize(
     State(state): State<Arc<AppState>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let auth = &state.invoker.auth;
-    if auth.mode == AuthMode::None {
-        return next.run(request).await;
-    }
     let Some(action) = needs(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
-    match auth.check(request.headers(), action) {
-        Ok((token, used)) => {
-            if let Some(at) = used {
-                note_use(&state, &token.name, at);
+    let peer = request.extensions().get::<Peer>().map(|p| p.0.ip());
+    let change = request
+        .uri()
+        .path()
+        .strip_prefix("/api/v1")
+        .filter(|target| kumo_core::audited(request.method().as_str(), target))
+        .map(|target| (request.method().to_string(), target.to_string()));
+    let auth = &state.invoker.auth;
+    let (token, response) = if auth.mode == AuthMode::None {
+        (None, next.run(request).await)
+    } else {
+        // Who it is first (so a refusal for the role still names the token), then whether
+        // the role allows it.
+        let checked = match auth.authenticate(request.headers()) {
+            Ok((token, used)) => {
+                if let Some(at) = used {
+                    note_use(&state, &token.name, at);
+                }
+                match allowed(&token, action) {
+                    Ok(()) => Ok(token),
+                    Err(refused) => Err((Some(token.name), refused)),
+                }
             }
-            request.extensions_mut().insert(token);
-            next.run(request).await
+            Err(refused) => Err((None, refused)),
+        };
+        match checked {
+            Ok(token) => {
+                let name = token.name.clone();
+                request.extensions_mut().insert(token);
+                (Some(name), next.run(request).await)
+            }
+            Err((name, refused)) => {
+                if refused.kind == ErrorKind::Unauthorized
+                    && let Some(delay) = peer.and_then(|ip| auth.failed(ip))
+                {
+                    tokio::time::sleep(delay).await;
+                }
+                // Read what the client is still sending (up to a bound), so it gets the
+                // refusal instead of a connection closed under its upload.
+                let _ = axum::body::to_bytes(request.into_body(), DRAIN_BYTES).await;
+                (name, refused.into_response())
+            }
         }
-        Err(refused) => {
-            let peer = request.extensions().get::<Peer>().map(|p| p.0.ip());
-            if refused.kind == ErrorKind::Unauthorized
-                && let Some(delay) = peer.and_then(|ip| auth.failed(ip))
-            {
-                tokio::time::sleep(delay).await;
-            }
-            // Read what the client is still sending (up to a bound), so it gets the refusal
-            // instead of a connection closed under its upload.
-            let _ = axum::body::to_bytes(request.into_body(), DRAIN_BYTES).await;
-            refused.into_response()
+    };
+    if let Some((method, target)) = change {
+        let entry = kumo_core::AuditEntry {
+            at: kumo_core::now_ms(),
+            token,
+            method,
+            target,
+            source: peer.map(|ip| ip.to_string()),
+            status: response.status().as_u16(),
+        };
+        if let Err(e) = state.store.append_audit(&entry).await {
+            tracing::error!(
+                "the audit trail missed {} {}: {e:#}",
+                entry.method,
+                entry.target
+            );
         }
     }
+    response
 }
 
 /// Writes a token's last use to the store (at most once a minute per token: the cache says

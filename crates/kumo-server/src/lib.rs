@@ -451,6 +451,7 @@ async fn enforce_retention(state: Arc<AppState>, retention: Duration) {
                     invocations = swept.invocations,
                     logs = swept.logs,
                     events = swept.events,
+                    audit = swept.audit,
                     "retention: deleted old records"
                 );
             }

@@ -11,6 +11,7 @@
 //! Nothing in memory is authoritative: the server's caches are rebuilt from here on start.
 //! One concrete SQLite store for now; a trait will come with the PostgreSQL backend.
 
+mod audit;
 mod blobs;
 mod codec;
 mod disk_full;
@@ -41,13 +42,13 @@ pub use tokens::StoredToken;
 /// The storage traits, to bring their methods into scope: `use kumo_store::prelude::*`.
 pub mod prelude {
     pub use crate::traits::{
-        EventQueue, FunctionStore, KvStore, LogStore, ObjectInfoStore, RecordStore, ScheduleStore,
-        TokenStore, UsageStore, VersionStore,
+        AuditStore, EventQueue, FunctionStore, KvStore, LogStore, ObjectInfoStore, RecordStore,
+        ScheduleStore, TokenStore, UsageStore, VersionStore,
     };
 }
 pub use traits::{
-    EventQueue, FunctionStore, KvStore, LogStore, ObjectInfoStore, RecordStore, ScheduleStore,
-    TokenStore, UsageStore, VersionStore,
+    AuditStore, EventQueue, FunctionStore, KvStore, LogStore, ObjectInfoStore, RecordStore,
+    ScheduleStore, TokenStore, UsageStore, VersionStore,
 };
 pub use usage::Swept;
 pub use versions::{AliasSet, Published, VersionDeleted};

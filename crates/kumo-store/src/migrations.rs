@@ -54,6 +54,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "API tokens",
         step: Step::Sql(&[crate::tokens::SCHEMA]),
     },
+    Migration {
+        version: 5,
+        name: "audit trail",
+        step: Step::Sql(&[crate::audit::SCHEMA]),
+    },
 ];
 
 /// The schema version this kumo writes.

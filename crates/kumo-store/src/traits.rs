@@ -271,3 +271,17 @@ pub trait TokenStore {
     /// Notes a use at `at` (unix ms); never moves the last use back.
     fn token_used(&self, name: &str, at: i64) -> impl Future<Output = Result<()>> + Send;
 }
+
+/// The audit trail of control-plane changes.
+pub trait AuditStore {
+    fn append_audit(
+        &self,
+        entry: &kumo_core::AuditEntry,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// The newest `limit` entries at or after `since` (unix ms), oldest first.
+    fn list_audit(
+        &self,
+        since: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<kumo_core::AuditEntry>>> + Send;
+}

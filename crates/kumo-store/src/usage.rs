@@ -22,6 +22,7 @@ pub struct Swept {
     pub invocations: u64,
     pub logs: u64,
     pub events: u64,
+    pub audit: u64,
 }
 
 /// The records of one usage row, as they are read.
@@ -121,10 +122,12 @@ impl crate::UsageStore for Store {
             )
             .await
             .context("deleting old events")?;
+        let audit = self.delete_old_audit(cutoff).await?;
         Ok(Swept {
             invocations,
             logs,
             events,
+            audit,
         })
     }
 }

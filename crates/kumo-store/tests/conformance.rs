@@ -25,6 +25,7 @@ trait Backend:
     + UsageStore
     + ObjectInfoStore
     + TokenStore
+    + AuditStore
     + Sync
 {
 }
@@ -39,6 +40,7 @@ impl<T> Backend for T where
         + UsageStore
         + ObjectInfoStore
         + TokenStore
+        + AuditStore
         + Sync
 {
 }
@@ -57,6 +59,7 @@ async fn conformance<S: Backend, W: Future<Output = ()>>(
     schedules(store).await;
     object_infos(store).await;
     tokens(store).await;
+    audit(store).await;
     records_logs_and_usage(store, write_records).await;
 }
 
@@ -692,4 +695,25 @@ async fn tokens(store: &impl Backend) {
     assert!(!store.revoke_token("ci").await.unwrap());
     assert_eq!(store.list_tokens().await.unwrap(), vec![view]);
     assert!(store.revoke_token("board").await.unwrap());
+}
+
+async fn audit(store: &impl Backend) {
+    let entry = |at: i64, status: u16| kumo_core::AuditEntry {
+        at,
+        token: Some("ci".to_string()),
+        method: "PUT".to_string(),
+        target: format!("/functions/f{at}"),
+        source: Some("127.0.0.1".to_string()),
+        status,
+    };
+    for (at, status) in [(1_000, 201), (2_000, 403), (3_000, 204)] {
+        store.append_audit(&entry(at, status)).await.unwrap();
+    }
+    // The newest `limit` since a time, oldest first.
+    let listed = store.list_audit(1_500, 10).await.unwrap();
+    assert_eq!(listed, vec![entry(2_000, 403), entry(3_000, 204)]);
+    assert_eq!(
+        store.list_audit(0, 1).await.unwrap(),
+        vec![entry(3_000, 204)]
+    );
 }

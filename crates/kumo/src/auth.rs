@@ -174,3 +174,23 @@ pub(crate) async fn token(client: &Client, command: TokenCommand) -> CmdResult {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `kumo audit`: one line per change, oldest first.
+pub(crate) async fn audit(client: &Client, since: &str, limit: u32) -> CmdResult {
+    println!(
+        "{:<24} {:<16} {:<7} {:<40} {:<16} STATUS",
+        "AT", "TOKEN", "METHOD", "TARGET", "SOURCE"
+    );
+    for e in client.audit(since, limit).await? {
+        println!(
+            "{:<24} {:<16} {:<7} {:<40} {:<16} {}",
+            format_timestamp(e.at),
+            e.token.as_deref().unwrap_or("-"),
+            e.method,
+            e.target,
+            e.source.as_deref().unwrap_or("-"),
+            e.status
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -196,6 +196,14 @@ enum Command {
     /// API tokens (admin): create, list, revoke.
     #[command(subcommand)]
     Token(auth::TokenCommand),
+    /// The audit trail (admin): changes to functions and tokens, refused attempts included.
+    Audit {
+        /// How far back, e.g. `24h` or `7d`.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Start the platform, then build and deploy the manifest's functions.
     Up {
         #[command(flatten)]
@@ -335,6 +343,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve(args) => commands::serve(args).await,
         Command::Login => auth::login(&cli.server, cli.token.as_deref()).await,
         Command::Token(command) => auth::token(&client, command).await,
+        Command::Audit { since, limit } => auth::audit(&client, &since, limit).await,
         Command::Up { serve, manifest } => commands::up(serve, &manifest).await,
         Command::Deploy(args) => commands::deploy(&client, *args).await,
         Command::Invoke {

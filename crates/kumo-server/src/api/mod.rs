@@ -1,5 +1,6 @@
 //! The control API under `/api/v1`: JSON in, JSON out, errors in the one error format.
 
+mod audit;
 mod events;
 mod functions;
 mod kv;
@@ -98,6 +99,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/topics/{topic}", post(events::publish))
         .route("/triggers", get(events::triggers))
         .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/audit", get(audit::list))
         .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/kv/{bucket}", get(kv::list_keys))
         .route(

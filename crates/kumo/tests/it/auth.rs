@@ -453,3 +453,76 @@ async fn metrics_listen_serves_a_scraper_without_a_token_and_nothing_else() {
         .unwrap();
     assert_eq!(main.status(), 401);
 }
+
+#[tokio::test]
+async fn changes_and_refused_attempts_are_in_the_audit_trail_without_secrets() {
+    let server = TestServer::start().await;
+    server.deploy("hello", test_programs::HELLO, config()).await;
+    let made = server
+        .client
+        .create_token("view", Role::Viewer, None)
+        .await
+        .unwrap();
+    let viewer = authorized(&made.secret);
+    let refused = viewer
+        .delete(format!("{}/api/v1/functions/hello", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    server.client.delete("hello").await.unwrap();
+    // Not changes to the control plane: invocations, data, reads.
+    let _ = server
+        .post("/api/v1/functions/nope/invoke")
+        .send()
+        .await
+        .unwrap();
+    let _ = server
+        .http
+        .put(format!("{}/api/v1/kv/b/k", server.url))
+        .body("v")
+        .send()
+        .await;
+    server.client.list().await.unwrap();
+
+    let trail = server.client.audit("1h", 100).await.unwrap();
+    let seen: Vec<(Option<&str>, &str, &str, u16)> = trail
+        .iter()
+        .map(|e| {
+            (
+                e.token.as_deref(),
+                e.method.as_str(),
+                e.target.as_str(),
+                e.status,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (Some("admin"), "PUT", "/functions/hello", 201),
+            (Some("admin"), "POST", "/tokens", 201),
+            (Some("view"), "DELETE", "/functions/hello", 403),
+            (Some("admin"), "DELETE", "/functions/hello", 204),
+        ]
+    );
+    assert!(
+        trail
+            .iter()
+            .all(|e| e.source.as_deref() == Some("127.0.0.1"))
+    );
+    // Admin only; and the CLI shows it.
+    let forbidden = viewer
+        .get(format!("{}/api/v1/audit", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 403);
+    let printed = server.cli(&["audit", "--since", "1h"]);
+    let text = String::from_utf8(printed.stdout).unwrap();
+    assert!(
+        text.contains("/functions/hello") && text.contains("view"),
+        "{text}"
+    );
+    assert!(!text.contains(&made.secret) && !text.contains(&server.admin_token));
+}
