@@ -56,6 +56,7 @@ pub(crate) async fn serve(
     state: Arc<AppState>,
     limits: ConnectionLimits,
     max_connections: usize,
+    tls: Option<Arc<crate::tls::Tls>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let app = crate::app(state.clone());
@@ -93,7 +94,6 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok();
-        let io = TokioIo::new(stream);
         if let Some(slot) = open.try_take() {
             let service = Connection {
                 app: app.clone(),
@@ -101,9 +101,24 @@ pub(crate) async fn serve(
                 peer,
                 _slot: Arc::new(slot),
             };
-            let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
+            let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                let served = match tls {
+                    None => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                    Some(tls) => {
+                        let Some(stream) =
+                            handshake(&tls, stream, limits.header_read_timeout).await
+                        else {
+                            return;
+                        };
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                };
+                if let Err(e) = served {
                     tracing::trace!("connection: {e}");
                 }
             });
@@ -113,15 +128,45 @@ pub(crate) async fn serve(
                 let service = Refusal {
                     _slot: Arc::new(slot),
                 };
-                let conn = refusing.serve_connection(io, service).into_owned();
+                let (refusing, tls) = (refusing.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    match tls {
+                        None => {
+                            let io = TokioIo::new(stream);
+                            let _ = refusing.serve_connection(io, service).await;
+                        }
+                        Some(tls) => {
+                            if let Some(stream) =
+                                handshake(&tls, stream, OVERFLOW_HEADER_TIMEOUT).await
+                            {
+                                let io = TokioIo::new(stream);
+                                let _ = refusing.serve_connection(io, service).await;
+                            }
+                        }
+                    }
                 });
             }
         }
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The TLS handshake of an accepted connection, within `timeout` (a client that never
+/// finishes it holds nothing for long).
+async fn handshake(
+    tls: &crate::tls::Tls,
+    stream: tokio::net::TcpStream,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!("TLS handshake: {e}");
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// Serves one connection's requests through the app; holds its place under the cap.

@@ -22,12 +22,14 @@ mod objects;
 mod recorder;
 mod routes;
 mod slots;
+mod tls;
 mod trace;
 
 pub use auth::AuthMode;
 pub use connections::ConnectionLimits;
 pub use events::AsyncConfig;
 pub use invoker::{InvocationRequest, Invoked, Invoker};
+pub use tls::TlsFiles;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -100,6 +102,8 @@ pub struct ServerConfig {
     pub auth: AuthMode,
     /// A second address serving only `/metrics`, without a token (for a scraper).
     pub metrics_listen: Option<String>,
+    /// Serve HTTPS with this certificate and key (PEM), reloaded when they change.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Everything the handlers share.
@@ -156,6 +160,7 @@ pub fn app(state: Arc<AppState>) -> Frontend<impl FunctionHandler> {
 /// A bound, not yet serving, server. Binding first lets callers learn the port (`:0`).
 pub struct Server {
     listener: TcpListener,
+    tls: Option<Arc<tls::Tls>>,
     metrics_listener: Option<TcpListener>,
     state: Arc<AppState>,
     keep_alive: Duration,
@@ -278,6 +283,10 @@ impl Server {
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let tls = match config.tls.clone() {
+            Some(files) => Some(Arc::new(tls::Tls::new(files).context("setting up TLS")?)),
+            None => None,
+        };
         let metrics_listener = match &config.metrics_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -294,6 +303,7 @@ impl Server {
         );
         Ok(Self {
             listener,
+            tls,
             metrics_listener,
             state,
             keep_alive: config.keep_alive,
@@ -303,6 +313,11 @@ impl Server {
             max_connections,
             stop,
         })
+    }
+
+    /// Whether the listener speaks HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -327,6 +342,7 @@ impl Server {
             let router = gateway::metrics_router().with_state(state.clone());
             tokio::spawn(async move { axum::serve(listener, router).await })
         });
+        let certificates = self.tls.clone().map(|tls| tokio::spawn(tls.watch()));
         let leftovers = tokio::spawn(sweep_leftovers_periodically(
             state.clone(),
             self.data_dir.clone(),
@@ -339,6 +355,7 @@ impl Server {
             self.state,
             self.connections,
             self.max_connections,
+            self.tls,
             async move {
                 shutdown.await;
                 let _ = stop.send(true);
@@ -348,6 +365,9 @@ impl Server {
         sweeper.abort();
         retention.abort();
         leftovers.abort();
+        if let Some(certificates) = certificates {
+            certificates.abort();
+        }
         if let Some(scraper) = scraper {
             scraper.abort();
         }

@@ -50,6 +50,13 @@ async fn bind(args: &ServeArgs) -> anyhow::Result<Server> {
             body_idle_timeout: args.body_idle_timeout,
         },
         metrics_listen: args.metrics_listen.clone(),
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(kumo_server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
         auth: match args.auth {
             crate::AuthArg::Token => kumo_server::AuthMode::Token,
             crate::AuthArg::None => kumo_server::AuthMode::None,
@@ -57,7 +64,8 @@ async fn bind(args: &ServeArgs) -> anyhow::Result<Server> {
     })
     .await?;
     // Tests and scripts read this line to learn the port (e.g. with --listen 127.0.0.1:0).
-    println!("kumo listening on http://{}", server.local_addr()?);
+    let scheme = if server.is_tls() { "https" } else { "http" };
+    println!("kumo listening on {scheme}://{}", server.local_addr()?);
     if let Some(addr) = server.metrics_addr() {
         println!("metrics on http://{addr}/metrics");
     }
@@ -75,7 +83,8 @@ pub(crate) async fn serve(args: ServeArgs) -> CmdResult {
 pub(crate) async fn up(args: ServeArgs, manifest: &Path) -> CmdResult {
     let manifest = Manifest::load(manifest)?;
     let server = bind(&args).await?;
-    let url = format!("http://{}", server.local_addr()?);
+    let scheme = if server.is_tls() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", server.local_addr()?);
     // The manifest is deployed with the first admin token, and the local CLI logged in with
     // it, so `kumo ls` and the tour work from another terminal.
     let admin = args.data_dir.join(kumo_server::ADMIN_TOKEN_FILE);

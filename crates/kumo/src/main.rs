@@ -126,6 +126,13 @@ pub struct ServeArgs {
     /// (keep it off public networks).
     #[arg(long, env = "KUMO_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this certificate chain (PEM); read again
+    /// when the file changes, so a renewed certificate needs no restart.
+    #[arg(long, env = "KUMO_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "KUMO_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// `--auth`.

@@ -526,3 +526,100 @@ async fn changes_and_refused_attempts_are_in_the_audit_trail_without_secrets() {
     );
     assert!(!text.contains(&made.secret) && !text.contains(&server.admin_token));
 }
+
+/// A new self-signed certificate for 127.0.0.1 and localhost: (certificate PEM, key PEM).
+fn self_signed() -> (String, String) {
+    let made =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    (made.cert.pem(), made.signing_key.serialize_pem())
+}
+
+fn trusting(ca_pem: &str, http1_only: bool) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
+    let builder = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca);
+    let builder = if http1_only {
+        builder.http1_only()
+    } else {
+        builder
+    };
+    builder.build().unwrap()
+}
+
+#[tokio::test]
+async fn tls_serves_http2_and_http1_and_picks_up_a_renewed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (first_cert, first_key) = self_signed();
+    std::fs::write(&cert_path, &first_cert).unwrap();
+    std::fs::write(&key_path, &first_key).unwrap();
+    let args = [
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ];
+    let server = TestServer::start_with(&args).await;
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let health = format!("{}/healthz", server.url);
+
+    // HTTP/2 by ALPN, HTTP/1.1 for a client that offers only it; tokens work as over HTTP.
+    let h2 = trusting(&first_cert, false)
+        .get(&health)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (h2.status().as_u16(), h2.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    let h1 = trusting(&first_cert, true)
+        .get(&health)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (h1.status().as_u16(), h1.version()),
+        (200, reqwest::Version::HTTP_11)
+    );
+    let listed = trusting(&first_cert, false)
+        .get(format!("{}/api/v1/functions", server.url))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    // Plain HTTP on the TLS port gets nothing served.
+    let plain = reqwest::Client::new()
+        .get(health.replace("https://", "http://"))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+
+    // A renewed certificate is served from the next handshake on, without a restart.
+    let (second_cert, second_key) = self_signed();
+    std::fs::write(&key_path, &second_key).unwrap();
+    std::fs::write(&cert_path, &second_cert).unwrap();
+    let mut renewed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if trusting(&second_cert, false)
+            .get(&health)
+            .send()
+            .await
+            .is_ok()
+        {
+            renewed = true;
+            break;
+        }
+    }
+    assert!(renewed, "the renewed certificate was not picked up");
+    let old = trusting(&first_cert, false).get(&health).send().await;
+    assert!(old.is_err(), "the old certificate is no longer served");
+}
