@@ -3,8 +3,8 @@
 
 pub use kumo_core::{
     AliasRecord, AuditEntry, Canary, EventRecord, EventStatus, FunctionConfig, FunctionKind,
-    FunctionRecord, InvocationRecord, KeyPage, LogRecord, Outcome, Prices, Role, TokenRecord,
-    UsageBy, UsageReport, UsageRow, VersionRecord,
+    FunctionRecord, InvocationRecord, KeyPage, LogRecord, Outcome, Prices, Role, SecretInfo,
+    TokenRecord, UsageBy, UsageReport, UsageRow, VersionRecord,
 };
 
 use bytes::Bytes;
@@ -195,6 +195,30 @@ impl Client {
                 .await?,
         )
         .await
+    }
+
+    /// Sets a secret's value; true when it was created.
+    pub async fn set_secret(&self, name: &str, value: Vec<u8>) -> Result<bool, ClientError> {
+        let response = self
+            .http
+            .put(self.url(&format!("/secrets/{name}")))
+            .body(value)
+            .send()
+            .await?;
+        Ok(check(response).await?.status() == StatusCode::CREATED)
+    }
+
+    pub async fn secrets(&self) -> Result<Vec<SecretInfo>, ClientError> {
+        json(self.http.get(self.url("/secrets")).send().await?).await
+    }
+
+    pub async fn delete_secret(&self, name: &str) -> Result<(), ClientError> {
+        let response = self
+            .http
+            .delete(self.url(&format!("/secrets/{name}")))
+            .send()
+            .await?;
+        check(response).await.map(drop)
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>, ClientError> {

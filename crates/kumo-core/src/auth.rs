@@ -85,7 +85,7 @@ pub fn audited(method: &str, path: &str) -> bool {
     match segments.as_slice() {
         _ if read => false,
         ["functions", _name, "invoke"] => false,
-        ["functions", ..] | ["tokens", ..] => true,
+        ["functions" | "tokens" | "secrets", ..] => true,
         _ => false,
     }
 }
@@ -107,6 +107,31 @@ pub fn validate_token_name(name: &str) -> Result<(), String> {
             "invalid token name {name:?}: 1 to 64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit"
         )),
     }
+}
+
+/// Secret names are environment variable names: `[A-Z_][A-Z0-9_]*`, at most 128 long.
+pub fn validate_secret_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    match ok {
+        true => Ok(()),
+        false => Err(format!(
+            "invalid secret name {name:?}: an environment variable name (A-Z, 0-9, _; not starting with a digit)"
+        )),
+    }
+}
+
+/// A secret as listed: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    pub name: String,
+    /// Unix ms.
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 /// The token a request carries in `Authorization: Bearer ...`, if any.
@@ -215,6 +240,17 @@ mod tests {
         assert_eq!(bearer("Basic xyz"), None);
         assert_eq!(bearer("Bearer "), None);
         assert_eq!(bearer("kumo_abc"), None);
+    }
+
+    #[test]
+    fn secret_names_are_environment_variable_names() {
+        assert!(validate_secret_name("DB_URL").is_ok());
+        assert!(validate_secret_name("_X1").is_ok());
+        assert!(validate_secret_name("db_url").is_err());
+        assert!(validate_secret_name("1X").is_err());
+        assert!(validate_secret_name("").is_err());
+        assert!(validate_secret_name("A-B").is_err());
+        assert!(audited("PUT", "/secrets/DB_URL"));
     }
 
     #[test]

@@ -146,6 +146,9 @@ pub struct FunctionConfig {
     pub on_object: Option<ObjectTrigger>,
     /// Who may call it over HTTP.
     pub auth: FunctionAuth,
+    /// Secrets (`kumo secret set`) the guest gets as environment variables of the same name.
+    /// A published version keeps the names; the values are read when the version is loaded.
+    pub secrets: Vec<String>,
 }
 
 impl Default for FunctionConfig {
@@ -171,6 +174,7 @@ impl Default for FunctionConfig {
             triggers_use: None,
             on_object: None,
             auth: FunctionAuth::Public,
+            secrets: Vec::new(),
         }
     }
 }
@@ -286,6 +290,15 @@ impl FunctionConfig {
         }
         if let Some((key, _)) = self.env.iter().find(|(_, v)| v.contains('\0')) {
             return fail("env", format!("the value of {key:?} contains NUL"));
+        }
+        for name in &self.secrets {
+            crate::validate_secret_name(name).or_else(|e| fail("secrets", e))?;
+            if self.env.contains_key(name) {
+                return fail(
+                    "secrets",
+                    format!("{name:?} is also in env; a variable comes from one"),
+                );
+            }
         }
         Ok(())
     }

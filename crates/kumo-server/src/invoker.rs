@@ -67,6 +67,8 @@ pub struct Invoker {
     pub tracing: Tracing,
     /// Tokens, and who may do what.
     pub(crate) auth: crate::auth::Auth,
+    /// Seals and opens function secrets.
+    pub(crate) sealer: crate::secrets::Sealer,
     /// Code (function name, sha256) asking for instance reuse that failed a second request
     /// without answering: served with fresh instances until a restart (redeploying the same
     /// code keeps it so; new code gets a new trial).
@@ -86,11 +88,13 @@ impl Invoker {
         admission: Admission,
         tracing: Tracing,
         auth: crate::auth::Auth,
+        sealer: crate::secrets::Sealer,
     ) -> Self {
         Self {
             kv,
             tracing,
             auth,
+            sealer,
             store,
             blobs,
             runtime,
@@ -282,12 +286,36 @@ impl Invoker {
         }
     }
 
-    /// Loads `record`'s code (from the compile cache) and caches it.
+    /// The values of the secrets `record` lists, opened, as environment variables. A secret
+    /// that is gone (or sealed under another key) fails the invocation and names it.
+    async fn secret_env(&self, record: &FunctionRecord) -> Result<Vec<(String, String)>, ApiError> {
+        let mut env = Vec::with_capacity(record.config.secrets.len());
+        for name in &record.config.secrets {
+            let sealed = self.store.get_secret(name).await?;
+            let value = sealed
+                .and_then(|sealed| self.sealer.open(name, &sealed))
+                .and_then(|value| String::from_utf8(value).ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorKind::FunctionError,
+                        format!(
+                            "function {:?} needs secret {name:?}, which is not set (or was sealed under another key)",
+                            record.name
+                        ),
+                    )
+                })?;
+            env.push((name.clone(), value));
+        }
+        Ok(env)
+    }
+
+    /// Loads `record`'s code (from the compile cache) and caches it, with its secrets.
     async fn load(
         &self,
         mut record: FunctionRecord,
         version: Option<u32>,
         generation: u64,
+        secrets: Vec<(String, String)>,
     ) -> anyhow::Result<Arc<Entry>> {
         let runtime = self.runtime.clone();
         let code_path = self.blobs.path(&record.code_sha256);
@@ -296,7 +324,14 @@ impl Invoker {
         self.mark_reuse_fallbacks([&mut record]);
         let loaded = tokio::task::spawn_blocking(move || runtime.load(&sha, &code_path)).await??;
         Ok(self.loaded.insert(
-            Entry::new(record, version, loaded, &self.runtime, &self.metrics),
+            Entry::new(
+                record,
+                version,
+                loaded,
+                secrets,
+                &self.runtime,
+                &self.metrics,
+            ),
             generation,
         ))
     }
@@ -304,7 +339,11 @@ impl Invoker {
     /// Loads a function with provisioned concurrency now, so no invocation of it is cold.
     pub async fn preload(&self, record: FunctionRecord) -> anyhow::Result<()> {
         let generation = self.loaded.generation();
-        self.load(record, None, generation).await.map(drop)
+        let secrets = self
+            .secret_env(&record)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        self.load(record, None, generation, secrets).await.map(drop)
     }
 
     /// Replaces what is in memory after a deploy: nothing (lazy loading), or, for a function
@@ -312,10 +351,18 @@ impl Invoker {
     pub fn deployed(&self, mut record: FunctionRecord, prepared: Loaded) {
         self.mark_reuse_fallbacks([&mut record]);
         self.loaded.forget(&record.name);
-        if record.config.provisioned_concurrency.is_some() {
+        // A function with secrets is loaded when first invoked (its secrets are read then).
+        if record.config.provisioned_concurrency.is_some() && record.config.secrets.is_empty() {
             let generation = self.loaded.generation();
             self.loaded.insert(
-                Entry::new(record, None, prepared, &self.runtime, &self.metrics),
+                Entry::new(
+                    record,
+                    None,
+                    prepared,
+                    Vec::new(),
+                    &self.runtime,
+                    &self.metrics,
+                ),
                 generation,
             );
         }
@@ -350,7 +397,8 @@ impl Invoker {
         let load_start = Instant::now();
         let generation = self.loaded.generation();
         let record = self.stored(&name, version).await?;
-        let entry = self.load(record, version, generation).await?;
+        let secrets = self.secret_env(&record).await?;
+        let entry = self.load(record, version, generation, secrets).await?;
         Ok((entry, Some(load_start.elapsed())))
     }
 

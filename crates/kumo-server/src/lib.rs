@@ -21,6 +21,7 @@ mod metrics;
 mod objects;
 mod recorder;
 mod routes;
+mod secrets;
 mod slots;
 mod tls;
 mod trace;
@@ -29,6 +30,7 @@ pub use auth::AuthMode;
 pub use connections::ConnectionLimits;
 pub use events::AsyncConfig;
 pub use invoker::{InvocationRequest, Invoked, Invoker};
+pub use secrets::{SECRET_KEY_ENV, SECRET_KEY_FILE};
 pub use tls::TlsFiles;
 
 use anyhow::Context as _;
@@ -229,6 +231,7 @@ impl Server {
             }),
             trace::Tracing::from_env().context("setting up span export")?,
             auth::Auth::new(config.auth),
+            secrets::Sealer::load_or_create(data).context("the key of function secrets")?,
         );
         let events = Events::new(
             store.clone(),

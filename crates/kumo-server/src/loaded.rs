@@ -48,6 +48,7 @@ impl Entry {
         record: FunctionRecord,
         version: Option<u32>,
         loaded: Loaded,
+        secrets: Vec<(String, String)>,
         runtime: &Runtime,
         metrics: &Metrics,
     ) -> Self {
@@ -62,7 +63,13 @@ impl Entry {
         let allow_outbound = record.config.allow_outbound.clone().into();
         let kv_buckets = record.config.kv.clone().into();
         let object_buckets = record.config.objects.clone().into();
-        let env = record.config.env.clone().into_iter().collect();
+        let env = record
+            .config
+            .env
+            .clone()
+            .into_iter()
+            .chain(secrets)
+            .collect();
         let metrics = metrics.for_function(&record.name);
         Self {
             key: entry_key(&record.name, version),

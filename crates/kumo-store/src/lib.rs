@@ -22,6 +22,7 @@ mod migrations;
 mod objects;
 mod queue;
 mod record_writer;
+mod secrets;
 mod sqlite;
 mod sweep;
 mod tokens;
@@ -36,6 +37,7 @@ pub use migrations::SCHEMA_VERSION;
 pub use objects::{ObjectBody, ObjectError, Objects, Staged};
 pub use queue::{ClaimedEvent, Completion, IDEMPOTENCY_WINDOW_MS, NewEvent, QueueDepth};
 pub use record_writer::RecordWriter;
+pub use secrets::SealedSecret;
 pub use sqlite::{LogQuery, Store};
 pub use sweep::remove_stale_files;
 pub use tokens::StoredToken;
@@ -43,12 +45,12 @@ pub use tokens::StoredToken;
 pub mod prelude {
     pub use crate::traits::{
         AuditStore, EventQueue, FunctionStore, KvStore, LogStore, ObjectInfoStore, RecordStore,
-        ScheduleStore, TokenStore, UsageStore, VersionStore,
+        ScheduleStore, SecretStore, TokenStore, UsageStore, VersionStore,
     };
 }
 pub use traits::{
     AuditStore, EventQueue, FunctionStore, KvStore, LogStore, ObjectInfoStore, RecordStore,
-    ScheduleStore, TokenStore, UsageStore, VersionStore,
+    ScheduleStore, SecretStore, TokenStore, UsageStore, VersionStore,
 };
 pub use usage::Swept;
 pub use versions::{AliasSet, Published, VersionDeleted};

@@ -59,6 +59,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "audit trail",
         step: Step::Sql(&[crate::audit::SCHEMA]),
     },
+    Migration {
+        version: 6,
+        name: "function secrets (sealed)",
+        step: Step::Sql(&[crate::secrets::SCHEMA]),
+    },
 ];
 
 /// The schema version this kumo writes.

@@ -285,3 +285,22 @@ pub trait AuditStore {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<kumo_core::AuditEntry>>> + Send;
 }
+
+/// Function secrets, only ever sealed (the store never sees a value).
+pub trait SecretStore {
+    /// Stores or replaces a secret; true when it was created.
+    fn put_secret(
+        &self,
+        name: &str,
+        sealed: &crate::SealedSecret,
+        at: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    fn get_secret(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<crate::SealedSecret>>> + Send;
+    /// Every secret's name and times, by name.
+    fn list_secrets(&self) -> impl Future<Output = Result<Vec<kumo_core::SecretInfo>>> + Send;
+    /// Deletes a secret; false if there was none.
+    fn delete_secret(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
+}

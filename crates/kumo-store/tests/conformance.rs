@@ -26,6 +26,7 @@ trait Backend:
     + ObjectInfoStore
     + TokenStore
     + AuditStore
+    + SecretStore
     + Sync
 {
 }
@@ -41,6 +42,7 @@ impl<T> Backend for T where
         + ObjectInfoStore
         + TokenStore
         + AuditStore
+        + SecretStore
         + Sync
 {
 }
@@ -60,6 +62,7 @@ async fn conformance<S: Backend, W: Future<Output = ()>>(
     object_infos(store).await;
     tokens(store).await;
     audit(store).await;
+    secrets(store).await;
     records_logs_and_usage(store, write_records).await;
 }
 
@@ -716,4 +719,33 @@ async fn audit(store: &impl Backend) {
         store.list_audit(0, 1).await.unwrap(),
         vec![entry(3_000, 204)]
     );
+}
+
+async fn secrets(store: &impl Backend) {
+    let sealed = |n: u8| kumo_store::SealedSecret {
+        nonce: vec![n; 12],
+        ciphertext: vec![n; 20],
+    };
+    assert!(store.put_secret("DB_URL", &sealed(1), 1_000).await.unwrap());
+    assert!(!store.put_secret("DB_URL", &sealed(2), 2_000).await.unwrap());
+    assert!(
+        store
+            .put_secret("API_KEY", &sealed(3), 3_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_secret("DB_URL").await.unwrap(), Some(sealed(2)));
+    assert_eq!(store.get_secret("NOPE").await.unwrap(), None);
+    let listed = store.list_secrets().await.unwrap();
+    let names: Vec<(&str, i64, i64)> = listed
+        .iter()
+        .map(|s| (s.name.as_str(), s.created_at, s.updated_at))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("API_KEY", 3_000, 3_000), ("DB_URL", 1_000, 2_000)]
+    );
+    assert!(store.delete_secret("DB_URL").await.unwrap());
+    assert!(!store.delete_secret("DB_URL").await.unwrap());
+    assert!(store.delete_secret("API_KEY").await.unwrap());
 }

@@ -179,6 +179,10 @@ pub(crate) struct DeployArgs {
     /// Who may call it over HTTP: `public` (default) or `token` (a token that may invoke).
     #[arg(long, value_parser = parse_function_auth)]
     auth: Option<kumo_core::FunctionAuth>,
+    /// A secret (`kumo secret set`) the guest gets as the environment variable of its name
+    /// (repeatable).
+    #[arg(long = "secret", value_name = "NAME")]
+    secrets: Vec<String>,
 }
 
 fn parse_function_auth(text: &str) -> Result<kumo_core::FunctionAuth, String> {
@@ -217,6 +221,7 @@ pub(crate) async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
         objects: args.objects.clone(),
         triggers_use: args.triggers_use.clone(),
         auth: args.auth.unwrap_or_default(),
+        secrets: args.secrets.clone(),
         ..FunctionConfig::default()
     };
     if let Some(n) = args.max_retries {

@@ -4,6 +4,7 @@ mod auth;
 mod commands;
 mod kv;
 mod manifest;
+mod secrets;
 mod top;
 mod versions;
 
@@ -203,7 +204,11 @@ enum Command {
     /// API tokens (admin): create, list, revoke.
     #[command(subcommand)]
     Token(auth::TokenCommand),
-    /// The audit trail (admin): changes to functions and tokens, refused attempts included.
+    /// Function secrets: set (value from stdin), list, remove.
+    #[command(subcommand)]
+    Secret(secrets::SecretCommand),
+    /// The audit trail (admin): changes to functions, tokens and secrets, refused attempts
+    /// included.
     Audit {
         /// How far back, e.g. `24h` or `7d`.
         #[arg(long, default_value = "24h")]
@@ -350,6 +355,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve(args) => commands::serve(args).await,
         Command::Login => auth::login(&cli.server, cli.token.as_deref()).await,
         Command::Token(command) => auth::token(&client, command).await,
+        Command::Secret(command) => secrets::run(&client, command).await,
         Command::Audit { since, limit } => auth::audit(&client, &since, limit).await,
         Command::Up { serve, manifest } => commands::up(serve, &manifest).await,
         Command::Deploy(args) => commands::deploy(&client, *args).await,

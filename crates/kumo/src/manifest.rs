@@ -47,6 +47,8 @@ struct FunctionEntry {
     triggers_use: Option<String>,
     on_object: Option<kumo_core::ObjectTrigger>,
     auth: Option<kumo_core::FunctionAuth>,
+    #[serde(default)]
+    secrets: Vec<String>,
 }
 
 /// One function of a manifest, checked and with paths resolved against the manifest's folder.
@@ -130,6 +132,7 @@ impl Manifest {
             triggers_use: entry.triggers_use,
             on_object: entry.on_object,
             auth: entry.auth.unwrap_or_default(),
+            secrets: entry.secrets,
         };
         config.validate()?;
         Ok(ManifestFunction {

@@ -34,6 +34,13 @@ pub(super) async fn deploy(
     config
         .validate()
         .map_err(|e| ApiError::invalid(format!("invalid config: {e}")))?;
+    for secret in &config.secrets {
+        if state.store.get_secret(secret).await?.is_none() {
+            return Err(ApiError::invalid(format!(
+                "invalid config: secret {secret:?} is not set (kumo secret set {secret})"
+            )));
+        }
+    }
     let budget_mb = state.invoker.admission.memory().limit();
     if config.memory_mb as usize > budget_mb {
         return Err(ApiError::invalid(format!(
@@ -98,6 +105,12 @@ pub(super) async fn deploy(
         state.store.forget_schedule(&name).await?;
     }
     state.invoker.deployed(record.clone(), loaded);
+    if record.config.provisioned_concurrency.is_some()
+        && !record.config.secrets.is_empty()
+        && let Err(e) = state.invoker.preload(record.clone()).await
+    {
+        tracing::warn!(function = %name, "loading the provisioned function: {e:#}");
+    }
     tracing::info!(function = %name, kind = record.kind.as_str(), created, "deployed");
     let status = if created {
         StatusCode::CREATED

@@ -6,6 +6,7 @@ mod functions;
 mod kv;
 mod objects;
 mod records;
+mod secrets;
 mod tokens;
 mod versions;
 
@@ -100,6 +101,8 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/triggers", get(events::triggers))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/audit", get(audit::list))
+        .route("/secrets", get(secrets::list))
+        .route("/secrets/{name}", put(secrets::set).delete(secrets::delete))
         .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/kv/{bucket}", get(kv::list_keys))
         .route(

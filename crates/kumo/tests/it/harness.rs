@@ -63,6 +63,11 @@ impl TestServer {
         Self::spawn("serve", data_dir, extra, None, &[])
     }
 
+    /// A server on `data_dir` with extra environment variables.
+    pub(crate) fn start_in_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn("serve", data_dir, &[], None, env)
+    }
+
     /// A fresh server with extra environment variables.
     pub(crate) async fn start_with_env(env: &[(&str, &str)]) -> Self {
         let temp = tempfile::tempdir().unwrap();

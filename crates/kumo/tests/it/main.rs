@@ -18,6 +18,7 @@ mod metrics;
 mod objects;
 mod persistence;
 mod pressure;
+mod secrets;
 mod tracing;
 mod triggers;
 mod usage;
