@@ -144,15 +144,17 @@ impl Invoker {
                 result: Err(error),
             };
         }
-        let (result, cold) = match self.resolve(target).await {
-            Ok((entry, init)) => match self.caller_may_invoke(&entry, &mut request) {
-                Ok(()) => (
-                    self.run(&entry, &request_id, &trace, traceparent, init, request)
-                        .await,
-                    init.is_some(),
-                ),
-                Err(refused) => (Err(refused), false),
-            },
+        let resolved = self
+            .resolve(target, |record| {
+                self.caller_may_invoke(record, &mut request)
+            })
+            .await;
+        let (result, cold) = match resolved {
+            Ok((entry, init)) => (
+                self.run(&entry, &request_id, &trace, traceparent, init, request)
+                    .await,
+                init.is_some(),
+            ),
             Err(e) => (Err(e), false),
         };
         Invoked {
@@ -167,11 +169,11 @@ impl Invoker {
     /// checked where they came in (the invoke API) or come from kumo itself.
     fn caller_may_invoke(
         &self,
-        entry: &Entry,
+        record: &FunctionRecord,
         request: &mut InvocationRequest,
     ) -> Result<(), ApiError> {
         if request.source != Source::Http
-            || entry.record.config.auth != kumo_core::FunctionAuth::Token
+            || record.config.auth != kumo_core::FunctionAuth::Token
             || self.auth.mode() == crate::auth::AuthMode::None
         {
             return Ok(());
@@ -389,14 +391,22 @@ impl Invoker {
 
     /// The function to run, loading it when it is not in memory (a cold start, whose load
     /// time is returned).
-    async fn resolve(&self, target: &str) -> Result<(Arc<Entry>, Option<Duration>), ApiError> {
+    /// What `target` runs, loaded now if it is not in memory (the load time is returned).
+    /// `admit` sees its record first: a caller it refuses causes no load.
+    async fn resolve(
+        &self,
+        target: &str,
+        admit: impl FnOnce(&FunctionRecord) -> Result<(), ApiError>,
+    ) -> Result<(Arc<Entry>, Option<Duration>), ApiError> {
         let (name, version) = self.version_of(target)?;
         if let Some(entry) = self.loaded.get(&entry_key(&name, version)) {
+            admit(&entry.record)?;
             return Ok((entry, None));
         }
         let load_start = Instant::now();
         let generation = self.loaded.generation();
         let record = self.stored(&name, version).await?;
+        admit(&record)?;
         let secrets = self.secret_env(&record).await?;
         let entry = self.load(record, version, generation, secrets).await?;
         Ok((entry, Some(load_start.elapsed())))

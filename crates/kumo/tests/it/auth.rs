@@ -195,6 +195,8 @@ async fn a_token_function_needs_a_token_that_may_invoke_and_its_guest_never_sees
     assert_eq!(anonymous.status(), 401);
     assert!(anonymous.headers().contains_key("x-kumo-request-id"));
     assert_eq!(error_code(anonymous).await, "unauthorized");
+    // A refused caller does not even make kumo load the function.
+    assert_eq!(server.metric("kumo_functions_loaded").await, 0);
     let viewer = token(&server, "view", Role::Viewer).await;
     let refused = viewer.get(&path).send().await.unwrap();
     assert_eq!(error_code(refused).await, "forbidden");
