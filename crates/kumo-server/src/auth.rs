@@ -167,7 +167,7 @@ fn describe(action: Action) -> &'static str {
         Action::InvocationStatus => "read invocations",
         Action::Invoke => "invoke functions",
         Action::Write => "change anything",
-        Action::Manage => "manage tokens",
+        Action::Manage => "manage tokens or read the audit trail",
         Action::Metrics => "read metrics",
     }
 }
