@@ -84,7 +84,13 @@ pub(crate) async fn up(args: ServeArgs, manifest: &Path) -> CmdResult {
     let manifest = Manifest::load(manifest)?;
     let server = bind(&args).await?;
     let scheme = if server.is_tls() { "https" } else { "http" };
-    let url = format!("{scheme}://{}", server.local_addr()?);
+    // Listening on every address (0.0.0.0): this machine reaches it, and its CLI talks to it,
+    // on the loopback address.
+    let mut local = server.local_addr()?;
+    if local.ip().is_unspecified() {
+        local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("{scheme}://{local}");
     // The manifest is deployed with the first admin token, and the local CLI logged in with
     // it, so `kumo ls` and the tour work from another terminal.
     let admin = args.data_dir.join(kumo_server::ADMIN_TOKEN_FILE);
