@@ -35,6 +35,8 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Longest wait for the next piece of a request body (408 `request_timeout`).
     pub body_idle_timeout: Duration,
+    /// Longest a response may wait for the client to read it; then the connection is closed.
+    pub write_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -43,6 +45,7 @@ impl Default for ConnectionLimits {
             max_connections: None,
             header_read_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -94,6 +97,7 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok();
+        let stream = WriteTimeout::new(stream, limits.write_timeout);
         if let Some(slot) = open.try_take() {
             let service = Connection {
                 app: app.clone(),
@@ -156,9 +160,9 @@ pub(crate) async fn serve(
 /// finishes it holds nothing for long).
 async fn handshake(
     tls: &crate::tls::Tls,
-    stream: tokio::net::TcpStream,
+    stream: Socket,
     timeout: Duration,
-) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+) -> Option<tokio_rustls::server::TlsStream<Socket>> {
     match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
@@ -168,6 +172,9 @@ async fn handshake(
         Err(_) => None,
     }
 }
+
+/// An accepted connection, as served (plain, or under TLS).
+type Socket = WriteTimeout<tokio::net::TcpStream>;
 
 /// Serves one connection's requests through the app; holds its place under the cap.
 #[derive(Clone)]
@@ -316,4 +323,99 @@ pub(crate) fn stalled<'a>(error: &'a (dyn std::error::Error + 'static)) -> Optio
         next = e.source();
     }
     None
+}
+
+/// A connection whose writes fail when the client stops reading for longer than `timeout`
+/// (its socket's buffers full): a client that asks for a response and never reads it would
+/// otherwise hold its connection forever. The timer exists only while a write waits.
+pub(crate) struct WriteTimeout<T> {
+    inner: T,
+    timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteTimeout<T> {
+    pub(crate) fn new(inner: T, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// After the inner write's `poll`: progress clears the timer; waiting arms it, and past
+    /// the timeout the write fails.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        match polled {
+            Poll::Ready(result) => {
+                self.stalled = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let sleep = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client stopped reading (the write timeout)",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteTimeout<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteTimeout<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.watch(cx, polled)
+    }
 }

@@ -48,6 +48,7 @@ async fn bind(args: &ServeArgs) -> anyhow::Result<Server> {
             max_connections: args.max_connections,
             header_read_timeout: args.header_read_timeout,
             body_idle_timeout: args.body_idle_timeout,
+            write_timeout: args.write_timeout,
         },
         metrics_listen: args.metrics_listen.clone(),
         tls: match (&args.tls_cert, &args.tls_key) {

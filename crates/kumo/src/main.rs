@@ -119,6 +119,10 @@ pub struct ServeArgs {
     /// How long a request body may stall between two pieces before the request fails (408).
     #[arg(long, env = "KUMO_BODY_IDLE_TIMEOUT", default_value = "30s", value_parser = kumo_core::parse_duration)]
     body_idle_timeout: std::time::Duration,
+    /// How long a response may wait for a client that stopped reading before the connection
+    /// is closed.
+    #[arg(long, env = "KUMO_WRITE_TIMEOUT", default_value = "30s", value_parser = kumo_core::parse_duration)]
+    write_timeout: std::time::Duration,
     /// `token`: every API request needs a token (the first start writes an admin token to
     /// DATA/admin-token). `none`: nothing is checked; only on a loopback address.
     #[arg(long, env = "KUMO_AUTH", value_enum, default_value_t = AuthArg::Token)]

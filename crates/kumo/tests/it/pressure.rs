@@ -429,3 +429,42 @@ async fn a_data_directory_kumo_cannot_write_is_named_at_start() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_by_the_write_timeout() {
+    let server = TestServer::start_with(&["--write-timeout", "1s"]).await;
+    server
+        .deploy("probe", test_programs::HTTP_PROBE, config())
+        .await;
+    let addr: std::net::SocketAddr = address(&server).parse().unwrap();
+    // A small receive window, and nothing read: the server's writes stall.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let size = 5_000_000;
+    stream
+        .write_all(
+            format!("GET /fn/probe/big?bytes={size} HTTP/1.1\r\nhost: kumo\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // What was in flight arrives, then the end: the server gave up on the response.
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection stays open");
+    assert!(
+        received < size,
+        "the whole response was sent: {received} bytes"
+    );
+    assert_eq!(server.get("/healthz").send().await.unwrap().status(), 200);
+}
