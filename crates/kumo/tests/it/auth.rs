@@ -168,12 +168,12 @@ async fn a_revoked_or_expired_token_is_refused_on_its_next_request() {
 
     let brief = server
         .client
-        .create_token("brief", Role::Viewer, Some("1500ms"))
+        .create_token("brief", Role::Viewer, Some("3s"))
         .await
         .unwrap();
     let brief = authorized(&brief.secret);
     assert_eq!(brief.get(&url).send().await.unwrap().status(), 200);
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     assert_eq!(brief.get(&url).send().await.unwrap().status(), 401);
     // Names are taken once.
     let taken = server.client.create_token("brief", Role::Admin, None).await;
