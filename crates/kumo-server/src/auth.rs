@@ -228,6 +228,7 @@ pub(crate) async fn authorize(
                 (Some(name), next.run(request).await)
             }
             Err((name, refused)) => {
+                state.invoker.metrics.auth_refusal(refused.kind.code());
                 if refused.kind == ErrorKind::Unauthorized
                     && let Some(delay) = peer.and_then(|ip| auth.failed(ip))
                 {

@@ -180,7 +180,8 @@ impl Invoker {
         }
         let (token, used) = self
             .auth
-            .check(&request.headers, kumo_core::Action::Invoke)?;
+            .check(&request.headers, kumo_core::Action::Invoke)
+            .inspect_err(|refused| self.metrics.auth_refusal(refused.kind.code()))?;
         request.headers.remove(http::header::AUTHORIZATION);
         if let Some(at) = used {
             let (store, name) = (self.store.clone(), token.name);

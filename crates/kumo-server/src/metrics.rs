@@ -69,6 +69,13 @@ pub struct Metrics {
     unrecorded_refusals: Counter,
     records_pending: Gauge,
     disk_low: Gauge,
+    auth_refusals: Family<RefusalLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    /// `unauthorized` or `forbidden`.
+    code: String,
 }
 
 impl Default for Metrics {
@@ -102,6 +109,7 @@ impl Default for Metrics {
             unrecorded_refusals: Counter::default(),
             records_pending: Gauge::default(),
             disk_low: Gauge::default(),
+            auth_refusals: Family::default(),
         };
         // Clones share their values with the fields; counters get `_total` appended, and every
         // help text a final period.
@@ -237,6 +245,11 @@ impl Default for Metrics {
             "1 while free disk space is below --min-free-disk (new data is refused)",
             m.disk_low.clone(),
         );
+        r.register(
+            "kumo_auth_refusals",
+            "Requests refused for their token: unauthorized (none or not valid) or forbidden (the role)",
+            m.auth_refusals.clone(),
+        );
         m
     }
 }
@@ -245,6 +258,15 @@ impl Metrics {
     /// The accept loop's connections, to report at each scrape.
     pub(crate) fn watch_connections(&self, open: std::sync::Arc<crate::slots::Slots>) {
         let _ = self.open_connections.set(open);
+    }
+
+    /// A request refused for its token (`code`: unauthorized or forbidden).
+    pub(crate) fn auth_refusal(&self, code: &str) {
+        self.auth_refusals
+            .get_or_create(&RefusalLabels {
+                code: code.to_string(),
+            })
+            .inc();
     }
 
     pub(crate) fn unrecorded_refusal(&self) {

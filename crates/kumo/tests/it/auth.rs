@@ -50,6 +50,12 @@ async fn requests_without_a_valid_token_are_refused_and_public_paths_stay_open()
         authorized("kumo_0000000000000000000000000000000000000000000000000000000000000000");
     let refused = forged.get(url("/api/v1/functions")).send().await.unwrap();
     assert_eq!(error_code(refused).await, "unauthorized");
+    // Counted (this scrape itself has the admin token).
+    let metrics = server.get_text("/metrics").await;
+    assert!(
+        metrics.contains("kumo_auth_refusals_total{code=\"unauthorized\"} 4"),
+        "{metrics}"
+    );
     // Health and public functions need nothing.
     assert_eq!(
         anonymous
