@@ -1,8 +1,9 @@
-//! The accept loop: every connection is served by hyper with a header read timeout, a request
-//! body that stalls is cut off, and open connections are capped. Past the cap a connection is
-//! answered once (its `/healthz`, or 503 `unavailable`) and closed, so a flood of idle
-//! connections cannot take the files the server needs; past a further margin it is closed
-//! unanswered. Both are counted.
+//! The accept loop: every connection is served by hyper (under TLS when configured) with a
+//! header read timeout; a request body that stalls is cut off, and so is a client that stops
+//! reading its response; open connections are capped. Past the cap a connection is answered
+//! once (its `/healthz`, or 503 `unavailable`) and closed, so a flood of idle connections
+//! cannot take the files the server needs; past a further margin it is closed unanswered.
+//! Both are counted.
 
 use crate::AppState;
 use crate::error::ApiError;
