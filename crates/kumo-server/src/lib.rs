@@ -377,6 +377,13 @@ impl Server {
         // Both watch the stop signal; the dispatcher lets running attempts finish first.
         let _ = tokio::join!(dispatcher, scheduler);
         state.recorder.flush().await;
+        let unwritten = state.recorder.backlog();
+        if unwritten > 0 {
+            tracing::error!(
+                lost = unwritten,
+                "stopping with invocation records the store would not take (is the disk full?)"
+            );
+        }
         let exporter = state.clone();
         let _ = tokio::task::spawn_blocking(move || exporter.invoker.tracing.shutdown()).await;
         state.store.close().await;
