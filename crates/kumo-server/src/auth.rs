@@ -132,7 +132,7 @@ impl Auth {
     }
 
     /// Counts a failure from `ip`; past the allowance, how long to hold the answer back.
-    fn failed(&self, ip: IpAddr) -> Option<Duration> {
+    pub(crate) fn failed(&self, ip: IpAddr) -> Option<Duration> {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         // Forget addresses whose window has passed, so the map stays small.

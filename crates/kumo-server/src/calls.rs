@@ -35,6 +35,7 @@ impl FunctionCalls for InternalCalls {
                         env: Vec::new(),
                         call_depth: call.depth,
                         source: kumo_core::Source::Call,
+                        peer: None,
                     },
                 )
                 .await;

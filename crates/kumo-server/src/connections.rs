@@ -200,8 +200,11 @@ where
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let timeout = self.body_idle_timeout;
         let mut request = request.map(|body| Body::new(IdleTimeout::new(body, timeout)));
+        // Function paths carry it only with credentials, to keep the others free of the
+        // extension's allocation.
         if let Some(peer) = self.peer
-            && !crate::gateway::is_function_path(request.uri().path())
+            && (!crate::gateway::is_function_path(request.uri().path())
+                || request.headers().contains_key(http::header::AUTHORIZATION))
         {
             request.extensions_mut().insert(crate::auth::Peer(peer));
         }

@@ -105,6 +105,10 @@ async fn forward(state: &AppState, target: &str, path: String, request: Request)
                 env: Vec::new(),
                 call_depth: 0,
                 source: kumo_core::Source::Http,
+                peer: parts
+                    .extensions
+                    .get::<crate::auth::Peer>()
+                    .map(|p| p.0.ip()),
             },
         )
         .await;

@@ -35,6 +35,9 @@ pub struct InvocationRequest {
     pub call_depth: u32,
     /// How it came in (the record's `trigger`).
     pub source: Source,
+    /// The client's address, when it came over HTTP with credentials (failed token checks
+    /// from one address are slowed down).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// The deepest chain of function-to-function calls (A calls B calls C ... is depth 2 at C);
@@ -155,7 +158,15 @@ impl Invoker {
                     .await,
                 init.is_some(),
             ),
-            Err(e) => (Err(e), false),
+            Err(e) => {
+                // Repeated failed tokens from one address are answered late, as on the API.
+                if e.kind == ErrorKind::Unauthorized
+                    && let Some(delay) = request.peer.and_then(|ip| self.auth.failed(ip))
+                {
+                    tokio::time::sleep(delay).await;
+                }
+                (Err(e), false)
+            }
         };
         Invoked {
             request_id,

@@ -248,6 +248,7 @@ pub(super) async fn invoke(
                 env: Vec::new(),
                 call_depth: 0,
                 source: kumo_core::Source::Invoke,
+                peer: None,
             },
         )
         .await;

@@ -249,6 +249,25 @@ async fn repeated_failures_from_one_address_are_slowed_down() {
         200
     );
     assert!(started.elapsed() < Duration::from_millis(900));
+    // A token-only function counts and holds back the same way.
+    let guarded = FunctionConfig {
+        auth: kumo_core::FunctionAuth::Token,
+        ..config()
+    };
+    server
+        .deploy("guarded", test_programs::HELLO, guarded)
+        .await;
+    let started = Instant::now();
+    let refused = forged
+        .get(format!("{}/fn/guarded/", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "held back on the data plane too"
+    );
 }
 
 #[tokio::test]
