@@ -28,12 +28,10 @@ pub(crate) struct Admission {
     reserved: Mutex<HashMap<String, Arc<Slots>>>,
     /// Percent of each function's concurrency, and of the server's, kept from async work.
     sync_reserve_percent: u8,
-    /// Asynchronous attempts running now, by function name (all its versions).
-    async_by_function: Counts,
     /// Percent of the shared slots one function without a `max_concurrency` may hold.
     function_share_percent: u8,
-    /// Shared slots held now, by function name.
-    shared_by_function: Counts,
+    /// Each function's counts (all its versions), handed to its loaded entries.
+    by_function: Mutex<HashMap<String, FunctionCounts>>,
     /// The memory budget, in MiB.
     memory: Arc<Slots>,
 }
@@ -47,11 +45,21 @@ pub(crate) struct Limits {
     pub(crate) memory_budget_mb: usize,
 }
 
+/// What one function (all its versions) holds now; each loaded entry keeps these, so an
+/// admission counts without a lock or a lookup.
+#[derive(Clone)]
+pub(crate) struct FunctionCounts {
+    /// Asynchronous attempts running.
+    async_running: Arc<Slots>,
+    /// Shared server slots held.
+    shared_held: Arc<Slots>,
+}
+
 /// What an admitted invocation holds while it runs; dropping it gives everything back.
 pub(crate) struct Admitted {
-    _async_share: Option<Counted>,
+    _async_share: Option<Slot>,
     _function: Option<OwnedSemaphorePermit>,
-    _fair_share: Option<Counted>,
+    _fair_share: Option<Slot>,
     _server: Slot,
     _memory: Slot,
 }
@@ -63,11 +71,22 @@ impl Admission {
             shared: Slots::new(limits.max_concurrency),
             reserved: Mutex::default(),
             sync_reserve_percent: limits.sync_reserve_percent,
-            async_by_function: Counts::default(),
             function_share_percent: limits.function_share_percent,
-            shared_by_function: Counts::default(),
+            by_function: Mutex::default(),
             memory: Slots::new(limits.memory_budget_mb),
         }
+    }
+
+    /// The counts of function `name`, for its loaded entries (made on first use; kept, like
+    /// its metrics, for as long as the server runs).
+    pub(crate) fn for_function(&self, name: &str) -> FunctionCounts {
+        lock(&self.by_function)
+            .entry(name.to_string())
+            .or_insert_with(|| FunctionCounts {
+                async_running: Slots::new(usize::MAX),
+                shared_held: Slots::new(usize::MAX),
+            })
+            .clone()
     }
 
     /// The memory budget, in MiB: in use now, and the limit (no function may ask for more;
@@ -81,7 +100,7 @@ impl Admission {
     pub(crate) fn admit(&self, entry: &Entry, source: Source) -> Result<Admitted, ApiError> {
         let record = &entry.record;
         let async_share = match source {
-            Source::Event(_) => Some(self.take_async_share(record)?),
+            Source::Event(_) => Some(self.take_async_share(entry)?),
             Source::Http | Source::Invoke | Source::Call => None,
         };
         let function = match &entry.slots {
@@ -101,7 +120,7 @@ impl Admission {
         let (server, fair_share) = match reserved.and_then(|r| r.try_take()) {
             Some(slot) => (slot, None),
             None => {
-                let fair_share = self.take_fair_share(record)?;
+                let fair_share = self.take_fair_share(entry)?;
                 let slot = self.shared.try_take().ok_or_else(|| {
                     throttled(format!(
                         "the server is at its max_concurrency of {}",
@@ -127,12 +146,15 @@ impl Admission {
         })
     }
 
-    fn take_async_share(&self, record: &FunctionRecord) -> Result<Counted, ApiError> {
+    fn take_async_share(&self, entry: &Entry) -> Result<Slot, ApiError> {
+        let record = &entry.record;
         let limit = record.config.max_concurrency.map_or(usize::MAX, |n| {
             async_share(n as usize, self.sync_reserve_percent)
         });
-        self.async_by_function
-            .try_take(&record.name, limit)
+        entry
+            .counts
+            .async_running
+            .try_take_under(limit)
             .ok_or_else(|| {
                 throttled(format!(
                     "asynchronous attempts of function {:?} are at their share ({limit}) of its max_concurrency",
@@ -143,14 +165,16 @@ impl Admission {
 
     /// A function with its own `max_concurrency` is bounded by it; any other holds at most
     /// its fair share of the shared slots.
-    fn take_fair_share(&self, record: &FunctionRecord) -> Result<Option<Counted>, ApiError> {
+    fn take_fair_share(&self, entry: &Entry) -> Result<Option<Slot>, ApiError> {
+        let record = &entry.record;
         if record.config.max_concurrency.is_some() {
             return Ok(None);
         }
         let limit = function_share(self.shared.limit(), self.function_share_percent);
-        let taken = self
-            .shared_by_function
-            .try_take(&record.name, limit)
+        let taken = entry
+            .counts
+            .shared_held
+            .try_take_under(limit)
             .ok_or_else(|| {
                 throttled(format!(
                     "function {:?} holds its fair share of the server: {limit} of {} shared slots (--function-share-percent {}, or set its max_concurrency)",
@@ -229,42 +253,4 @@ fn throttled(message: impl Into<String>) -> ApiError {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The maps are consistent between statements, so a poisoned lock is still usable.
     mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// How many of something each function holds now.
-#[derive(Default)]
-struct Counts(Arc<Mutex<HashMap<String, usize>>>);
-
-impl Counts {
-    /// One more for `function` if it holds fewer than `limit`.
-    fn try_take(&self, function: &str, limit: usize) -> Option<Counted> {
-        let mut held = lock(&self.0);
-        let n = held.entry(function.to_string()).or_default();
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(Counted {
-            held: self.0.clone(),
-            function: function.to_string(),
-        })
-    }
-}
-
-/// One of a function's [`Counts`], given back when dropped.
-struct Counted {
-    held: Arc<Mutex<HashMap<String, usize>>>,
-    function: String,
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        let mut held = lock(&self.held);
-        if let Some(n) = held.get_mut(&self.function) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.function);
-            }
-        }
-    }
 }

@@ -345,6 +345,7 @@ impl Invoker {
                 secrets,
                 &self.runtime,
                 &self.metrics,
+                &self.admission,
             ),
             generation,
         ))
@@ -376,6 +377,7 @@ impl Invoker {
                     Vec::new(),
                     &self.runtime,
                     &self.metrics,
+                    &self.admission,
                 ),
                 generation,
             );

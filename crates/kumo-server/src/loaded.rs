@@ -2,6 +2,7 @@
 //! A function is loaded by its first invocation (a cold start) and unloaded after `keep_alive`
 //! without invocations (scale to zero); the store stays the source of truth.
 
+use crate::admission::{Admission, FunctionCounts};
 use crate::metrics::{FunctionMetrics, Metrics};
 use kumo_core::{FunctionRecord, Instances};
 use kumo_runtime::{Loaded, Runtime, WarmPool};
@@ -30,6 +31,8 @@ pub(crate) struct Entry {
     /// The config's environment variables, shared by its invocations.
     pub env: Arc<[(String, String)]>,
     pub metrics: FunctionMetrics,
+    /// What the function holds, counted by admission.
+    pub counts: FunctionCounts,
     last_used_ms: AtomicI64,
 }
 
@@ -51,6 +54,7 @@ impl Entry {
         secrets: Vec<(String, String)>,
         runtime: &Runtime,
         metrics: &Metrics,
+        admission: &Admission,
     ) -> Self {
         let slots = record
             .config
@@ -71,6 +75,7 @@ impl Entry {
             .chain(secrets)
             .collect();
         let metrics = metrics.for_function(&record.name);
+        let counts = admission.for_function(&record.name);
         Self {
             key: entry_key(&record.name, version),
             record,
@@ -83,6 +88,7 @@ impl Entry {
             object_buckets,
             env,
             metrics,
+            counts,
             last_used_ms: AtomicI64::new(kumo_core::now_ms()),
         }
     }

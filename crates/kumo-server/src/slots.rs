@@ -39,7 +39,16 @@ impl Slots {
 
     /// Takes `n` slots at once, or none.
     pub(crate) fn try_take_many(self: &Arc<Self>, n: usize) -> Option<Slot> {
-        let limit = self.limit.load(Ordering::Acquire);
+        self.take(n, self.limit.load(Ordering::Acquire))
+    }
+
+    /// Takes one slot if fewer than `limit` are in use: for a count whose limit is derived
+    /// from elsewhere when it is taken (a function's share of the server's slots).
+    pub(crate) fn try_take_under(self: &Arc<Self>, limit: usize) -> Option<Slot> {
+        self.take(1, limit)
+    }
+
+    fn take(self: &Arc<Self>, n: usize, limit: usize) -> Option<Slot> {
         self.in_use
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(n).filter(|&after| after <= limit)
@@ -97,5 +106,16 @@ mod tests {
         let _c = budget.try_take_many(512).unwrap();
         drop(b);
         assert_eq!(budget.in_use(), 512);
+    }
+
+    #[test]
+    fn a_slot_is_taken_under_a_limit_given_at_the_time() {
+        let held = Slots::new(usize::MAX);
+        let a = held.try_take_under(2).unwrap();
+        let _b = held.try_take_under(2).unwrap();
+        assert!(held.try_take_under(2).is_none());
+        assert!(held.try_take_under(3).is_some());
+        drop(a);
+        assert!(held.try_take_under(2).is_some());
     }
 }
