@@ -119,20 +119,36 @@ impl Auth {
         Ok((token, to_write))
     }
 
-    /// Checks that `headers` carry a token whose role allows `action`; the token, and the
-    /// time of this use when it should be written to the store.
+    /// Checks that `headers` carry a token whose role allows `action`, and writes its use to
+    /// `store` when due. A refusal names the token when there was a valid one (its role did not
+    /// allow the request), for the audit trail.
     pub(crate) fn check(
         &self,
         headers: &HeaderMap,
         action: Action,
-    ) -> Result<(TokenRecord, Option<i64>), ApiError> {
-        let (token, used) = self.authenticate(headers)?;
-        allowed(&token, action)?;
-        Ok((token, used))
+        store: &kumo_store::Store,
+    ) -> Result<TokenRecord, (Option<String>, ApiError)> {
+        let (token, used) = self.authenticate(headers).map_err(|e| (None, e))?;
+        if let Some(at) = used {
+            note_use(store, &token.name, at);
+        }
+        match allowed(&token, action) {
+            Ok(()) => Ok(token),
+            Err(refused) => Err((Some(token.name), refused)),
+        }
+    }
+
+    /// How long to hold back the answer `refused` to a client at `peer`: a failed token
+    /// counts against its address, and past the allowance each further one waits.
+    pub(crate) fn hold_back(&self, refused: &ApiError, peer: Option<IpAddr>) -> Option<Duration> {
+        if refused.kind != ErrorKind::Unauthorized {
+            return None;
+        }
+        self.failed(peer?)
     }
 
     /// Counts a failure from `ip`; past the allowance, how long to hold the answer back.
-    pub(crate) fn failed(&self, ip: IpAddr) -> Option<Duration> {
+    fn failed(&self, ip: IpAddr) -> Option<Duration> {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         // Forget addresses whose window has passed, so the map stays small.
@@ -207,21 +223,7 @@ pub(crate) async fn authorize(
     let (token, response) = if auth.mode == AuthMode::None {
         (None, next.run(request).await)
     } else {
-        // Who it is first (so a refusal for the role still names the token), then whether
-        // the role allows it.
-        let checked = match auth.authenticate(request.headers()) {
-            Ok((token, used)) => {
-                if let Some(at) = used {
-                    note_use(&state, &token.name, at);
-                }
-                match allowed(&token, action) {
-                    Ok(()) => Ok(token),
-                    Err(refused) => Err((Some(token.name), refused)),
-                }
-            }
-            Err(refused) => Err((None, refused)),
-        };
-        match checked {
+        match auth.check(request.headers(), action, &state.store) {
             Ok(token) => {
                 let name = token.name.clone();
                 request.extensions_mut().insert(token);
@@ -229,9 +231,7 @@ pub(crate) async fn authorize(
             }
             Err((name, refused)) => {
                 state.invoker.metrics.auth_refusal(refused.kind.code());
-                if refused.kind == ErrorKind::Unauthorized
-                    && let Some(delay) = peer.and_then(|ip| auth.failed(ip))
-                {
+                if let Some(delay) = auth.hold_back(&refused, peer) {
                     tokio::time::sleep(delay).await;
                 }
                 // Read what the client is still sending (up to a bound), so it gets the
@@ -263,8 +263,8 @@ pub(crate) async fn authorize(
 
 /// Writes a token's last use to the store (at most once a minute per token: the cache says
 /// when), off the request's path.
-pub(crate) fn note_use(state: &AppState, name: &str, at: i64) {
-    let (store, name) = (state.store.clone(), name.to_string());
+fn note_use(store: &kumo_store::Store, name: &str, at: i64) {
+    let (store, name) = (store.clone(), name.to_string());
     tokio::spawn(async move {
         if let Err(e) = store.token_used(&name, at).await {
             tracing::debug!("noting a token's use: {e:#}");

@@ -160,9 +160,7 @@ impl Invoker {
             ),
             Err(e) => {
                 // Repeated failed tokens from one address are answered late, as on the API.
-                if e.kind == ErrorKind::Unauthorized
-                    && let Some(delay) = request.peer.and_then(|ip| self.auth.failed(ip))
-                {
+                if let Some(delay) = self.auth.hold_back(&e, request.peer) {
                     tokio::time::sleep(delay).await;
                 }
                 (Err(e), false)
@@ -189,17 +187,13 @@ impl Invoker {
         {
             return Ok(());
         }
-        let (token, used) = self
-            .auth
-            .check(&request.headers, kumo_core::Action::Invoke)
-            .inspect_err(|refused| self.metrics.auth_refusal(refused.kind.code()))?;
+        self.auth
+            .check(&request.headers, kumo_core::Action::Invoke, &self.store)
+            .map_err(|(_, refused)| {
+                self.metrics.auth_refusal(refused.kind.code());
+                refused
+            })?;
         request.headers.remove(http::header::AUTHORIZATION);
-        if let Some(at) = used {
-            let (store, name) = (self.store.clone(), token.name);
-            tokio::spawn(async move {
-                let _ = store.token_used(&name, at).await;
-            });
-        }
         Ok(())
     }
 
