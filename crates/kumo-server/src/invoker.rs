@@ -383,6 +383,13 @@ impl Invoker {
         self.loaded.forget_function(name);
     }
 
+    /// Drops from memory every loaded function (any version) that gets secret `name`: its
+    /// next invocation reads the secret's value anew.
+    pub(crate) fn forget_users_of_secret(&self, name: &str) {
+        self.loaded
+            .forget_where(|e| e.record.config.secrets.iter().any(|s| s == name));
+    }
+
     /// Drops one version from memory: deleted.
     pub fn forget_version(&self, name: &str, version: u32) {
         self.loaded.forget(&entry_key(name, Some(version)));

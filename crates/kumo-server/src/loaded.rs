@@ -141,9 +141,14 @@ impl LoadedFunctions {
 
     /// Drops `$LATEST` and every version of a function.
     pub(crate) fn forget_function(&self, name: &str) {
+        self.forget_where(|e| e.record.name == name);
+    }
+
+    /// Drops every entry for which `stale` holds.
+    pub(crate) fn forget_where(&self, stale: impl Fn(&Entry) -> bool) {
         let mut map = self.map();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        map.retain(|_, e| e.record.name != name);
+        map.retain(|_, e| !stale(e));
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -41,7 +41,7 @@ pub(super) async fn set(
         .store
         .put_secret(&name, &sealed, kumo_core::now_ms())
         .await?;
-    unload_users(&state, &name).await?;
+    state.invoker.forget_users_of_secret(&name);
     tracing::info!(secret = %name, created, "secret set");
     Ok(if created {
         StatusCode::CREATED
@@ -66,22 +66,7 @@ pub(super) async fn delete(
             format!("no secret named {name:?}"),
         ));
     }
-    unload_users(&state, &name).await?;
+    state.invoker.forget_users_of_secret(&name);
     tracing::info!(secret = %name, "secret deleted");
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Drops from memory every function (and its versions) that lists `name`.
-async fn unload_users(state: &AppState, name: &str) -> ApiResult<()> {
-    for function in state.store.list_functions().await? {
-        let versions = state.store.list_versions(&function.name).await?;
-        let uses = function.config.secrets.iter().any(|s| s == name)
-            || versions
-                .iter()
-                .any(|v| v.config.secrets.iter().any(|s| s == name));
-        if uses {
-            state.invoker.forget(&function.name);
-        }
-    }
-    Ok(())
 }
