@@ -181,7 +181,12 @@ async fn a_revoked_or_expired_token_is_refused_on_its_next_request() {
     assert_eq!(brief.get(&url).send().await.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_millis(3200)).await;
     assert_eq!(brief.get(&url).send().await.unwrap().status(), 401);
-    // Names are taken once.
+    // Names are checked, and taken once.
+    let bad = server
+        .client
+        .create_token("Bad Name", Role::Viewer, None)
+        .await;
+    assert!(bad.unwrap_err().to_string().contains("invalid_request"));
     let taken = server.client.create_token("brief", Role::Admin, None).await;
     assert!(taken.unwrap_err().to_string().contains("conflict"));
 }

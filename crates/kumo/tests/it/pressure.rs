@@ -162,6 +162,26 @@ async fn connections_past_the_cap_are_answered_and_closed_while_the_others_go_on
     }
     // Give the accept loop time to take them all.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Past the cap, 8 / 8 + 16 = 17 more are each given a moment to ask; one further is closed
+    // unanswered at once.
+    let mut waiting = Vec::new();
+    for _ in 0..17 {
+        waiting.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut beyond = TcpStream::connect(&addr).await.unwrap();
+    let _ = beyond
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: kumo\r\n\r\n")
+        .await;
+    let started = Instant::now();
+    assert_eq!(
+        read_to_close(&mut beyond).await,
+        "",
+        "closed without an answer"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    drop(waiting);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let refused = exchange(
         &addr,
         "GET /api/v1/functions HTTP/1.1\r\nhost: kumo\r\n\r\n",

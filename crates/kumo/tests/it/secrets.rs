@@ -43,6 +43,22 @@ async fn secrets_reach_guests_rotate_without_a_redeploy_and_never_come_back() {
         .await;
     assert_eq!(server.get_text("/fn/probe/env/DB_URL").await, first);
 
+    // Bad names and values are refused, nothing stored: a name that is no variable name, a
+    // value over 64 KiB, a value that is not text.
+    let put = |name: &str, value: Vec<u8>| {
+        server
+            .http
+            .put(format!("{}/api/v1/secrets/{name}", server.url))
+            .body(value)
+    };
+    let bad_name = put("db-url", b"x".to_vec()).send().await.unwrap();
+    assert_eq!(error_code(bad_name).await, "invalid_request");
+    let too_big = put("BIG", vec![b'x'; 64 * 1024 + 1]).send().await.unwrap();
+    assert_eq!(error_code(too_big).await, "payload_too_large");
+    let binary = put("BIN", vec![0xff, 0xfe]).send().await.unwrap();
+    assert_eq!(error_code(binary).await, "invalid_request");
+    assert_eq!(server.client.secrets().await.unwrap().len(), 1);
+
     // A deploy naming a secret that is not set is refused.
     let code = std::fs::read(test_programs::HTTP_PROBE).unwrap();
     let refused = server.client.deploy("other", code, &using(&["NOPE"])).await;
