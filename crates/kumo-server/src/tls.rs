@@ -55,11 +55,12 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-impl Certificate {
-    fn stamp(&self) -> Stamp {
-        (modified(&self.files.cert), modified(&self.files.key))
-    }
+/// When the certificate and key files were last changed.
+fn stamp(files: &TlsFiles) -> Stamp {
+    (modified(&files.cert), modified(&files.key))
+}
 
+impl Certificate {
     fn load(files: &TlsFiles, provider: &CryptoProvider) -> anyhow::Result<CertifiedKey> {
         let chain = CertificateDer::pem_file_iter(&files.cert)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -84,7 +85,7 @@ impl Certificate {
 
     /// Reads the files again if they changed since the pair in use was read.
     fn reload_if_changed(&self) {
-        let stamp = self.stamp();
+        let stamp = stamp(&self.files);
         if self.current.read().unwrap_or_else(|p| p.into_inner()).1 == stamp {
             return;
         }
@@ -108,18 +109,14 @@ impl Certificate {
 impl Tls {
     pub(crate) fn new(files: TlsFiles) -> anyhow::Result<Self> {
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        // Stamped before reading: a change made meanwhile is read again at the next look.
+        let read_at = stamp(&files);
         let certified = Certificate::load(&files, &provider)?;
         let certificate = Arc::new(Certificate {
-            current: RwLock::new((Arc::new(certified), Default::default())),
+            current: RwLock::new((Arc::new(certified), read_at)),
             files,
             provider: provider.clone(),
         });
-        // What the pair just read was stamped with.
-        certificate
-            .current
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .1 = certificate.stamp();
         let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .context("TLS protocol versions")?
