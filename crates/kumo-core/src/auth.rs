@@ -68,7 +68,7 @@ pub fn required(method: &str, path: &str) -> Action {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let read = matches!(method, "GET" | "HEAD" | "OPTIONS");
     match segments.as_slice() {
-        ["tokens" | "audit", ..] => Action::Manage,
+        ["tokens" | "audit" | "namespaces", ..] => Action::Manage,
         ["invocations", _id] | ["invocations", _id, "events"] if read => Action::InvocationStatus,
         ["functions", _name, "invoke"] => Action::Invoke,
         _ if read => Action::Read,
@@ -80,12 +80,16 @@ pub fn required(method: &str, path: &str) -> Action {
 /// writes to functions (deploys, deletes, versions, aliases, redrives) and tokens. Invocations
 /// and the data kept for functions (key-value, objects, topic messages) are not changes to it.
 pub fn audited(method: &str, path: &str) -> bool {
+    let path = match crate::api_scope(path) {
+        crate::ApiScope::Namespace { rest, .. } => rest,
+        _ => path,
+    };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let read = matches!(method, "GET" | "HEAD" | "OPTIONS");
     match segments.as_slice() {
         _ if read => false,
         ["functions", _name, "invoke"] => false,
-        ["functions" | "tokens" | "secrets", ..] => true,
+        ["functions" | "tokens" | "secrets" | "namespaces", ..] => true,
         _ => false,
     }
 }
@@ -152,6 +156,9 @@ pub struct AuditEntry {
     pub method: String,
     /// The path below `/api/v1`, e.g. `/functions/hello`.
     pub target: String,
+    /// The namespace it changed; none for tokens and namespaces themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// The client's address.
     pub source: Option<String>,
     /// The answer's status: what came of it.
@@ -163,6 +170,9 @@ pub struct AuditEntry {
 pub struct TokenRecord {
     pub name: String,
     pub role: Role,
+    /// The namespace it acts in; none for an admin, which acts in every one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms; none: never expires.
@@ -216,6 +226,8 @@ mod tests {
         assert_eq!(required("POST", "/tokens"), Action::Manage);
         assert_eq!(required("GET", "/tokens"), Action::Manage);
         assert_eq!(required("GET", "/audit"), Action::Manage);
+        assert_eq!(required("GET", "/namespaces"), Action::Manage);
+        assert_eq!(required("PUT", "/namespaces/shop"), Action::Manage);
         assert_eq!(required("POST", "/topics/t"), Action::Write);
         assert_eq!(required("HEAD", "/objects/b/k"), Action::Read);
         assert_eq!(required("POST", "/functions/f/dlq/redrive"), Action::Write);
@@ -231,6 +243,9 @@ mod tests {
         assert!(!audited("POST", "/functions/f/invoke"));
         assert!(!audited("PUT", "/kv/b/k"));
         assert!(!audited("POST", "/topics/t"));
+        assert!(audited("PUT", "/namespaces/shop"));
+        assert!(audited("PUT", "/namespaces/shop/functions/f"));
+        assert!(!audited("PUT", "/namespaces/shop/kv/b/k"));
     }
 
     #[test]

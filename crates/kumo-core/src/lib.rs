@@ -10,6 +10,7 @@ mod kv;
 mod limits;
 mod metering;
 mod name;
+mod namespace;
 mod outcome;
 mod records;
 mod route;
@@ -40,6 +41,11 @@ pub use kv::{
 pub use limits::{default_max_connections, default_memory_budget, function_share, parse_size};
 pub use metering::{Prices, Source, UsageBy, UsageReport, UsageRow, gb_seconds};
 pub use name::{NameError, Target, validate_name};
+pub use namespace::{
+    Adding, ApiScope, DEFAULT_NAMESPACE, NamespaceRecord, NamespaceUse, Quotas, api_scope,
+    in_namespace, key_of_url_name, may_enter, namespace_of, scoped, split_key, url_name,
+    validate_namespace,
+};
 pub use outcome::{ErrorKind, FunctionKind, Outcome, billed_ms};
 pub use records::{
     FunctionRecord, InvocationRecord, LogRecord, LogStream, OutputLine, format_timestamp,

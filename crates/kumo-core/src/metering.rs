@@ -97,6 +97,8 @@ pub enum UsageBy {
     Version,
     /// UTC day, `YYYY-MM-DD`.
     Day,
+    /// The functions' namespace (chargeback).
+    Namespace,
 }
 
 impl UsageBy {
@@ -105,6 +107,7 @@ impl UsageBy {
             Self::Function => "function",
             Self::Version => "version",
             Self::Day => "day",
+            Self::Namespace => "namespace",
         }
     }
 }
@@ -152,7 +155,12 @@ mod tests {
         let cost = prices.cost(1_000_000, 1_000_000.0);
         assert!((cost - 16.8667).abs() < 1e-9, "{cost}");
         assert_eq!(Source::Event(Trigger::Topic).as_str(), "topic");
-        for by in [UsageBy::Function, UsageBy::Version, UsageBy::Day] {
+        for by in [
+            UsageBy::Function,
+            UsageBy::Version,
+            UsageBy::Day,
+            UsageBy::Namespace,
+        ] {
             let json = serde_json::to_string(&by).unwrap();
             assert_eq!(json, format!("\"{}\"", by.as_str()));
         }

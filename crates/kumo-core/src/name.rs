@@ -47,7 +47,13 @@ impl Target {
             Some((n, q)) => (n, Some(q.to_string())),
             None => (s, None),
         };
-        validate_name(name)?;
+        // A function of another namespace than `default` is named by its key, `NS/NAME`.
+        if let Some((namespace, bare)) = name.split_once('/') {
+            validate_name(namespace)?;
+            validate_name(bare)?;
+        } else {
+            validate_name(name)?;
+        }
         Ok(Self {
             name: name.to_string(),
             qualifier,
@@ -90,5 +96,8 @@ mod tests {
         assert_eq!(t.qualifier.as_deref(), Some("prod"));
         assert_eq!(Target::parse("hello").unwrap().qualifier, None);
         assert!(Target::parse("Bad:prod").is_err());
+        assert_eq!(Target::parse("shop/hello:3").unwrap().name, "shop/hello");
+        assert!(Target::parse("shop/a/b").is_err());
+        assert!(Target::parse("/hello").is_err());
     }
 }

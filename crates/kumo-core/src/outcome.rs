@@ -85,6 +85,8 @@ pub enum ErrorKind {
     InvalidFunction,
     InvalidRequest,
     Conflict,
+    /// A namespace's quota (functions, stored bytes, queued events) would be exceeded.
+    QuotaExceeded,
     /// A key-value key that does not exist.
     KeyNotFound,
     /// An object that does not exist.
@@ -108,7 +110,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    const ALL: [Self; 22] = [
+    const ALL: [Self; 23] = [
         Self::FunctionNotFound,
         Self::Unauthorized,
         Self::Forbidden,
@@ -118,6 +120,7 @@ impl ErrorKind {
         Self::InvalidFunction,
         Self::InvalidRequest,
         Self::Conflict,
+        Self::QuotaExceeded,
         Self::KeyNotFound,
         Self::ObjectNotFound,
         Self::PreconditionFailed,
@@ -149,6 +152,7 @@ impl ErrorKind {
             Self::InvalidFunction => "invalid_function",
             Self::InvalidRequest => "invalid_request",
             Self::Conflict => "conflict",
+            Self::QuotaExceeded => "quota_exceeded",
             Self::KeyNotFound => "key_not_found",
             Self::ObjectNotFound => "object_not_found",
             Self::PreconditionFailed => "precondition_failed",
@@ -176,7 +180,7 @@ impl ErrorKind {
             Self::Forbidden => 403,
             Self::MethodNotAllowed => 405,
             Self::InvalidFunction | Self::InvalidRequest => 400,
-            Self::Conflict => 409,
+            Self::Conflict | Self::QuotaExceeded => 409,
             Self::PreconditionFailed => 412,
             Self::PayloadTooLarge => 413,
             Self::RequestTimeout => 408,

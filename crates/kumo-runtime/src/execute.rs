@@ -51,6 +51,9 @@ pub struct Invocation {
     pub max_response_bytes: usize,
     /// Hosts the guest may send HTTP requests to.
     pub allow_outbound: Arc<[String]>,
+    /// The function's namespace: the buckets the guest names (key-value and objects) and
+    /// the functions it calls are that namespace's.
+    pub namespace: Arc<str>,
     /// The key-value buckets the guest may open, and their store.
     pub kv: KvAccess,
     /// The object buckets the guest may use.
@@ -230,6 +233,7 @@ impl Runtime {
                         self.outbound(&inv),
                         inv.kv.clone(),
                         self.object_access(&inv),
+                        inv.namespace.clone(),
                     );
                     let mut store = self.new_store(host, |h| &mut h.limits);
                     let run = async {
@@ -322,6 +326,7 @@ impl Runtime {
                 Outbound::default(),
                 KvAccess::default(),
                 ObjectAccess::default(),
+                Arc::from(kumo_core::DEFAULT_NAMESPACE),
             )
         };
         match loaded {
@@ -363,6 +368,7 @@ impl Runtime {
             self.outbound(inv),
             inv.kv.clone(),
             self.object_access(inv),
+            inv.namespace.clone(),
         );
         let store = self.new_store(host, |h| &mut h.limits);
         HttpInstance::new(store, stdout, stderr, memory_hit)
@@ -375,6 +381,7 @@ impl Runtime {
             breakers: self.breakers.clone(),
             calls: self.calls.clone(),
             depth: inv.call_depth,
+            namespace: inv.namespace.clone(),
             traceparent: inv.traceparent.clone(),
         }
     }

@@ -25,6 +25,8 @@ pub struct ComponentHost {
     pub hooks: Outbound,
     pub kv: KvAccess,
     pub objects: ObjectAccess,
+    /// The function's namespace, whose buckets the guest's bucket names are.
+    pub namespace: Arc<str>,
 }
 
 impl ComponentHost {
@@ -34,6 +36,7 @@ impl ComponentHost {
         outbound: Outbound,
         kv: KvAccess,
         objects: ObjectAccess,
+        namespace: Arc<str>,
     ) -> Self {
         Self {
             wasi,
@@ -43,6 +46,7 @@ impl ComponentHost {
             hooks: outbound,
             kv,
             objects,
+            namespace,
         }
     }
 }

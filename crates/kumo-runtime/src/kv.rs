@@ -143,7 +143,9 @@ impl store::Host for ComponentHost {
         if !self.kv.buckets.contains(&identifier) {
             return Ok(Err(Error::AccessDenied));
         }
-        Ok(Ok(self.table.push(Bucket { name: identifier })?))
+        // The store knows the bucket by its key in the function's namespace.
+        let name = kumo_core::scoped(&self.namespace, &identifier);
+        Ok(Ok(self.table.push(Bucket { name })?))
     }
 }
 

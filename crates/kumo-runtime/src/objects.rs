@@ -82,8 +82,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<ComponentHost>) -> anyhow::Resul
 type WitResult<T> = wasmtime::Result<Result<T, Error>>;
 
 impl ComponentHost {
-    /// The storage, if `bucket` is granted and `key` (when given) is a valid key.
-    fn granted(&self, bucket: &str, key: Option<&str>) -> Result<Arc<dyn ObjectStorage>, Error> {
+    /// The storage and the bucket's key in the function's namespace, if `bucket` is granted
+    /// and `key` (when given) is a valid key.
+    fn granted(
+        &self,
+        bucket: &str,
+        key: Option<&str>,
+    ) -> Result<(Arc<dyn ObjectStorage>, String), Error> {
         validate_bucket(bucket).map_err(Error::InvalidName)?;
         if let Some(key) = key {
             validate_key(key).map_err(Error::InvalidName)?;
@@ -91,11 +96,10 @@ impl ComponentHost {
         if !self.objects.buckets.iter().any(|b| b == bucket) {
             return Err(Error::AccessDenied);
         }
-        self.objects
-            .storage
-            .get()
-            .cloned()
-            .ok_or_else(|| Error::Other("object storage is not available here".into()))
+        let storage = self.objects.storage.get().cloned();
+        let storage =
+            storage.ok_or_else(|| Error::Other("object storage is not available here".into()))?;
+        Ok((storage, kumo_core::scoped(&self.namespace, bucket)))
     }
 
     fn traceparent(&self) -> Option<String> {
@@ -129,8 +133,8 @@ fn info(info: ObjectInfo) -> wit::ObjectInfo {
 
 impl wit::Host for ComponentHost {
     async fn get(&mut self, bucket: String, key: String) -> WitResult<Option<wit::Object>> {
-        let storage = match self.granted(&bucket, Some(&key)) {
-            Ok(storage) => storage,
+        let (storage, bucket) = match self.granted(&bucket, Some(&key)) {
+            Ok(granted) => granted,
             Err(e) => return Ok(Err(e)),
         };
         // Check the size first: reading an object that cannot fit would only waste memory.
@@ -162,8 +166,8 @@ impl wit::Host for ComponentHost {
     }
 
     async fn head(&mut self, bucket: String, key: String) -> WitResult<Option<wit::ObjectInfo>> {
-        let storage = match self.granted(&bucket, Some(&key)) {
-            Ok(storage) => storage,
+        let (storage, bucket) = match self.granted(&bucket, Some(&key)) {
+            Ok(granted) => granted,
             Err(e) => return Ok(Err(e)),
         };
         Ok(storage
@@ -180,8 +184,8 @@ impl wit::Host for ComponentHost {
         content_type: String,
         data: Vec<u8>,
     ) -> WitResult<wit::ObjectInfo> {
-        let storage = match self.granted(&bucket, Some(&key)) {
-            Ok(storage) => storage,
+        let (storage, bucket) = match self.granted(&bucket, Some(&key)) {
+            Ok(granted) => granted,
             Err(e) => return Ok(Err(e)),
         };
         let put = GuestPut {
@@ -195,8 +199,8 @@ impl wit::Host for ComponentHost {
     }
 
     async fn delete(&mut self, bucket: String, key: String) -> WitResult<bool> {
-        let storage = match self.granted(&bucket, Some(&key)) {
-            Ok(storage) => storage,
+        let (storage, bucket) = match self.granted(&bucket, Some(&key)) {
+            Ok(granted) => granted,
             Err(e) => return Ok(Err(e)),
         };
         let traceparent = self.traceparent();
@@ -212,8 +216,8 @@ impl wit::Host for ComponentHost {
         prefix: String,
         cursor: Option<String>,
     ) -> WitResult<wit::Page> {
-        let storage = match self.granted(&bucket, None) {
-            Ok(storage) => storage,
+        let (storage, bucket) = match self.granted(&bucket, None) {
+            Ok(granted) => granted,
             Err(e) => return Ok(Err(e)),
         };
         Ok(storage

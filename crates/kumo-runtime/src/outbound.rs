@@ -235,6 +235,8 @@ pub struct Outbound {
     pub calls: CallsSlot,
     /// The depth of this invocation (0: not called by a function).
     pub depth: u32,
+    /// The caller's namespace: `NAME.fn.internal` is its function `NAME`.
+    pub namespace: Arc<str>,
     pub traceparent: Option<http::HeaderValue>,
 }
 
@@ -250,6 +252,7 @@ impl Outbound {
         };
         let depth = self.depth.saturating_add(1);
         let traceparent = self.traceparent.clone();
+        let namespace = self.namespace.clone();
         Box::new(async move {
             let (parts, body) = request.into_parts();
             let body = Limited::new(body, MAX_CALL_BODY_BYTES)
@@ -262,7 +265,7 @@ impl Outbound {
                 headers.entry("traceparent").or_insert(traceparent);
             }
             let call = FunctionCall {
-                function,
+                function: kumo_core::scoped(&namespace, &function),
                 method: parts.method,
                 path_and_query: parts
                     .uri

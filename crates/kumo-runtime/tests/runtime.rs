@@ -20,6 +20,7 @@ fn invocation(path: &str, body: &str) -> Invocation {
         timeout: Duration::from_secs(5),
         max_response_bytes: 1 << 20,
         allow_outbound: Vec::new().into(),
+        namespace: kumo_core::DEFAULT_NAMESPACE.into(),
         kv: Default::default(),
         objects: Vec::new().into(),
         call_depth: 0,

@@ -32,6 +32,8 @@ pub(crate) struct Admission {
     function_share_percent: u8,
     /// Each function's counts (all its versions), handed to its loaded entries.
     by_function: Mutex<HashMap<String, FunctionCounts>>,
+    /// Invocations running in each namespace, bounded by its `max_concurrency` quota.
+    by_namespace: Mutex<HashMap<String, Arc<Slots>>>,
     /// The memory budget, in MiB.
     memory: Arc<Slots>,
 }
@@ -53,11 +55,14 @@ pub(crate) struct FunctionCounts {
     async_running: Arc<Slots>,
     /// Shared server slots held.
     shared_held: Arc<Slots>,
+    /// Its namespace's running invocations.
+    namespace: Arc<Slots>,
 }
 
 /// What an admitted invocation holds while it runs; dropping it gives everything back.
 pub(crate) struct Admitted {
     _async_share: Option<Slot>,
+    _namespace: Slot,
     _function: Option<OwnedSemaphorePermit>,
     _fair_share: Option<Slot>,
     _server: Slot,
@@ -73,6 +78,7 @@ impl Admission {
             sync_reserve_percent: limits.sync_reserve_percent,
             function_share_percent: limits.function_share_percent,
             by_function: Mutex::default(),
+            by_namespace: Mutex::default(),
             memory: Slots::new(limits.memory_budget_mb),
         }
     }
@@ -85,8 +91,34 @@ impl Admission {
             .or_insert_with(|| FunctionCounts {
                 async_running: Slots::new(usize::MAX),
                 shared_held: Slots::new(usize::MAX),
+                namespace: self.namespace(kumo_core::namespace_of(name)),
             })
             .clone()
+    }
+
+    /// The running invocations of `namespace` (made on first use, unbounded until a quota
+    /// says otherwise).
+    fn namespace(&self, namespace: &str) -> Arc<Slots> {
+        lock(&self.by_namespace)
+            .entry(namespace.to_string())
+            .or_insert_with(|| Slots::new(usize::MAX))
+            .clone()
+    }
+
+    /// Applies the namespaces' `max_concurrency` quotas (none: unbounded).
+    pub(crate) fn set_namespace_limits(&self, namespaces: &[kumo_core::NamespaceRecord]) {
+        for namespace in namespaces {
+            let limit = namespace
+                .quotas
+                .max_concurrency
+                .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+            self.namespace(&namespace.name).set_limit(limit);
+        }
+    }
+
+    /// Invocations running in `namespace` now.
+    pub(crate) fn running_in(&self, namespace: &str) -> usize {
+        self.namespace(namespace).in_use()
     }
 
     /// The memory budget, in MiB: in use now, and the limit (no function may ask for more;
@@ -103,6 +135,13 @@ impl Admission {
             Source::Event(_) => Some(self.take_async_share(entry)?),
             Source::Http | Source::Invoke | Source::Call => None,
         };
+        let namespace = entry.counts.namespace.try_take().ok_or_else(|| {
+            throttled(format!(
+                "namespace {:?} is at its max_concurrency quota of {}",
+                kumo_core::namespace_of(&record.name),
+                entry.counts.namespace.limit()
+            ))
+        })?;
         let function = match &entry.slots {
             Some(slots) => Some(slots.clone().try_acquire_owned().map_err(|_| {
                 throttled(format!(
@@ -139,6 +178,7 @@ impl Admission {
         })?;
         Ok(Admitted {
             _async_share: async_share,
+            _namespace: namespace,
             _function: function,
             _fair_share: fair_share,
             _server: server,

@@ -119,18 +119,27 @@ impl Auth {
         Ok((token, to_write))
     }
 
-    /// Checks that `headers` carry a token whose role allows `action`, and writes its use to
-    /// `store` when due. A refusal names the token when there was a valid one (its role did not
-    /// allow the request), for the audit trail.
+    /// Checks that `headers` carry a token that may act in `namespace` (none: the request is
+    /// the whole server's) and whose role allows `action`, and writes its use to `store` when
+    /// due. A token of another namespace gets `outside`, the answer it would get if nothing
+    /// were there, so it learns nothing of what is. A refusal names the token when there was
+    /// a valid one, for the audit trail.
     pub(crate) fn check(
         &self,
         headers: &HeaderMap,
         action: Action,
+        namespace: Option<&str>,
+        outside: impl FnOnce() -> ApiError,
         store: &kumo_store::Store,
     ) -> Result<TokenRecord, (Option<String>, ApiError)> {
         let (token, used) = self.authenticate(headers).map_err(|e| (None, e))?;
         if let Some(at) = used {
             note_use(store, &token.name, at);
+        }
+        if let Some(namespace) = namespace
+            && !kumo_core::may_enter(token.namespace.as_deref(), namespace)
+        {
+            return Err((Some(token.name), outside()));
         }
         match allowed(&token, action) {
             Ok(()) => Ok(token),
@@ -202,6 +211,31 @@ fn needs(method: &http::Method, path: &str) -> Option<Action> {
     (rest.is_empty() || rest.starts_with('/')).then(|| kumo_core::required(method.as_str(), rest))
 }
 
+/// The namespace a control-API request acts in (none: the whole server's, or not the API),
+/// and its path as the client sent it, below `/api/v1`.
+fn scope_of(request: &Request) -> (Option<String>, Option<String>) {
+    if let Some(entered) = request.extensions().get::<crate::namespaces::Entered>() {
+        return (Some(entered.namespace.clone()), Some(entered.path.clone()));
+    }
+    let Some(below) = request.uri().path().strip_prefix("/api/v1") else {
+        return (None, None);
+    };
+    match kumo_core::api_scope(below) {
+        kumo_core::ApiScope::Namespace { namespace, .. } => {
+            (Some(namespace.to_string()), Some(below.to_string()))
+        }
+        _ => (None, Some(below.to_string())),
+    }
+}
+
+/// What a request for a namespace that does not exist gets, or one the token may not enter.
+pub(crate) fn no_namespace(namespace: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::NotFound,
+        format!("namespace {namespace:?} not found"),
+    )
+}
+
 /// The layer in front of the router: authenticates and authorises, and writes every change
 /// to the control plane (and every refused attempt at one) to the audit trail.
 pub(crate) async fn authorize(
@@ -213,17 +247,36 @@ pub(crate) async fn authorize(
         return next.run(request).await;
     };
     let peer = request.extensions().get::<Peer>().map(|p| p.0.ip());
-    let change = request
-        .uri()
-        .path()
-        .strip_prefix("/api/v1")
+    let (namespace, sent_path) = scope_of(&request);
+    let change = sent_path
         .filter(|target| kumo_core::audited(request.method().as_str(), target))
-        .map(|target| (request.method().to_string(), target.to_string()));
+        .map(|target| (request.method().to_string(), target));
     let auth = &state.invoker.auth;
+    let missing = namespace
+        .as_deref()
+        .filter(|ns| !state.invoker.namespaces.exists(ns));
     let (token, response) = if auth.mode == AuthMode::None {
-        (None, next.run(request).await)
+        match missing {
+            Some(ns) => (None, no_namespace(ns).into_response()),
+            None => (None, next.run(request).await),
+        }
     } else {
-        match auth.check(request.headers(), action, &state.store) {
+        let outside = || no_namespace(namespace.as_deref().unwrap_or_default());
+        // A namespace that does not exist is refused like one the token may not enter, and
+        // only once the token is known to be valid.
+        let checked = auth
+            .check(
+                request.headers(),
+                action,
+                namespace.as_deref(),
+                outside,
+                &state.store,
+            )
+            .and_then(|token| match missing {
+                Some(ns) => Err((Some(token.name), no_namespace(ns))),
+                None => Ok(token),
+            });
+        match checked {
             Ok(token) => {
                 let name = token.name.clone();
                 request.extensions_mut().insert(token);
@@ -247,6 +300,7 @@ pub(crate) async fn authorize(
             token,
             method,
             target,
+            namespace,
             source: peer.map(|ip| ip.to_string()),
             status: response.status().as_u16(),
         };
@@ -286,6 +340,7 @@ pub(crate) async fn first_admin_token(
         record: TokenRecord {
             name: "admin".to_string(),
             role: Role::Admin,
+            namespace: None,
             created_at: kumo_core::now_ms(),
             expires_at: None,
             last_used_at: None,

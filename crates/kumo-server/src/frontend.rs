@@ -59,7 +59,7 @@ impl<F: FunctionHandler> tower_service::Service<Request> for Frontend<F> {
         if crate::gateway::is_function_path(request.uri().path()) {
             Either::Left(self.functions.handle(request))
         } else {
-            Either::Right(self.router.call(request))
+            Either::Right(self.router.call(crate::namespaces::enter(request)))
         }
     }
 }

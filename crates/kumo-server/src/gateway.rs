@@ -1,4 +1,4 @@
-//! The data plane: `ANY /fn/{name}[:{qualifier}][/{rest..}]` (reached from the
+//! The data plane: `ANY /fn/{name}[.{namespace}][:{qualifier}][/{rest..}]` (reached from the
 //! [`crate::frontend::Frontend`], ahead of the router) and the custom routes (the router's
 //! fallback). The guest sees `/{rest}` (or, on a custom route, the whole path) with query,
 //! headers and body intact.
@@ -40,8 +40,15 @@ pub(crate) fn is_function_path(path: &str) -> bool {
 /// as a guest routing on its own path expects (and deserializing both cost ~2% of a request).
 pub(crate) async fn function(state: &AppState, request: Request) -> Response {
     let (target, rest) = split_function_path(request.uri().path());
-    let (target, rest) = (target.into_owned(), rest.to_string());
-    forward(state, &target, rest, request).await
+    // `NAME.NS` is NAME of namespace NS; a `/` (sent as `%2F`) names nothing.
+    if target.contains('/') {
+        return refusal(ApiError::not_found(&target));
+    }
+    let target = match target.split_once(':') {
+        Some((name, qualifier)) => format!("{}:{qualifier}", kumo_core::key_of_url_name(name)),
+        None => kumo_core::key_of_url_name(&target),
+    };
+    forward(state, &target, rest.to_string(), request).await
 }
 
 /// `("hello", "/a/b")` for `/fn/hello/a/b`; the rest is `/` when there is none.

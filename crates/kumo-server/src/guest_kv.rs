@@ -11,12 +11,20 @@ pub(crate) struct GuestKv {
     pub(crate) store: Store,
     /// Writes are refused while the disk is nearly full; reads and deletes go on.
     pub(crate) disk: DiskSpace,
+    /// Writes are refused past the namespace's `max_kv_bytes`.
+    pub(crate) quota: crate::quotas::QuotaCheck,
 }
 
 impl GuestKv {
-    fn ensure_room(&self) -> anyhow::Result<()> {
+    /// `Ok` if `bytes` more may be written to `bucket` (a key in its namespace).
+    async fn ensure_room(&self, bucket: &str, bytes: usize) -> anyhow::Result<()> {
         self.disk
             .ensure_room()
+            .map_err(|refused| anyhow::anyhow!(refused.message))?;
+        let adding = kumo_core::Adding::KvBytes(bytes as u64);
+        self.quota
+            .ensure(kumo_core::namespace_of(bucket), adding)
+            .await
             .map_err(|refused| anyhow::anyhow!(refused.message))
     }
 }
@@ -38,7 +46,7 @@ impl KeyValue for GuestKv {
         expect: Expect<'a>,
     ) -> KvFuture<'a, KvWrite> {
         Box::pin(async move {
-            self.ensure_room()?;
+            self.ensure_room(bucket, key.len() + value.len()).await?;
             self.store.kv_put(bucket, key, value, expect).await
         })
     }
@@ -69,7 +77,8 @@ impl KeyValue for GuestKv {
         delta: i64,
     ) -> KvFuture<'a, Result<i64, CounterError>> {
         Box::pin(async move {
-            self.ensure_room()?;
+            // A counter's text is at most 20 bytes.
+            self.ensure_room(bucket, key.len() + 20).await?;
             self.store.kv_increment(bucket, key, delta).await
         })
     }

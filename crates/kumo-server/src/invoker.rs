@@ -70,6 +70,8 @@ pub struct Invoker {
     pub tracing: Tracing,
     /// Tokens, and who may do what.
     pub(crate) auth: crate::auth::Auth,
+    /// Cache of the store: the namespaces and their quotas.
+    pub(crate) namespaces: Arc<crate::namespaces::Namespaces>,
     /// Seals and opens function secrets.
     pub(crate) sealer: crate::secrets::Sealer,
     /// Code (function name, sha256) asking for instance reuse that failed a second request
@@ -92,11 +94,13 @@ impl Invoker {
         tracing: Tracing,
         auth: crate::auth::Auth,
         sealer: crate::secrets::Sealer,
+        namespaces: Arc<crate::namespaces::Namespaces>,
     ) -> Self {
         Self {
             kv,
             tracing,
             auth,
+            namespaces,
             sealer,
             store,
             blobs,
@@ -187,8 +191,16 @@ impl Invoker {
         {
             return Ok(());
         }
+        let namespace = kumo_core::namespace_of(&record.name);
+        let outside = || ApiError::not_found(&kumo_core::url_name(&record.name));
         self.auth
-            .check(&request.headers, kumo_core::Action::Invoke, &self.store)
+            .check(
+                &request.headers,
+                kumo_core::Action::Invoke,
+                Some(namespace),
+                outside,
+                &self.store,
+            )
             .map_err(|(_, refused)| {
                 self.metrics.auth_refusal(refused.kind.code());
                 refused
@@ -298,10 +310,13 @@ impl Invoker {
     /// that is gone (or sealed under another key) fails the invocation and names it.
     async fn secret_env(&self, record: &FunctionRecord) -> Result<Vec<(String, String)>, ApiError> {
         let mut env = Vec::with_capacity(record.config.secrets.len());
+        let namespace = kumo_core::namespace_of(&record.name);
         for name in &record.config.secrets {
-            let sealed = self.store.get_secret(name).await?;
+            // The function's own namespace's secret of that name.
+            let key = kumo_core::scoped(namespace, name);
+            let sealed = self.store.get_secret(&key).await?;
             let value = sealed
-                .and_then(|sealed| self.sealer.open(name, &sealed))
+                .and_then(|sealed| self.sealer.open(&key, &sealed))
                 .and_then(|value| String::from_utf8(value).ok())
                 .ok_or_else(|| {
                     ApiError::new(
@@ -383,11 +398,14 @@ impl Invoker {
         self.loaded.forget_function(name);
     }
 
-    /// Drops from memory every loaded function (any version) that gets secret `name`: its
-    /// next invocation reads the secret's value anew.
-    pub(crate) fn forget_users_of_secret(&self, name: &str) {
-        self.loaded
-            .forget_where(|e| e.record.config.secrets.iter().any(|s| s == name));
+    /// Drops from memory every loaded function (any version) that gets the secret stored
+    /// under `key`: its next invocation reads the secret's value anew.
+    pub(crate) fn forget_users_of_secret(&self, key: &str) {
+        let (namespace, name) = kumo_core::split_key(key);
+        self.loaded.forget_where(|e| {
+            kumo_core::in_namespace(&e.record.name, namespace)
+                && e.record.config.secrets.iter().any(|s| s == name)
+        });
     }
 
     /// Drops one version from memory: deleted.
@@ -478,6 +496,7 @@ impl Invoker {
             timeout: config.timeout,
             max_response_bytes: self.max_response_bytes,
             allow_outbound: entry.allow_outbound.clone(),
+            namespace: entry.namespace.clone(),
             kv: KvAccess {
                 store: Some(self.kv.clone()),
                 buckets: entry.kv_buckets.clone(),

@@ -18,7 +18,9 @@ mod invoker;
 mod loaded;
 mod machine;
 mod metrics;
+mod namespaces;
 mod objects;
+mod quotas;
 mod recorder;
 mod routes;
 mod secrets;
@@ -124,6 +126,8 @@ pub struct AppState {
     prices: kumo_core::Prices,
     /// Refuses new data while the disk is nearly full.
     disk: disk::DiskSpace,
+    /// Checks writes against their namespace's quotas.
+    quota: quotas::QuotaCheck,
     /// Deploys and deletes one at a time, so route-conflict checks see a stable table.
     deploy_lock: Mutex<()>,
     /// Turns true when the server begins to stop: long polls and event streams end.
@@ -138,6 +142,14 @@ impl AppState {
         self.schedules.rebuild(functions);
         self.subscriptions.rebuild(functions);
         self.objects.subscriptions.rebuild(functions);
+    }
+}
+
+impl AppState {
+    /// Everything derived from the set of namespaces (all of them, from the store).
+    fn namespaces_changed(&self, namespaces: Vec<kumo_core::NamespaceRecord>) {
+        self.invoker.admission.set_namespace_limits(&namespaces);
+        self.invoker.namespaces.load(namespaces);
     }
 }
 
@@ -213,11 +225,16 @@ impl Server {
         let recorder = Recorder::start(RecordWriter::open(&db_path)?, config.max_pending_records);
         let disk = disk::DiskSpace::new(data.clone(), config.min_free_disk);
         let functions = store.list_functions().await?;
+        let quota = quotas::QuotaCheck {
+            store: store.clone(),
+            namespaces: Arc::default(),
+        };
         let invoker = Invoker::new(
             store.clone(),
             Arc::new(guest_kv::GuestKv {
                 store: store.clone(),
                 disk: disk.clone(),
+                quota: quota.clone(),
             }),
             blobs.clone(),
             runtime.clone(),
@@ -232,6 +249,7 @@ impl Server {
             trace::Tracing::from_env().context("setting up span export")?,
             auth::Auth::new(config.auth),
             secrets::Sealer::load_or_create(data).context("the key of function secrets")?,
+            quota.namespaces.clone(),
         );
         let events = Events::new(
             store.clone(),
@@ -254,7 +272,9 @@ impl Server {
                 storage: objects,
                 subscriptions: Default::default(),
                 max_bytes: config.max_object_bytes,
+                quota: quota.clone(),
             },
+            quota,
             max_body_bytes: config.max_body_bytes,
             prices: config.prices,
             disk,
@@ -263,6 +283,7 @@ impl Server {
         });
         auth::first_admin_token(&state, &data.join(ADMIN_TOKEN_FILE)).await?;
         state.invoker.auth.load(state.store.list_tokens().await?);
+        state.namespaces_changed(state.store.list_namespaces().await?);
         // Nothing is being written yet: every leftover of a crash goes, whatever its age.
         sweep_leftovers(&state, data, Duration::ZERO).await;
         let calls = calls::InternalCalls(Arc::downgrade(&state));

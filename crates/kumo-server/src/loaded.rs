@@ -24,6 +24,8 @@ pub(crate) struct Entry {
     pub warm: Option<WarmPool>,
     /// The config's `allow_outbound`, shared by its invocations.
     pub allow_outbound: Arc<[String]>,
+    /// The function's namespace, shared by its invocations.
+    pub namespace: Arc<str>,
     /// The config's `kv` buckets, shared by its invocations.
     pub kv_buckets: Arc<[String]>,
     /// The config's `objects` buckets, shared by its invocations.
@@ -65,6 +67,7 @@ impl Entry {
             && matches!(loaded, Loaded::Http(_)))
         .then(|| runtime.warm_pool(record.config.max_instance_requests));
         let allow_outbound = record.config.allow_outbound.clone().into();
+        let namespace = kumo_core::namespace_of(&record.name).into();
         let kv_buckets = record.config.kv.clone().into();
         let object_buckets = record.config.objects.clone().into();
         let env = record
@@ -84,6 +87,7 @@ impl Entry {
             slots,
             warm,
             allow_outbound,
+            namespace,
             kv_buckets,
             object_buckets,
             env,

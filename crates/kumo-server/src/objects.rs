@@ -18,6 +18,8 @@ pub(crate) struct ObjectService {
     pub subscriptions: ObjectSubscriptions,
     /// The largest object accepted.
     pub max_bytes: u64,
+    /// The bucket's namespace's `max_object_bytes`.
+    pub quota: crate::quotas::QuotaCheck,
 }
 
 /// A write's outcome: the stored object and whether its key was new.
@@ -46,6 +48,12 @@ impl ObjectService {
             .stage(bucket, key, content_type, body, self.max_bytes)
             .await?;
         let info = staged.info.clone();
+        let namespace = kumo_core::namespace_of(bucket);
+        let adding = kumo_core::Adding::ObjectBytes(info.size);
+        if let Err(refused) = self.quota.ensure(namespace, adding).await {
+            self.storage.discard(staged).await;
+            return Err(ObjectError::QuotaExceeded(refused.message));
+        }
         let owned = self
             .subscriptions
             .events_for(ObjectEvent::Put, &info, traceparent);
@@ -149,7 +157,9 @@ impl ObjectStorage for GuestObjects {
             match written {
                 Ok(written) => Ok(written.info),
                 Err(ObjectError::TooLarge(max)) => Err(StorageError::TooLarge(max)),
-                Err(ObjectError::Upload(why)) => Err(StorageError::Failed(anyhow::anyhow!(why))),
+                Err(ObjectError::Upload(why) | ObjectError::QuotaExceeded(why)) => {
+                    Err(StorageError::Failed(anyhow::anyhow!(why)))
+                }
                 Err(ObjectError::Store(e)) => Err(StorageError::Failed(e)),
             }
         })

@@ -21,13 +21,14 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 impl crate::AuditStore for Store {
     async fn append_audit(&self, entry: &AuditEntry) -> anyhow::Result<()> {
         sqlx::query(
-            "INSERT INTO audit (at, token, method, target, source, status)
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit (at, token, method, target, namespace, source, status)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(entry.at)
         .bind(&entry.token)
         .bind(&entry.method)
         .bind(&entry.target)
+        .bind(&entry.namespace)
         .bind(&entry.source)
         .bind(i64::from(entry.status))
         .execute(&self.pool)
@@ -36,12 +37,19 @@ impl crate::AuditStore for Store {
         Ok(())
     }
 
-    async fn list_audit(&self, since: i64, limit: u32) -> anyhow::Result<Vec<AuditEntry>> {
+    async fn list_audit(
+        &self,
+        since: i64,
+        namespace: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<AuditEntry>> {
         let rows = sqlx::query(
-            "SELECT * FROM (SELECT * FROM audit WHERE at >= ? ORDER BY id DESC LIMIT ?)
+            "SELECT * FROM (SELECT * FROM audit WHERE at >= ?1 AND (?2 IS NULL OR namespace = ?2)
+                            ORDER BY id DESC LIMIT ?3)
              ORDER BY id",
         )
         .bind(since)
+        .bind(namespace)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
@@ -53,6 +61,7 @@ impl crate::AuditStore for Store {
                     token: row.try_get("token")?,
                     method: row.try_get("method")?,
                     target: row.try_get("target")?,
+                    namespace: row.try_get("namespace")?,
                     source: row.try_get("source")?,
                     status: u16::try_from(row.try_get::<i64, _>("status")?).unwrap_or(0),
                 })

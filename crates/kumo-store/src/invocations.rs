@@ -282,6 +282,7 @@ impl crate::RecordStore for Store {
     async fn list_invocations(
         &self,
         function: Option<&str>,
+        namespace: Option<&str>,
         limit: u32,
     ) -> anyhow::Result<Vec<InvocationRecord>> {
         let limit = limit as usize;
@@ -322,6 +323,9 @@ impl crate::RecordStore for Store {
                     return Ok(found);
                 }
                 let function: &str = row.try_get("function")?;
+                if namespace.is_some_and(|ns| !kumo_core::in_namespace(function, ns)) {
+                    continue;
+                }
                 for r in decode_row(row)? {
                     if oldest_kept
                         .as_deref()
@@ -582,19 +586,25 @@ pub(crate) mod tests {
                 .map(|r| uuid_ms(&r.request_id).unwrap() - t)
                 .collect::<Vec<_>>()
         };
-        let of_f = store.list_invocations(Some("f"), 3).await.unwrap();
+        let of_f = store.list_invocations(Some("f"), None, 3).await.unwrap();
         assert_eq!(ids(of_f), [30, 20, 5]);
-        let all = store.list_invocations(None, 44).await.unwrap();
+        let all = store.list_invocations(None, None, 44).await.unwrap();
         let mut expected: Vec<i64> = (2_000..2_040).rev().collect();
         expected.extend([40, 30, 20, 10]);
         assert_eq!(ids(all), expected);
-        let everything = store.list_invocations(None, 1_000).await.unwrap();
+        let everything = store.list_invocations(None, None, 1_000).await.unwrap();
         assert_eq!(everything.len(), 46);
         assert_eq!(ids(everything)[40..], [40, 30, 20, 10, 5, 0]);
-        assert!(store.list_invocations(None, 0).await.unwrap().is_empty());
         assert!(
             store
-                .list_invocations(Some("x"), 9)
+                .list_invocations(None, None, 0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .list_invocations(Some("x"), None, 9)
                 .await
                 .unwrap()
                 .is_empty()
@@ -611,8 +621,8 @@ pub(crate) mod tests {
             .await
             .unwrap();
         let lookup = store.get_invocation(&r.request_id).await.unwrap_err();
-        let listing = store.list_invocations(None, 10).await.unwrap_err();
-        let usage = store.usage(t, UsageBy::Function).await.unwrap_err();
+        let listing = store.list_invocations(None, None, 10).await.unwrap_err();
+        let usage = store.usage(t, None, UsageBy::Function).await.unwrap_err();
         for error in [lookup, listing, usage] {
             let error = format!("{error:#}");
             assert!(error.contains("reading invocation chunk 1"), "{error}");
@@ -636,7 +646,7 @@ pub(crate) mod tests {
         batch.push(timed(-5_000, 0, "f", Outcome::Ok, 1.0));
         let (_dir, store) = store_with(&[batch]).await;
 
-        let (rows, total) = store.usage(day - 1, UsageBy::Function).await.unwrap();
+        let (rows, total) = store.usage(day - 1, None, UsageBy::Function).await.unwrap();
         let summary = |r: &UsageRow| {
             (
                 r.key.clone(),
@@ -659,19 +669,22 @@ pub(crate) mod tests {
         assert_eq!(summary(&total), ("total".into(), 102, 2, 1, 49.0, 99.0));
         assert!((total.gb_seconds - 102.0 * 0.000375).abs() < 1e-12);
 
-        let (by_day, _) = store.usage(day - 1, UsageBy::Day).await.unwrap();
+        let (by_day, _) = store.usage(day - 1, None, UsageBy::Day).await.unwrap();
         let days: Vec<_> = by_day
             .iter()
             .map(|r| (r.key.as_str(), r.requests))
             .collect();
         assert_eq!(days, [("2026-11-22", 1), ("2026-11-23", 101)]);
-        let (by_version, _) = store.usage(day, UsageBy::Version).await.unwrap();
+        let (by_version, _) = store.usage(day, None, UsageBy::Version).await.unwrap();
         let versions: Vec<_> = by_version
             .iter()
             .map(|r| (r.key.as_str(), r.requests))
             .collect();
         assert_eq!(versions, [("f:2", 100), ("g:2", 1)]);
-        let (none, total) = store.usage(day + 3_000, UsageBy::Function).await.unwrap();
+        let (none, total) = store
+            .usage(day + 3_000, None, UsageBy::Function)
+            .await
+            .unwrap();
         assert!(none.is_empty());
         assert_eq!(summary(&total), ("total".into(), 0, 0, 0, 0.0, 0.0));
     }
@@ -683,10 +696,16 @@ pub(crate) mod tests {
         let (_dir, store) = store_with(&[vec![at(0), at(10)], vec![at(20), at(30)]]).await;
         // The first chunk is all older than t + 15; the second is not, so it stays whole.
         assert_eq!(store.delete_old_invocations(t + 15).await.unwrap(), 2);
-        let left = store.list_invocations(None, 10).await.unwrap();
+        let left = store.list_invocations(None, None, 10).await.unwrap();
         assert_eq!(left, [at(30), at(20)]);
         assert_eq!(store.delete_old_invocations(t + 31).await.unwrap(), 2);
-        assert!(store.list_invocations(None, 10).await.unwrap().is_empty());
+        assert!(
+            store
+                .list_invocations(None, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -738,7 +757,7 @@ pub(crate) mod tests {
         let mut writer = RecordWriter::open(&path).unwrap();
         let newer = record(&id_at(1_795_379_034_000, 0), "f", Outcome::Ok);
         writer.write(&[(newer.clone(), vec![])]).unwrap();
-        let listed = store.list_invocations(Some("f"), 10).await.unwrap();
+        let listed = store.list_invocations(Some("f"), None, 10).await.unwrap();
         assert_eq!(listed, [newer, expected]);
     }
 }

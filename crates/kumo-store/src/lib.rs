@@ -19,6 +19,7 @@ mod invocations;
 mod kv;
 mod logs;
 mod migrations;
+mod namespaces;
 mod objects;
 mod queue;
 mod record_writer;
@@ -44,13 +45,13 @@ pub use tokens::StoredToken;
 /// The storage traits, to bring their methods into scope: `use kumo_store::prelude::*`.
 pub mod prelude {
     pub use crate::traits::{
-        AuditStore, EventQueue, FunctionStore, KvStore, LogStore, ObjectInfoStore, RecordStore,
-        ScheduleStore, SecretStore, TokenStore, UsageStore, VersionStore,
+        AuditStore, EventQueue, FunctionStore, KvStore, LogStore, NamespaceStore, ObjectInfoStore,
+        RecordStore, ScheduleStore, SecretStore, TokenStore, UsageStore, VersionStore,
     };
 }
 pub use traits::{
-    AuditStore, EventQueue, FunctionStore, KvStore, LogStore, ObjectInfoStore, RecordStore,
-    ScheduleStore, SecretStore, TokenStore, UsageStore, VersionStore,
+    AuditStore, EventQueue, FunctionStore, KvStore, LogStore, NamespaceStore, ObjectInfoStore,
+    RecordStore, ScheduleStore, SecretStore, TokenStore, UsageStore, VersionStore,
 };
 pub use usage::Swept;
 pub use versions::{AliasSet, Published, VersionDeleted};

@@ -64,6 +64,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "function secrets (sealed)",
         step: Step::Sql(&[crate::secrets::SCHEMA]),
     },
+    Migration {
+        version: 7,
+        name: "namespaces: their table, tokens' and audit entries' namespace",
+        step: Step::Sql(&[crate::namespaces::SCHEMA]),
+    },
 ];
 
 /// The schema version this kumo writes.

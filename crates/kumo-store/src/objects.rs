@@ -43,6 +43,9 @@ pub enum ObjectError {
     TooLarge(u64),
     #[error("reading the upload: {0}")]
     Upload(String),
+    /// The embedder refused the staged object (its namespace's quota): not committed.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error(transparent)]
     Store(#[from] anyhow::Error),
 }
@@ -171,16 +174,25 @@ impl Objects {
         let dir = self.dir.clone();
         let swept = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
             let mut removed = 0;
-            for bucket in std::fs::read_dir(&dir)? {
-                let bucket = bucket?;
-                let Some(name) = bucket.file_name().to_str().map(str::to_string) else {
-                    continue;
-                };
-                if !bucket.file_type()?.is_dir() {
-                    continue;
+            // Buckets of `default` are folders here; another namespace's are folders in
+            // the namespace's (`NS/BUCKET`, their keys), beside `default`'s files.
+            let mut buckets = vec![(String::new(), dir.clone())];
+            while let Some((prefix, folder)) = buckets.pop() {
+                for bucket in std::fs::read_dir(&folder)? {
+                    let bucket = bucket?;
+                    let Some(name) = bucket.file_name().to_str().map(str::to_string) else {
+                        continue;
+                    };
+                    if !bucket.file_type()?.is_dir() {
+                        continue;
+                    }
+                    let name = format!("{prefix}{name}");
+                    if prefix.is_empty() {
+                        buckets.push((format!("{name}/"), bucket.path()));
+                    }
+                    let leftover = |file: &str| !named.contains(&(name.clone(), file.to_string()));
+                    removed += crate::sweep::remove_stale_files(&bucket.path(), min_age, leftover)?;
                 }
-                let leftover = |file: &str| !named.contains(&(name.clone(), file.to_string()));
-                removed += crate::sweep::remove_stale_files(&bucket.path(), min_age, leftover)?;
             }
             Ok(removed)
         })

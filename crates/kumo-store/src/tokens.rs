@@ -31,6 +31,7 @@ fn stored(row: &SqliteRow) -> anyhow::Result<StoredToken> {
         record: TokenRecord {
             name: row.try_get("name")?,
             role: Role::parse(&role).with_context(|| format!("unknown role {role:?}"))?,
+            namespace: row.try_get("namespace")?,
             created_at: row.try_get("created_at")?,
             expires_at: row.try_get("expires_at")?,
             last_used_at: row.try_get("last_used_at")?,
@@ -43,11 +44,13 @@ impl crate::TokenStore for Store {
     async fn create_token(&self, token: &StoredToken) -> anyhow::Result<bool> {
         let t = &token.record;
         let done = sqlx::query(
-            "INSERT INTO tokens (name, role, secret_hash, created_at, expires_at, last_used_at)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO tokens (name, role, namespace, secret_hash, created_at, expires_at,
+                                 last_used_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&t.name)
         .bind(t.role.as_str())
+        .bind(&t.namespace)
         .bind(&token.secret_hash)
         .bind(t.created_at)
         .bind(t.expires_at)

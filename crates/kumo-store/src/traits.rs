@@ -86,20 +86,24 @@ pub trait RecordStore {
         &self,
         request_id: &str,
     ) -> impl Future<Output = Result<Option<InvocationRecord>>> + Send;
-    /// The newest `limit` invocations of one function or of all, newest first.
+    /// The newest `limit` invocations of one function, or of all (of one namespace's
+    /// functions when it is given), newest first.
     fn list_invocations(
         &self,
         function: Option<&str>,
+        namespace: Option<&str>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<InvocationRecord>>> + Send;
 }
 
 /// Usage reports over the invocation records, and retention.
 pub trait UsageStore {
-    /// Usage since `since` (unix ms) grouped as asked, rows sorted by key, and the total.
+    /// Usage since `since` (unix ms) of one namespace's functions or of all, grouped as
+    /// asked, rows sorted by key, and the total.
     fn usage(
         &self,
         since: i64,
+        namespace: Option<&str>,
         by: UsageBy,
     ) -> impl Future<Output = Result<(Vec<UsageRow>, UsageRow)>> + Send;
     /// Deletes records, log lines and finished events older than `cutoff`, in batches that
@@ -278,12 +282,44 @@ pub trait AuditStore {
         &self,
         entry: &kumo_core::AuditEntry,
     ) -> impl Future<Output = Result<()>> + Send;
-    /// The newest `limit` entries at or after `since` (unix ms), oldest first.
+    /// The newest `limit` entries at or after `since` (unix ms), of one namespace or of all,
+    /// oldest first.
     fn list_audit(
         &self,
         since: i64,
+        namespace: Option<&str>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<kumo_core::AuditEntry>>> + Send;
+}
+
+/// Namespaces and their quotas (`default` always exists).
+pub trait NamespaceStore {
+    /// Stores a new namespace; false if it exists (nothing changes).
+    fn create_namespace(
+        &self,
+        namespace: &kumo_core::NamespaceRecord,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Every namespace, by name.
+    fn list_namespaces(
+        &self,
+    ) -> impl Future<Output = Result<Vec<kumo_core::NamespaceRecord>>> + Send;
+    /// Replaces a namespace's quotas; false if there is no such namespace.
+    fn set_quotas(
+        &self,
+        namespace: &str,
+        quotas: &kumo_core::Quotas,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Deletes a namespace; false if there was none. The caller checks it is empty.
+    fn delete_namespace(&self, namespace: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Whether anything but records, logs and the audit trail still belongs to `namespace`:
+    /// a function, a key, an object, a secret or a token.
+    fn namespace_in_use(&self, namespace: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// What the namespace holds in the store: functions, key-value and object bytes, events
+    /// waiting (its running invocations are the server's to count).
+    fn namespace_use(
+        &self,
+        namespace: &str,
+    ) -> impl Future<Output = Result<kumo_core::NamespaceUse>> + Send;
 }
 
 /// Function secrets, only ever sealed (the store never sees a value).

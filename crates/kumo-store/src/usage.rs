@@ -76,6 +76,7 @@ fn usage_key(key: &mut String, by: UsageBy, function: &str, r: &RecordView) {
             Some(day) => write!(key, "{}", day.format("%Y-%m-%d")),
             None => write!(key, "?"),
         },
+        UsageBy::Namespace => write!(key, "{}", kumo_core::namespace_of(function)),
     };
 }
 
@@ -83,12 +84,19 @@ impl crate::UsageStore for Store {
     /// Usage of the invocations started at `since` or later, grouped by `by` (sorted by
     /// key), and the total. Money is computed by the caller from `gb_seconds` and
     /// `requests - throttles`.
-    async fn usage(&self, since: i64, by: UsageBy) -> anyhow::Result<(Vec<UsageRow>, UsageRow)> {
+    async fn usage(
+        &self,
+        since: i64,
+        namespace: Option<&str>,
+        by: UsageBy,
+    ) -> anyhow::Result<(Vec<UsageRow>, UsageRow)> {
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
         let mut total = Group::default();
         let mut key = String::new();
         self.for_each_invocation_since(since, |function, r| {
-            if r.started_at < since {
+            if r.started_at < since
+                || namespace.is_some_and(|ns| !kumo_core::in_namespace(function, ns))
+            {
                 return;
             }
             usage_key(&mut key, by, function, r);

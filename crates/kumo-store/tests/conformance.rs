@@ -27,6 +27,7 @@ trait Backend:
     + TokenStore
     + AuditStore
     + SecretStore
+    + NamespaceStore
     + Sync
 {
 }
@@ -43,6 +44,7 @@ impl<T> Backend for T where
         + TokenStore
         + AuditStore
         + SecretStore
+        + NamespaceStore
         + Sync
 {
 }
@@ -63,6 +65,7 @@ async fn conformance<S: Backend, W: Future<Output = ()>>(
     tokens(store).await;
     audit(store).await;
     secrets(store).await;
+    namespaces(store).await;
     records_logs_and_usage(store, write_records).await;
 }
 
@@ -605,7 +608,9 @@ async fn records_logs_and_usage<S: Backend, W: Future<Output = ()>>(
     let first = record("r", now - 2000, Outcome::Ok);
     let second = record("r", now - 1000, Outcome::Error);
     let other = record("s", now - 500, Outcome::Ok);
+    let shop = record("shop/s", now - 400, Outcome::Ok);
     write_records(vec![
+        (shop.clone(), vec![]),
         (old.clone(), vec![line("old")]),
         (first.clone(), vec![line("one"), line("two")]),
         (second.clone(), vec![line("three")]),
@@ -618,9 +623,19 @@ async fn records_logs_and_usage<S: Backend, W: Future<Output = ()>>(
         Some(second.clone())
     );
     assert_eq!(store.get_invocation("not-an-id").await.unwrap(), None);
-    let listed = store.list_invocations(Some("r"), 2).await.unwrap();
+    let listed = store.list_invocations(Some("r"), None, 2).await.unwrap();
     assert_eq!(listed, [second.clone(), first.clone()], "newest first");
-    assert_eq!(store.list_invocations(None, 10).await.unwrap().len(), 4);
+    assert_eq!(
+        store.list_invocations(None, None, 10).await.unwrap().len(),
+        5
+    );
+    let default = store.list_invocations(None, Some("default"), 10);
+    assert_eq!(default.await.unwrap().len(), 4, "namespace default only");
+    let in_shop = store
+        .list_invocations(None, Some("shop"), 10)
+        .await
+        .unwrap();
+    assert_eq!(in_shop, [shop.clone()]);
 
     let logs = store
         .list_logs(&LogQuery {
@@ -645,13 +660,18 @@ async fn records_logs_and_usage<S: Backend, W: Future<Output = ()>>(
     let lines: Vec<_> = newer.iter().map(|l| l.line.as_str()).collect();
     assert_eq!(lines, ["two", "three"], "after the cursor");
 
-    let (rows, total) = store.usage(now - 10_000, UsageBy::Function).await.unwrap();
+    let since = now - 10_000;
+    let usage = store.usage(since, Some("default"), UsageBy::Function);
+    let (rows, total) = usage.await.unwrap();
     let keys: Vec<_> = rows
         .iter()
         .map(|r| (r.key.as_str(), r.requests, r.errors))
         .collect();
     assert_eq!(keys, [("r", 2, 1), ("s", 1, 0)]);
     assert_eq!(total.requests, 3);
+    let (rows, _) = store.usage(since, None, UsageBy::Namespace).await.unwrap();
+    let keys: Vec<_> = rows.iter().map(|r| (r.key.as_str(), r.requests)).collect();
+    assert_eq!(keys, [("default", 3), ("shop", 1)], "chargeback");
 
     // Retention deletes what is older than the cutoff and keeps the rest.
     let swept = store.sweep(now - 60_000).await.unwrap();
@@ -672,6 +692,7 @@ async fn tokens(store: &impl Backend) {
         record: kumo_core::TokenRecord {
             name: name.to_string(),
             role,
+            namespace: (role != kumo_core::Role::Admin).then(|| "default".to_string()),
             created_at: 1_000,
             expires_at: Some(9_000),
             last_used_at: None,
@@ -706,6 +727,7 @@ async fn audit(store: &impl Backend) {
         token: Some("ci".to_string()),
         method: "PUT".to_string(),
         target: format!("/functions/f{at}"),
+        namespace: Some(if at == 2_000 { "shop" } else { "default" }.to_string()),
         source: Some("127.0.0.1".to_string()),
         status,
     };
@@ -713,12 +735,14 @@ async fn audit(store: &impl Backend) {
         store.append_audit(&entry(at, status)).await.unwrap();
     }
     // The newest `limit` since a time, oldest first.
-    let listed = store.list_audit(1_500, 10).await.unwrap();
+    let listed = store.list_audit(1_500, None, 10).await.unwrap();
     assert_eq!(listed, vec![entry(2_000, 403), entry(3_000, 204)]);
     assert_eq!(
-        store.list_audit(0, 1).await.unwrap(),
+        store.list_audit(0, None, 1).await.unwrap(),
         vec![entry(3_000, 204)]
     );
+    let in_shop = store.list_audit(0, Some("shop"), 10).await.unwrap();
+    assert_eq!(in_shop, vec![entry(2_000, 403)]);
 }
 
 async fn secrets(store: &impl Backend) {
@@ -748,4 +772,65 @@ async fn secrets(store: &impl Backend) {
     assert!(store.delete_secret("DB_URL").await.unwrap());
     assert!(!store.delete_secret("DB_URL").await.unwrap());
     assert!(store.delete_secret("API_KEY").await.unwrap());
+}
+
+async fn namespaces(store: &impl Backend) {
+    use kumo_core::{NamespaceRecord, Quotas};
+    let listed = store.list_namespaces().await.unwrap();
+    let names: Vec<_> = listed.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["default"], "default always exists");
+    let shop = NamespaceRecord {
+        name: "shop".into(),
+        created_at: 1_000,
+        quotas: Quotas {
+            max_functions: Some(3),
+            ..Quotas::default()
+        },
+    };
+    assert!(store.create_namespace(&shop).await.unwrap());
+    assert!(!store.create_namespace(&shop).await.unwrap());
+    let quotas = Quotas {
+        max_kv_bytes: Some(10),
+        ..Quotas::default()
+    };
+    assert!(store.set_quotas("shop", &quotas).await.unwrap());
+    assert!(!store.set_quotas("nope", &quotas).await.unwrap());
+    let listed = store.list_namespaces().await.unwrap();
+    assert_eq!(listed[1].quotas, quotas);
+
+    // What a namespace holds is found by its keys, never another's.
+    assert!(!store.namespace_in_use("shop").await.unwrap());
+    store
+        .upsert_function(&function("shop/f", 64, 1))
+        .await
+        .unwrap();
+    store
+        .kv_put("shop/b", "key", b"12345", Expect::Anything)
+        .await
+        .unwrap();
+    store
+        .kv_put("shopping/b", "k", b"1", Expect::Anything)
+        .await
+        .unwrap();
+    let used = store.namespace_use("shop").await.unwrap();
+    assert_eq!((used.functions, used.kv_bytes), (1, 8));
+    let used = store.namespace_use("shopping").await.unwrap();
+    assert_eq!((used.functions, used.kv_bytes), (0, 2));
+    assert!(store.namespace_in_use("shop").await.unwrap());
+    assert!(store.delete_function("shop/f").await.unwrap());
+    assert!(
+        store
+            .kv_delete("shop/b", "key", Expect::Anything)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .kv_delete("shopping/b", "k", Expect::Anything)
+            .await
+            .unwrap()
+    );
+    assert!(!store.namespace_in_use("shop").await.unwrap());
+    assert!(store.delete_namespace("shop").await.unwrap());
+    assert!(!store.delete_namespace("shop").await.unwrap());
 }

@@ -36,7 +36,10 @@ async fn a_database_of_the_last_release_opens_with_all_its_data() {
     let event = store.get_event(EVENT).await.unwrap().expect("the event");
     assert_eq!(event.status, EventStatus::Succeeded);
     assert_eq!(event.request_id.as_deref(), Some(ATTEMPT));
-    let records = store.list_invocations(Some("worker"), 10).await.unwrap();
+    let records = store
+        .list_invocations(Some("worker"), None, 10)
+        .await
+        .unwrap();
     assert_eq!(records.len(), 2, "the sync request and the event's attempt");
     let attempt = store
         .get_invocation(ATTEMPT)

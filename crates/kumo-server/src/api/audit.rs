@@ -1,4 +1,4 @@
-//! `GET /audit?since=24h&limit=100`: the audit trail (admin only), oldest first.
+//! `GET /audit?since=24h&namespace=NS&limit=100`: the audit trail (admin only), oldest first.
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -13,6 +13,8 @@ use std::sync::Arc;
 #[derive(Deserialize)]
 pub(super) struct AuditParams {
     since: Option<String>,
+    /// Only the changes made in this namespace.
+    namespace: Option<String>,
     limit: Option<u32>,
 }
 
@@ -26,5 +28,6 @@ pub(super) async fn list(
     let back_ms = i64::try_from(back.as_millis()).unwrap_or(i64::MAX);
     let since = kumo_core::now_ms().saturating_sub(back_ms).max(0);
     let limit = params.limit.unwrap_or(100).min(10_000);
-    Ok(Json(state.store.list_audit(since, limit).await?))
+    let namespace = params.namespace.as_deref();
+    Ok(Json(state.store.list_audit(since, namespace, limit).await?))
 }

@@ -6,6 +6,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::events::OwnedEvent;
 use crate::events::topics::{self, Delivery};
 use crate::gateway::read_body;
+use crate::namespaces::Ns;
 use crate::trace::traceparent_for_event;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -35,14 +36,19 @@ pub(super) struct Submitted {
     pub id: String,
 }
 
-/// `POST /functions/{name}/invoke?mode=async`: stores the event, then 202 `{"id"}`.
+/// `POST /functions/{name}/invoke?mode=async` (`name`: the function's key): stores the
+/// event, then 202 `{"id"}`.
 pub(super) async fn invoke_async(state: Arc<AppState>, name: String, request: Request) -> Response {
     match submit(&state, &name, request).await {
         Ok((id, replayed)) => {
             let mut response =
                 (StatusCode::ACCEPTED, Json(Submitted { id: id.clone() })).into_response();
             let headers = response.headers_mut();
-            if let Ok(location) = format!("/api/v1/invocations/{id}").parse() {
+            let location = match kumo_core::split_key(&name) {
+                (kumo_core::DEFAULT_NAMESPACE, _) => format!("/api/v1/invocations/{id}"),
+                (ns, _) => format!("/api/v1/namespaces/{ns}/invocations/{id}"),
+            };
+            if let Ok(location) = location.parse() {
                 headers.insert(http::header::LOCATION, location);
             }
             if replayed {
@@ -58,6 +64,9 @@ async fn submit(state: &AppState, name: &str, request: Request) -> ApiResult<(St
     // Refused now rather than dead later: the function must exist when the event is sent.
     state.invoker.function(name).await?;
     state.disk.ensure_room()?;
+    let namespace = kumo_core::namespace_of(name);
+    let adding = kumo_core::Adding::QueuedEvents(1);
+    state.quota.ensure(namespace, adding).await?;
     let (parts, body) = request.into_parts();
     let body = read_body(body, &parts.headers, state.events.config.max_payload_bytes).await?;
     let header = |h: &str| {
@@ -104,6 +113,7 @@ pub(super) enum Invocation {
 /// `GET /invocations/{id}[?wait=30s]`.
 pub(super) async fn get_invocation(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(id): Path<String>,
     params: Result<Query<WaitParams>, QueryRejection>,
 ) -> ApiResult<Json<Invocation>> {
@@ -115,7 +125,17 @@ pub(super) async fn get_invocation(
         None => Duration::ZERO,
     };
     let mut changes = state.events.subscribe();
+    let not_found = || {
+        ApiError::new(
+            ErrorKind::InvocationNotFound,
+            format!("no invocation with id {id:?}"),
+        )
+    };
     if let Some(mut event) = state.store.get_event(&id).await? {
+        // Another namespace's invocation is as absent as one that never was.
+        if !ns.holds(&event.function) {
+            return Err(not_found());
+        }
         let deadline = tokio::time::Instant::now() + wait;
         while !event.status.is_final() {
             match tokio::time::timeout_at(deadline, next_change(&state, &id, &mut changes)).await {
@@ -127,12 +147,10 @@ pub(super) async fn get_invocation(
     }
     state.recorder.flush().await;
     let record = state.store.get_invocation(&id).await?;
-    record.map(|r| Json(Invocation::Record(r))).ok_or_else(|| {
-        ApiError::new(
-            ErrorKind::InvocationNotFound,
-            format!("no invocation with id {id:?}"),
-        )
-    })
+    record
+        .filter(|r| ns.holds(&r.function))
+        .map(|r| Json(Invocation::Record(r)))
+        .ok_or_else(not_found)
 }
 
 /// `GET /invocations/{id}/events`: the event's status now and at every change, as
@@ -140,15 +158,21 @@ pub(super) async fn get_invocation(
 /// status is final.
 pub(super) async fn invocation_events(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let changes = state.events.subscribe();
-    let first = state.store.get_event(&id).await?.ok_or_else(|| {
-        ApiError::new(
-            ErrorKind::InvocationNotFound,
-            format!("no async invocation with id {id:?}"),
-        )
-    })?;
+    let first = state
+        .store
+        .get_event(&id)
+        .await?
+        .filter(|e| ns.holds(&e.function))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::InvocationNotFound,
+                format!("no async invocation with id {id:?}"),
+            )
+        })?;
     let stream = futures::stream::unfold(
         Some((state, id, changes, Some(first), None)),
         |progress| async move {
@@ -213,14 +237,16 @@ pub(super) struct ListParams {
 /// `GET /functions/{name}/dlq`: the function's dead events, oldest first, with their errors.
 pub(super) async fn dead_letters(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(name): Path<String>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> ApiResult<Json<Vec<EventRecord>>> {
+    let key = ns.key(&name)?;
     let Query(params) = params?;
     let limit = params.limit.unwrap_or(100).min(10_000);
-    let dead = state.store.list_dead_events(&name, limit).await?;
+    let dead = state.store.list_dead_events(&key, limit).await?;
     if dead.is_empty() {
-        super::known_function(&state, &name).await?;
+        super::known_function(&state, &ns, &name).await?;
     }
     Ok(Json(dead))
 }
@@ -240,14 +266,16 @@ pub(super) struct Redriven {
 /// attempts and age starting over.
 pub(super) async fn redrive(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(name): Path<String>,
     params: Result<Query<RedriveParams>, QueryRejection>,
 ) -> ApiResult<Json<Redriven>> {
+    let key = ns.key(&name)?;
     let Query(params) = params?;
-    state.invoker.function(&name).await?;
+    state.invoker.function(&key).await?;
     let redriven = state
         .store
-        .redrive(&name, params.id.as_deref(), kumo_core::now_ms())
+        .redrive(&key, params.id.as_deref(), kumo_core::now_ms())
         .await?;
     for id in &redriven {
         state.events.changed(id);
@@ -268,13 +296,18 @@ pub(super) struct Published {
 /// stored.
 pub(super) async fn publish(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(topic): Path<String>,
     request: Request,
 ) -> ApiResult<(StatusCode, Json<Published>)> {
     validate_topic(&topic).map_err(ApiError::bad_request)?;
+    let topic = ns.key(&topic)?;
     state.disk.ensure_room()?;
     let (parts, body) = request.into_parts();
     let body = read_body(body, &parts.headers, state.events.config.max_payload_bytes).await?;
+    let subscribers = state.subscriptions.subscribers(&topic).len() as u64;
+    let adding = kumo_core::Adding::QueuedEvents(subscribers);
+    state.quota.ensure(&ns.0, adding).await?;
     let traceparent = traceparent_for_event(
         parts
             .headers
@@ -305,8 +338,10 @@ pub(super) struct TriggerInfo {
 /// deployed functions.
 pub(super) async fn triggers(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
 ) -> ApiResult<Json<Vec<TriggerInfo>>> {
-    let functions = state.store.list_functions().await?;
+    let mut functions = state.store.list_functions().await?;
+    functions.retain(|f| ns.holds(&f.name));
     Ok(Json(functions.iter().flat_map(triggers_of).collect()))
 }
 

@@ -4,6 +4,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::{invoked_response, read_body};
 use crate::invoker::InvocationRequest;
+use crate::namespaces::Ns;
 use crate::routes::conflicting_route;
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 /// The code is validated and compiled before anything is stored; 201 created, 200 updated.
 pub(super) async fn deploy(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(name): Path<String>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
@@ -31,11 +33,12 @@ pub(super) async fn deploy(
     let (code, config) = read_deploy_parts(multipart?).await?;
     state.disk.ensure_room()?;
     validate_name(&name).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let key = ns.key(&name)?;
     config
         .validate()
         .map_err(|e| ApiError::invalid(format!("invalid config: {e}")))?;
     for secret in &config.secrets {
-        if state.store.get_secret(secret).await?.is_none() {
+        if state.store.get_secret(&ns.key(secret)?).await?.is_none() {
             return Err(ApiError::invalid(format!(
                 "invalid config: secret {secret:?} is not set (kumo secret set {secret})"
             )));
@@ -65,7 +68,7 @@ pub(super) async fn deploy(
     let mut functions = state.store.list_functions().await?;
     let now = kumo_core::now_ms();
     let record = FunctionRecord {
-        name: name.clone(),
+        name: key.clone(),
         kind: loaded.kind(),
         code_sha256: sha,
         code_size: code.len() as u64,
@@ -75,13 +78,25 @@ pub(super) async fn deploy(
         reuse_fell_back: false,
     };
     if let Some((route, owner)) = conflicting_route(&record, &functions) {
+        // Routes are the server's, shared by every namespace; another namespace's function
+        // is not named.
+        let by = match ns.holds(&owner) {
+            true => format!(" by function {:?}", kumo_core::split_key(&owner).1),
+            false => String::new(),
+        };
         return Err(ApiError::new(
             ErrorKind::Conflict,
-            format!("route {route} is already served by function {owner:?}"),
+            format!("route {route} is already served{by}"),
         ));
     }
+    if !functions.iter().any(|f| f.name == key) {
+        state
+            .quota
+            .ensure(&ns.0, kumo_core::Adding::Function)
+            .await?;
+    }
     if let Some(wanted) = record.config.provisioned_concurrency {
-        let free = state.invoker.admission.reservable(&name, &functions);
+        let free = state.invoker.admission.reservable(&key, &functions);
         if wanted as usize > free {
             return Err(ApiError::new(
                 ErrorKind::Conflict,
@@ -95,23 +110,23 @@ pub(super) async fn deploy(
     let created = state.store.upsert_function(&record).await?;
     let record = state
         .store
-        .get_function(&name)
+        .get_function(&key)
         .await?
-        .ok_or_else(|| anyhow::anyhow!("function {name} vanished after saving"))?;
-    functions.retain(|f| f.name != name);
+        .ok_or_else(|| anyhow::anyhow!("function {key} vanished after saving"))?;
+    functions.retain(|f| f.name != key);
     functions.push(record.clone());
     state.functions_changed(&functions);
     if record.config.schedule.is_none() {
-        state.store.forget_schedule(&name).await?;
+        state.store.forget_schedule(&key).await?;
     }
     state.invoker.deployed(record.clone(), loaded);
     if record.config.provisioned_concurrency.is_some()
         && !record.config.secrets.is_empty()
         && let Err(e) = state.invoker.preload(record.clone()).await
     {
-        tracing::warn!(function = %name, "loading the provisioned function: {e:#}");
+        tracing::warn!(function = %key, "loading the provisioned function: {e:#}");
     }
-    tracing::info!(function = %name, kind = record.kind.as_str(), created, "deployed");
+    tracing::info!(function = %key, kind = record.kind.as_str(), created, "deployed");
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -161,19 +176,23 @@ async fn read_deploy_parts(mut multipart: Multipart) -> ApiResult<(Bytes, Functi
 
 pub(super) async fn list(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
 ) -> ApiResult<Json<Vec<FunctionRecord>>> {
     let mut functions = state.store.list_functions().await?;
+    functions.retain(|f| ns.holds(&f.name));
     state.invoker.mark_reuse_fallbacks(&mut functions);
     Ok(Json(functions))
 }
 
 pub(super) async fn get(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(name): Path<String>,
 ) -> ApiResult<Json<FunctionRecord>> {
+    let key = ns.key(&name)?;
     let mut record = state
         .store
-        .get_function(&name)
+        .get_function(&key)
         .await?
         .ok_or_else(|| ApiError::not_found(&name))?;
     state.invoker.mark_reuse_fallbacks([&mut record]);
@@ -182,18 +201,20 @@ pub(super) async fn get(
 
 pub(super) async fn delete(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
+    let key = ns.key(&name)?;
     let _deploying = state.deploy_lock.lock().await;
-    if !state.store.delete_function(&name).await? {
+    if !state.store.delete_function(&key).await? {
         return Err(ApiError::not_found(&name));
     }
-    state.invoker.forget(&name);
-    state.store.forget_schedule(&name).await?;
+    state.invoker.forget(&key);
+    state.store.forget_schedule(&key).await?;
     super::aliases_changed(&state).await?;
     let functions = state.store.list_functions().await?;
     state.functions_changed(&functions);
-    tracing::info!(function = %name, "deleted");
+    tracing::info!(function = %key, "deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -218,13 +239,18 @@ enum InvokeMode {
 /// function's own. Async: 202 with the event's id once it is stored.
 pub(super) async fn invoke(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(name): Path<String>,
     params: Result<Query<InvokeParams>, QueryRejection>,
     request: Request,
 ) -> Response {
+    let key = match ns.key(&name) {
+        Ok(key) => key,
+        Err(e) => return e.into_response(),
+    };
     match params.map(|Query(p)| p.mode) {
         Ok(InvokeMode::Sync) => {}
-        Ok(InvokeMode::Async) => return super::events::invoke_async(state, name, request).await,
+        Ok(InvokeMode::Async) => return super::events::invoke_async(state, key, request).await,
         Err(e) => return ApiError::from(e).into_response(),
     }
     let (parts, body) = request.into_parts();
@@ -239,7 +265,7 @@ pub(super) async fn invoke(
     let invoked = state
         .invoker
         .invoke(
-            &name,
+            &key,
             InvocationRequest {
                 method: http::Method::POST,
                 path_and_query: "/".to_string(),

@@ -7,6 +7,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::gateway::read_body;
 use crate::headers::{Condition, condition};
+use crate::namespaces::Ns;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
@@ -77,11 +78,12 @@ fn precondition_failed(bucket: &str, key: &str) -> ApiError {
 /// `GET /kv/{bucket}/{key..}`: the value, its `ETag`; 304 for a matching `If-None-Match`.
 pub(super) async fn get_key(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path((bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    checked(&bucket, Some(&key))?;
-    let entry = state.store.kv_get(&bucket, &key).await?.ok_or_else(|| {
+    let scoped = checked(&ns, &bucket, Some(&key))?;
+    let entry = state.store.kv_get(&scoped, &key).await?.ok_or_else(|| {
         ApiError::new(
             ErrorKind::KeyNotFound,
             format!("no key {key:?} in bucket {bucket:?}"),
@@ -110,17 +112,20 @@ pub(super) async fn get_key(
 /// condition does not hold (nothing is written).
 pub(super) async fn put_key(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path((bucket, key)): Path<(String, String)>,
     request: Request,
 ) -> ApiResult<Response> {
-    checked(&bucket, Some(&key))?;
+    let scoped = checked(&ns, &bucket, Some(&key))?;
     let (parts, body) = request.into_parts();
     let expect = expectation(&parts.headers)?;
     state.disk.ensure_room()?;
     let value = read_body(body, &parts.headers, MAX_KV_VALUE_BYTES).await?;
+    let adding = kumo_core::Adding::KvBytes((key.len() + value.len()) as u64);
+    state.quota.ensure(&ns.0, adding).await?;
     match state
         .store
-        .kv_put(&bucket, &key, &value, expect.as_expect())
+        .kv_put(&scoped, &key, &value, expect.as_expect())
         .await?
     {
         KvWrite::Written { etag, created } => {
@@ -139,14 +144,15 @@ pub(super) async fn put_key(
 /// succeeds); with `If-Match`, 412 unless the key holds that etag.
 pub(super) async fn delete_key(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path((bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    checked(&bucket, Some(&key))?;
+    let scoped = checked(&ns, &bucket, Some(&key))?;
     let expect = expectation(&headers)?;
     let deleted = state
         .store
-        .kv_delete(&bucket, &key, expect.as_expect())
+        .kv_delete(&scoped, &key, expect.as_expect())
         .await?;
     if !deleted && expect.is_conditional() {
         return Err(precondition_failed(&bucket, &key));
@@ -157,15 +163,16 @@ pub(super) async fn delete_key(
 /// `GET /kv/{bucket}?prefix=&cursor=&limit=`: one page of keys (at most 1000).
 pub(super) async fn list_keys(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(bucket): Path<String>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> ApiResult<Json<KeyPage>> {
     let Query(params) = params?;
-    checked(&bucket, None)?;
+    let scoped = checked(&ns, &bucket, None)?;
     let limit = params.limit.unwrap_or(KV_LIST_PAGE).clamp(1, KV_LIST_PAGE);
     let page = state
         .store
-        .kv_list(&bucket, &params.prefix, params.cursor.as_deref(), limit)
+        .kv_list(&scoped, &params.prefix, params.cursor.as_deref(), limit)
         .await?;
     Ok(Json(page))
 }

@@ -4,6 +4,7 @@ mod audit;
 mod events;
 mod functions;
 mod kv;
+mod namespaces;
 mod objects;
 mod records;
 mod secrets;
@@ -12,6 +13,7 @@ mod versions;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::namespaces::Ns;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
@@ -19,26 +21,28 @@ use kumo_core::ErrorKind;
 use std::sync::Arc;
 pub(crate) use versions::aliases_changed;
 
-/// A bucket name and (for a key's endpoint) key of the key-value and object APIs, or 400.
-fn checked(bucket: &str, key: Option<&str>) -> ApiResult<()> {
+/// A bucket name and (for a key's endpoint) key of the key-value and object APIs, or 400;
+/// the bucket's key in the request's namespace.
+fn checked(ns: &Ns, bucket: &str, key: Option<&str>) -> ApiResult<String> {
     kumo_core::validate_bucket(bucket).map_err(ApiError::bad_request)?;
     if let Some(key) = key {
         kumo_core::validate_key(key).map_err(ApiError::bad_request)?;
     }
-    Ok(())
+    ns.key(bucket)
 }
 
 /// `Ok` when `name` is a deployed function, or was one and left records behind (its logs
 /// stay readable after a delete); else 404 `function_not_found`. Asked only when a listing
 /// came back empty, so a busy function costs nothing.
-async fn known_function(state: &AppState, name: &str) -> ApiResult<()> {
+async fn known_function(state: &AppState, ns: &Ns, name: &str) -> ApiResult<()> {
+    let key = ns.key(name)?;
     use kumo_store::prelude::*;
-    if state.store.get_function(name).await?.is_some() {
+    if state.store.get_function(&key).await?.is_some() {
         return Ok(());
     }
     if !state
         .store
-        .list_invocations(Some(name), 1)
+        .list_invocations(Some(&key), None, 1)
         .await?
         .is_empty()
     {
@@ -104,6 +108,13 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/secrets", get(secrets::list))
         .route("/secrets/{name}", put(secrets::set).delete(secrets::delete))
         .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
+        .route("/namespaces", get(namespaces::list))
+        .route(
+            "/namespaces/{namespace}",
+            put(namespaces::put)
+                .get(namespaces::get)
+                .delete(namespaces::delete),
+        )
         .route("/kv/{bucket}", get(kv::list_keys))
         .route(
             "/kv/{bucket}/{*key}",

@@ -6,6 +6,7 @@
 use super::{ListParams, checked};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::namespaces::Ns;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -46,10 +47,11 @@ fn traceparent(headers: &HeaderMap) -> String {
 /// `PUT /objects/{bucket}/{key..}`: 201 created or 200 replaced, with the object's metadata.
 pub(super) async fn put_object(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path((bucket, key)): Path<(String, String)>,
     request: Request,
 ) -> ApiResult<Response> {
-    checked(&bucket, Some(&key))?;
+    let scoped = checked(&ns, &bucket, Some(&key))?;
     let (parts, body) = request.into_parts();
     let service = &state.objects;
     let declared = crate::headers::content_length(&parts.headers)?;
@@ -76,7 +78,7 @@ pub(super) async fn put_object(
     let written = service
         .put(
             &state.events,
-            &bucket,
+            &scoped,
             &key,
             content_type,
             &mut body,
@@ -96,6 +98,9 @@ pub(super) async fn put_object(
                 ErrorKind::InvalidRequest
             };
             return Err(ApiError::new(kind, format!("reading the upload: {why}")));
+        }
+        Err(ObjectError::QuotaExceeded(why)) => {
+            return Err(ApiError::new(ErrorKind::QuotaExceeded, why));
         }
         Err(ObjectError::Store(e)) => return Err(e.into()),
     };
@@ -133,14 +138,15 @@ fn too_large(max: u64) -> ApiError {
 /// `GET /objects/{bucket}/{key..}`: the bytes, streamed; 304 for a matching `If-None-Match`.
 pub(super) async fn get_object(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path((bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    checked(&bucket, Some(&key))?;
+    let scoped = checked(&ns, &bucket, Some(&key))?;
     let (info, body) = state
         .objects
         .storage
-        .get(&bucket, &key)
+        .get(&scoped, &key)
         .await?
         .ok_or_else(|| not_found(&bucket, &key))?;
     let wanted = crate::headers::condition(&headers, &header::IF_NONE_MATCH)?;
@@ -155,13 +161,14 @@ pub(super) async fn get_object(
 /// `HEAD /objects/{bucket}/{key..}`: the metadata headers only.
 pub(super) async fn head_object(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path((bucket, key)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    checked(&bucket, Some(&key))?;
+    let scoped = checked(&ns, &bucket, Some(&key))?;
     let info = state
         .objects
         .storage
-        .head(&bucket, &key)
+        .head(&scoped, &key)
         .await?
         .ok_or_else(|| not_found(&bucket, &key))?;
     Ok((object_headers(&info), Body::empty()).into_response())
@@ -170,13 +177,14 @@ pub(super) async fn head_object(
 /// `DELETE /objects/{bucket}/{key..}`: 204, also when there was no such object.
 pub(super) async fn delete_object(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path((bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    checked(&bucket, Some(&key))?;
+    let scoped = checked(&ns, &bucket, Some(&key))?;
     state
         .objects
-        .delete(&state.events, &bucket, &key, Some(&traceparent(&headers)))
+        .delete(&state.events, &scoped, &key, Some(&traceparent(&headers)))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -190,16 +198,17 @@ pub(super) struct ObjectPage {
 /// `GET /objects/{bucket}?prefix=&cursor=&limit=`: one page of objects (at most 1000).
 pub(super) async fn list_objects(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(bucket): Path<String>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> ApiResult<Json<ObjectPage>> {
     let Query(params) = params?;
-    checked(&bucket, None)?;
+    let scoped = checked(&ns, &bucket, None)?;
     let limit = params.limit.unwrap_or(KV_LIST_PAGE).clamp(1, KV_LIST_PAGE);
     let (objects, cursor) = state
         .objects
         .storage
-        .list(&bucket, &params.prefix, params.cursor.as_deref(), limit)
+        .list(&scoped, &params.prefix, params.cursor.as_deref(), limit)
         .await?;
     Ok(Json(ObjectPage { objects, cursor }))
 }

@@ -3,6 +3,7 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::namespaces::Ns;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -27,19 +28,21 @@ pub(super) struct InvocationsParams {
 
 pub(super) async fn list_invocations(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     params: Result<Query<InvocationsParams>, QueryRejection>,
 ) -> ApiResult<Json<Vec<InvocationRecord>>> {
     let Query(params) = params?;
+    let function = params.function.as_deref().map(|f| ns.key(f)).transpose()?;
     state.recorder.flush().await;
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     let records = state
         .store
-        .list_invocations(params.function.as_deref(), limit)
+        .list_invocations(function.as_deref(), Some(&ns.0), limit)
         .await?;
     if let Some(function) = &params.function
         && records.is_empty()
     {
-        super::known_function(&state, function).await?;
+        super::known_function(&state, &ns, function).await?;
     }
     Ok(Json(records))
 }
@@ -68,10 +71,12 @@ const FOLLOW_POLL: Duration = Duration::from_millis(250);
 /// readable after the function is deleted.
 pub(super) async fn logs(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(name): Path<String>,
     params: Result<Query<LogsParams>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(params) = params?;
+    let function = ns.key(&name)?;
     let since_ms = match &params.since {
         Some(since) => {
             let back =
@@ -83,7 +88,7 @@ pub(super) async fn logs(
     };
     state.recorder.flush().await;
     let mut query = LogQuery {
-        function: name,
+        function,
         request_id: params.request_id,
         after_id: params.after,
         since_ms,
@@ -92,7 +97,7 @@ pub(super) async fn logs(
     };
     let first = state.store.list_logs(&query).await?;
     if first.is_empty() {
-        super::known_function(&state, &query.function).await?;
+        super::known_function(&state, &ns, &name).await?;
     }
     if !params.follow {
         return Ok(Json(first).into_response());
@@ -134,15 +139,18 @@ pub(super) async fn logs(
 pub(super) struct UsageParams {
     /// How far back, e.g. `24h` (the default) or `7d`.
     since: Option<String>,
-    /// `function` (default), `version` or `day`.
+    /// `function` (default), `version`, `day` or `namespace`.
     #[serde(default)]
     by: UsageBy,
 }
 
 /// `GET /usage?since=24h&by=function`: requests, errors, throttles, GB-seconds, duration
-/// percentiles and cost per group, and in total.
+/// percentiles and cost per group, and in total, of the request's namespace; `by=namespace`
+/// reports every namespace the token may act in (all of them for an admin).
 pub(super) async fn usage(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
+    token: Option<axum::Extension<kumo_core::TokenRecord>>,
     params: Result<Query<UsageParams>, QueryRejection>,
 ) -> ApiResult<Json<UsageReport>> {
     let Query(params) = params?;
@@ -153,7 +161,12 @@ pub(super) async fn usage(
     // Back past the epoch is from the start of records, not a negative time.
     let back_ms = i64::try_from(back.as_millis()).unwrap_or(i64::MAX);
     let since = kumo_core::now_ms().saturating_sub(back_ms).max(0);
-    let (mut rows, mut total) = state.store.usage(since, by).await?;
+    // By namespace (chargeback) is every namespace the token may see; else the request's.
+    let namespace = match by {
+        UsageBy::Namespace => token.and_then(|t| t.0.namespace),
+        _ => Some(ns.0),
+    };
+    let (mut rows, mut total) = state.store.usage(since, namespace.as_deref(), by).await?;
     let prices = state.prices;
     for row in rows.iter_mut().chain(std::iter::once(&mut total)) {
         row.cost = prices.cost(row.requests - row.throttles, row.gb_seconds);

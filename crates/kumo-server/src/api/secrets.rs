@@ -3,6 +3,7 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::namespaces::Ns;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -17,10 +18,12 @@ const MAX_SECRET_BYTES: usize = 64 * 1024;
 /// `PUT /secrets/{name}`: 201 created, 200 replaced.
 pub(super) async fn set(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(name): Path<String>,
     value: Bytes,
 ) -> ApiResult<StatusCode> {
     validate_secret_name(&name).map_err(ApiError::bad_request)?;
+    let key = ns.key(&name)?;
     if value.len() > MAX_SECRET_BYTES {
         return Err(ApiError::new(
             ErrorKind::PayloadTooLarge,
@@ -36,13 +39,13 @@ pub(super) async fn set(
         return Err(ApiError::bad_request("a secret's value cannot contain NUL"));
     }
     state.disk.ensure_room()?;
-    let sealed = state.invoker.sealer.seal(&name, &value)?;
+    let sealed = state.invoker.sealer.seal(&key, &value)?;
     let created = state
         .store
-        .put_secret(&name, &sealed, kumo_core::now_ms())
+        .put_secret(&key, &sealed, kumo_core::now_ms())
         .await?;
-    state.invoker.forget_users_of_secret(&name);
-    tracing::info!(secret = %name, created, "secret set");
+    state.invoker.forget_users_of_secret(&key);
+    tracing::info!(secret = %key, created, "secret set");
     Ok(if created {
         StatusCode::CREATED
     } else {
@@ -50,23 +53,33 @@ pub(super) async fn set(
     })
 }
 
-/// `GET /secrets`.
-pub(super) async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<SecretInfo>>> {
-    Ok(Json(state.store.list_secrets().await?))
+/// `GET /secrets`: the namespace's, by their names in it.
+pub(super) async fn list(
+    State(state): State<Arc<AppState>>,
+    ns: Ns,
+) -> ApiResult<Json<Vec<SecretInfo>>> {
+    let mut secrets = state.store.list_secrets().await?;
+    secrets.retain(|s| ns.holds(&s.name));
+    for secret in &mut secrets {
+        secret.name = kumo_core::split_key(&secret.name).1.to_string();
+    }
+    Ok(Json(secrets))
 }
 
 /// `DELETE /secrets/{name}` → 204; functions that use it fail to load until it is set again.
 pub(super) async fn delete(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    if !state.store.delete_secret(&name).await? {
+    let key = ns.key(&name)?;
+    if !state.store.delete_secret(&key).await? {
         return Err(ApiError::new(
             ErrorKind::NotFound,
             format!("no secret named {name:?}"),
         ));
     }
-    state.invoker.forget_users_of_secret(&name);
-    tracing::info!(secret = %name, "secret deleted");
+    state.invoker.forget_users_of_secret(&key);
+    tracing::info!(secret = %key, "secret deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -20,6 +20,8 @@ use std::sync::Arc;
 struct CreateToken {
     name: String,
     role: Role,
+    /// The namespace it acts in: `default` when not given; an admin acts in every one.
+    namespace: Option<String>,
     /// How long it is valid, e.g. `30d`; none: until revoked.
     expires: Option<String>,
 }
@@ -32,7 +34,7 @@ pub(super) struct Created {
     secret: String,
 }
 
-/// `POST /tokens` `{"name", "role", "expires"?}` → 201 with the secret; 409 if the name is
+/// `POST /tokens` `{"name", "role", "namespace"?, "expires"?}` → 201 with the secret; 409 if the name is
 /// taken.
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
@@ -41,6 +43,21 @@ pub(super) async fn create(
     let request: CreateToken = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid token JSON: {e}")))?;
     validate_token_name(&request.name).map_err(ApiError::bad_request)?;
+    let namespace = match (request.role, request.namespace) {
+        (Role::Admin, None) => None,
+        (Role::Admin, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "an admin token acts in every namespace: give a namespace to other roles only",
+            ));
+        }
+        (_, namespace) => {
+            let namespace = namespace.unwrap_or_else(|| kumo_core::DEFAULT_NAMESPACE.to_string());
+            if !state.invoker.namespaces.exists(&namespace) {
+                return Err(crate::auth::no_namespace(&namespace));
+            }
+            Some(namespace)
+        }
+    };
     let now = kumo_core::now_ms();
     let expires_at = match &request.expires {
         Some(text) => {
@@ -56,6 +73,7 @@ pub(super) async fn create(
     let token = TokenRecord {
         name: request.name,
         role: request.role,
+        namespace,
         created_at: now,
         expires_at,
         last_used_at: None,

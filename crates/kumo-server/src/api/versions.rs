@@ -3,6 +3,7 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::namespaces::Ns;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -55,14 +56,16 @@ pub(super) struct PublishRequest {
 /// new version, or 200 with the newest one when `$LATEST` has not changed since.
 pub(super) async fn publish(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<VersionRecord>)> {
+    let key = ns.key(&name)?;
     state.disk.ensure_room()?;
     let request: PublishRequest = json_body(&body)?;
     let published = state
         .store
-        .publish_version(&name, &request.description, kumo_core::now_ms())
+        .publish_version(&key, &request.description, kumo_core::now_ms())
         .await?;
     match published {
         Published::Created(version) => {
@@ -76,33 +79,39 @@ pub(super) async fn publish(
 
 pub(super) async fn list_versions(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<VersionRecord>>> {
-    if state.store.get_function(&name).await?.is_none() {
+    let key = ns.key(&name)?;
+    if state.store.get_function(&key).await?.is_none() {
         return Err(ApiError::not_found(&name));
     }
-    Ok(Json(state.store.list_versions(&name).await?))
+    Ok(Json(state.store.list_versions(&key).await?))
 }
 
 pub(super) async fn get_version(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<Json<VersionRecord>> {
+    let key = ns.key(&name)?;
     let version = version_number(&version)?;
-    let found = state.store.get_version(&name, version).await?;
+    let found = state.store.get_version(&key, version).await?;
     found.map(Json).ok_or_else(|| no_version(&name, version))
 }
 
 /// `DELETE /functions/{name}/versions/{n}`: 204, or 409 while an alias points at it.
 pub(super) async fn delete_version(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
+    let key = ns.key(&name)?;
     let version = version_number(&version)?;
     let _changing = state.deploy_lock.lock().await;
-    match state.store.delete_version(&name, version).await? {
+    match state.store.delete_version(&key, version).await? {
         VersionDeleted::Deleted => {
-            state.invoker.forget_version(&name, version);
+            state.invoker.forget_version(&key, version);
             Ok(StatusCode::NO_CONTENT)
         }
         VersionDeleted::NotFound => Err(no_version(&name, version)),
@@ -127,9 +136,11 @@ pub(super) struct AliasRequest {
 /// "weight": 10}}` (canary optional): 201 created, 200 moved.
 pub(super) async fn set_alias(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path((name, alias)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<AliasRecord>)> {
+    let key = ns.key(&name)?;
     validate_alias(&alias).map_err(ApiError::bad_request)?;
     state.disk.ensure_room()?;
     let request: AliasRequest = serde_json::from_slice(&body)
@@ -141,7 +152,7 @@ pub(super) async fn set_alias(
     let set = state
         .store
         .set_alias(
-            &name,
+            &key,
             &alias,
             request.version,
             request.canary,
@@ -160,29 +171,35 @@ pub(super) async fn set_alias(
 
 pub(super) async fn list_aliases(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<AliasRecord>>> {
-    if state.store.get_function(&name).await?.is_none() {
+    let key = ns.key(&name)?;
+    if state.store.get_function(&key).await?.is_none() {
         return Err(ApiError::not_found(&name));
     }
-    Ok(Json(state.store.list_aliases(Some(&name)).await?))
+    Ok(Json(state.store.list_aliases(Some(&key)).await?))
 }
 
 pub(super) async fn get_alias(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path((name, alias)): Path<(String, String)>,
 ) -> ApiResult<Json<AliasRecord>> {
-    let aliases = state.store.list_aliases(Some(&name)).await?;
+    let key = ns.key(&name)?;
+    let aliases = state.store.list_aliases(Some(&key)).await?;
     let found = aliases.into_iter().find(|a| a.name == alias);
     found.map(Json).ok_or_else(|| no_alias(&name, &alias))
 }
 
 pub(super) async fn delete_alias(
     State(state): State<Arc<AppState>>,
+    ns: Ns,
     Path((name, alias)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
+    let key = ns.key(&name)?;
     let _changing = state.deploy_lock.lock().await;
-    if !state.store.delete_alias(&name, &alias).await? {
+    if !state.store.delete_alias(&key, &alias).await? {
         return Err(no_alias(&name, &alias));
     }
     aliases_changed(&state).await?;

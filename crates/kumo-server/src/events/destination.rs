@@ -57,7 +57,14 @@ impl DestinationEvent {
             ),
             Completion::Retry { .. } | Completion::Deferred { .. } => return None,
         };
-        let destination = target.value().clone();
+        // A function destination is a function of the same namespace.
+        let destination = match target.value() {
+            Destination::Function(name) => Destination::Function(kumo_core::scoped(
+                kumo_core::namespace_of(&function.name),
+                name,
+            )),
+            other => other.clone(),
+        };
         let mut data = data;
         if let Some(fields) = data.as_object_mut() {
             fields.insert("event_id".into(), event.id.clone().into());

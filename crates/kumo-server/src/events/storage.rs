@@ -23,8 +23,10 @@ impl ObjectSubscriptions {
         let mut by_bucket: BTreeMap<String, Subscribers> = BTreeMap::new();
         for f in functions {
             if let Some(trigger) = &f.config.on_object {
+                // The bucket of the function's own namespace.
+                let bucket = kumo_core::scoped(kumo_core::namespace_of(&f.name), &trigger.bucket);
                 by_bucket
-                    .entry(trigger.bucket.clone())
+                    .entry(bucket)
                     .or_default()
                     .push((f.trigger_target(), trigger.events.clone()));
             }

@@ -26,8 +26,9 @@ impl Subscriptions {
         let mut by_topic: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for f in functions {
             for topic in &f.config.topics {
+                // The topic of the function's own namespace.
                 by_topic
-                    .entry(topic.clone())
+                    .entry(kumo_core::scoped(kumo_core::namespace_of(&f.name), topic))
                     .or_default()
                     .push(f.trigger_target());
             }

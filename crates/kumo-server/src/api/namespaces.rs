@@ -1,0 +1,119 @@
+//! `/namespaces`: create (or change the quotas of), list with use against quota, show and
+//! delete namespaces. Admin only (the authorisation layer says so). Every change replaces the
+//! cache the authorisation layer and the quota checks read.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use bytes::Bytes;
+use kumo_core::{
+    DEFAULT_NAMESPACE, ErrorKind, NamespaceRecord, NamespaceUse, Quotas, validate_namespace,
+};
+use kumo_store::prelude::*;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// A namespace with what it uses now.
+#[derive(Serialize)]
+pub(super) struct NamespaceInfo {
+    #[serde(flatten)]
+    namespace: NamespaceRecord,
+    used: NamespaceUse,
+}
+
+async fn info(state: &AppState, namespace: NamespaceRecord) -> ApiResult<NamespaceInfo> {
+    let used = crate::quotas::in_use(state, &namespace.name).await?;
+    Ok(NamespaceInfo { namespace, used })
+}
+
+/// `PUT /namespaces/{ns}` with its quotas as JSON (`{"max_functions": 10, ...}`; an empty
+/// body: none): 201 created, 200 when it existed and its quotas were replaced.
+pub(super) async fn put(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<NamespaceInfo>)> {
+    validate_namespace(&name).map_err(ApiError::bad_request)?;
+    let quotas: Quotas = match body.iter().all(u8::is_ascii_whitespace) {
+        true => Quotas::default(),
+        false => serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid quotas JSON: {e}")))?,
+    };
+    state.disk.ensure_room()?;
+    let record = NamespaceRecord {
+        name: name.clone(),
+        created_at: kumo_core::now_ms(),
+        quotas,
+    };
+    let created = state.store.create_namespace(&record).await?;
+    if !created {
+        state.store.set_quotas(&name, &record.quotas).await?;
+    }
+    reload(&state).await?;
+    tracing::info!(namespace = %name, created, "namespace saved");
+    let record = find(&state, &name).await?;
+    let status = match created {
+        true => StatusCode::CREATED,
+        false => StatusCode::OK,
+    };
+    Ok((status, Json(info(&state, record).await?)))
+}
+
+/// `GET /namespaces`: every namespace, its quotas and its use.
+pub(super) async fn list(
+    State(state): State<Arc<AppState>>,
+) -> ApiResult<Json<Vec<NamespaceInfo>>> {
+    let mut infos = Vec::new();
+    for namespace in state.store.list_namespaces().await? {
+        infos.push(info(&state, namespace).await?);
+    }
+    Ok(Json(infos))
+}
+
+/// `GET /namespaces/{ns}`.
+pub(super) async fn get(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<NamespaceInfo>> {
+    let record = find(&state, &name).await?;
+    Ok(Json(info(&state, record).await?))
+}
+
+/// `DELETE /namespaces/{ns}` → 204; 409 while it holds functions, keys, objects, secrets or
+/// tokens (its records and logs age out with the retention period).
+pub(super) async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    if name == DEFAULT_NAMESPACE {
+        return Err(ApiError::bad_request("the default namespace always exists"));
+    }
+    let _changing = state.deploy_lock.lock().await;
+    find(&state, &name).await?;
+    if state.store.namespace_in_use(&name).await? {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!(
+                "namespace {name:?} is not empty: delete its functions, keys, objects, secrets and tokens first"
+            ),
+        ));
+    }
+    state.store.delete_namespace(&name).await?;
+    reload(&state).await?;
+    tracing::info!(namespace = %name, "namespace deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn find(state: &AppState, name: &str) -> ApiResult<NamespaceRecord> {
+    let all = state.store.list_namespaces().await?;
+    all.into_iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| crate::auth::no_namespace(name))
+}
+
+async fn reload(state: &AppState) -> ApiResult<()> {
+    state.namespaces_changed(state.store.list_namespaces().await?);
+    Ok(())
+}
