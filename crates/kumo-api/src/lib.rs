@@ -3,8 +3,9 @@
 
 pub use kumo_core::{
     AliasRecord, AuditEntry, Canary, EventRecord, EventStatus, FunctionConfig, FunctionKind,
-    FunctionRecord, InvocationRecord, KeyPage, LogRecord, Outcome, Prices, Role, SecretInfo,
-    TokenRecord, UsageBy, UsageReport, UsageRow, VersionRecord,
+    FunctionRecord, InvocationRecord, KeyPage, LogRecord, NamespaceInfo, NamespaceRecord,
+    NamespaceUse, Outcome, Prices, Quotas, Role, SecretInfo, TokenRecord, UsageBy, UsageReport,
+    UsageRow, VersionRecord,
 };
 
 use bytes::Bytes;
@@ -124,6 +125,8 @@ struct Redriven {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// The namespace of every namespaced request (none: the paths that mean `default`).
+    namespace: Option<String>,
 }
 
 /// A token just created: its record and its secret (shown this once).
@@ -140,7 +143,14 @@ impl Client {
         Self {
             base: server.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
+            namespace: None,
         }
+    }
+
+    /// The same client, acting in `namespace` (functions, buckets, topics, secrets, records).
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.to_string());
+        self
     }
 
     /// A client that sends `token` (`Authorization: Bearer`) with every request.
@@ -158,6 +168,7 @@ impl Client {
         Ok(Self {
             base: server.trim_end_matches('/').to_string(),
             http,
+            namespace: None,
         })
     }
 
@@ -171,9 +182,12 @@ impl Client {
         &self,
         name: &str,
         role: Role,
+        namespace: Option<&str>,
         expires: Option<&str>,
     ) -> Result<CreatedToken, ClientError> {
-        let body = serde_json::json!({ "name": name, "role": role, "expires": expires });
+        let body = serde_json::json!({
+            "name": name, "role": role, "namespace": namespace, "expires": expires
+        });
         json(
             self.http
                 .post(self.url("/tokens"))
@@ -184,9 +198,18 @@ impl Client {
         .await
     }
 
-    /// The audit trail since `since` (e.g. `24h`), the newest `limit` entries, oldest first.
-    pub async fn audit(&self, since: &str, limit: u32) -> Result<Vec<AuditEntry>, ClientError> {
-        let query = [("since", since.to_string()), ("limit", limit.to_string())];
+    /// The audit trail since `since` (e.g. `24h`), of one namespace or all, the newest
+    /// `limit` entries, oldest first.
+    pub async fn audit(
+        &self,
+        since: &str,
+        namespace: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, ClientError> {
+        let mut query = vec![("since", since.to_string()), ("limit", limit.to_string())];
+        if let Some(namespace) = namespace {
+            query.push(("namespace", namespace.to_string()));
+        }
         json(
             self.http
                 .get(self.url("/audit"))
@@ -234,8 +257,39 @@ impl Client {
         check(response).await.map(drop)
     }
 
+    /// Creates a namespace, or replaces its quotas; true when it was created.
+    pub async fn put_namespace(&self, name: &str, quotas: &Quotas) -> Result<bool, ClientError> {
+        let response = self
+            .http
+            .put(self.url(&format!("/namespaces/{name}")))
+            .json(quotas)
+            .send()
+            .await?;
+        Ok(check(response).await?.status() == StatusCode::CREATED)
+    }
+
+    pub async fn namespaces(&self) -> Result<Vec<NamespaceInfo>, ClientError> {
+        json(self.http.get(self.url("/namespaces")).send().await?).await
+    }
+
+    pub async fn delete_namespace(&self, name: &str) -> Result<(), ClientError> {
+        let response = self
+            .http
+            .delete(self.url(&format!("/namespaces/{name}")))
+            .send()
+            .await?;
+        check(response).await.map(drop)
+    }
+
+    /// The URL of `path` below `/api/v1`, inside the client's namespace when it has one and
+    /// the path is a namespace's.
     fn url(&self, path: &str) -> String {
-        format!("{}/api/v1{path}", self.base)
+        match (&self.namespace, kumo_core::api_scope(path)) {
+            (Some(ns), kumo_core::ApiScope::Namespace { .. }) => {
+                format!("{}/api/v1/namespaces/{ns}{path}", self.base)
+            }
+            _ => format!("{}/api/v1{path}", self.base),
+        }
     }
 
     /// `/api/v1/kv/{bucket}/{key}` with every segment of the key percent-encoded.

@@ -42,8 +42,8 @@ pub use limits::{default_max_connections, default_memory_budget, function_share,
 pub use metering::{Prices, Source, UsageBy, UsageReport, UsageRow, gb_seconds};
 pub use name::{NameError, Target, validate_name};
 pub use namespace::{
-    Adding, ApiScope, DEFAULT_NAMESPACE, NamespaceRecord, NamespaceUse, Quotas, api_scope,
-    in_namespace, key_of_url_name, may_enter, namespace_of, scoped, split_key, url_name,
+    Adding, ApiScope, DEFAULT_NAMESPACE, NamespaceInfo, NamespaceRecord, NamespaceUse, Quotas,
+    api_scope, in_namespace, key_of_url_name, may_enter, namespace_of, scoped, split_key, url_name,
     validate_namespace,
 };
 pub use outcome::{ErrorKind, FunctionKind, Outcome, billed_ms};

@@ -58,6 +58,14 @@ pub struct NamespaceUse {
     pub queued_events: u64,
 }
 
+/// A namespace as the API shows it: with what it uses now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceInfo {
+    #[serde(flatten)]
+    pub namespace: NamespaceRecord,
+    pub used: NamespaceUse,
+}
+
 /// What a write adds to a namespace, as its quotas count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Adding {

@@ -129,20 +129,31 @@ pub(crate) async fn login(server: &str, token: Option<&str>) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn token(client: &Client, command: TokenCommand) -> CmdResult {
+pub(crate) async fn token(
+    client: &Client,
+    command: TokenCommand,
+    namespace: Option<&str>,
+) -> CmdResult {
     match command {
         TokenCommand::Create {
             name,
             role,
             expires,
         } => {
-            let created = client.create_token(&name, role, expires.as_deref()).await?;
+            let created = client
+                .create_token(&name, role, namespace, expires.as_deref())
+                .await?;
             let expires = created
                 .token
                 .expires_at
                 .map_or_else(|| "never".to_string(), format_timestamp);
+            let namespace = created
+                .token
+                .namespace
+                .as_deref()
+                .unwrap_or("every namespace");
             println!(
-                "created token {} (role {}, expires {expires}); its secret, shown only now:",
+                "created token {} (role {}, in {namespace}, expires {expires}); its secret, shown only now:",
                 created.token.name,
                 created.token.role.as_str()
             );
@@ -150,17 +161,18 @@ pub(crate) async fn token(client: &Client, command: TokenCommand) -> CmdResult {
         }
         TokenCommand::Ls => {
             println!(
-                "{:<24} {:<10} {:<24} {:<24} LAST USED",
-                "NAME", "ROLE", "CREATED", "EXPIRES"
+                "{:<24} {:<10} {:<16} {:<24} {:<24} LAST USED",
+                "NAME", "ROLE", "NAMESPACE", "CREATED", "EXPIRES"
             );
             for t in client.tokens().await? {
                 let at = |ms: Option<i64>, none: &str| {
                     ms.map_or_else(|| none.to_string(), format_timestamp)
                 };
                 println!(
-                    "{:<24} {:<10} {:<24} {:<24} {}",
+                    "{:<24} {:<10} {:<16} {:<24} {:<24} {}",
                     t.name,
                     t.role.as_str(),
+                    t.namespace.as_deref().unwrap_or("*"),
                     format_timestamp(t.created_at),
                     at(t.expires_at, "never"),
                     at(t.last_used_at, "-")
@@ -176,12 +188,17 @@ pub(crate) async fn token(client: &Client, command: TokenCommand) -> CmdResult {
 }
 
 /// `kumo audit`: one line per change, oldest first.
-pub(crate) async fn audit(client: &Client, since: &str, limit: u32) -> CmdResult {
+pub(crate) async fn audit(
+    client: &Client,
+    since: &str,
+    namespace: Option<&str>,
+    limit: u32,
+) -> CmdResult {
     println!(
         "{:<24} {:<16} {:<7} {:<40} {:<16} STATUS",
         "AT", "TOKEN", "METHOD", "TARGET", "SOURCE"
     );
-    for e in client.audit(since, limit).await? {
+    for e in client.audit(since, namespace, limit).await? {
         println!(
             "{:<24} {:<16} {:<7} {:<40} {:<16} {}",
             format_timestamp(e.at),

@@ -4,6 +4,7 @@ mod auth;
 mod commands;
 mod kv;
 mod manifest;
+mod namespaces;
 mod secrets;
 mod top;
 mod versions;
@@ -29,6 +30,11 @@ struct Cli {
     /// The token the CLI sends; without it, the one `kumo login` stored for the server.
     #[arg(long, global = true, env = "KUMO_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The namespace the command acts in (functions, buckets, topics, secrets, records);
+    /// `default` when not given. For `token create`, the token's namespace; for `audit`, the
+    /// namespace whose changes to show.
+    #[arg(short = 'n', long, global = true, env = "KUMO_NAMESPACE")]
+    namespace: Option<String>,
     /// How kumo writes its own log lines to stderr: `text` or `json` (one object per line).
     #[arg(long, global = true, env = "KUMO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -178,6 +184,8 @@ pub enum Grouping {
     Version,
     /// UTC day.
     Day,
+    /// Namespace (chargeback).
+    Namespace,
 }
 
 impl From<Grouping> for kumo_core::UsageBy {
@@ -186,6 +194,7 @@ impl From<Grouping> for kumo_core::UsageBy {
             Grouping::Function => Self::Function,
             Grouping::Version => Self::Version,
             Grouping::Day => Self::Day,
+            Grouping::Namespace => Self::Namespace,
         }
     }
 }
@@ -208,6 +217,9 @@ enum Command {
     /// API tokens (admin): create, list, revoke.
     #[command(subcommand)]
     Token(auth::TokenCommand),
+    /// Namespaces (admin): create or change quotas, list with use against quota, remove.
+    #[command(subcommand)]
+    Namespace(namespaces::NamespaceCommand),
     /// Function secrets: set (value from stdin), list, remove.
     #[command(subcommand)]
     Secret(secrets::SecretCommand),
@@ -292,12 +304,13 @@ enum Command {
         #[arg(short, long)]
         follow: bool,
     },
-    /// Requests, errors, GB-seconds, p50/p99 duration and cost per function, version or day.
+    /// Requests, errors, GB-seconds, p50/p99 duration and cost per function, version, day or
+    /// namespace.
     Usage {
         /// How far back (e.g. 1h, 24h, 7d).
         #[arg(long, default_value = "24h")]
         since: String,
-        /// Group by function, version or day.
+        /// Group by function, version, day or namespace (every namespace the token sees).
         #[arg(long, value_enum, default_value_t = Grouping::Function)]
         by: Grouping,
         #[arg(long, value_enum, default_value_t = Output::Table)]
@@ -349,7 +362,10 @@ async fn main() -> std::process::ExitCode {
         logs.init();
     }
     let client = match auth::client(&cli.server, cli.token.as_deref()) {
-        Ok(client) => client,
+        Ok(client) => match &cli.namespace {
+            Some(namespace) => client.in_namespace(namespace),
+            None => client,
+        },
         Err(e) => {
             eprintln!("error: {e:#}");
             return std::process::ExitCode::from(2);
@@ -358,9 +374,12 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => commands::serve(args).await,
         Command::Login => auth::login(&cli.server, cli.token.as_deref()).await,
-        Command::Token(command) => auth::token(&client, command).await,
+        Command::Token(command) => auth::token(&client, command, cli.namespace.as_deref()).await,
+        Command::Namespace(command) => namespaces::run(&client, command).await,
         Command::Secret(command) => secrets::run(&client, command).await,
-        Command::Audit { since, limit } => auth::audit(&client, &since, limit).await,
+        Command::Audit { since, limit } => {
+            auth::audit(&client, &since, cli.namespace.as_deref(), limit).await
+        }
         Command::Up { serve, manifest } => commands::up(serve, &manifest).await,
         Command::Deploy(args) => commands::deploy(&client, *args).await,
         Command::Invoke {

@@ -9,19 +9,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use kumo_core::{
-    DEFAULT_NAMESPACE, ErrorKind, NamespaceRecord, NamespaceUse, Quotas, validate_namespace,
+    DEFAULT_NAMESPACE, ErrorKind, NamespaceInfo, NamespaceRecord, Quotas, validate_namespace,
 };
 use kumo_store::prelude::*;
-use serde::Serialize;
 use std::sync::Arc;
-
-/// A namespace with what it uses now.
-#[derive(Serialize)]
-pub(super) struct NamespaceInfo {
-    #[serde(flatten)]
-    namespace: NamespaceRecord,
-    used: NamespaceUse,
-}
 
 async fn info(state: &AppState, namespace: NamespaceRecord) -> ApiResult<NamespaceInfo> {
     let used = crate::quotas::in_use(state, &namespace.name).await?;

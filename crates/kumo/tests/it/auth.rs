@@ -7,7 +7,11 @@ use kumo_api::{FunctionConfig, Role};
 use std::time::{Duration, Instant};
 
 async fn token(server: &TestServer, name: &str, role: Role) -> reqwest::Client {
-    let created = server.client.create_token(name, role, None).await.unwrap();
+    let created = server
+        .client
+        .create_token(name, role, None, None)
+        .await
+        .unwrap();
     assert!(created.secret.starts_with("kumo_"));
     authorized(&created.secret)
 }
@@ -174,7 +178,7 @@ async fn a_revoked_or_expired_token_is_refused_on_its_next_request() {
 
     let brief = server
         .client
-        .create_token("brief", Role::Viewer, Some("3s"))
+        .create_token("brief", Role::Viewer, None, Some("3s"))
         .await
         .unwrap();
     let brief = authorized(&brief.secret);
@@ -184,10 +188,13 @@ async fn a_revoked_or_expired_token_is_refused_on_its_next_request() {
     // Names are checked, and taken once.
     let bad = server
         .client
-        .create_token("Bad Name", Role::Viewer, None)
+        .create_token("Bad Name", Role::Viewer, None, None)
         .await;
     assert!(bad.unwrap_err().to_string().contains("invalid_request"));
-    let taken = server.client.create_token("brief", Role::Admin, None).await;
+    let taken = server
+        .client
+        .create_token("brief", Role::Admin, None, None)
+        .await;
     assert!(taken.unwrap_err().to_string().contains("conflict"));
 }
 
@@ -407,7 +414,7 @@ async fn token_secrets_never_reach_the_log_or_the_database() {
     let code = std::fs::read(test_programs::HTTP_PROBE).unwrap();
     client.deploy("guarded", code, &guarded).await.unwrap();
     let made = client
-        .create_token("ci", Role::Invoker, None)
+        .create_token("ci", Role::Invoker, None, None)
         .await
         .unwrap();
     let ci = authorized(&made.secret);
@@ -492,7 +499,7 @@ async fn changes_and_refused_attempts_are_in_the_audit_trail_without_secrets() {
     server.deploy("hello", test_programs::HELLO, config()).await;
     let made = server
         .client
-        .create_token("view", Role::Viewer, None)
+        .create_token("view", Role::Viewer, None, None)
         .await
         .unwrap();
     let viewer = authorized(&made.secret);
@@ -517,7 +524,7 @@ async fn changes_and_refused_attempts_are_in_the_audit_trail_without_secrets() {
         .await;
     server.client.list().await.unwrap();
 
-    let trail = server.client.audit("1h", 100).await.unwrap();
+    let trail = server.client.audit("1h", None, 100).await.unwrap();
     let seen: Vec<(Option<&str>, &str, &str, u16)> = trail
         .iter()
         .map(|e| {
