@@ -206,8 +206,16 @@ pub(crate) fn metrics_router() -> Router<Arc<AppState>> {
 }
 
 /// The metrics in the OpenMetrics text format (which Prometheus scrapes).
-async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    let body = crate::metrics::render(&state).await?;
+/// `/metrics`: every series for an admin (or the scraper's listener); a token of one
+/// namespace sees the server's totals and its own functions' series only.
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    token: Option<axum::Extension<kumo_core::TokenRecord>>,
+) -> ApiResult<impl IntoResponse> {
+    let mut body = crate::metrics::render(&state).await?;
+    if let Some(namespace) = token.and_then(|t| t.0.namespace) {
+        body = crate::metrics::only_namespace(&body, &namespace);
+    }
     Ok((
         StatusCode::OK,
         [(

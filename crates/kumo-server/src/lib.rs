@@ -65,6 +65,8 @@ pub const DEFAULT_FUNCTION_SHARE_PERCENT: u8 = 50;
 /// Invocation records held in memory at most while the database cannot take them.
 pub const DEFAULT_MAX_PENDING_RECORDS: usize = 10_000;
 /// The file in the data directory that holds the first admin token's secret (mode 0600).
+/// Every control-API path below `/api/v1` (the router is built from this table).
+pub use api::PATHS as API_PATHS;
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// Largest code upload accepted by a deploy.
 pub const MAX_CODE_BYTES: usize = 100 * 1024 * 1024;

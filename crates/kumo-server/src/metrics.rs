@@ -380,6 +380,26 @@ fn gauge_value(n: usize) -> i64 {
 }
 
 /// The text exposition, with the scrape-time gauges read now.
+/// The lines of rendered metrics a token of `namespace` may see: none that names another
+/// namespace's function, and none about outbound destinations (a host names no namespace).
+pub(crate) fn only_namespace(text: &str, namespace: &str) -> String {
+    let visible = |line: &&str| {
+        if line.contains("destination=\"") {
+            return false;
+        }
+        match line.split_once("function=\"") {
+            Some((_, rest)) => {
+                let function = rest.split('"').next().unwrap_or_default();
+                kumo_core::in_namespace(function, namespace)
+            }
+            None => true,
+        }
+    };
+    let mut kept: String = text.lines().filter(visible).collect::<Vec<_>>().join("\n");
+    kept.push('\n');
+    kept
+}
+
 pub(crate) async fn render(state: &AppState) -> anyhow::Result<String> {
     let m = &state.invoker.metrics;
     m.compilations
@@ -431,4 +451,25 @@ pub(crate) async fn render(state: &AppState) -> anyhow::Result<String> {
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, &m.registry)?;
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_namespace_sees_its_own_functions_and_the_totals() {
+        let text = "# TYPE kumo_invocations counter\n\
+            kumo_invocations_total{function=\"hello\",outcome=\"ok\"} 1\n\
+            kumo_invocations_total{function=\"shop/hello\",outcome=\"ok\"} 2\n\
+            kumo_breaker_open{destination=\"api.example.com\"} 0\n\
+            kumo_in_flight 3\n# EOF";
+        let shop = super::only_namespace(text, "shop");
+        assert!(shop.contains("shop/hello"));
+        assert!(!shop.contains("function=\"hello\""));
+        assert!(!shop.contains("destination"));
+        assert!(shop.contains("kumo_in_flight 3"));
+        assert!(shop.ends_with("# EOF\n"));
+        let default = super::only_namespace(text, "default");
+        assert!(default.contains("function=\"hello\""));
+        assert!(!default.contains("shop/hello"));
+    }
 }

@@ -16,7 +16,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::namespaces::Ns;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use kumo_core::ErrorKind;
 use std::sync::Arc;
 pub(crate) use versions::aliases_changed;
@@ -60,75 +60,98 @@ struct ListParams {
     limit: Option<u32>,
 }
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/functions", get(functions::list))
-        .route(
-            "/functions/{name}",
-            put(functions::deploy)
-                .layer(DefaultBodyLimit::max(crate::MAX_CODE_BYTES))
-                .get(functions::get)
-                .delete(functions::delete),
-        )
+/// Every control-API path below `/api/v1`, in every namespace (`/namespaces/{ns}` before
+/// one of them is the same endpoint there). The router is built from this table alone, so
+/// no endpoint is served that is not in it, and the isolation test walks it.
+pub const PATHS: &[&str] = &[
+    "/functions",
+    "/functions/{name}",
+    "/functions/{name}/invoke",
+    "/functions/{name}/versions",
+    "/functions/{name}/versions/{version}",
+    "/functions/{name}/aliases",
+    "/functions/{name}/aliases/{alias}",
+    "/functions/{name}/logs",
+    "/functions/{name}/dlq",
+    "/functions/{name}/dlq/redrive",
+    "/invocations",
+    "/invocations/{id}",
+    "/invocations/{id}/events",
+    "/usage",
+    "/topics/{topic}",
+    "/triggers",
+    "/secrets",
+    "/secrets/{name}",
+    "/kv/{bucket}",
+    "/kv/{bucket}/{*key}",
+    "/objects/{bucket}",
+    "/objects/{bucket}/{*key}",
+    "/tokens",
+    "/tokens/{name}",
+    "/audit",
+    "/namespaces",
+    "/namespaces/{namespace}",
+];
+
+/// What serves `path` (one of [`PATHS`]).
+fn endpoint(path: &str) -> MethodRouter<Arc<AppState>> {
+    match path {
+        "/functions" => get(functions::list),
+        "/functions/{name}" => put(functions::deploy)
+            .layer(DefaultBodyLimit::max(crate::MAX_CODE_BYTES))
+            .get(functions::get)
+            .delete(functions::delete),
         // Every answer of the invoke API has a request id, refusals included.
-        .route(
-            "/functions/{name}/invoke",
-            post(functions::invoke).fallback(method_not_allowed).layer(
-                axum::middleware::map_response(|response: axum::response::Response| async move {
-                    crate::gateway::with_request_id(response)
-                }),
-            ),
-        )
-        .route(
-            "/functions/{name}/versions",
-            get(versions::list_versions).post(versions::publish),
-        )
-        .route(
-            "/functions/{name}/versions/{version}",
-            get(versions::get_version).delete(versions::delete_version),
-        )
-        .route("/functions/{name}/aliases", get(versions::list_aliases))
-        .route(
-            "/functions/{name}/aliases/{alias}",
-            get(versions::get_alias)
-                .put(versions::set_alias)
-                .delete(versions::delete_alias),
-        )
-        .route("/functions/{name}/logs", get(records::logs))
-        .route("/invocations", get(records::list_invocations))
-        .route("/usage", get(records::usage))
-        .route("/invocations/{id}", get(events::get_invocation))
-        .route("/invocations/{id}/events", get(events::invocation_events))
-        .route("/functions/{name}/dlq", get(events::dead_letters))
-        .route("/functions/{name}/dlq/redrive", post(events::redrive))
-        .route("/topics/{topic}", post(events::publish))
-        .route("/triggers", get(events::triggers))
-        .route("/tokens", get(tokens::list).post(tokens::create))
-        .route("/audit", get(audit::list))
-        .route("/secrets", get(secrets::list))
-        .route("/secrets/{name}", put(secrets::set).delete(secrets::delete))
-        .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
-        .route("/namespaces", get(namespaces::list))
-        .route(
-            "/namespaces/{namespace}",
-            put(namespaces::put)
-                .get(namespaces::get)
-                .delete(namespaces::delete),
-        )
-        .route("/kv/{bucket}", get(kv::list_keys))
-        .route(
-            "/kv/{bucket}/{*key}",
-            get(kv::get_key).put(kv::put_key).delete(kv::delete_key),
-        )
-        .route("/objects/{bucket}", get(objects::list_objects))
-        .route(
-            "/objects/{bucket}/{*key}",
-            get(objects::get_object)
-                .head(objects::head_object)
-                .put(objects::put_object)
-                .layer(DefaultBodyLimit::disable())
-                .delete(objects::delete_object),
-        )
+        "/functions/{name}/invoke" => post(functions::invoke).fallback(method_not_allowed).layer(
+            axum::middleware::map_response(|response: axum::response::Response| async move {
+                crate::gateway::with_request_id(response)
+            }),
+        ),
+        "/functions/{name}/versions" => get(versions::list_versions).post(versions::publish),
+        "/functions/{name}/versions/{version}" => {
+            get(versions::get_version).delete(versions::delete_version)
+        }
+        "/functions/{name}/aliases" => get(versions::list_aliases),
+        "/functions/{name}/aliases/{alias}" => get(versions::get_alias)
+            .put(versions::set_alias)
+            .delete(versions::delete_alias),
+        "/functions/{name}/logs" => get(records::logs),
+        "/functions/{name}/dlq" => get(events::dead_letters),
+        "/functions/{name}/dlq/redrive" => post(events::redrive),
+        "/invocations" => get(records::list_invocations),
+        "/invocations/{id}" => get(events::get_invocation),
+        "/invocations/{id}/events" => get(events::invocation_events),
+        "/usage" => get(records::usage),
+        "/topics/{topic}" => post(events::publish),
+        "/triggers" => get(events::triggers),
+        "/secrets" => get(secrets::list),
+        "/secrets/{name}" => put(secrets::set).delete(secrets::delete),
+        "/kv/{bucket}" => get(kv::list_keys),
+        "/kv/{bucket}/{*key}" => get(kv::get_key).put(kv::put_key).delete(kv::delete_key),
+        "/objects/{bucket}" => get(objects::list_objects),
+        "/objects/{bucket}/{*key}" => get(objects::get_object)
+            .head(objects::head_object)
+            .put(objects::put_object)
+            .layer(DefaultBodyLimit::disable())
+            .delete(objects::delete_object),
+        "/tokens" => get(tokens::list).post(tokens::create),
+        "/tokens/{name}" => delete(tokens::revoke),
+        "/audit" => get(audit::list),
+        "/namespaces" => get(namespaces::list),
+        "/namespaces/{namespace}" => put(namespaces::put)
+            .get(namespaces::get)
+            .delete(namespaces::delete),
+        // Invariant: every entry of PATHS has an arm (any server start proves it).
+        other => panic!("no endpoint for {other}: add it to `endpoint`"),
+    }
+}
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    PATHS
+        .iter()
+        .fold(Router::new(), |router, path| {
+            router.route(path, endpoint(path))
+        })
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::new(
                 ErrorKind::NotFound,

@@ -15,6 +15,7 @@ mod kv;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod namespaces;
 mod objects;
 mod persistence;
 mod pressure;
