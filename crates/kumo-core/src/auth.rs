@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What a token may do (in its namespace; `admin` everywhere).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, tokens included.
@@ -130,7 +130,7 @@ pub fn validate_secret_name(name: &str) -> Result<(), String> {
 }
 
 /// A secret as listed: never its value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretInfo {
     pub name: String,
     /// Unix ms.
@@ -146,7 +146,7 @@ pub fn bearer(authorization: &str) -> Option<&str> {
 }
 
 /// One change to the control plane (or an attempt at one), as the audit trail keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Unix ms.
     pub at: i64,
@@ -166,7 +166,7 @@ pub struct AuditEntry {
 }
 
 /// A token as stored and listed: never its secret, only the secret's hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenRecord {
     pub name: String,
     pub role: Role,

@@ -29,7 +29,7 @@ pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(6 * 3600);
 pub const MAX_EVENT_AGE: Duration = Duration::from_secs(6 * 3600);
 
 /// How a wasi-http function's instances serve requests. Commands always run fresh.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Instances {
     /// A new instance per request: nothing a request leaves in memory reaches the next.
@@ -63,7 +63,7 @@ impl std::str::FromStr for Instances {
 
 /// Who may call a function over HTTP (its `/fn/` path and routes), like Lambda function
 /// URLs' `NONE` / `AWS_IAM`. The invoke API always needs a token.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FunctionAuth {
     /// Anyone who reaches the server (an HTTP function is meant to be called).
@@ -82,7 +82,7 @@ pub struct ConfigError {
 
 /// Everything about a function except its code. The JSON form is the `config` part of a deploy
 /// and the `config` field of the function resource; every field is optional on input.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FunctionConfig {
     /// Cap on the guest's linear memory, in MiB.
@@ -92,6 +92,7 @@ pub struct FunctionConfig {
         serialize_with = "serialize_duration",
         deserialize_with = "deserialize_timeout"
     )]
+    #[schema(value_type = String, example = "30s")]
     pub timeout: Duration,
     /// Invocations of this function running at once; more are throttled (429).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,6 +102,7 @@ pub struct FunctionConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provisioned_concurrency: Option<u32>,
     /// Custom data-plane paths besides `/fn/{name}`: `/hello` (exact) or `/hello/*` (prefix).
+    #[schema(value_type = Vec<String>)]
     pub routes: Vec<Spec<Route>>,
     /// Environment variables visible to the guest.
     pub env: BTreeMap<String, String>,
@@ -115,17 +117,21 @@ pub struct FunctionConfig {
         serialize_with = "serialize_duration",
         deserialize_with = "deserialize_event_age"
     )]
+    #[schema(value_type = String, example = "6h")]
     pub max_event_age: Duration,
     /// Where the outcome of an asynchronous invocation that succeeded goes: an `http(s)://`
     /// URL (POSTed to) or the name of a function (invoked asynchronously).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub on_success: Option<Spec<Destination>>,
     /// Same, for an invocation that failed for good (it is in the dead letters).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub on_failure: Option<Spec<Destination>>,
     /// A cron expression (5 fields, UTC) or `rate(N unit)`: each tick is one asynchronous
     /// invocation.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub schedule: Option<Spec<Schedule>>,
     /// Topics whose messages this function receives, each as an asynchronous invocation.
     pub topics: Vec<String>,

@@ -10,7 +10,7 @@ use std::time::Duration;
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5 * 60);
 
 /// Where an asynchronous event is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventStatus {
     /// Waiting for its first attempt (or for a redrive's).
@@ -54,7 +54,7 @@ impl EventStatus {
 }
 
 /// What made an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// `invoke?mode=async`.
@@ -99,7 +99,7 @@ impl crate::ParseText for Destination {
 }
 
 /// The result of the attempt that succeeded, as much of it as is kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventResult {
     pub status: u16,
     /// The response body as text (invalid UTF-8 replaced), cut at the kept length.
@@ -107,8 +107,9 @@ pub struct EventResult {
     pub truncated: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventError {
+    #[schema(value_type = String)]
     pub code: EventErrorCode,
     pub message: String,
 }
@@ -175,7 +176,7 @@ impl std::fmt::Display for EventErrorCode {
 }
 
 /// An asynchronous invocation as `GET /invocations/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventRecord {
     pub id: String,
     pub function: String,

@@ -13,14 +13,14 @@ pub const KV_LIST_PAGE: u32 = 1000;
 
 /// One page of a bucket's keys, in byte order; `cursor` (the page's last key) continues the
 /// listing and is absent on the last page.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyPage {
     pub keys: Vec<String>,
     pub cursor: Option<String>,
 }
 
 /// A stored object's metadata, as the object API returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ObjectInfo {
     pub bucket: String,
     pub key: String,
@@ -33,7 +33,7 @@ pub struct ObjectInfo {
 }
 
 /// What happened to an object, for `on_object` triggers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ObjectEvent {
     /// Written (created or replaced).
@@ -53,7 +53,7 @@ impl ObjectEvent {
 
 /// `on_object = { bucket = "uploads", events = ["put"] }`: each such change of an object in
 /// the bucket is an asynchronous invocation of the function.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectTrigger {
     pub bucket: String,

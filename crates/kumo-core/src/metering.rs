@@ -64,7 +64,7 @@ pub fn gb_seconds(memory_mb: u32, billed_ms: u64) -> f64 {
 }
 
 /// What usage costs. The defaults are AWS Lambda's public x86 prices.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Prices {
     /// Dollars per million requests.
     pub per_million_requests: f64,
@@ -88,7 +88,7 @@ impl Prices {
 }
 
 /// How a usage report groups invocations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UsageBy {
     #[default]
@@ -113,7 +113,7 @@ impl UsageBy {
 }
 
 /// One group of a usage report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageRow {
     /// The function, `function:version`, or the day.
     pub key: String,
@@ -131,7 +131,7 @@ pub struct UsageRow {
 }
 
 /// `GET /api/v1/usage`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageReport {
     /// Unix epoch milliseconds: invocations started from then on are counted.
     pub since: i64,

@@ -19,7 +19,7 @@ pub fn validate_namespace(namespace: &str) -> Result<(), String> {
 }
 
 /// What a namespace may use at most; none: no limit but the server's own.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quotas {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,7 +39,7 @@ pub struct Quotas {
 }
 
 /// A namespace as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NamespaceRecord {
     pub name: String,
     /// Unix ms.
@@ -49,7 +49,7 @@ pub struct NamespaceRecord {
 }
 
 /// What a namespace uses of what its quotas bound.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NamespaceUse {
     pub functions: u64,
     pub concurrency: u64,
@@ -59,7 +59,7 @@ pub struct NamespaceUse {
 }
 
 /// A namespace as the API shows it: with what it uses now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NamespaceInfo {
     #[serde(flatten)]
     pub namespace: NamespaceRecord,
@@ -179,7 +179,7 @@ pub enum ApiScope<'a> {
 pub fn api_scope(path: &str) -> ApiScope<'_> {
     let is_global = |p: &str| {
         let first = p.trim_start_matches('/').split('/').next().unwrap_or("");
-        matches!(first, "tokens" | "audit" | "namespaces")
+        matches!(first, "tokens" | "audit" | "namespaces" | "openapi.json")
     };
     let Some(inside) = path.strip_prefix("/namespaces/") else {
         return match is_global(path) {

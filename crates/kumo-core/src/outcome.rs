@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The runtime a binary needs, detected from its exports at deploy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum FunctionKind {
     /// A component exporting `wasi:http/incoming-handler@0.2.x`.
@@ -32,7 +32,7 @@ impl FunctionKind {
 }
 
 /// How an invocation ended, as recorded and reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Ok,
@@ -69,7 +69,7 @@ impl Outcome {
 /// The stable error codes of the API (`{"error": {"code": ..}}` and `x-kumo-error`), with the
 /// HTTP status each one maps to. The table in design.md is the contract. Serialized as its
 /// code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     FunctionNotFound,

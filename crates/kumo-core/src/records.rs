@@ -4,7 +4,7 @@ use crate::{ErrorKind, FunctionConfig, FunctionKind, Outcome, RanVersion, Source
 use serde::{Deserialize, Serialize};
 
 /// A deployed function (`$LATEST`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FunctionRecord {
     pub name: String,
     pub kind: FunctionKind,
@@ -34,7 +34,7 @@ impl FunctionRecord {
 }
 
 /// One invocation, failed ones included.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InvocationRecord {
     pub request_id: String,
     pub function: String,
@@ -55,9 +55,11 @@ pub struct InvocationRecord {
     /// How long that load took; not part of `duration_ms`.
     pub init_ms: Option<f64>,
     /// The version that ran: `$LATEST` or a published version's number.
+    #[schema(value_type = String)]
     pub version: RanVersion,
     /// How it was invoked: `http`, `invoke`, `call`, `async`, `schedule`, `topic`,
     /// `destination` or `storage`.
+    #[schema(value_type = String)]
     pub trigger: Source,
     /// Memory × billed duration (0 for a throttled invocation, which never ran).
     pub gb_seconds: f64,
@@ -66,7 +68,7 @@ pub struct InvocationRecord {
 }
 
 /// One line a guest wrote (or kumo wrote about an invocation).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogRecord {
     /// Increasing; a cursor for paging and following.
     pub id: i64,
@@ -81,7 +83,7 @@ pub struct LogRecord {
 }
 
 /// Where a line of an invocation's output came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogStream {
     Stdout,

@@ -59,7 +59,7 @@ impl<'de> serde::Deserialize<'de> for RanVersion {
 }
 
 /// A published version: the code and config of `$LATEST` when it was published. Never changes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionRecord {
     pub function: String,
     pub version: u32,
@@ -94,7 +94,7 @@ impl VersionRecord {
 }
 
 /// The second version of a weighted alias and the share of requests it gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Canary {
     pub version: u32,
     /// Percent of the alias's requests, 1 to 99.
@@ -102,7 +102,7 @@ pub struct Canary {
 }
 
 /// A named pointer to a version, optionally splitting traffic with a canary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AliasRecord {
     pub function: String,
     pub name: String,

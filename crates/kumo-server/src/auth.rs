@@ -208,6 +208,9 @@ fn needs(method: &http::Method, path: &str) -> Option<Action> {
         return Some(Action::Metrics);
     }
     let rest = path.strip_prefix("/api/v1")?;
+    if rest == "/openapi.json" {
+        return None;
+    }
     (rest.is_empty() || rest.starts_with('/')).then(|| kumo_core::required(method.as_str(), rest))
 }
 

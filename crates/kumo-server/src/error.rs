@@ -94,13 +94,29 @@ impl From<MultipartError> for ApiError {
     }
 }
 
+/// Every error answer's body: `{"error": {"code", "message"}}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// One of the stable error codes (README's error table).
+    code: ErrorKind,
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::json!({
-            "error": { "code": self.kind.code(), "message": self.message }
-        });
+        let body = ErrorEnvelope {
+            error: ErrorBody {
+                code: self.kind,
+                message: self.message,
+            },
+        };
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(ERROR_HEADER, HeaderValue::from_static(self.kind.code()));

@@ -10,7 +10,8 @@ use kumo_store::prelude::*;
 use serde::Deserialize;
 use std::sync::Arc;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct AuditParams {
     since: Option<String>,
     /// Only the changes made in this namespace.
@@ -18,6 +19,7 @@ pub(super) struct AuditParams {
     limit: Option<u32>,
 }
 
+#[utoipa::path(operation_id = "audit_list", get, path = "/api/v1/audit", params(AuditParams), responses((status = 200, body = Vec<AuditEntry>), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     params: Result<Query<AuditParams>, QueryRejection>,

@@ -31,7 +31,7 @@ const MAX_WAIT: Duration = Duration::from_secs(5 * 60);
 /// Header of a replayed submit: the idempotency key matched an earlier event.
 const REPLAYED_HEADER: &str = "idempotent-replayed";
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub(super) struct Submitted {
     pub id: String,
 }
@@ -95,7 +95,8 @@ async fn submit(state: &AppState, name: &str, request: Request) -> ApiResult<(St
     Ok(state.events.submit(event, key).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct WaitParams {
     /// Long poll: answer when the event is final or after this long (`30s`).
     wait: Option<String>,
@@ -103,7 +104,7 @@ pub(super) struct WaitParams {
 
 /// An async event's status, or a synchronous invocation's record (ids never collide: both
 /// are UUIDv7s made here).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub(super) enum Invocation {
     Event(EventRecord),
@@ -111,6 +112,7 @@ pub(super) enum Invocation {
 }
 
 /// `GET /invocations/{id}[?wait=30s]`.
+#[utoipa::path(operation_id = "events_get_invocation", get, path = "/api/v1/invocations/{id}", params(("id" = String, Path), WaitParams), responses((status = 200, description = "An asynchronous invocation's event, or a synchronous invocation's record", body = Invocation), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn get_invocation(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -156,6 +158,7 @@ pub(super) async fn get_invocation(
 /// `GET /invocations/{id}/events`: the event's status now and at every change, as
 /// Server-Sent Events (`event: status`, data = the event JSON); the stream ends once the
 /// status is final.
+#[utoipa::path(operation_id = "events_invocation_events", get, path = "/api/v1/invocations/{id}/events", params(("id" = String, Path)), responses((status = 200, description = "Server-sent events: the status at every change", content_type = "text/event-stream"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn invocation_events(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -229,12 +232,14 @@ async fn next_change(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListParams {
     limit: Option<u32>,
 }
 
 /// `GET /functions/{name}/dlq`: the function's dead events, oldest first, with their errors.
+#[utoipa::path(operation_id = "events_dead_letters", get, path = "/api/v1/functions/{name}/dlq", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), ListParams), responses((status = 200, body = Vec<EventRecord>), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn dead_letters(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -251,19 +256,21 @@ pub(super) async fn dead_letters(
     Ok(Json(dead))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct RedriveParams {
     /// Only this event.
     id: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub(super) struct Redriven {
     pub redriven: Vec<String>,
 }
 
 /// `POST /functions/{name}/dlq/redrive[?id=]`: dead events go back to the queue, with their
 /// attempts and age starting over.
+#[utoipa::path(operation_id = "events_redrive", post, path = "/api/v1/functions/{name}/dlq/redrive", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), RedriveParams), responses((status = 200, body = Redriven), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn redrive(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -284,7 +291,7 @@ pub(super) async fn redrive(
     Ok(Json(Redriven { redriven }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Published {
     /// The message's id: the `id` of the CloudEvent every subscriber gets.
     id: String,
@@ -294,6 +301,7 @@ pub(super) struct Published {
 
 /// `POST /topics/{topic}`: the body is the message; 202 once every subscriber's event is
 /// stored.
+#[utoipa::path(operation_id = "events_publish", post, path = "/api/v1/topics/{topic}", params(("topic" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 202, body = Published), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn publish(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -325,7 +333,7 @@ pub(super) async fn publish(
     Ok((StatusCode::ACCEPTED, Json(Published { id, events })))
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub(super) struct TriggerInfo {
     pub function: String,
     /// `route`, `schedule` or `topic`.
@@ -336,6 +344,7 @@ pub(super) struct TriggerInfo {
 
 /// `GET /triggers`: every route, schedule, topic subscription and object trigger of the
 /// deployed functions.
+#[utoipa::path(operation_id = "events_triggers", get, path = "/api/v1/triggers", responses((status = 200, body = Vec<TriggerInfo>), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn triggers(
     State(state): State<Arc<AppState>>,
     ns: Ns,

@@ -6,6 +6,7 @@ mod functions;
 mod kv;
 mod namespaces;
 mod objects;
+mod openapi;
 mod records;
 mod secrets;
 mod tokens;
@@ -52,7 +53,8 @@ async fn known_function(state: &AppState, ns: &Ns, name: &str) -> ApiResult<()> 
 }
 
 /// `?prefix=&cursor=&limit=` of a bucket listing (keys or objects).
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
     #[serde(default)]
     prefix: String,
@@ -91,6 +93,7 @@ pub const PATHS: &[&str] = &[
     "/audit",
     "/namespaces",
     "/namespaces/{namespace}",
+    "/openapi.json",
 ];
 
 /// What serves `path` (one of [`PATHS`]).
@@ -141,6 +144,7 @@ fn endpoint(path: &str) -> MethodRouter<Arc<AppState>> {
         "/namespaces/{namespace}" => put(namespaces::put)
             .get(namespaces::get)
             .delete(namespaces::delete),
+        "/openapi.json" => get(openapi::serve),
         // Invariant: every entry of PATHS has an arm (any server start proves it).
         other => panic!("no endpoint for {other}: add it to `endpoint`"),
     }

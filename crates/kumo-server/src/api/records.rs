@@ -20,12 +20,14 @@ use std::time::Duration;
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 10_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct InvocationsParams {
     function: Option<String>,
     limit: Option<u32>,
 }
 
+#[utoipa::path(operation_id = "records_list_invocations", get, path = "/api/v1/invocations", params(InvocationsParams), responses((status = 200, body = Vec<InvocationRecord>), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn list_invocations(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -47,7 +49,8 @@ pub(super) async fn list_invocations(
     Ok(Json(records))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct LogsParams {
     request_id: Option<String>,
     /// Only lines with a larger id (a cursor from an earlier answer).
@@ -69,6 +72,7 @@ const FOLLOW_POLL: Duration = Duration::from_millis(250);
 /// with `follow=true`, those and then every new matching line as server-sent events (`data`
 /// = the line's JSON, `id` = its id) until the client leaves or the server stops. Logs stay
 /// readable after the function is deleted.
+#[utoipa::path(operation_id = "records_logs", get, path = "/api/v1/functions/{name}/logs", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), LogsParams), responses((status = 200, description = "Lines, oldest first (JSON), or server-sent events with follow=true", body = Vec<kumo_core::LogRecord>), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn logs(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -135,7 +139,8 @@ pub(super) async fn logs(
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct UsageParams {
     /// How far back, e.g. `24h` (the default) or `7d`.
     since: Option<String>,
@@ -147,6 +152,7 @@ pub(super) struct UsageParams {
 /// `GET /usage?since=24h&by=function`: requests, errors, throttles, GB-seconds, duration
 /// percentiles and cost per group, and in total, of the request's namespace; `by=namespace`
 /// reports every namespace the token may act in (all of them for an admin).
+#[utoipa::path(operation_id = "records_usage", get, path = "/api/v1/usage", params(UsageParams), responses((status = 200, body = UsageReport), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn usage(
     State(state): State<Arc<AppState>>,
     ns: Ns,

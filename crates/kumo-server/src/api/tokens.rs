@@ -15,7 +15,7 @@ use kumo_store::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateToken {
     name: String,
@@ -27,7 +27,7 @@ struct CreateToken {
 }
 
 /// A new token: its record and, this once, its secret.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Created {
     #[serde(flatten)]
     token: TokenRecord,
@@ -36,6 +36,7 @@ pub(super) struct Created {
 
 /// `POST /tokens` `{"name", "role", "namespace"?, "expires"?}` → 201 with the secret; 409 if the name is
 /// taken.
+#[utoipa::path(operation_id = "tokens_create", post, path = "/api/v1/tokens", request_body(content = CreateToken), responses((status = 201, description = "Created; the secret is shown this once", body = Created), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     body: Bytes,
@@ -94,12 +95,14 @@ pub(super) async fn create(
 }
 
 /// `GET /tokens`: every token, without secrets.
+#[utoipa::path(operation_id = "tokens_list", get, path = "/api/v1/tokens", responses((status = 200, body = Vec<TokenRecord>), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<TokenRecord>>> {
     let tokens = state.store.list_tokens().await?;
     Ok(Json(tokens.into_iter().map(|t| t.record).collect()))
 }
 
 /// `DELETE /tokens/{name}` → 204; refused from the next request on.
+#[utoipa::path(operation_id = "tokens_revoke", delete, path = "/api/v1/tokens/{name}", params(("name" = String, Path, pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")), responses((status = 204, description = "Revoked"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn revoke(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,

@@ -15,7 +15,7 @@ pub(crate) struct Subscriptions {
 }
 
 /// One subscriber's event of a published message.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Delivery {
     pub function: String,
     pub id: String,

@@ -17,6 +17,7 @@ mod limits;
 mod metrics;
 mod namespaces;
 mod objects;
+mod openapi;
 mod persistence;
 mod pressure;
 mod secrets;
