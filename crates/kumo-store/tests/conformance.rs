@@ -635,7 +635,7 @@ async fn records_logs_and_usage<S: Backend, W: Future<Output = ()>>(
         .list_invocations(None, Some("shop"), 10)
         .await
         .unwrap();
-    assert_eq!(in_shop, [shop.clone()]);
+    assert_eq!(in_shop, std::slice::from_ref(&shop));
 
     let logs = store
         .list_logs(&LogQuery {
