@@ -201,8 +201,8 @@ fn unauthorized(message: &str) -> ApiError {
     ApiError::new(ErrorKind::Unauthorized, message)
 }
 
-/// What a request to the router needs: none for `/healthz` and for the data plane's custom
-/// routes (the invoker checks token-only functions).
+/// What a request to the router needs: none for `/healthz`, the API document and the data
+/// plane's custom routes (the invoker checks token-only functions).
 fn needs(method: &http::Method, path: &str) -> Option<Action> {
     if path == "/metrics" {
         return Some(Action::Metrics);
