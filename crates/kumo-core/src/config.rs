@@ -104,6 +104,10 @@ pub struct FunctionConfig {
     /// Custom data-plane paths besides `/fn/{name}`: `/hello` (exact) or `/hello/*` (prefix).
     #[schema(value_type = Vec<String>)]
     pub routes: Vec<Spec<Route>>,
+    /// The host its `routes` answer on (the request's `Host`, without a port), e.g.
+    /// `shop.example.com`; none: any host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Environment variables visible to the guest.
     pub env: BTreeMap<String, String>,
     /// `fresh` (default) or `reuse`.
@@ -165,6 +169,7 @@ impl Default for FunctionConfig {
             max_concurrency: None,
             provisioned_concurrency: None,
             routes: Vec::new(),
+            host: None,
             env: BTreeMap::new(),
             instances: Instances::Fresh,
             max_instance_requests: DEFAULT_MAX_INSTANCE_REQUESTS,
@@ -293,6 +298,11 @@ impl FunctionConfig {
                     format!("{key:?} is not a valid variable name (empty, or has '=' or NUL)"),
                 );
             }
+        }
+        if let Some(host) = &self.host
+            && let Err(e) = crate::route::validate_host(host)
+        {
+            return fail("host", e);
         }
         if let Some((key, _)) = self.env.iter().find(|(_, v)| v.contains('\0')) {
             return fail("env", format!("the value of {key:?} contains NUL"));

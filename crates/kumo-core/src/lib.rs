@@ -50,7 +50,7 @@ pub use outcome::{ErrorKind, FunctionKind, Outcome, billed_ms};
 pub use records::{
     FunctionRecord, InvocationRecord, LogRecord, LogStream, OutputLine, format_timestamp,
 };
-pub use route::{Route, RouteError};
+pub use route::{Route, RouteError, hosts_overlap, request_host, validate_host};
 pub use schedule::Schedule;
 pub use spec::{ParseText, Spec};
 pub use versions::{

@@ -83,6 +83,43 @@ impl crate::ParseText for Route {
     }
 }
 
+/// A route's host: a DNS name (lowercase labels of `a-z`, `0-9`, `-`, joined by `.`), at
+/// most 253 long, without a port.
+pub fn validate_host(host: &str) -> Result<(), String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    match host.len() <= 253 && host.split('.').all(label_ok) {
+        true => Ok(()),
+        false => Err(format!(
+            "{host:?} is not a host name (lowercase a-z, 0-9, '-' labels joined by '.', no port)"
+        )),
+    }
+}
+
+/// The host a request names (`Host`, or the URI's authority under HTTP/2), lowercased and
+/// without its port.
+pub fn request_host(authority: &str) -> String {
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Whether two routes' hosts can receive the same request (none: any host).
+pub fn hosts_overlap(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +144,19 @@ mod tests {
         ] {
             assert!(Route::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn hosts_are_dns_names_and_requests_name_theirs() {
+        assert!(validate_host("shop.example.com").is_ok());
+        assert!(validate_host("localhost").is_ok());
+        for bad in ["", "Shop.com", "a..b", "-a.com", "a.com:80", "a_b.com"] {
+            assert!(validate_host(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(request_host("Shop.Example.com:8080"), "shop.example.com");
+        assert_eq!(request_host("shop.example.com."), "shop.example.com");
+        assert!(hosts_overlap(None, Some("a.com")));
+        assert!(hosts_overlap(Some("a.com"), Some("a.com")));
+        assert!(!hosts_overlap(Some("a.com"), Some("b.com")));
     }
 }

@@ -140,6 +140,9 @@ pub(crate) struct DeployArgs {
     /// Custom route, e.g. /hello or /hello/* (repeatable).
     #[arg(long = "route")]
     routes: Vec<Spec<Route>>,
+    /// The host the routes answer on (the request's `Host`), e.g. shop.example.com.
+    #[arg(long)]
+    host: Option<String>,
     /// Most invocations running at once.
     #[arg(long)]
     max_concurrency: Option<u32>,
@@ -219,6 +222,7 @@ pub(crate) async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
         max_concurrency: args.max_concurrency,
         provisioned_concurrency: args.provisioned_concurrency,
         routes: args.routes.clone(),
+        host: args.host.clone(),
         on_success: args.on_success.clone(),
         on_failure: args.on_failure.clone(),
         schedule: args.schedule.clone(),

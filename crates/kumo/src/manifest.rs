@@ -29,6 +29,7 @@ struct FunctionEntry {
     max_instance_requests: Option<u32>,
     #[serde(default)]
     routes: Vec<Spec<Route>>,
+    host: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     max_retries: Option<u32>,
@@ -115,6 +116,7 @@ impl Manifest {
             max_concurrency: entry.max_concurrency,
             provisioned_concurrency: entry.provisioned_concurrency,
             routes: entry.routes,
+            host: entry.host,
             env: entry.env,
             instances: entry.instances.unwrap_or(defaults.instances),
             max_instance_requests: entry

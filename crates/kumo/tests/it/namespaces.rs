@@ -482,3 +482,66 @@ async fn a_namespace_at_its_concurrency_quota_throttles_and_others_go_on() {
     );
     assert_eq!(held.await.unwrap(), 504, "the held invocation timed out");
 }
+
+#[tokio::test]
+async fn routes_bound_to_hosts_let_namespaces_share_a_path_and_never_capture_each_other() {
+    let server = TestServer::start().await;
+    let shop = namespace(&server, "shop", Quotas::default()).await;
+    let blog = namespace(&server, "blog", Quotas::default()).await;
+    let probe = std::fs::read(test_programs::HTTP_PROBE).unwrap();
+    let on = |host: &str| with(&format!(r#"{{"routes":["/env/*"],"host":"{host}"}}"#));
+    let shop_config = FunctionConfig {
+        env: [("SITE".to_string(), "shop".to_string())].into(),
+        ..on("shop.example.com")
+    };
+    let blog_config = FunctionConfig {
+        env: [("SITE".to_string(), "blog".to_string())].into(),
+        ..on("blog.example.com")
+    };
+    shop.deploy("site", probe.clone(), &shop_config)
+        .await
+        .unwrap();
+    blog.deploy("site", probe.clone(), &blog_config)
+        .await
+        .unwrap();
+    let site = |host: &'static str| server.get("/env/SITE").header("host", host).send();
+    let shop_answer = site("Shop.Example.com:8080").await.unwrap();
+    assert_eq!(shop_answer.text().await.unwrap(), "shop");
+    assert_eq!(
+        site("blog.example.com")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "blog"
+    );
+    assert_eq!(site("other.example.com").await.unwrap().status(), 404);
+
+    // A route on every host would take both sites' traffic: refused, naming no one.
+    let everywhere = server
+        .client
+        .deploy("grab", probe.clone(), &with(r#"{"routes":["/env/*"]}"#))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(everywhere.contains("conflict"), "{everywhere}");
+    assert!(!everywhere.contains("site"), "{everywhere}");
+    // The same host again, from another namespace: refused too.
+    let same_host = server
+        .client
+        .deploy("grab", probe, &on("shop.example.com"))
+        .await
+        .unwrap_err();
+    assert!(same_host.to_string().contains("conflict"), "{same_host}");
+    let bad = server
+        .client
+        .deploy(
+            "bad",
+            std::fs::read(test_programs::HELLO).unwrap(),
+            &with(r#"{"host":"Not A Host:80"}"#),
+        )
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("host"), "{bad}");
+}
