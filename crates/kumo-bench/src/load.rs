@@ -23,10 +23,24 @@ pub(crate) struct LoadResult {
     pub p99_us: f64,
 }
 
+/// A header the load generator sends with every request.
+pub(crate) type Header = (http::HeaderName, http::HeaderValue);
+
+/// `NAME: VALUE`.
+pub(crate) fn parse_header(text: &str) -> Result<Header, String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not NAME: VALUE"))?;
+    let name = http::HeaderName::try_from(name.trim()).map_err(|e| e.to_string())?;
+    let value = http::HeaderValue::try_from(value.trim()).map_err(|e| e.to_string())?;
+    Ok((name, value))
+}
+
 /// Runs the load and returns what it measured. `warmup` runs first and is not counted.
 pub(crate) async fn run(
     url: &str,
     method: http::Method,
+    headers: &[Header],
     concurrency: usize,
     warmup: Duration,
     duration: Duration,
@@ -45,7 +59,15 @@ pub(crate) async fn run(
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let (authority, path, method) = (authority.clone(), path.clone(), method.clone());
-            tokio::task::spawn_local(connection(authority, method, path, measure_from, end))
+            let headers = headers.to_vec();
+            tokio::task::spawn_local(connection(
+                authority,
+                method,
+                path,
+                headers,
+                measure_from,
+                end,
+            ))
         })
         .collect();
     let mut latencies = Latencies::default();
@@ -71,6 +93,7 @@ async fn connection(
     authority: String,
     method: http::Method,
     path: String,
+    headers: Vec<Header>,
     measure_from: Instant,
     end: Instant,
 ) -> anyhow::Result<(Latencies, u64)> {
@@ -97,11 +120,14 @@ async fn connection(
             if sender.ready().await.is_err() {
                 continue 'connect;
             }
-            let request = http::Request::builder()
+            let mut request = http::Request::builder()
                 .method(method.clone())
                 .uri(&path)
-                .header(http::header::HOST, &authority)
-                .body(Empty::<Bytes>::new())?;
+                .header(http::header::HOST, &authority);
+            for (name, value) in &headers {
+                request = request.header(name, value);
+            }
+            let request = request.body(Empty::<Bytes>::new())?;
             let ok = match sender.send_request(request).await {
                 Ok(response) => {
                     let ok = response.status().is_success();

@@ -34,6 +34,9 @@ enum Command {
         warmup: Duration,
         #[arg(long, value_parser = kumo_core::parse_duration)]
         duration: Duration,
+        /// A header sent with every request, `NAME: VALUE` (repeatable), e.g. a token.
+        #[arg(long = "header", value_parser = load::parse_header)]
+        headers: Vec<load::Header>,
     },
     /// The bare hyper hello-world server (the limit).
     HyperHello {
@@ -51,14 +54,17 @@ fn main() -> anyhow::Result<()> {
             concurrency,
             warmup,
             duration,
+            headers,
         } => {
             // One thread: the load generator gets one core and must not need more.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let local = tokio::task::LocalSet::new();
-            let result =
-                local.block_on(&rt, load::run(&url, method, concurrency, warmup, duration))?;
+            let result = local.block_on(
+                &rt,
+                load::run(&url, method, &headers, concurrency, warmup, duration),
+            )?;
             println!("{}", serde_json::to_string(&result)?);
             Ok(())
         }
