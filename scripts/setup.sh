@@ -10,7 +10,3 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
-# The API fuzzing test runs schemathesis (PyPI) against the server's OpenAPI document.
-if ! python3 -c 'import schemathesis' >/dev/null 2>&1; then
-    python3 -m pip install --quiet --root-user-action=ignore 'schemathesis>=4,<5'
-fi

@@ -3,4 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The tests need more than kumo does: the API fuzzing test runs schemathesis (PyPI) against
+# the server's OpenAPI document.
+if ! python3 -c 'import schemathesis' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --root-user-action=ignore 'schemathesis>=4,<5'
+fi
 exec cargo test --workspace "$@"

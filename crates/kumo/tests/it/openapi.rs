@@ -23,7 +23,7 @@ async fn the_document_describes_every_endpoint_without_a_token() {
     assert_eq!(schemes["scheme"], "bearer");
 }
 
-/// Schemathesis (installed by scripts/setup.sh) runs every operation but token revocation
+/// Schemathesis (installed by scripts/test.sh) runs every operation but token revocation
 /// (revoking its own token would end the run; the auth tests cover it) with a bounded number
 /// of examples and a fixed seed, so a failure replays. `KUMO_FUZZ_EXAMPLES` and
 /// `KUMO_FUZZ_SEED` run it wider or elsewhere on demand.
@@ -45,7 +45,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         ])
         .args(["--exclude-operation-id", "tokens_revoke", "--no-color"])
         .output()
-        .expect("schemathesis is installed (scripts/setup.sh installs it)");
+        .expect("schemathesis is installed (scripts/test.sh installs it)");
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
