@@ -158,7 +158,7 @@ pub(super) async fn get_invocation(
 /// `GET /invocations/{id}/events`: the event's status now and at every change, as
 /// Server-Sent Events (`event: status`, data = the event JSON); the stream ends once the
 /// status is final.
-#[utoipa::path(operation_id = "events_invocation_events", get, path = "/api/v1/invocations/{id}/events", params(("id" = String, Path)), responses((status = 200, description = "Server-sent events: the status at every change", content_type = "text/event-stream"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "events_invocation_events", get, path = "/api/v1/invocations/{id}/events", params(("id" = String, Path)), responses((status = 200, description = "Server-sent events: the status at every change", body = super::records::SseEvent, content_type = "text/event-stream"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn invocation_events(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -239,7 +239,7 @@ pub(super) struct ListParams {
 }
 
 /// `GET /functions/{name}/dlq`: the function's dead events, oldest first, with their errors.
-#[utoipa::path(operation_id = "events_dead_letters", get, path = "/api/v1/functions/{name}/dlq", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), ListParams), responses((status = 200, body = Vec<EventRecord>), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "events_dead_letters", get, path = "/api/v1/functions/{name}/dlq", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello"), ListParams), responses((status = 200, body = Vec<EventRecord>), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn dead_letters(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -270,7 +270,7 @@ pub(super) struct Redriven {
 
 /// `POST /functions/{name}/dlq/redrive[?id=]`: dead events go back to the queue, with their
 /// attempts and age starting over.
-#[utoipa::path(operation_id = "events_redrive", post, path = "/api/v1/functions/{name}/dlq/redrive", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), RedriveParams), responses((status = 200, body = Redriven), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "events_redrive", post, path = "/api/v1/functions/{name}/dlq/redrive", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello"), RedriveParams), responses((status = 200, body = Redriven), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn redrive(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -301,7 +301,7 @@ pub(super) struct Published {
 
 /// `POST /topics/{topic}`: the body is the message; 202 once every subscriber's event is
 /// stored.
-#[utoipa::path(operation_id = "events_publish", post, path = "/api/v1/topics/{topic}", params(("topic" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 202, body = Published), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "events_publish", post, path = "/api/v1/topics/{topic}", params(("topic" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "news")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 202, body = Published), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn publish(
     State(state): State<Arc<AppState>>,
     ns: Ns,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 /// `PUT /functions/{name}`, multipart: `code` (the .wasm) and optional `config` (JSON).
 /// The code is validated and compiled before anything is stored; 201 created, 200 updated.
-#[utoipa::path(operation_id = "functions_deploy", put, path = "/api/v1/functions/{name}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")), request_body(content = DeployForm, content_type = "multipart/form-data"), responses((status = 200, description = "Updated", body = FunctionRecord), (status = 201, description = "Created", body = FunctionRecord), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "functions_deploy", put, path = "/api/v1/functions/{name}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello")), request_body(content = DeployForm, content_type = "multipart/form-data"), responses((status = 200, description = "Updated", body = FunctionRecord), (status = 201, description = "Created", body = FunctionRecord), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn deploy(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -197,7 +197,7 @@ pub(super) async fn list(
     Ok(Json(functions))
 }
 
-#[utoipa::path(operation_id = "functions_get", get, path = "/api/v1/functions/{name}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")), responses((status = 200, body = FunctionRecord), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "functions_get", get, path = "/api/v1/functions/{name}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello")), responses((status = 200, body = FunctionRecord), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn get(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -213,7 +213,7 @@ pub(super) async fn get(
     Ok(Json(record))
 }
 
-#[utoipa::path(operation_id = "functions_delete", delete, path = "/api/v1/functions/{name}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")), responses((status = 204, description = "Deleted"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "functions_delete", delete, path = "/api/v1/functions/{name}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello")), responses((status = 204, description = "Deleted"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn delete(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -255,7 +255,7 @@ enum InvokeMode {
 /// `POST /functions/{name}/invoke[?mode=async]`: the body is the payload. A wasi-http
 /// function gets it as `POST /`; a command gets it on stdin. Sync: the response is the
 /// function's own. Async: 202 with the event's id once it is stored.
-#[utoipa::path(operation_id = "functions_invoke", post, path = "/api/v1/functions/{name}/invoke", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), InvokeParams), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "The function's own response", content_type = "*/*"), (status = 202, description = "Queued (mode=async)", body = super::events::Submitted), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "functions_invoke", post, path = "/api/v1/functions/{name}/invoke", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello"), InvokeParams), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "The function's own response", content_type = "*/*"), (status = 202, description = "Queued (mode=async)", body = super::events::Submitted), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn invoke(
     State(state): State<Arc<AppState>>,
     ns: Ns,

@@ -76,7 +76,7 @@ fn precondition_failed(bucket: &str, key: &str) -> ApiError {
 }
 
 /// `GET /kv/{bucket}/{key..}`: the value, its `ETag`; 304 for a matching `If-None-Match`.
-#[utoipa::path(operation_id = "kv_get_key", get, path = "/api/v1/kv/{bucket}/{key}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), ("key" = String, Path)), responses((status = 200, description = "The value, with its ETag", content_type = "application/octet-stream"), (status = 304, description = "Not modified"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "kv_get_key", get, path = "/api/v1/kv/{bucket}/{key}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "bucket"), ("key" = String, Path)), responses((status = 200, description = "The value, with its ETag", content_type = "application/octet-stream"), (status = 304, description = "Not modified"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn get_key(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -111,7 +111,7 @@ pub(super) async fn get_key(
 
 /// `PUT /kv/{bucket}/{key..}`: 201 created or 204 replaced, with the new `ETag`; 412 when the
 /// condition does not hold (nothing is written).
-#[utoipa::path(operation_id = "kv_put_key", put, path = "/api/v1/kv/{bucket}/{key}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), ("key" = String, Path)), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, description = "Created"), (status = 204, description = "Replaced"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "kv_put_key", put, path = "/api/v1/kv/{bucket}/{key}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "bucket"), ("key" = String, Path)), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, description = "Created"), (status = 204, description = "Replaced"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn put_key(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -144,7 +144,7 @@ pub(super) async fn put_key(
 
 /// `DELETE /kv/{bucket}/{key..}`: 204, also when there was no such key (a retried delete
 /// succeeds); with `If-Match`, 412 unless the key holds that etag.
-#[utoipa::path(operation_id = "kv_delete_key", delete, path = "/api/v1/kv/{bucket}/{key}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), ("key" = String, Path)), responses((status = 204, description = "Deleted (or absent)"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "kv_delete_key", delete, path = "/api/v1/kv/{bucket}/{key}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "bucket"), ("key" = String, Path)), responses((status = 204, description = "Deleted (or absent)"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn delete_key(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -164,7 +164,7 @@ pub(super) async fn delete_key(
 }
 
 /// `GET /kv/{bucket}?prefix=&cursor=&limit=`: one page of keys (at most 1000).
-#[utoipa::path(operation_id = "kv_list_keys", get, path = "/api/v1/kv/{bucket}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), super::ListParams), responses((status = 200, body = KeyPage), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "kv_list_keys", get, path = "/api/v1/kv/{bucket}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "bucket"), super::ListParams), responses((status = 200, body = KeyPage), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn list_keys(
     State(state): State<Arc<AppState>>,
     ns: Ns,

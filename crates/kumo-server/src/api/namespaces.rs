@@ -21,7 +21,7 @@ async fn info(state: &AppState, namespace: NamespaceRecord) -> ApiResult<Namespa
 
 /// `PUT /namespaces/{ns}` with its quotas as JSON (`{"max_functions": 10, ...}`; an empty
 /// body: none): 201 created, 200 when it existed and its quotas were replaced.
-#[utoipa::path(operation_id = "namespaces_put", put, path = "/api/v1/namespaces/{namespace}", params(("namespace" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")), request_body(content = Option<Quotas>), responses((status = 200, description = "Quotas replaced", body = NamespaceInfo), (status = 201, description = "Created", body = NamespaceInfo), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "namespaces_put", put, path = "/api/v1/namespaces/{namespace}", params(("namespace" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "default")), request_body(content = Option<Quotas>), responses((status = 200, description = "Quotas replaced", body = NamespaceInfo), (status = 201, description = "Created", body = NamespaceInfo), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn put(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -66,7 +66,7 @@ pub(super) async fn list(
 }
 
 /// `GET /namespaces/{ns}`.
-#[utoipa::path(operation_id = "namespaces_get", get, path = "/api/v1/namespaces/{namespace}", params(("namespace" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")), responses((status = 200, body = NamespaceInfo), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "namespaces_get", get, path = "/api/v1/namespaces/{namespace}", params(("namespace" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "default")), responses((status = 200, body = NamespaceInfo), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn get(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -77,7 +77,7 @@ pub(super) async fn get(
 
 /// `DELETE /namespaces/{ns}` → 204; 409 while it holds functions, keys, objects, secrets or
 /// tokens (its records and logs age out with the retention period).
-#[utoipa::path(operation_id = "namespaces_delete", delete, path = "/api/v1/namespaces/{namespace}", params(("namespace" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")), responses((status = 204, description = "Deleted"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "namespaces_delete", delete, path = "/api/v1/namespaces/{namespace}", params(("namespace" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "default")), responses((status = 204, description = "Deleted"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn delete(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,

@@ -45,7 +45,7 @@ fn traceparent(headers: &HeaderMap) -> String {
 }
 
 /// `PUT /objects/{bucket}/{key..}`: 201 created or 200 replaced, with the object's metadata.
-#[utoipa::path(operation_id = "objects_put_object", put, path = "/api/v1/objects/{bucket}/{key}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), ("key" = String, Path)), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "Replaced", body = ObjectInfo), (status = 201, description = "Created", body = ObjectInfo), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "objects_put_object", put, path = "/api/v1/objects/{bucket}/{key}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "bucket"), ("key" = String, Path)), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "Replaced", body = ObjectInfo), (status = 201, description = "Created", body = ObjectInfo), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn put_object(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -137,7 +137,7 @@ fn too_large(max: u64) -> ApiError {
 }
 
 /// `GET /objects/{bucket}/{key..}`: the bytes, streamed; 304 for a matching `If-None-Match`.
-#[utoipa::path(operation_id = "objects_get_object", get, path = "/api/v1/objects/{bucket}/{key}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), ("key" = String, Path)), responses((status = 200, description = "The bytes, with the content type they were stored with", content_type = "*/*"), (status = 304, description = "Not modified"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "objects_get_object", get, path = "/api/v1/objects/{bucket}/{key}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "bucket"), ("key" = String, Path)), responses((status = 200, description = "The bytes, with the content type they were stored with", content_type = "*/*"), (status = 304, description = "Not modified"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn get_object(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -161,7 +161,7 @@ pub(super) async fn get_object(
 }
 
 /// `HEAD /objects/{bucket}/{key..}`: the metadata headers only.
-#[utoipa::path(operation_id = "objects_head_object", head, path = "/api/v1/objects/{bucket}/{key}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), ("key" = String, Path)), responses((status = 200, description = "The metadata, in headers"), (status = 304, description = "Not modified"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "objects_head_object", head, path = "/api/v1/objects/{bucket}/{key}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "bucket"), ("key" = String, Path)), responses((status = 200, description = "The metadata, in headers"), (status = 304, description = "Not modified"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn head_object(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -178,7 +178,7 @@ pub(super) async fn head_object(
 }
 
 /// `DELETE /objects/{bucket}/{key..}`: 204, also when there was no such object.
-#[utoipa::path(operation_id = "objects_delete_object", delete, path = "/api/v1/objects/{bucket}/{key}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), ("key" = String, Path)), responses((status = 204, description = "Deleted (or absent)"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "objects_delete_object", delete, path = "/api/v1/objects/{bucket}/{key}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "bucket"), ("key" = String, Path)), responses((status = 204, description = "Deleted (or absent)"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn delete_object(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -200,7 +200,7 @@ pub(super) struct ObjectPage {
 }
 
 /// `GET /objects/{bucket}?prefix=&cursor=&limit=`: one page of objects (at most 1000).
-#[utoipa::path(operation_id = "objects_list_objects", get, path = "/api/v1/objects/{bucket}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), super::ListParams), responses((status = 200, body = ObjectPage), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "objects_list_objects", get, path = "/api/v1/objects/{bucket}", params(("bucket" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "bucket"), super::ListParams), responses((status = 200, body = ObjectPage), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn list_objects(
     State(state): State<Arc<AppState>>,
     ns: Ns,

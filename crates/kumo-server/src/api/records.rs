@@ -20,6 +20,19 @@ use std::time::Duration;
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 10_000;
 
+/// One server-sent event as the document describes it: `data` is the JSON of a record
+/// (a log line here, an invocation's status on `/invocations/{id}/events`).
+#[derive(utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "only describes the event stream for the OpenAPI document"
+)]
+pub(super) struct SseEvent {
+    id: Option<String>,
+    event: Option<String>,
+    data: String,
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct InvocationsParams {
@@ -72,7 +85,7 @@ const FOLLOW_POLL: Duration = Duration::from_millis(250);
 /// with `follow=true`, those and then every new matching line as server-sent events (`data`
 /// = the line's JSON, `id` = its id) until the client leaves or the server stops. Logs stay
 /// readable after the function is deleted.
-#[utoipa::path(operation_id = "records_logs", get, path = "/api/v1/functions/{name}/logs", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), LogsParams), responses((status = 200, description = "Lines, oldest first (JSON), or server-sent events with follow=true", body = Vec<kumo_core::LogRecord>), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "records_logs", get, path = "/api/v1/functions/{name}/logs", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello"), LogsParams), responses((status = 200, description = "Lines, oldest first (JSON), or server-sent events with follow=true", content((Vec<kumo_core::LogRecord> = "application/json"), (SseEvent = "text/event-stream"))), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn logs(
     State(state): State<Arc<AppState>>,
     ns: Ns,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 const MAX_SECRET_BYTES: usize = 64 * 1024;
 
 /// `PUT /secrets/{name}`: 201 created, 200 replaced.
-#[utoipa::path(operation_id = "secrets_set", put, path = "/api/v1/secrets/{name}", params(("name" = String, Path, pattern = "^[A-Z_][A-Z0-9_]{0,127}$")), request_body(content = String, content_type = "text/plain"), responses((status = 200, description = "Replaced"), (status = 201, description = "Created"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "secrets_set", put, path = "/api/v1/secrets/{name}", params(("name" = String, Path, pattern = "^[A-Z_][A-Z0-9_]{0,127}$", example = "DB_URL")), request_body(content = String, content_type = "text/plain"), responses((status = 200, description = "Replaced"), (status = 201, description = "Created"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn set(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -69,7 +69,7 @@ pub(super) async fn list(
 }
 
 /// `DELETE /secrets/{name}` → 204; functions that use it fail to load until it is set again.
-#[utoipa::path(operation_id = "secrets_delete", delete, path = "/api/v1/secrets/{name}", params(("name" = String, Path, pattern = "^[A-Z_][A-Z0-9_]{0,127}$")), responses((status = 204, description = "Deleted"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "secrets_delete", delete, path = "/api/v1/secrets/{name}", params(("name" = String, Path, pattern = "^[A-Z_][A-Z0-9_]{0,127}$", example = "DB_URL")), responses((status = 204, description = "Deleted"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn delete(
     State(state): State<Arc<AppState>>,
     ns: Ns,

@@ -102,7 +102,7 @@ pub(super) async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<V
 }
 
 /// `DELETE /tokens/{name}` → 204; refused from the next request on.
-#[utoipa::path(operation_id = "tokens_revoke", delete, path = "/api/v1/tokens/{name}", params(("name" = String, Path, pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")), responses((status = 204, description = "Revoked"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "tokens_revoke", delete, path = "/api/v1/tokens/{name}", params(("name" = String, Path, pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", example = "ci")), responses((status = 204, description = "Revoked"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn revoke(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,

@@ -54,7 +54,7 @@ pub(super) struct PublishRequest {
 
 /// `POST /functions/{name}/versions` (body optional: `{"description": ".."}`): 201 with the
 /// new version, or 200 with the newest one when `$LATEST` has not changed since.
-#[utoipa::path(operation_id = "versions_publish", post, path = "/api/v1/functions/{name}/versions", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")), request_body(content = Option<PublishRequest>), responses((status = 200, description = "Unchanged since the newest version", body = VersionRecord), (status = 201, body = VersionRecord), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "versions_publish", post, path = "/api/v1/functions/{name}/versions", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello")), request_body(content = Option<PublishRequest>), responses((status = 200, description = "Unchanged since the newest version", body = VersionRecord), (status = 201, body = VersionRecord), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn publish(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -78,7 +78,7 @@ pub(super) async fn publish(
     }
 }
 
-#[utoipa::path(operation_id = "versions_list_versions", get, path = "/api/v1/functions/{name}/versions", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")), responses((status = 200, body = Vec<VersionRecord>), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "versions_list_versions", get, path = "/api/v1/functions/{name}/versions", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello")), responses((status = 200, body = Vec<VersionRecord>), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn list_versions(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -91,7 +91,7 @@ pub(super) async fn list_versions(
     Ok(Json(state.store.list_versions(&key).await?))
 }
 
-#[utoipa::path(operation_id = "versions_get_version", get, path = "/api/v1/functions/{name}/versions/{version}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), ("version" = String, Path, pattern = "^[1-9][0-9]{0,8}$")), responses((status = 200, body = VersionRecord), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "versions_get_version", get, path = "/api/v1/functions/{name}/versions/{version}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello"), ("version" = String, Path, pattern = "^[1-9][0-9]{0,8}$", example = "1")), responses((status = 200, body = VersionRecord), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn get_version(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -104,7 +104,7 @@ pub(super) async fn get_version(
 }
 
 /// `DELETE /functions/{name}/versions/{n}`: 204, or 409 while an alias points at it.
-#[utoipa::path(operation_id = "versions_delete_version", delete, path = "/api/v1/functions/{name}/versions/{version}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), ("version" = String, Path, pattern = "^[1-9][0-9]{0,8}$")), responses((status = 204, description = "Deleted"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "versions_delete_version", delete, path = "/api/v1/functions/{name}/versions/{version}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello"), ("version" = String, Path, pattern = "^[1-9][0-9]{0,8}$", example = "1")), responses((status = 204, description = "Deleted"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn delete_version(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -138,7 +138,7 @@ pub(super) struct AliasRequest {
 
 /// `PUT /functions/{name}/aliases/{alias}` with `{"version": 3, "canary": {"version": 4,
 /// "weight": 10}}` (canary optional): 201 created, 200 moved.
-#[utoipa::path(operation_id = "versions_set_alias", put, path = "/api/v1/functions/{name}/aliases/{alias}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), ("alias" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")), request_body(content = AliasRequest), responses((status = 200, description = "Moved", body = AliasRecord), (status = 201, description = "Created", body = AliasRecord), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "versions_set_alias", put, path = "/api/v1/functions/{name}/aliases/{alias}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello"), ("alias" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "live")), request_body(content = AliasRequest), responses((status = 200, description = "Moved", body = AliasRecord), (status = 201, description = "Created", body = AliasRecord), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn set_alias(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -174,7 +174,7 @@ pub(super) async fn set_alias(
     Ok((status, Json(record)))
 }
 
-#[utoipa::path(operation_id = "versions_list_aliases", get, path = "/api/v1/functions/{name}/aliases", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")), responses((status = 200, body = Vec<AliasRecord>), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "versions_list_aliases", get, path = "/api/v1/functions/{name}/aliases", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello")), responses((status = 200, body = Vec<AliasRecord>), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn list_aliases(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -187,7 +187,7 @@ pub(super) async fn list_aliases(
     Ok(Json(state.store.list_aliases(Some(&key)).await?))
 }
 
-#[utoipa::path(operation_id = "versions_get_alias", get, path = "/api/v1/functions/{name}/aliases/{alias}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), ("alias" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")), responses((status = 200, body = AliasRecord), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "versions_get_alias", get, path = "/api/v1/functions/{name}/aliases/{alias}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello"), ("alias" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "live")), responses((status = 200, body = AliasRecord), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn get_alias(
     State(state): State<Arc<AppState>>,
     ns: Ns,
@@ -199,7 +199,7 @@ pub(super) async fn get_alias(
     found.map(Json).ok_or_else(|| no_alias(&name, &alias))
 }
 
-#[utoipa::path(operation_id = "versions_delete_alias", delete, path = "/api/v1/functions/{name}/aliases/{alias}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), ("alias" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")), responses((status = 204, description = "Deleted"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
+#[utoipa::path(operation_id = "versions_delete_alias", delete, path = "/api/v1/functions/{name}/aliases/{alias}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello"), ("alias" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "live")), responses((status = 204, description = "Deleted"), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn delete_alias(
     State(state): State<Arc<AppState>>,
     ns: Ns,

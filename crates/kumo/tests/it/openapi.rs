@@ -2,7 +2,8 @@
 //! operation with generated requests (valid and not), no 5xx answer, no answer the document
 //! does not allow.
 
-use crate::harness::TestServer;
+use crate::harness::{TestServer, config};
+use kumo_api::KvCondition;
 use std::process::Command;
 
 #[tokio::test]
@@ -30,6 +31,25 @@ async fn the_document_describes_every_endpoint_without_a_token() {
 #[tokio::test]
 async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
     let server = TestServer::start().await;
+    // What the document's examples name exists, so requests built from them reach past
+    // "not found" into the handlers (versions, aliases, logs, invocations, keys, objects).
+    server.deploy("hello", test_programs::HELLO, config()).await;
+    server.client.publish_version("hello", "").await.unwrap();
+    server
+        .client
+        .set_alias("hello", "live", 1, None)
+        .await
+        .unwrap();
+    server.client.invoke("hello", Vec::new()).await.unwrap();
+    let c = &server.client;
+    c.kv_put("bucket", "key", b"v".to_vec(), KvCondition::Always)
+        .await
+        .unwrap();
+    let object = server
+        .http
+        .put(format!("{}/api/v1/objects/bucket/key", server.url));
+    assert!(object.body("o").send().await.unwrap().status().is_success());
+    c.set_secret("DB_URL", b"x".to_vec()).await.unwrap();
     let examples = std::env::var("KUMO_FUZZ_EXAMPLES").unwrap_or_else(|_| "10".into());
     let seed = std::env::var("KUMO_FUZZ_SEED").unwrap_or_else(|_| "1".into());
     let work = tempfile::tempdir().unwrap();
