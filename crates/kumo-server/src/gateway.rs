@@ -64,15 +64,14 @@ fn split_function_path(path: &str) -> (Cow<'_, str>, &str) {
 
 async fn custom_route(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let path = request.uri().path().to_string();
-    let host = request
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            let header = request.headers().get(http::header::HOST)?;
-            header.to_str().ok().map(str::to_string)
-        })
-        .map(|authority| kumo_core::request_host(&authority));
+    let authority = match request.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok()),
+    };
+    let host = authority.map(kumo_core::request_host);
     match state.routes.lookup(host.as_deref(), &path) {
         Some(name) => forward(&state, &name, path, request).await,
         None => refusal(ApiError::new(

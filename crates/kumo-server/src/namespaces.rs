@@ -32,6 +32,15 @@ impl Namespaces {
             .contains_key(name)
     }
 
+    /// The namespace, as the store last said.
+    pub(crate) fn get(&self, name: &str) -> Option<NamespaceRecord> {
+        self.known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
     /// The namespace's quotas; none when it does not exist.
     pub(crate) fn quotas(&self, name: &str) -> Option<Quotas> {
         self.known

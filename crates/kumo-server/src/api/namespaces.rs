@@ -34,6 +34,8 @@ pub(super) async fn put(
             .map_err(|e| ApiError::bad_request(format!("invalid quotas JSON: {e}")))?,
     };
     state.disk.ensure_room()?;
+    // Changes one at a time, so the caches are reloaded in the order the store changed.
+    let _changing = state.deploy_lock.lock().await;
     let record = NamespaceRecord {
         name: name.clone(),
         created_at: kumo_core::now_ms(),
@@ -45,7 +47,7 @@ pub(super) async fn put(
     }
     reload(&state).await?;
     tracing::info!(namespace = %name, created, "namespace saved");
-    let record = find(&state, &name).await?;
+    let record = find(&state, &name)?;
     let status = match created {
         true => StatusCode::CREATED,
         false => StatusCode::OK,
@@ -71,7 +73,7 @@ pub(super) async fn get(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<NamespaceInfo>> {
-    let record = find(&state, &name).await?;
+    let record = find(&state, &name)?;
     Ok(Json(info(&state, record).await?))
 }
 
@@ -86,7 +88,7 @@ pub(super) async fn delete(
         return Err(ApiError::bad_request("the default namespace always exists"));
     }
     let _changing = state.deploy_lock.lock().await;
-    find(&state, &name).await?;
+    find(&state, &name)?;
     if state.store.namespace_in_use(&name).await? {
         return Err(ApiError::new(
             ErrorKind::Conflict,
@@ -101,10 +103,12 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn find(state: &AppState, name: &str) -> ApiResult<NamespaceRecord> {
-    let all = state.store.list_namespaces().await?;
-    all.into_iter()
-        .find(|n| n.name == name)
+/// The namespace from the cache (the store's, reloaded after every change).
+fn find(state: &AppState, name: &str) -> ApiResult<NamespaceRecord> {
+    state
+        .invoker
+        .namespaces
+        .get(name)
         .ok_or_else(|| crate::auth::no_namespace(name))
 }
 

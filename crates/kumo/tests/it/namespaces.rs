@@ -171,6 +171,8 @@ async fn namespaces_keep_functions_data_calls_and_routes_apart() {
         .await
         .unwrap_err();
     assert!(nowhere.to_string().contains("not_found"), "{nowhere}");
+    let default = server.client.delete_namespace("default").await.unwrap_err();
+    assert!(default.to_string().contains("invalid_request"), "{default}");
     let busy = server.client.delete_namespace("shop").await.unwrap_err();
     assert!(busy.to_string().contains("conflict"), "{busy}");
     namespace(&server, "empty", Quotas::default()).await;
@@ -186,10 +188,11 @@ async fn namespaces_keep_functions_data_calls_and_routes_apart() {
         out.status.success() && text.contains("shop/probe"),
         "{text}"
     );
-    assert!(
-        !text.contains(" caller ") || text.contains("shop/caller"),
-        "{text}"
-    );
+    // Every function listed (the header aside) is the namespace's: default's `caller` and
+    // `hello` are not among them.
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 5, "{text}");
+    assert!(rows.iter().all(|l| l.starts_with("shop/")), "{text}");
     let out = server.cli(&["namespace", "ls"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l.starts_with("shop ")), "{text}");
@@ -366,13 +369,14 @@ async fn quotas_refuse_what_would_exceed_them_and_nothing_is_half_written() {
     };
     let small = namespace(&server, "small", quotas).await;
     let probe = std::fs::read(test_programs::HTTP_PROBE).unwrap();
+    let probe_config = with(r#"{"kv":["b"],"timeout":"2s"}"#);
     small
-        .deploy("probe", probe.clone(), &with(r#"{"kv":["b"]}"#))
+        .deploy("probe", probe.clone(), &probe_config)
         .await
         .unwrap();
     // Redeploying the same function is no new function.
     small
-        .deploy("probe", probe.clone(), &with(r#"{"kv":["b"]}"#))
+        .deploy("probe", probe.clone(), &probe_config)
         .await
         .unwrap();
     let second = small.deploy("other", probe, &config()).await.unwrap_err();
@@ -409,14 +413,22 @@ async fn quotas_refuse_what_would_exceed_them_and_nothing_is_half_written() {
     assert_eq!(error_code(too_big).await, "quota_exceeded");
     assert!(object(32).await.unwrap().status().is_success());
 
-    let first = small.invoke_async("probe", b"1".to_vec(), None).await;
+    // A looping invocation holds the namespace's one slot (`max_concurrency`), so a submitted
+    // event waits in the queue until it times out; the second would be one too many.
+    let held = server.get("/fn/probe.small/loop").send();
+    let held = tokio::spawn(async move { held.await.unwrap().status().as_u16() });
+    let running = server
+        .metric_eventually("kumo_invocations_in_flight", 1)
+        .await;
+    assert_eq!(running, 1);
+    small
+        .invoke_async("probe", b"1".to_vec(), None)
+        .await
+        .unwrap();
     let second = small.invoke_async("probe", b"2".to_vec(), None).await;
-    // The first may already be running (no longer queued) when the second comes: at most
-    // one is refused, and a refusal names the quota.
-    assert!(first.is_ok(), "{first:?}");
-    if let Err(e) = second {
-        assert!(e.to_string().contains("max_queued_events"), "{e}");
-    }
+    let refused = second.unwrap_err().to_string();
+    assert!(refused.contains("max_queued_events"), "{refused}");
+    assert_eq!(held.await.unwrap(), 504);
 
     // Use against quota, as the admin sees it.
     let listed = server.client.namespaces().await.unwrap();
