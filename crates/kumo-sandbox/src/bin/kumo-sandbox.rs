@@ -1,0 +1,3 @@
+fn main() {
+    kumo_sandbox::helper_main()
+}
