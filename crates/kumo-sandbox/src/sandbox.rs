@@ -7,6 +7,7 @@ use crate::{Cgroups, Limits, Spec, sys};
 use std::io::Write as _;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Why an environment did not start.
@@ -43,15 +44,17 @@ pub struct Exit {
 
 /// One running environment. Dropping it kills everything in it.
 pub struct Sandbox {
-    helper: tokio::process::Child,
-    /// The program's process id (PID 1 of its namespace), in the caller's namespace.
+    /// The helper's process id; the program's (PID 1 of its namespace) is `pid`.
+    helper_pid: i32,
     pid: i32,
     listeners: Vec<std::net::TcpListener>,
-    pub stdout: Option<tokio::process::ChildStdout>,
-    pub stderr: Option<tokio::process::ChildStderr>,
-    cgroup: Option<Cgroup>,
+    /// The program's standard output and error, merged (taken once).
+    pub output: Option<tokio::net::unix::pipe::Receiver>,
+    cgroup: Option<Arc<Cgroup>>,
     /// Closing it makes the helper kill the program.
-    control: Option<UnixStream>,
+    control: Mutex<Option<UnixStream>>,
+    /// Set once the program has ended.
+    exit: tokio::sync::watch::Receiver<Option<Exit>>,
 }
 
 /// How long the helper may take to build an environment.
@@ -69,35 +72,52 @@ impl Sandbox {
         id: &str,
     ) -> Result<Self, StartError> {
         let cgroup = cgroups
-            .map(|c| c.create(id, limits))
+            .map(|c| c.create(id, limits).map(Arc::new))
             .transpose()
             .map_err(sandbox_error("creating the cgroup"))?;
         let (ours, theirs) = UnixStream::pair().map_err(sandbox_error("socketpair"))?;
-        let mut helper = tokio::process::Command::new(helper)
+        let (output_in, output) =
+            tokio::net::unix::pipe::pipe().map_err(sandbox_error("making the output pipe"))?;
+        let output_in = output_in
+            .into_blocking_fd()
+            .map_err(sandbox_error("making the output pipe"))?;
+        let errors_in = output_in
+            .try_clone()
+            .map_err(sandbox_error("making the output pipe"))?;
+        let mut child = tokio::process::Command::new(helper)
             .arg(crate::HELPER_ARG)
             .env_clear()
             .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
                 theirs,
             )))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::from(output_in))
+            .stderr(std::process::Stdio::from(errors_in))
             .kill_on_drop(true)
             .spawn()
             .map_err(sandbox_error("starting the sandbox helper"))?;
-        let mut sandbox = Self {
-            pid: 0,
-            listeners: Vec::new(),
-            stdout: helper.stdout.take(),
-            stderr: helper.stderr.take(),
-            helper,
-            cgroup,
-            control: None,
-        };
-        if let (Some(cgroup), Some(pid)) = (&sandbox.cgroup, sandbox.helper.id()) {
+        let helper_pid = child.id().map_or(0, |p| p as i32);
+        if let Some(cgroup) = &cgroup {
+            // The helper waits for the spec, so it is in the cgroup before it forks.
             cgroup
-                .add(pid)
+                .add(helper_pid as u32)
                 .map_err(sandbox_error("joining the cgroup"))?;
         }
+        let (exit_tx, exit) = tokio::sync::watch::channel(None);
+        let watched = cgroup.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let oom_killed = watched.as_ref().is_some_and(|c| c.oom_kills() > 0);
+            let _ = exit_tx.send(Some(Exit::of(status, oom_killed)));
+        });
+        let mut sandbox = Self {
+            helper_pid,
+            pid: 0,
+            listeners: Vec::new(),
+            output: Some(output),
+            cgroup,
+            control: Mutex::new(None),
+            exit,
+        };
         let json = serde_json::to_vec(spec).map_err(|e| StartError::Sandbox(e.to_string()))?;
         let mut message = (json.len() as u32).to_le_bytes().to_vec();
         message.extend(json);
@@ -111,7 +131,7 @@ impl Sandbox {
             Reply::Ready { pid } => {
                 sandbox.pid = pid;
                 sandbox.listeners = fds.into_iter().map(std::net::TcpListener::from).collect();
-                sandbox.control = Some(ours);
+                *sandbox.control() = Some(ours);
                 Ok(sandbox)
             }
             Reply::Failed { error } if error.starts_with("cannot run ") => {
@@ -120,6 +140,11 @@ impl Sandbox {
             Reply::Failed { error } => Err(StartError::Sandbox(error)),
             Reply::Probed { .. } => Err(StartError::Sandbox("unexpected reply".into())),
         }
+    }
+
+    fn control(&self) -> std::sync::MutexGuard<'_, Option<UnixStream>> {
+        // An Option: consistent between statements, so a poisoned lock is still usable.
+        self.control.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The listeners asked for in [`Spec::listen`], in that order (taken once).
@@ -134,39 +159,62 @@ impl Sandbox {
 
     /// Stops every process of the environment until [`Self::thaw`] (no-op without cgroups).
     pub fn freeze(&self) -> std::io::Result<()> {
-        self.cgroup.as_ref().map_or(Ok(()), Cgroup::freeze)
+        self.cgroup.as_deref().map_or(Ok(()), Cgroup::freeze)
     }
 
     pub fn thaw(&self) -> std::io::Result<()> {
-        self.cgroup.as_ref().map_or(Ok(()), Cgroup::thaw)
+        self.cgroup.as_deref().map_or(Ok(()), Cgroup::thaw)
     }
 
     /// The most memory the environment used at once, in bytes (None without cgroups).
     pub fn memory_peak(&self) -> Option<u64> {
-        self.cgroup.as_ref().and_then(Cgroup::memory_peak)
+        self.cgroup.as_deref().and_then(Cgroup::memory_peak)
     }
 
     /// Kills every process of the environment.
-    pub fn kill(&mut self) {
-        self.control = None;
+    pub fn kill(&self) {
+        self.control().take();
         match &self.cgroup {
             Some(cgroup) => cgroup.kill_all(),
-            None if self.pid > 0 => {
-                // PID 1 of the namespace: the kernel kills the rest of it.
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(self.pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            None => {}
+            // PID 1 of the namespace: the kernel kills the rest of it.
+            None => signal_kill(self.pid),
         }
-        let _ = self.helper.start_kill();
+        signal_kill(self.helper_pid);
     }
 
-    /// Waits for the program to end.
-    pub async fn wait(&mut self) -> Exit {
-        let status = self.helper.wait().await;
-        let oom_killed = self.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+    /// Waits for the program to end (any number of callers).
+    pub async fn exited(&self) -> Exit {
+        let mut exit = self.exit.clone();
+        match exit.wait_for(Option::is_some).await {
+            Ok(done) => done.unwrap_or(Exit::UNKNOWN),
+            Err(_) => Exit::UNKNOWN,
+        }
+    }
+
+    /// How the program ended, if it has.
+    pub fn exit(&self) -> Option<Exit> {
+        *self.exit.borrow()
+    }
+}
+
+fn signal_kill(pid: i32) {
+    if pid > 0 {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+impl Exit {
+    const UNKNOWN: Self = Self {
+        code: None,
+        signal: None,
+        oom_killed: false,
+    };
+
+    /// From the helper's status: the program's code, or `128 + signal`.
+    fn of(status: std::io::Result<std::process::ExitStatus>, oom_killed: bool) -> Self {
         use std::os::unix::process::ExitStatusExt as _;
         let (code, signal) = match status {
             Ok(s) => match (s.code(), s.signal()) {
@@ -176,7 +224,7 @@ impl Sandbox {
             },
             Err(_) => (None, None),
         };
-        Exit {
+        Self {
             code,
             signal,
             oom_killed,
@@ -187,12 +235,6 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.kill();
-        if let Some(cgroup) = self.cgroup.take()
-            && !cgroup.try_remove()
-        {
-            // Waits for the killed processes to leave it; not on the caller's thread.
-            std::thread::spawn(move || cgroup.remove());
-        }
     }
 }
 

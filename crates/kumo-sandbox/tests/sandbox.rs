@@ -64,29 +64,21 @@ const LIMITS: Limits = Limits {
     cpu_weight: 100,
 };
 
-/// Runs the program to its end: (exit, stdout, stderr).
-async fn run(env: &Env, limits: &Limits) -> (Exit, String, String) {
+/// Runs the program to its end: its exit and output (standard output and error).
+async fn run(env: &Env, limits: &Limits) -> (Exit, String) {
     let id = uuid_like();
     let mut sandbox = Sandbox::start(Path::new(HELPER), &env.spec, limits, Some(&cgroups()), &id)
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
-    let (mut out, mut err) = (
-        sandbox.stdout.take().unwrap(),
-        sandbox.stderr.take().unwrap(),
-    );
-    let (mut stdout, mut stderr) = (String::new(), String::new());
+    let mut output = String::new();
     let exit = tokio::time::timeout(Duration::from_secs(30), async {
-        let (a, b) = tokio::join!(
-            out.read_to_string(&mut stdout),
-            err.read_to_string(&mut stderr)
-        );
-        a.unwrap();
-        b.unwrap();
-        sandbox.wait().await
+        let mut pipe = sandbox.output.take().unwrap();
+        pipe.read_to_string(&mut output).await.unwrap();
+        sandbox.exited().await
     })
     .await
     .expect("the program ended");
-    (exit, stdout, stderr)
+    (exit, output)
 }
 
 fn uuid_like() -> String {
@@ -126,8 +118,8 @@ cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '
 echo "cwd=$(pwd)"
 echo "env=$(env | sort | tr '\n' ' ')""#,
     );
-    let (exit, out, err) = run(&env, &LIMITS).await;
-    assert_eq!(exit.code, Some(0), "{out}\n{err}");
+    let (exit, out) = run(&env, &LIMITS).await;
+    assert_eq!(exit.code, Some(0), "{out}");
     assert!(out.contains("pid=1\n"), "{out}");
     // sh, and the ls of the pipeline: nothing of the host.
     let procs: u32 = out
@@ -177,8 +169,8 @@ echo hi > /tmp/small && echo "tmp ok"
 if head -c 8000000 /dev/zero > /tmp/big 2>/dev/null; then echo "8MB fit"; else echo "tmp full"; fi
 cat /etc/shadow >/dev/null 2>&1 && echo "read shadow" || echo "no shadow""#,
     );
-    let (exit, out, err) = run(&env, &LIMITS).await;
-    assert_eq!(exit.code, Some(0), "{out}\n{err}");
+    let (exit, out) = run(&env, &LIMITS).await;
+    assert_eq!(exit.code, Some(0), "{out}");
     for path in ["/var/task/x", "/x", "/usr/x", "/etc/x", "/dev/x"] {
         assert!(out.contains(&format!("refused {path}")), "{out}");
     }
@@ -222,13 +214,13 @@ curl -s -m 5 -d hello http://127.0.0.1:9001/inside"#
         .unwrap();
     let mut out = String::new();
     sandbox
-        .stdout
+        .output
         .take()
         .unwrap()
         .read_to_string(&mut out)
         .await
         .unwrap();
-    assert_eq!(sandbox.wait().await.code, Some(0));
+    assert_eq!(sandbox.exited().await.code, Some(0));
     assert!(out.contains("host unreachable"), "{out}");
     assert!(out.contains("outside unreachable"), "{out}");
     assert!(out.ends_with("ok"), "{out}");
@@ -240,7 +232,7 @@ async fn memory_over_the_limit_is_killed_as_out_of_memory() {
         return;
     }
     let env = env_with(r#"x=$(head -c 100000000 /dev/zero | tr '\0' a); echo "survived ${#x}""#);
-    let (exit, out, _) = run(
+    let (exit, out) = run(
         &env,
         &Limits {
             memory_bytes: 32 * MB,
@@ -258,11 +250,11 @@ async fn a_fork_bomb_stops_at_the_pids_limit() {
         return;
     }
     let env = env_with(r#"for i in $(seq 60); do sleep 30 & echo "started $i"; done"#);
-    let (_, out, err) = run(&env, &Limits { pids: 16, ..LIMITS }).await;
+    let (_, out) = run(&env, &Limits { pids: 16, ..LIMITS }).await;
     // The shell stops at the first fork the limit refuses.
     let started = out.lines().filter(|l| l.starts_with("started")).count();
-    assert!((8..16).contains(&started), "{out}\n{err}");
-    assert!(err.to_lowercase().contains("fork"), "{err}");
+    assert!((8..16).contains(&started), "{out}");
+    assert!(out.to_lowercase().contains("fork"), "{out}");
 }
 
 #[tokio::test]
@@ -272,7 +264,7 @@ async fn kill_ends_every_process_of_the_environment_even_a_forked_grandchild() {
     }
     let marker = format!("{}.25", std::process::id() % 1000 + 1000);
     let env = env_with(&format!("sh -c 'sleep {marker}' &\nsleep {marker}"));
-    let mut sandbox = Sandbox::start(
+    let sandbox = Sandbox::start(
         Path::new(HELPER),
         &env.spec,
         &LIMITS,
@@ -299,7 +291,7 @@ async fn kill_ends_every_process_of_the_environment_even_a_forked_grandchild() {
     }
     assert!(sleeping() >= 3, "the grandchild started");
     sandbox.kill();
-    let exit = sandbox.wait().await;
+    let exit = sandbox.exited().await;
     assert_eq!(exit.signal, Some(9), "{exit:?}");
     for _ in 0..100 {
         if sleeping() == 0 {
