@@ -20,6 +20,18 @@ fn is_root() -> bool {
 }
 
 fn cgroups() -> Cgroups {
+    // Groups are named `t{pid}-{n}`; those of earlier test runs (whose last processes were
+    // still exiting when the run ended) are removed here.
+    for controller in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let parent = controller.path().join("kumo-sandbox-tests");
+        for group in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            let name = group.file_name().to_string_lossy().into_owned();
+            let pid = name.strip_prefix('t').and_then(|n| n.split('-').next());
+            if pid.is_some_and(|p| !Path::new("/proc").join(p).exists()) {
+                let _ = std::fs::remove_dir(group.path());
+            }
+        }
+    }
     Cgroups::open("kumo-sandbox-tests").expect("this machine has cgroups")
 }
 
