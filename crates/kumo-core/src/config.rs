@@ -159,6 +159,12 @@ pub struct FunctionConfig {
     /// Secrets (`kumo secret set`) the guest gets as environment variables of the same name.
     /// A published version keeps the names; the values are read when the version is loaded.
     pub secrets: Vec<String>,
+    /// A Lambda function's runtime (its code is then a zip package, not wasm).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::LambdaRuntimeName>,
+    /// A Lambda function's handler (`module.function` for python3; passed as `_HANDLER`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
 }
 
 impl Default for FunctionConfig {
@@ -186,6 +192,8 @@ impl Default for FunctionConfig {
             on_object: None,
             auth: FunctionAuth::Public,
             secrets: Vec::new(),
+            runtime: None,
+            handler: None,
         }
     }
 }
@@ -307,6 +315,7 @@ impl FunctionConfig {
         if let Some((key, _)) = self.env.iter().find(|(_, v)| v.contains('\0')) {
             return fail("env", format!("the value of {key:?} contains NUL"));
         }
+        self.validate_lambda()?;
         for name in &self.secrets {
             crate::validate_secret_name(name).or_else(|e| fail("secrets", e))?;
             if self.env.contains_key(name) {
@@ -317,6 +326,32 @@ impl FunctionConfig {
             }
         }
         Ok(())
+    }
+
+    fn validate_lambda(&self) -> Result<(), ConfigError> {
+        let fail = |field: &str, message: String| ConfigError {
+            field: field.to_string(),
+            message,
+        };
+        match self.runtime {
+            None if self.handler.is_some() => Err(fail(
+                "handler",
+                "a handler is for Lambda functions; set runtime too".into(),
+            )),
+            None => Ok(()),
+            Some(runtime) => {
+                crate::validate_handler(runtime, self.handler.as_deref())
+                    .map_err(|e| fail("handler", e))?;
+                if self.instances == Instances::Reuse {
+                    return Err(fail(
+                        "instances",
+                        "a Lambda function's environments are always reused; leave instances unset"
+                            .into(),
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 
     pub fn memory_bytes(&self) -> usize {

@@ -7,6 +7,7 @@ mod config;
 mod duration;
 mod event;
 mod kv;
+mod lambda;
 mod limits;
 mod metering;
 mod name;
@@ -38,6 +39,7 @@ pub use kv::{
     MAX_KV_VALUE_BYTES, ObjectEvent, ObjectInfo, ObjectTrigger, incremented, parse_counter,
     validate_bucket, validate_key,
 };
+pub use lambda::{LambdaRuntimeName, validate_handler};
 pub use limits::{default_max_connections, default_memory_budget, function_share, parse_size};
 pub use metering::{Prices, Source, UsageBy, UsageReport, UsageRow, gb_seconds};
 pub use name::{NameError, Target, validate_name};

@@ -12,6 +12,9 @@ pub enum FunctionKind {
     /// A WASI 0.2 command component (`wasi:cli/run`) or a wasip1 core module with `_start`:
     /// the payload is its stdin, its stdout the response body.
     WasiCommand,
+    /// A Lambda deployment package (zip) run by a sandboxed native process that speaks the
+    /// Lambda Runtime API.
+    Lambda,
 }
 
 impl FunctionKind {
@@ -19,6 +22,7 @@ impl FunctionKind {
         match self {
             Self::WasiHttp => "wasi-http",
             Self::WasiCommand => "wasi-command",
+            Self::Lambda => "lambda",
         }
     }
 
@@ -26,6 +30,7 @@ impl FunctionKind {
         match s {
             "wasi-http" => Some(Self::WasiHttp),
             "wasi-command" => Some(Self::WasiCommand),
+            "lambda" => Some(Self::Lambda),
             _ => None,
         }
     }

@@ -22,7 +22,11 @@ fn is_root() -> bool {
 fn cgroups() -> Cgroups {
     // Groups are named `t{pid}-{n}`; those of earlier test runs (whose last processes were
     // still exiting when the run ended) are removed here.
-    for controller in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+    for controller in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let parent = controller.path().join("kumo-sandbox-tests");
         for group in std::fs::read_dir(parent).into_iter().flatten().flatten() {
             let name = group.file_name().to_string_lossy().into_owned();

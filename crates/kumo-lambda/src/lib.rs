@@ -1,0 +1,123 @@
+//! AWS Lambda functions on kumo. A function is a deployment package (a zip, [`package`])
+//! run by a runtime process (`provided`: the package's `bootstrap`) in sandboxed execution
+//! environments (kumo-sandbox). Each environment serves the Lambda Runtime API
+//! ([`runtime_api`]) inside its own network namespace, runs one invocation at a time, is kept
+//! warm (frozen) for the next and dropped on failure. [`events`] shapes what a function
+//! receives from each trigger as AWS would.
+
+mod environment;
+pub mod events;
+mod output;
+pub mod package;
+mod pool;
+pub mod runtime_api;
+
+pub use pool::{Function, Invocation, Outcome, Pool};
+
+use kumo_sandbox::{Cgroups, Isolation};
+use sha2::Digest as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What isolation the server insists on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolationMode {
+    /// Refuse to start when a layer is missing.
+    Strict,
+    /// Run with the layers that exist and say which are missing.
+    BestEffort,
+}
+
+/// The machine-wide part: the sandbox helper, cgroups and where packages are unpacked.
+pub struct LambdaRuntime {
+    helper: PathBuf,
+    cgroups: Option<Cgroups>,
+    isolation: Isolation,
+    packages: PathBuf,
+    /// An empty folder every environment mounts its root over (in its own mount namespace).
+    scratch: PathBuf,
+}
+
+impl LambdaRuntime {
+    /// Probes the machine's isolation (refusing to go on under `Strict` when a layer is
+    /// missing), opens the cgroup hierarchy (killing environments a previous run left) and
+    /// prepares `data_dir/lambda`. `helper` is the binary that runs
+    /// [`kumo_sandbox::helper_main`].
+    pub fn new(data_dir: &Path, helper: PathBuf, mode: IsolationMode) -> anyhow::Result<Arc<Self>> {
+        // One parent group per data folder: servers sharing a machine never sweep each
+        // other's environments.
+        let root = data_dir.join("lambda");
+        std::fs::create_dir_all(&root)?;
+        let folder = root.canonicalize()?;
+        let digest = sha2::Sha256::digest(folder.as_os_str().as_encoded_bytes());
+        let cgroups = Cgroups::open(&format!("kumo-{}", &hex::encode(digest)[..12]));
+        let isolation = kumo_sandbox::probe(&helper, &cgroups);
+        let missing: Vec<String> = isolation
+            .missing()
+            .map(|l| format!("{} ({})", l.name, l.missing.as_deref().unwrap_or("")))
+            .collect();
+        if !missing.is_empty() {
+            anyhow::ensure!(
+                mode == IsolationMode::BestEffort,
+                "--isolation strict: these isolation layers are missing: {}",
+                missing.join("; ")
+            );
+            tracing::warn!(
+                "Lambda functions run with best-effort isolation; missing: {}",
+                missing.join("; ")
+            );
+        } else {
+            tracing::info!("Lambda functions run with every isolation layer");
+        }
+        let cgroups = cgroups.ok();
+        if let Some(cgroups) = &cgroups {
+            cgroups.sweep();
+        }
+        let packages = root.join("packages");
+        let scratch = root.join("root");
+        std::fs::create_dir_all(&packages)?;
+        std::fs::create_dir_all(&scratch)?;
+        Ok(Arc::new(Self {
+            helper,
+            cgroups,
+            isolation,
+            packages,
+            scratch,
+        }))
+    }
+
+    /// The isolation layers this machine gives environments.
+    pub fn isolation(&self) -> &Isolation {
+        &self.isolation
+    }
+
+    /// The unpacked package of code `sha256` (unpacking `zip` if it is not yet).
+    pub fn package_dir(&self, sha256: &str) -> PathBuf {
+        self.packages.join(sha256)
+    }
+
+    /// Unpacks a package and checks it can run under `runtime`.
+    pub fn prepare(
+        &self,
+        sha256: &str,
+        zip: &[u8],
+        runtime: kumo_core::LambdaRuntimeName,
+    ) -> Result<PathBuf, package::PackageError> {
+        let dir = self.package_dir(sha256);
+        package::unpack(zip, &dir)?;
+        if runtime == kumo_core::LambdaRuntimeName::Provided {
+            package::check_bootstrap(&dir)?;
+        }
+        Ok(dir)
+    }
+}
+
+impl LambdaRuntime {
+    /// Where kumo's Python runtime interface client (awslambdaric) is installed.
+    pub fn python_dir(&self) -> PathBuf {
+        self.packages
+            .parent()
+            .map_or_else(|| self.packages.clone(), Path::to_path_buf)
+            .join("runtimes/python3")
+    }
+}
