@@ -16,7 +16,7 @@ fn pool(data: &std::path::Path, handler: &str, memory_mb: u32) -> Pool {
     std::fs::create_dir_all(&package).unwrap();
     std::fs::set_permissions(&package, std::fs::Permissions::from_mode(0o755)).unwrap();
     let bootstrap = package.join("bootstrap");
-    std::fs::write(&bootstrap, include_str!("shell_bootstrap.sh")).unwrap();
+    std::fs::copy(test_programs::LAMBDA_SHELL_BOOTSTRAP, &bootstrap).unwrap();
     std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).unwrap();
     Pool::new(
         runtime,

@@ -6,7 +6,7 @@
 use crate::admission::Admission;
 use crate::aliases::AliasTable;
 use crate::error::ApiError;
-use crate::loaded::{Entry, LoadedFunctions, entry_key};
+use crate::loaded::{Code, Entry, LoadedFunctions, entry_key};
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
 use crate::trace::{TraceContext, Tracing};
@@ -44,6 +44,11 @@ pub struct InvocationRequest {
 /// deeper calls fail with `call_depth_exceeded`, which stops call loops.
 pub(crate) const MAX_CALL_DEPTH: u32 = 8;
 
+/// The region Lambda functions are told they run in (`AWS_REGION`).
+const LAMBDA_REGION: &str = "us-east-1";
+/// Bytes a Lambda function's `/tmp` may hold (Lambda's default ephemeral storage).
+const LAMBDA_TMP_BYTES: u64 = 512 * 1024 * 1024;
+
 pub struct Invoked {
     pub request_id: String,
     /// The function had to be loaded for this invocation.
@@ -55,6 +60,7 @@ pub struct Invoker {
     store: Store,
     blobs: Blobs,
     runtime: Arc<Runtime>,
+    lambda: Arc<kumo_lambda::LambdaRuntime>,
     recorder: Recorder,
     max_response_bytes: usize,
     /// The key-value store guests reach (the same as `store`'s).
@@ -88,6 +94,7 @@ impl Invoker {
         kv: Arc<dyn KeyValue>,
         blobs: Blobs,
         runtime: Arc<Runtime>,
+        lambda: Arc<kumo_lambda::LambdaRuntime>,
         recorder: Recorder,
         max_response_bytes: usize,
         admission: Admission,
@@ -105,6 +112,7 @@ impl Invoker {
             store,
             blobs,
             runtime,
+            lambda,
             recorder,
             max_response_bytes,
             admission,
@@ -157,11 +165,10 @@ impl Invoker {
             })
             .await;
         let (result, cold) = match resolved {
-            Ok((entry, init)) => (
+            Ok((entry, init)) => {
                 self.run(&entry, &request_id, &trace, traceparent, init, request)
-                    .await,
-                init.is_some(),
-            ),
+                    .await
+            }
             Err(e) => {
                 // Repeated failed tokens from one address are answered late, as on the API.
                 if let Some(delay) = self.auth.hold_back(&e, request.peer) {
@@ -340,17 +347,35 @@ impl Invoker {
         generation: u64,
         secrets: Vec<(String, String)>,
     ) -> anyhow::Result<Arc<Entry>> {
-        let runtime = self.runtime.clone();
         let code_path = self.blobs.path(&record.code_sha256);
         let sha = record.code_sha256.clone();
-        // Code that could not serve twice gets no warm instances (Entry::new reads the mark).
-        self.mark_reuse_fallbacks([&mut record]);
-        let loaded = tokio::task::spawn_blocking(move || runtime.load(&sha, &code_path)).await??;
+        let code = match record.config.runtime {
+            Some(runtime) => {
+                let lambda = self.lambda.clone();
+                let package = tokio::task::spawn_blocking(move || {
+                    let zip = std::fs::read(&code_path)?;
+                    lambda
+                        .prepare(&sha, &zip, runtime)
+                        .map_err(|e| anyhow::anyhow!("unpacking the package: {e:?}"))
+                })
+                .await??;
+                Code::Lambda(self.lambda_pool(&record, version, package, &secrets))
+            }
+            None => {
+                let runtime = self.runtime.clone();
+                // Code that could not serve twice gets no warm instances (Entry::new reads the
+                // mark).
+                self.mark_reuse_fallbacks([&mut record]);
+                Code::Wasm(
+                    tokio::task::spawn_blocking(move || runtime.load(&sha, &code_path)).await??,
+                )
+            }
+        };
         Ok(self.loaded.insert(
             Entry::new(
                 record,
                 version,
-                loaded,
+                code,
                 secrets,
                 &self.runtime,
                 &self.metrics,
@@ -360,29 +385,77 @@ impl Invoker {
         ))
     }
 
-    /// Loads a function with provisioned concurrency now, so no invocation of it is cold.
+    /// A Lambda function's environments, made from its unpacked `package`.
+    fn lambda_pool(
+        &self,
+        record: &FunctionRecord,
+        version: Option<u32>,
+        package: std::path::PathBuf,
+        secrets: &[(String, String)],
+    ) -> kumo_lambda::Pool {
+        let env = record
+            .config
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(secrets.iter().cloned())
+            .collect();
+        kumo_lambda::Pool::new(
+            self.lambda.clone(),
+            kumo_lambda::Function {
+                name: kumo_core::url_name(&record.name),
+                version: version.map_or_else(|| "$LATEST".to_string(), |n| n.to_string()),
+                memory_mb: record.config.memory_mb,
+                runtime: record
+                    .config
+                    .runtime
+                    .unwrap_or(kumo_core::LambdaRuntimeName::Provided),
+                handler: record.config.handler.clone(),
+                package,
+                env,
+                region: LAMBDA_REGION.to_string(),
+                tmp_bytes: LAMBDA_TMP_BYTES,
+            },
+        )
+    }
+
+    /// Loads a function with provisioned concurrency now, so no invocation of it is cold (a
+    /// Lambda function's environments are started and initialised too).
     pub async fn preload(&self, record: FunctionRecord) -> anyhow::Result<()> {
         let generation = self.loaded.generation();
         let secrets = self
             .secret_env(&record)
             .await
             .map_err(|e| anyhow::anyhow!(e.message))?;
-        self.load(record, None, generation, secrets).await.map(drop)
+        let provisioned = record.config.provisioned_concurrency.unwrap_or(0);
+        let entry = self.load(record, None, generation, secrets).await?;
+        if let Code::Lambda(pool) = &entry.code {
+            for _ in pool.idle_count()..provisioned as usize {
+                pool.prewarm()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("starting an execution environment: {e}"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Replaces what is in memory after a deploy: nothing (lazy loading), or, for a function
-    /// with provisioned concurrency, the code the deploy just prepared.
-    pub fn deployed(&self, mut record: FunctionRecord, prepared: Loaded) {
+    /// with provisioned concurrency, the code the deploy just prepared (a Lambda function's
+    /// is loaded by [`Self::preload`]).
+    pub fn deployed(&self, mut record: FunctionRecord, prepared: Option<Loaded>) {
         self.mark_reuse_fallbacks([&mut record]);
         self.loaded.forget(&record.name);
         // A function with secrets is loaded when first invoked (its secrets are read then).
-        if record.config.provisioned_concurrency.is_some() && record.config.secrets.is_empty() {
+        if let Some(prepared) = prepared
+            && record.config.provisioned_concurrency.is_some()
+            && record.config.secrets.is_empty()
+        {
             let generation = self.loaded.generation();
             self.loaded.insert(
                 Entry::new(
                     record,
                     None,
-                    prepared,
+                    Code::Wasm(prepared),
                     Vec::new(),
                     &self.runtime,
                     &self.metrics,
@@ -453,9 +526,8 @@ impl Invoker {
         traceparent: Option<http::HeaderValue>,
         init: Option<Duration>,
         request: InvocationRequest,
-    ) -> Result<Response, ApiError> {
-        let config = &entry.record.config;
-        let start = InvocationStart {
+    ) -> (Result<Response, ApiError>, bool) {
+        let mut start = InvocationStart {
             entry,
             request_id,
             trace,
@@ -467,10 +539,11 @@ impl Invoker {
         if self.recorder.is_full() {
             // Its record could not be kept: refused rather than run unmetered.
             self.metrics.unrecorded_refusal();
-            return Err(ApiError::new(
+            let refused = ApiError::new(
                 ErrorKind::Unavailable,
                 "invocation records cannot be stored now (is the disk full?); new invocations are refused until they can",
-            ));
+            );
+            return (Err(refused), false);
         }
         let admitted = match self.admission.admit(entry, request.source) {
             Ok(admitted) => admitted,
@@ -481,9 +554,35 @@ impl Invoker {
                     kumo_core::Source::Event(_) => self.metrics.throttled(&entry.record.name),
                     _ => self.record(&start, Err(&error), Vec::new()).await,
                 }
-                return Err(error);
+                return (Err(error), start.init.is_some());
             }
         };
+        let running = entry.metrics.running();
+        let (result, output) = match &entry.code {
+            Code::Wasm(loaded) => self.run_wasm(entry, loaded, traceparent, request).await,
+            Code::Lambda(pool) => {
+                let (result, output, environment_init) = self
+                    .run_lambda(entry, pool, request_id, trace, request)
+                    .await;
+                // A new execution environment is a cold start, whether or not the function
+                // was in memory.
+                start.init = environment_init.or(start.init);
+                (result, output)
+            }
+        };
+        drop((admitted, running));
+        self.record(&start, result.as_ref(), output).await;
+        (result, start.init.is_some())
+    }
+
+    async fn run_wasm(
+        &self,
+        entry: &Entry,
+        loaded: &Loaded,
+        traceparent: Option<http::HeaderValue>,
+        request: InvocationRequest,
+    ) -> (Result<Response, ApiError>, Vec<OutputLine>) {
+        let config = &entry.record.config;
         let invocation = Invocation {
             method: request.method,
             path_and_query: request.path_and_query,
@@ -504,12 +603,10 @@ impl Invoker {
             objects: entry.object_buckets.clone(),
             call_depth: request.call_depth,
         };
-        let running = entry.metrics.running();
         let execution = self
             .runtime
-            .execute(&entry.loaded, entry.warm.as_ref(), invocation)
+            .execute(loaded, entry.warm.as_ref(), invocation)
             .await;
-        drop((admitted, running));
         if execution.fell_back {
             self.reuse_fell_back(entry);
         }
@@ -524,8 +621,93 @@ impl Invoker {
                 line: l.line,
             })
             .collect();
-        self.record(&start, result.as_ref(), output).await;
-        result
+        (result, output)
+    }
+
+    /// Runs an invocation in one of a Lambda function's execution environments. An HTTP
+    /// request (or a function's call) reaches it as an API Gateway 2.0 event and its answer
+    /// is mapped back to a response; other triggers pass the payload as it is, and the answer
+    /// is the JSON response body. Returns the init time of an environment it started.
+    async fn run_lambda(
+        &self,
+        entry: &Entry,
+        pool: &kumo_lambda::Pool,
+        request_id: &str,
+        trace: &TraceContext,
+        request: InvocationRequest,
+    ) -> (
+        Result<Response, ApiError>,
+        Vec<OutputLine>,
+        Option<Duration>,
+    ) {
+        use kumo_lambda::events;
+        let http = matches!(request.source, Source::Http | Source::Call);
+        let payload = if http {
+            let event = events::http_event(&events::HttpRequest {
+                method: &request.method,
+                path_and_query: &request.path_and_query,
+                headers: &request.headers,
+                body: &request.body,
+                source_ip: request.peer,
+                request_id,
+                time_ms: kumo_core::now_ms(),
+            });
+            bytes::Bytes::from(event.to_string())
+        } else {
+            request.body
+        };
+        let outcome = pool
+            .invoke(kumo_lambda::Invocation {
+                request_id: request_id.to_string(),
+                payload,
+                timeout: entry.record.config.timeout,
+                trace_id: Some(trace.xray()),
+                client_context: None,
+            })
+            .await;
+        let result = match outcome.result {
+            Ok(body) if body.len() > self.max_response_bytes => Err(ApiError::new(
+                ErrorKind::FunctionError,
+                format!(
+                    "the function's response is more than the server's limit of {} bytes",
+                    self.max_response_bytes
+                ),
+            )),
+            Ok(body) if http => events::http_response(&body)
+                .map(|r| Response {
+                    status: r.status,
+                    headers: r.headers,
+                    body: r.body,
+                })
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorKind::FunctionError,
+                        format!("the function's answer is not a valid HTTP response: {e}"),
+                    )
+                }),
+            Ok(body) => {
+                let mut headers = http::HeaderMap::new();
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                Ok(Response {
+                    status: http::StatusCode::OK,
+                    headers,
+                    body,
+                })
+            }
+            Err(failure) => Err(ApiError::new(failure.kind, failure.message)),
+        };
+        let output = outcome
+            .logs
+            .into_iter()
+            .map(|line| OutputLine {
+                stream: kumo_core::LogStream::Stdout,
+                line,
+            })
+            .collect();
+        (result, output, outcome.init)
     }
 
     /// The invocation's end, as one record (with its log lines) for the recorder.

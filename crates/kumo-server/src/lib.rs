@@ -110,6 +110,11 @@ pub struct ServerConfig {
     pub metrics_listen: Option<String>,
     /// Serve HTTPS with this certificate and key (PEM), reloaded when they change.
     pub tls: Option<TlsFiles>,
+    /// What Lambda functions' execution environments are isolated by: all layers (`Strict`,
+    /// else the server does not start) or those the machine has.
+    pub isolation: kumo_lambda::IsolationMode,
+    /// The binary that builds execution environments (`kumo __sandbox`): kumo itself.
+    pub sandbox_helper: PathBuf,
 }
 
 /// Everything the handlers share.
@@ -117,6 +122,8 @@ pub struct AppState {
     store: Store,
     blobs: Blobs,
     runtime: Arc<Runtime>,
+    /// Lambda functions' packages and execution environments.
+    lambda: Arc<kumo_lambda::LambdaRuntime>,
     invoker: Invoker,
     routes: RouteTable,
     recorder: Recorder,
@@ -224,6 +231,8 @@ impl Server {
                 ..RuntimeConfig::default()
             },
         )?;
+        let lambda =
+            kumo_lambda::LambdaRuntime::new(data, config.sandbox_helper.clone(), config.isolation)?;
         let recorder = Recorder::start(RecordWriter::open(&db_path)?, config.max_pending_records);
         let disk = disk::DiskSpace::new(data.clone(), config.min_free_disk);
         let functions = store.list_functions().await?;
@@ -240,6 +249,7 @@ impl Server {
             }),
             blobs.clone(),
             runtime.clone(),
+            lambda.clone(),
             recorder.clone(),
             config.max_body_bytes,
             admission::Admission::new(admission::Limits {
@@ -264,6 +274,7 @@ impl Server {
             store,
             blobs,
             runtime,
+            lambda,
             invoker,
             routes: RouteTable::default(),
             recorder,

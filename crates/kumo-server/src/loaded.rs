@@ -12,13 +12,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
+/// What runs an entry's invocations.
+pub(crate) enum Code {
+    /// Pre-instantiated WebAssembly.
+    Wasm(Loaded),
+    /// A Lambda function's execution environments.
+    Lambda(kumo_lambda::Pool),
+}
+
 pub(crate) struct Entry {
     /// Its key in [`LoadedFunctions`] (see [`entry_key`]).
     pub key: String,
     /// None: `$LATEST`; else the published version it runs.
     pub version: Option<u32>,
     pub record: FunctionRecord,
-    pub loaded: Loaded,
+    pub code: Code,
     pub slots: Option<Arc<Semaphore>>,
     /// Warm instances, for a wasi-http function with `instances = "reuse"`.
     pub warm: Option<WarmPool>,
@@ -52,7 +60,7 @@ impl Entry {
     pub(crate) fn new(
         record: FunctionRecord,
         version: Option<u32>,
-        loaded: Loaded,
+        code: Code,
         secrets: Vec<(String, String)>,
         runtime: &Runtime,
         metrics: &Metrics,
@@ -64,7 +72,7 @@ impl Entry {
             .map(|n| Arc::new(Semaphore::new(n as usize)));
         let warm = (record.config.instances == Instances::Reuse
             && !record.reuse_fell_back
-            && matches!(loaded, Loaded::Http(_)))
+            && matches!(code, Code::Wasm(Loaded::Http(_))))
         .then(|| runtime.warm_pool(record.config.max_instance_requests));
         let allow_outbound = record.config.allow_outbound.clone().into();
         let namespace = kumo_core::namespace_of(&record.name).into();
@@ -83,7 +91,7 @@ impl Entry {
             key: entry_key(&record.name, version),
             record,
             version,
-            loaded,
+            code,
             slots,
             warm,
             allow_outbound,
@@ -167,6 +175,13 @@ impl LoadedFunctions {
         for entry in entries {
             if let Some(warm) = &entry.warm {
                 warm.trim(keep_alive);
+            }
+            // Idle execution environments go after the keep-alive too (a provisioned
+            // function keeps its warm ones).
+            if let Code::Lambda(pool) = &entry.code
+                && entry.record.config.provisioned_concurrency.is_none()
+            {
+                pool.reap(keep_alive);
             }
         }
         let cutoff =

@@ -48,6 +48,13 @@ impl TraceContext {
     }
 
     /// The `traceparent` naming this invocation's span (what the guest and its calls see).
+    /// The same trace as AWS X-Ray writes it (`Lambda-Runtime-Trace-Id`, `_X_AMZN_TRACE_ID`):
+    /// `Root=1-{8 hex}-{24 hex};Parent={span};Sampled=1`.
+    pub fn xray(&self) -> String {
+        let (epoch, rest) = self.trace_id.split_at(8.min(self.trace_id.len()));
+        format!("Root=1-{epoch}-{rest};Parent={};Sampled=1", self.span_id)
+    }
+
     pub fn traceparent(&self) -> String {
         // Built per invocation: pushes instead of `format!`.
         let mut value = String::with_capacity(55);

@@ -62,6 +62,8 @@ async fn bind(args: &ServeArgs) -> anyhow::Result<Server> {
             crate::AuthArg::Token => kumo_server::AuthMode::Token,
             crate::AuthArg::None => kumo_server::AuthMode::None,
         },
+        isolation: args.isolation.into(),
+        sandbox_helper: std::env::current_exe().context("finding kumo's own binary")?,
     })
     .await?;
     // Tests and scripts read this line to learn the port (e.g. with --listen 127.0.0.1:0).
@@ -120,12 +122,13 @@ pub(crate) async fn up(args: ServeArgs, manifest: &Path) -> CmdResult {
 
 #[derive(clap::Args)]
 pub(crate) struct DeployArgs {
-    /// The .wasm to deploy; without it, every function of the manifest is built and deployed.
+    /// The .wasm to deploy (with --runtime, a Lambda zip package); without it, every function
+    /// of the manifest is built and deployed.
     file: Option<PathBuf>,
     /// The manifest used when no FILE is given.
     #[arg(short = 'f', long = "file", default_value = "kumo.toml")]
     manifest: PathBuf,
-    /// Function name (default: the file name without .wasm).
+    /// Function name (default: the file name without its extension).
     #[arg(long)]
     name: Option<String>,
     /// Memory limit in MiB.
@@ -193,6 +196,13 @@ pub(crate) struct DeployArgs {
     /// (repeatable).
     #[arg(long = "secret", value_name = "NAME")]
     secrets: Vec<String>,
+    /// Deploy a Lambda function: FILE is its zip package, run by this runtime (`provided`:
+    /// the package's `bootstrap`; `python3`: AWS's Python runtime client and --handler).
+    #[arg(long, value_parser = kumo_core::LambdaRuntimeName::parse)]
+    runtime: Option<kumo_core::LambdaRuntimeName>,
+    /// A Lambda function's handler, e.g. `app.handler` (python3).
+    #[arg(long)]
+    handler: Option<String>,
 }
 
 fn parse_function_auth(text: &str) -> Result<kumo_core::FunctionAuth, String> {
@@ -233,6 +243,8 @@ pub(crate) async fn deploy(client: &Client, args: DeployArgs) -> CmdResult {
         triggers_use: args.triggers_use.clone(),
         auth: args.auth.unwrap_or_default(),
         secrets: args.secrets.clone(),
+        runtime: args.runtime,
+        handler: args.handler.clone(),
         ..FunctionConfig::default()
     };
     if let Some(n) = args.max_retries {

@@ -144,6 +144,11 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM).
     #[arg(long, env = "KUMO_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Lambda functions' execution environments: `strict` refuses to start unless every
+    /// isolation layer (namespaces, pivot_root, cgroups, seccomp, Landlock, capability drop)
+    /// works here; `best-effort` runs with those that do and logs the missing ones.
+    #[arg(long, env = "KUMO_ISOLATION", value_enum, default_value_t = IsolationArg::BestEffort)]
+    isolation: IsolationArg,
 }
 
 /// `--auth`.
@@ -347,8 +352,24 @@ enum TopicCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // Building a Lambda execution environment: before any thread starts (kumo-sandbox).
+    if std::env::args().nth(1).as_deref() == Some(kumo_sandbox::HELPER_ARG) {
+        kumo_sandbox::helper_main();
+    }
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
@@ -439,6 +460,21 @@ async fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum IsolationArg {
+    Strict,
+    BestEffort,
+}
+
+impl From<IsolationArg> for kumo_lambda::IsolationMode {
+    fn from(arg: IsolationArg) -> Self {
+        match arg {
+            IsolationArg::Strict => Self::Strict,
+            IsolationArg::BestEffort => Self::BestEffort,
         }
     }
 }

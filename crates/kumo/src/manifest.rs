@@ -50,6 +50,9 @@ struct FunctionEntry {
     auth: Option<kumo_core::FunctionAuth>,
     #[serde(default)]
     secrets: Vec<String>,
+    /// A Lambda function's runtime (`code` is then its zip package).
+    runtime: Option<kumo_core::LambdaRuntimeName>,
+    handler: Option<String>,
 }
 
 /// One function of a manifest, checked and with paths resolved against the manifest's folder.
@@ -135,6 +138,8 @@ impl Manifest {
             on_object: entry.on_object,
             auth: entry.auth.unwrap_or_default(),
             secrets: entry.secrets,
+            runtime: entry.runtime,
+            handler: entry.handler,
         };
         config.validate()?;
         Ok(ManifestFunction {

@@ -12,3 +12,22 @@
 //! - `HELLO`, `WORDCOUNT`: the examples in `examples/`.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+
+/// Lambda functions for the tests (native, not wasm), as files to zip into a package:
+/// - `LAMBDA_SHELL_BOOTSTRAP`: a `provided` runtime in shell and curl; its behaviour is chosen
+///   by the event (`fail`, `exit`, `sleep`, `oom`; anything else is echoed with some of its
+///   environment) and by `_HANDLER` (`init-error`).
+pub const LAMBDA_SHELL_BOOTSTRAP: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/lambda/shell/bootstrap");
+
+/// A zip of `files` (name, bytes, unix mode), as a Lambda deployment package.
+pub fn zip(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes, mode) in files {
+        let options = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+        zip.start_file(*name, options).expect("a zip entry");
+        zip.write_all(bytes).expect("writing to memory");
+    }
+    zip.finish().expect("writing to memory").into_inner()
+}

@@ -54,23 +54,14 @@ pub(super) async fn deploy(
     }
 
     let sha = Blobs::sha256(&code);
-    let runtime = state.runtime.clone();
-    let prepare_sha = sha.clone();
-    let prepare_code = code.clone();
-    let loaded = tokio::task::spawn_blocking(move || runtime.prepare(&prepare_sha, &prepare_code))
-        .await
-        .map_err(anyhow::Error::from)?
-        .map_err(|e| match e {
-            InvalidCode::Invalid(why) => ApiError::invalid(format!("unusable code: {why}")),
-            InvalidCode::Internal(e) => e.into(),
-        })?;
+    let (kind, loaded) = prepare(&state, &sha, &code, &config).await?;
 
     let _deploying = state.deploy_lock.lock().await;
     let mut functions = state.store.list_functions().await?;
     let now = kumo_core::now_ms();
     let record = FunctionRecord {
         name: key.clone(),
-        kind: loaded.kind(),
+        kind,
         code_sha256: sha,
         code_size: code.len() as u64,
         config,
@@ -121,8 +112,10 @@ pub(super) async fn deploy(
         state.store.forget_schedule(&key).await?;
     }
     state.invoker.deployed(record.clone(), loaded);
+    // Loaded here: a function with secrets (read now) or a Lambda function (whose
+    // environments start now).
     if record.config.provisioned_concurrency.is_some()
-        && !record.config.secrets.is_empty()
+        && (!record.config.secrets.is_empty() || record.kind == kumo_core::FunctionKind::Lambda)
         && let Err(e) = state.invoker.preload(record.clone()).await
     {
         tracing::warn!(function = %key, "loading the provisioned function: {e:#}");
@@ -134,6 +127,39 @@ pub(super) async fn deploy(
         StatusCode::OK
     };
     Ok((status, Json(record)).into_response())
+}
+
+/// Checks and prepares deployed code: a wasm binary is compiled (into the cache); a Lambda
+/// package (config `runtime`) is unpacked and checked.
+async fn prepare(
+    state: &AppState,
+    sha: &str,
+    code: &Bytes,
+    config: &FunctionConfig,
+) -> ApiResult<(kumo_core::FunctionKind, Option<kumo_runtime::Loaded>)> {
+    let (sha, code) = (sha.to_string(), code.clone());
+    if let Some(runtime) = config.runtime {
+        let lambda = state.lambda.clone();
+        tokio::task::spawn_blocking(move || lambda.prepare(&sha, &code, runtime))
+            .await
+            .map_err(anyhow::Error::from)?
+            .map_err(|e| match e {
+                kumo_lambda::package::PackageError::Invalid(why) => {
+                    ApiError::invalid(format!("unusable package: {why}"))
+                }
+                kumo_lambda::package::PackageError::Internal(e) => e.into(),
+            })?;
+        return Ok((kumo_core::FunctionKind::Lambda, None));
+    }
+    let runtime = state.runtime.clone();
+    let loaded = tokio::task::spawn_blocking(move || runtime.prepare(&sha, &code))
+        .await
+        .map_err(anyhow::Error::from)?
+        .map_err(|e| match e {
+            InvalidCode::Invalid(why) => ApiError::invalid(format!("unusable code: {why}")),
+            InvalidCode::Internal(e) => e.into(),
+        })?;
+    Ok((loaded.kind(), Some(loaded)))
 }
 
 /// A deploy's multipart form (for the API document; [`read_deploy_parts`] reads it).

@@ -12,6 +12,7 @@ mod harness;
 mod instances;
 mod invoke;
 mod kv;
+mod lambda;
 mod lifecycle;
 mod limits;
 mod metrics;

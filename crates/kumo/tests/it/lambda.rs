@@ -1,0 +1,220 @@
+//! Lambda functions (a zip package run by a sandboxed native process) through the real
+//! server: deploy, the HTTP gateway (API Gateway 2.0 events), the invoke API (raw payloads),
+//! records and Lambda's log lines, errors, timeouts and refused packages. Needs root, as CI
+//! runs; elsewhere the tests say so and return.
+
+use crate::harness::{TestServer, config, request_id};
+use kumo_api::FunctionConfig;
+use kumo_core::{LambdaRuntimeName, Outcome};
+
+fn is_root() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root {
+        eprintln!("skipped: Lambda execution environments need root");
+    }
+    root
+}
+
+fn shell_package() -> Vec<u8> {
+    let bootstrap = std::fs::read(test_programs::LAMBDA_SHELL_BOOTSTRAP).unwrap();
+    test_programs::zip(&[
+        ("bootstrap", &bootstrap, 0o755),
+        ("data/note.txt", b"hi", 0o644),
+    ])
+}
+
+fn provided(handler: &str) -> FunctionConfig {
+    FunctionConfig {
+        runtime: Some(LambdaRuntimeName::Provided),
+        handler: Some(handler.into()),
+        ..config()
+    }
+}
+
+#[tokio::test]
+async fn a_provided_function_serves_http_and_invoke_with_lambda_logs() {
+    if !is_root() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let mut cfg = provided("echo");
+    cfg.routes = vec!["/shell/*".parse().unwrap()];
+    let (record, _) = server
+        .client
+        .deploy("shell", shell_package(), &cfg)
+        .await
+        .unwrap();
+    assert_eq!(record.kind, kumo_api::FunctionKind::Lambda);
+
+    // An HTTP request arrives as an API Gateway 2.0 event; the bare JSON answer is a 200.
+    let response = server
+        .post("/shell/items?id=7")
+        .header("x-test", "yes")
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let id = request_id(&response);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    let event = &answer["echo"];
+    assert_eq!(event["version"], "2.0");
+    assert_eq!(event["rawPath"], "/shell/items");
+    assert_eq!(event["queryStringParameters"]["id"], "7");
+    assert_eq!(event["headers"]["x-test"], "yes");
+    assert_eq!(event["body"], "payload");
+    assert_eq!(event["requestContext"]["http"]["method"], "POST");
+    assert_eq!(event["requestContext"]["requestId"], id.as_str());
+    assert_eq!(answer["fn"], "shell");
+
+    let record = server.client.invocation(&id).await.unwrap();
+    assert_eq!(record.outcome, Outcome::Ok);
+    assert!(record.cold, "the first invocation started an environment");
+    assert!(record.init_ms.unwrap() > 0.0);
+
+    // The invoke API passes the payload as it is; the environment is warm now.
+    let invoked = server
+        .client
+        .invoke("shell", br#"{"n": 1}"#.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(invoked.status, 200);
+    let answer: serde_json::Value = serde_json::from_slice(&invoked.body).unwrap();
+    assert_eq!(answer["echo"], serde_json::json!({"n": 1}));
+    let id = invoked.request_id.unwrap();
+    let record = server.client.invocation(&id).await.unwrap();
+    assert!(!record.cold, "a warm environment");
+
+    // Records and their lines are written in the background.
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = server.client.logs("shell", Some(&id), 100).await.unwrap();
+        if lines.iter().any(|l| l.line.starts_with("REPORT")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let lines: Vec<&str> = lines.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(
+        lines[0],
+        format!("START RequestId: {id} Version: $LATEST"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&format!("handling {id}").as_str()),
+        "{lines:?}"
+    );
+    assert_eq!(lines[lines.len() - 2], format!("END RequestId: {id}"));
+    let report = lines[lines.len() - 1];
+    assert!(
+        report.starts_with(&format!("REPORT RequestId: {id}\tDuration: ")),
+        "{report}"
+    );
+    assert!(
+        report.contains("Memory Size: 128 MB\tMax Memory Used: "),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn lambda_errors_timeouts_and_bad_packages_are_reported() {
+    if !is_root() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let mut cfg = provided("echo");
+    cfg.timeout = std::time::Duration::from_millis(500);
+    server
+        .client
+        .deploy("shell", shell_package(), &cfg)
+        .await
+        .unwrap();
+
+    let failed = server
+        .client
+        .invoke("shell", br#""fail""#.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(failed.error_code.as_deref(), Some("function_error"));
+    assert!(String::from_utf8_lossy(&failed.body).contains("ValueError: it failed"));
+
+    let slow = server
+        .client
+        .invoke("shell", br#""sleep""#.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(slow.error_code.as_deref(), Some("timeout"));
+    let record = server
+        .client
+        .invocation(&slow.request_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(record.outcome, Outcome::Timeout);
+
+    let exited = server
+        .client
+        .invoke("shell", br#""exit""#.to_vec())
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&exited.body).contains("Runtime.ExitError"));
+    // A new environment serves the next one.
+    let ok = server.client.invoke("shell", b"{}".to_vec()).await.unwrap();
+    assert_eq!(ok.status, 200);
+
+    server
+        .client
+        .deploy("init", shell_package(), &provided("init-error"))
+        .await
+        .unwrap();
+    let refused = server.client.invoke("init", b"{}".to_vec()).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&refused.body)
+            .contains("Runtime.InitError: InitFailed: cannot init")
+    );
+
+    // Packages that cannot run are refused at deploy, and nothing is stored.
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("not-a-zip", b"hello".to_vec(), "not a readable zip"),
+        (
+            "escapes",
+            test_programs::zip(&[("../evil", b"x", 0o644), ("bootstrap", b"#!/bin/sh", 0o755)]),
+            "outside the package",
+        ),
+        (
+            "no-bootstrap",
+            test_programs::zip(&[("app.py", b"", 0o644)]),
+            "bootstrap",
+        ),
+        (
+            "not-executable",
+            test_programs::zip(&[("bootstrap", b"#!/bin/sh", 0o644)]),
+            "executable",
+        ),
+    ];
+    for (name, package, why) in cases {
+        let response = server
+            .client
+            .deploy(name, package, &provided("x"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&response, kumo_api::ClientError::Api { status: 400, code, message }
+                if code == "invalid_function" && message.contains(why)),
+            "{name}: {response}"
+        );
+        assert!(server.client.get(name).await.is_err());
+    }
+    let mut python_without_handler = provided("x");
+    python_without_handler.runtime = Some(LambdaRuntimeName::Python3);
+    python_without_handler.handler = None;
+    let refused = server
+        .client
+        .deploy("py", shell_package(), &python_without_handler)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("needs a handler"), "{refused}");
+}
