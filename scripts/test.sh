@@ -8,4 +8,8 @@ bash scripts/setup.sh
 if ! python3 -c 'import schemathesis' >/dev/null 2>&1; then
     python3 -m pip install --quiet --root-user-action=ignore 'schemathesis>=4,<5'
 fi
+# Lambda functions in Python run AWS's runtime interface client, installed for the tests here
+# (the end-to-end tests start kumo with --lambda-runtimes pointing at it).
+bash scripts/lambda-runtimes.sh target/lambda-runtimes
+export KUMO_LAMBDA_RUNTIMES="$PWD/target/lambda-runtimes"
 exec cargo test --workspace "$@"

@@ -36,14 +36,22 @@ pub struct LambdaRuntime {
     packages: PathBuf,
     /// An empty folder every environment mounts its root over (in its own mount namespace).
     scratch: PathBuf,
+    /// Where the runtimes kumo provides are installed (`python3/`: awslambdaric).
+    runtimes: PathBuf,
 }
 
 impl LambdaRuntime {
     /// Probes the machine's isolation (refusing to go on under `Strict` when a layer is
     /// missing), opens the cgroup hierarchy (killing environments a previous run left) and
     /// prepares `data_dir/lambda`. `helper` is the binary that runs
-    /// [`kumo_sandbox::helper_main`].
-    pub fn new(data_dir: &Path, helper: PathBuf, mode: IsolationMode) -> anyhow::Result<Arc<Self>> {
+    /// [`kumo_sandbox::helper_main`]; `runtimes` is where `scripts/lambda-runtimes.sh`
+    /// installed the runtimes kumo provides (None: `data_dir/lambda/runtimes`).
+    pub fn new(
+        data_dir: &Path,
+        helper: PathBuf,
+        mode: IsolationMode,
+        runtimes: Option<PathBuf>,
+    ) -> anyhow::Result<Arc<Self>> {
         // One parent group per data folder: servers sharing a machine never sweep each
         // other's environments.
         let root = data_dir.join("lambda");
@@ -83,6 +91,7 @@ impl LambdaRuntime {
             isolation,
             packages,
             scratch,
+            runtimes: runtimes.unwrap_or_else(|| root.join("runtimes")),
         }))
     }
 
@@ -105,8 +114,16 @@ impl LambdaRuntime {
     ) -> Result<PathBuf, package::PackageError> {
         let dir = self.package_dir(sha256);
         package::unpack(zip, &dir)?;
-        if runtime == kumo_core::LambdaRuntimeName::Provided {
-            package::check_bootstrap(&dir)?;
+        match runtime {
+            kumo_core::LambdaRuntimeName::Provided => package::check_bootstrap(&dir)?,
+            kumo_core::LambdaRuntimeName::Python3 => {
+                if !self.python_dir().join("awslambdaric").is_dir() {
+                    return Err(package::PackageError::Invalid(format!(
+                        "the python3 runtime is not installed on this server (run scripts/lambda-runtimes.sh DIR and start kumo with --lambda-runtimes DIR; looked in {})",
+                        self.runtimes.display()
+                    )));
+                }
+            }
         }
         Ok(dir)
     }
@@ -115,9 +132,6 @@ impl LambdaRuntime {
 impl LambdaRuntime {
     /// Where kumo's Python runtime interface client (awslambdaric) is installed.
     pub fn python_dir(&self) -> PathBuf {
-        self.packages
-            .parent()
-            .map_or_else(|| self.packages.clone(), Path::to_path_buf)
-            .join("runtimes/python3")
+        self.runtimes.join("python3")
     }
 }

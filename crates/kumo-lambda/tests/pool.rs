@@ -10,7 +10,7 @@ use std::time::Duration;
 const HELPER: &str = env!("CARGO_BIN_EXE_kumo-lambda-test-helper");
 
 fn pool(data: &std::path::Path, handler: &str, memory_mb: u32) -> Pool {
-    let runtime = LambdaRuntime::new(data, HELPER.into(), IsolationMode::Strict)
+    let runtime = LambdaRuntime::new(data, HELPER.into(), IsolationMode::Strict, None)
         .expect("every layer is here");
     let package = data.join("package");
     std::fs::create_dir_all(&package).unwrap();

@@ -115,6 +115,9 @@ pub struct ServerConfig {
     pub isolation: kumo_lambda::IsolationMode,
     /// The binary that builds execution environments (`kumo __sandbox`): kumo itself.
     pub sandbox_helper: PathBuf,
+    /// Where `scripts/lambda-runtimes.sh` installed the runtimes kumo provides (None:
+    /// `DATA/lambda/runtimes`).
+    pub lambda_runtimes: Option<PathBuf>,
 }
 
 /// Everything the handlers share.
@@ -231,8 +234,12 @@ impl Server {
                 ..RuntimeConfig::default()
             },
         )?;
-        let lambda =
-            kumo_lambda::LambdaRuntime::new(data, config.sandbox_helper.clone(), config.isolation)?;
+        let lambda = kumo_lambda::LambdaRuntime::new(
+            data,
+            config.sandbox_helper.clone(),
+            config.isolation,
+            config.lambda_runtimes.clone(),
+        )?;
         let recorder = Recorder::start(RecordWriter::open(&db_path)?, config.max_pending_records);
         let disk = disk::DiskSpace::new(data.clone(), config.min_free_disk);
         let functions = store.list_functions().await?;

@@ -63,6 +63,7 @@ async fn bind(args: &ServeArgs) -> anyhow::Result<Server> {
             crate::AuthArg::None => kumo_server::AuthMode::None,
         },
         isolation: args.isolation.into(),
+        lambda_runtimes: args.lambda_runtimes.clone(),
         sandbox_helper: std::env::current_exe().context("finding kumo's own binary")?,
     })
     .await?;

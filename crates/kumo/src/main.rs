@@ -149,6 +149,10 @@ pub struct ServeArgs {
     /// works here; `best-effort` runs with those that do and logs the missing ones.
     #[arg(long, env = "KUMO_ISOLATION", value_enum, default_value_t = IsolationArg::BestEffort)]
     isolation: IsolationArg,
+    /// Where `scripts/lambda-runtimes.sh` installed the runtimes kumo provides Lambda
+    /// functions (python3: awslambdaric). Default: DATA/lambda/runtimes.
+    #[arg(long, env = "KUMO_LAMBDA_RUNTIMES")]
+    lambda_runtimes: Option<PathBuf>,
 }
 
 /// `--auth`.
