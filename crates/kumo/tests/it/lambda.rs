@@ -218,3 +218,70 @@ async fn lambda_errors_timeouts_and_bad_packages_are_reported() {
         .unwrap_err();
     assert!(refused.to_string().contains("needs a handler"), "{refused}");
 }
+
+/// Where scripts/test.sh installed awslambdaric (its KUMO_LAMBDA_RUNTIMES, else the
+/// workspace's target/lambda-runtimes).
+fn lambda_runtimes() -> String {
+    let dir = std::env::var("KUMO_LAMBDA_RUNTIMES").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/lambda-runtimes").to_string()
+    });
+    assert!(
+        std::path::Path::new(&dir)
+            .join("python3/awslambdaric")
+            .is_dir(),
+        "awslambdaric is not installed in {dir}: run scripts/test.sh (or scripts/lambda-runtimes.sh)"
+    );
+    dir
+}
+
+#[tokio::test]
+async fn a_python_handler_runs_on_awslambdaric() {
+    if !is_root() {
+        return;
+    }
+    let runtimes = lambda_runtimes();
+    let server = TestServer::start_with(&["--lambda-runtimes", &runtimes]).await;
+    let app = std::fs::read(test_programs::LAMBDA_PYTHON_APP).unwrap();
+    let package = test_programs::zip(&[("app.py", &app, 0o644)]);
+    let cfg = FunctionConfig {
+        runtime: Some(LambdaRuntimeName::Python3),
+        handler: Some("app.handler".into()),
+        memory_mb: 256,
+        ..config()
+    };
+    server.client.deploy("py", package, &cfg).await.unwrap();
+
+    let invoked = server
+        .client
+        .invoke("py", br#"{"a": 1}"#.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        invoked.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&invoked.body)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&invoked.body).unwrap();
+    assert_eq!(answer["event"], serde_json::json!({"a": 1}));
+    assert_eq!(answer["function"], "py");
+    assert_eq!(answer["memory"], "256");
+    assert!(answer["remaining_ms"].as_i64().unwrap() > 0);
+
+    let response = server.post("/fn/py/orders").body("x").send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["x-py"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"path": "/orders", "method": "POST"})
+    );
+
+    let failed = server
+        .client
+        .invoke("py", br#""fail""#.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(failed.error_code.as_deref(), Some("function_error"));
+    assert!(String::from_utf8_lossy(&failed.body).contains("ValueError: bad input"));
+}
