@@ -51,7 +51,8 @@ const LAMBDA_TMP_BYTES: u64 = 512 * 1024 * 1024;
 
 pub struct Invoked {
     pub request_id: String,
-    /// The function had to be loaded for this invocation.
+    /// The function had to be loaded for this invocation (or, for a Lambda function, an
+    /// execution environment started).
     pub cold: bool,
     pub result: Result<Response, ApiError>,
 }
@@ -359,7 +360,7 @@ impl Invoker {
                         .map_err(|e| anyhow::anyhow!("unpacking the package: {e:?}"))
                 })
                 .await??;
-                Code::Lambda(self.lambda_pool(&record, version, package, &secrets))
+                Code::Lambda(self.lambda_pool(&record, runtime, version, package, &secrets))
             }
             None => {
                 let runtime = self.runtime.clone();
@@ -389,6 +390,7 @@ impl Invoker {
     fn lambda_pool(
         &self,
         record: &FunctionRecord,
+        runtime: kumo_core::LambdaRuntimeName,
         version: Option<u32>,
         package: std::path::PathBuf,
         secrets: &[(String, String)],
@@ -406,10 +408,7 @@ impl Invoker {
                 name: kumo_core::url_name(&record.name),
                 version: version.map_or_else(|| "$LATEST".to_string(), |n| n.to_string()),
                 memory_mb: record.config.memory_mb,
-                runtime: record
-                    .config
-                    .runtime
-                    .unwrap_or(kumo_core::LambdaRuntimeName::Provided),
+                runtime,
                 handler: record.config.handler.clone(),
                 package,
                 env,
