@@ -14,8 +14,9 @@ const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 const NOSUID_NODEV: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
 
-pub(crate) fn build_root(spec: &Spec) -> Result<()> {
-    // Nothing mounted here propagates back to the host.
+/// Makes every mount of this (new) mount namespace private: nothing mounted from now on
+/// propagates back to the host.
+pub(crate) fn make_private() -> Result<()> {
     mount(
         None::<&str>,
         "/",
@@ -23,7 +24,11 @@ pub(crate) fn build_root(spec: &Spec) -> Result<()> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .context("making mounts private")?;
+    .context("making mounts private")
+}
+
+pub(crate) fn build_root(spec: &Spec) -> Result<()> {
+    make_private()?;
     let root = &spec.scratch;
     mount(
         Some("tmpfs"),

@@ -119,13 +119,7 @@ pub(crate) fn probe_here() -> Vec<Layer> {
 fn try_pivot_root() -> Result<()> {
     use nix::mount::{MsFlags, mount};
     nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )?;
+    crate::mounts::make_private()?;
     let dir = std::env::temp_dir().join(format!("kumo-probe-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = (|| -> Result<()> {

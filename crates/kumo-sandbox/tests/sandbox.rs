@@ -80,10 +80,21 @@ const LIMITS: Limits = Limits {
     cpu_weight: 100,
 };
 
+/// Starts `env`'s program in an environment of its own.
+async fn start(env: &Env, limits: &Limits) -> Result<Sandbox, StartError> {
+    Sandbox::start(
+        Path::new(HELPER),
+        &env.spec,
+        limits,
+        Some(&cgroups()),
+        &uuid_like(),
+    )
+    .await
+}
+
 /// Runs the program to its end: its exit and output (standard output and error).
 async fn run(env: &Env, limits: &Limits) -> (Exit, String) {
-    let id = uuid_like();
-    let mut sandbox = Sandbox::start(Path::new(HELPER), &env.spec, limits, Some(&cgroups()), &id)
+    let mut sandbox = start(env, limits)
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
     let mut output = String::new();
@@ -209,15 +220,7 @@ curl -s -m 2 http://10.0.2.2/ >/dev/null 2>&1 && echo "reached outside" || echo 
 curl -s -m 5 -d hello http://127.0.0.1:9001/inside"#
     ));
     env.spec.listen = vec![9001];
-    let mut sandbox = Sandbox::start(
-        Path::new(HELPER),
-        &env.spec,
-        &LIMITS,
-        Some(&cgroups()),
-        &uuid_like(),
-    )
-    .await
-    .unwrap();
+    let mut sandbox = start(&env, &LIMITS).await.unwrap();
     let listener = sandbox.take_listeners().pop().unwrap();
     let (mut stream, _) = listener.accept().unwrap();
     let mut request = vec![0u8; 4096];
@@ -280,15 +283,7 @@ async fn kill_ends_every_process_of_the_environment_even_a_forked_grandchild() {
     }
     let marker = format!("{}.25", std::process::id() % 1000 + 1000);
     let env = env_with(&format!("sh -c 'sleep {marker}' &\nsleep {marker}"));
-    let sandbox = Sandbox::start(
-        Path::new(HELPER),
-        &env.spec,
-        &LIMITS,
-        Some(&cgroups()),
-        &uuid_like(),
-    )
-    .await
-    .unwrap();
+    let sandbox = start(&env, &LIMITS).await.unwrap();
     let sleeping = || {
         std::fs::read_dir("/proc")
             .unwrap()
@@ -325,15 +320,7 @@ async fn a_program_that_cannot_run_is_the_programs_error() {
     }
     let mut env = env_with("true");
     env.spec.program = "/var/task/missing".into();
-    match Sandbox::start(
-        Path::new(HELPER),
-        &env.spec,
-        &LIMITS,
-        Some(&cgroups()),
-        &uuid_like(),
-    )
-    .await
-    {
+    match start(&env, &LIMITS).await {
         Err(StartError::Program(e)) => assert!(e.contains("/var/task/missing"), "{e}"),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("started"),
