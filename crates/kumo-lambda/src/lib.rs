@@ -114,8 +114,34 @@ impl LambdaRuntime {
     ) -> Result<PathBuf, package::PackageError> {
         let dir = self.package_dir(sha256);
         package::unpack(zip, &dir)?;
+        self.check(&dir, runtime)?;
+        Ok(dir)
+    }
+
+    /// The unpacked package of code `sha256` for a load: unpacked again from the zip at
+    /// `code_path` only when its folder is gone (the zip is not read otherwise).
+    pub fn load(
+        &self,
+        sha256: &str,
+        code_path: &Path,
+        runtime: kumo_core::LambdaRuntimeName,
+    ) -> Result<PathBuf, package::PackageError> {
+        let dir = self.package_dir(sha256);
+        if !dir.is_dir() {
+            return self.prepare(sha256, &std::fs::read(code_path)?, runtime);
+        }
+        self.check(&dir, runtime)?;
+        Ok(dir)
+    }
+
+    /// Whether the package in `dir` can run under `runtime` here.
+    fn check(
+        &self,
+        dir: &Path,
+        runtime: kumo_core::LambdaRuntimeName,
+    ) -> Result<(), package::PackageError> {
         match runtime {
-            kumo_core::LambdaRuntimeName::Provided => package::check_bootstrap(&dir)?,
+            kumo_core::LambdaRuntimeName::Provided => package::check_bootstrap(dir)?,
             kumo_core::LambdaRuntimeName::Python3 => {
                 if !self.python_dir().join("awslambdaric").is_dir() {
                     return Err(package::PackageError::Invalid(format!(
@@ -125,7 +151,7 @@ impl LambdaRuntime {
                 }
             }
         }
-        Ok(dir)
+        Ok(())
     }
 }
 

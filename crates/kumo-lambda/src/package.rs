@@ -18,6 +18,15 @@ pub enum PackageError {
     Internal(anyhow::Error),
 }
 
+impl std::fmt::Display for PackageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(why) => f.write_str(why),
+            Self::Internal(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
 impl From<std::io::Error> for PackageError {
     fn from(e: std::io::Error) -> Self {
         Self::Internal(e.into())
@@ -84,7 +93,7 @@ pub fn unpack(zip: &[u8], dir: &Path) -> Result<u64, PackageError> {
         .map_err(PackageError::Internal)?;
     std::fs::create_dir_all(parent)?;
     let staging = tempdir_in(parent)?;
-    let size = unpack_into(zip, &staging)?;
+    let size = unpack_into(zip, &staging, MAX_UNPACKED_BYTES)?;
     // Another deploy of the same bytes may have won the race; its folder is as good.
     if std::fs::rename(&staging, dir).is_err() && dir.is_dir() {
         let _ = std::fs::remove_dir_all(&staging);
@@ -99,7 +108,8 @@ fn tempdir_in(parent: &Path) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-fn unpack_into(zip: &[u8], root: &Path) -> Result<u64, PackageError> {
+/// Unpacks into `root`, refusing more than `limit` bytes; `root` is removed on failure.
+fn unpack_into(zip: &[u8], root: &Path, limit: u64) -> Result<u64, PackageError> {
     let result = (|| {
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
             .map_err(|e| invalid(format!("the package is not a readable zip: {e}")))?;
@@ -138,14 +148,14 @@ fn unpack_into(zip: &[u8], root: &Path) -> Result<u64, PackageError> {
             }
             // Counted as written, not as the zip declares: a declared size can lie.
             let mut file = std::fs::File::create(&path)?;
-            let limit = MAX_UNPACKED_BYTES - total;
-            let written = std::io::copy(&mut (&mut entry).take(limit + 1), &mut file)
+            let left = limit - total;
+            let written = std::io::copy(&mut (&mut entry).take(left + 1), &mut file)
                 .map_err(|e| invalid(format!("entry {name:?}: {e}")))?;
             total += written;
-            if total > MAX_UNPACKED_BYTES {
+            if total > limit {
                 return Err(invalid(format!(
                     "the package is more than {} MB unpacked (Lambda's limit)",
-                    MAX_UNPACKED_BYTES / 1024 / 1024
+                    limit / 1024 / 1024
                 )));
             }
             let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
@@ -220,6 +230,36 @@ mod tests {
         }
         // `a/../b` stays inside but is refused too: no entry needs it.
         assert!(entry_path("a/../b").is_err());
+    }
+
+    /// A zip of one file of `size` zero bytes (which compresses to almost nothing).
+    fn zeros(size: usize) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        zip.start_file("zeros", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(&vec![0; size]).unwrap();
+        zip.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn more_than_the_limit_unpacked_is_refused_and_nothing_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("package");
+        std::fs::create_dir(&root).unwrap();
+        let limit = 2 * 1024 * 1024;
+        let packed = zeros(limit as usize + 1);
+        assert!(packed.len() < 64 * 1024, "a zip bomb, in small");
+        match unpack_into(&packed, &root, limit) {
+            Err(PackageError::Invalid(why)) => assert!(why.contains("more than 2 MB"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!root.exists());
+        std::fs::create_dir(&root).unwrap();
+        assert_eq!(
+            unpack_into(&zeros(limit as usize), &root, limit).unwrap(),
+            limit
+        );
     }
 
     #[test]

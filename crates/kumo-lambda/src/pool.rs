@@ -27,6 +27,17 @@ const SANDBOX_GID: u32 = 990;
 /// Where kumo's runtime files for python3 (awslambdaric) appear inside an environment.
 const PYTHON_RUNTIME_DIR: &str = "/var/runtime";
 
+/// Lambda's defaults for variables a function may set itself.
+const OVERRIDABLE_ENV: [(&str, &str); 4] = [
+    ("PATH", "/usr/local/bin:/usr/bin:/bin:/opt/bin"),
+    ("LANG", "en_US.UTF-8"),
+    ("TZ", ":UTC"),
+    (
+        "LD_LIBRARY_PATH",
+        "/var/task/lib:/var/task:/opt/lib:/lib64:/usr/lib64",
+    ),
+];
+
 /// What a function's environments are made from.
 #[derive(Debug, Clone)]
 pub struct Function {
@@ -153,6 +164,8 @@ impl Pool {
         let clock = Instant::now();
         let answer = environment.invoke(job, invocation.timeout).await;
         let duration = clock.elapsed();
+        // Only an environment that answered is used again (a function error is an answer).
+        let answered = matches!(answer, Ok(Answer::Response(_) | Answer::Error { .. }));
         logs.extend(environment.take_output());
         let result = match answer {
             Ok(Answer::Response(body)) => Ok(body),
@@ -186,12 +199,7 @@ impl Pool {
             report.push_str(&format!("\tStatus: {}", failure.kind.code()));
         }
         logs.push(report);
-        // Only an environment that answered is used again; a function error is an answer.
-        let reusable = match &result {
-            Ok(_) => true,
-            Err(failure) => failure.kind == ErrorKind::FunctionError && failure.detail.is_some(),
-        };
-        if reusable {
+        if answered {
             environment.freeze();
             let mut environment = environment;
             environment.idle_since = Instant::now();
@@ -223,14 +231,8 @@ impl Pool {
     fn spec(&self) -> kumo_sandbox::Spec {
         let function = &self.function;
         let handler = function.handler.clone().unwrap_or_default();
+        // Lambda's reserved variables, which the function's own cannot override.
         let mut env: Vec<(String, String)> = [
-            ("PATH", "/usr/local/bin:/usr/bin:/bin:/opt/bin"),
-            ("LANG", "en_US.UTF-8"),
-            ("TZ", ":UTC"),
-            (
-                "LD_LIBRARY_PATH",
-                "/var/task/lib:/var/task:/opt/lib:/lib64:/usr/lib64",
-            ),
             ("LAMBDA_TASK_ROOT", "/var/task"),
             ("LAMBDA_RUNTIME_DIR", PYTHON_RUNTIME_DIR),
             ("AWS_EXECUTION_ENV", "AWS_Lambda_kumo"),
@@ -287,15 +289,21 @@ impl Pool {
                 )
             }
         };
-        // The function's own variables last: they may not override Lambda's reserved ones,
-        // which are set again after them.
-        let reserved: Vec<String> = env.iter().map(|(k, _)| k.clone()).collect();
+        let given = |name: &str| function.env.iter().any(|(k, _)| k == name);
+        let reserved = env.clone();
         env.extend(
             function
                 .env
                 .iter()
-                .filter(|(k, _)| !reserved.contains(k) || k == "PATH" || k == "LANG" || k == "TZ")
+                .filter(|(k, _)| !reserved.iter().any(|(r, _)| r == k))
                 .cloned(),
+        );
+        // Defaults the function may set itself.
+        env.extend(
+            OVERRIDABLE_ENV
+                .iter()
+                .filter(|(k, _)| !given(k))
+                .map(|(k, v)| (k.to_string(), v.to_string())),
         );
         kumo_sandbox::Spec {
             program,

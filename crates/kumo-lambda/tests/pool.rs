@@ -27,7 +27,12 @@ fn pool(data: &std::path::Path, handler: &str, memory_mb: u32) -> Pool {
             runtime: LambdaRuntimeName::Provided,
             handler: Some(handler.into()),
             package,
-            env: vec![("GREETING".into(), "hi".into())],
+            // Its own variables, a default it may override, and a reserved one it may not.
+            env: vec![
+                ("GREETING".into(), "hi".into()),
+                ("TZ".into(), "Europe/Paris".into()),
+                ("AWS_LAMBDA_FUNCTION_NAME".into(), "impostor".into()),
+            ],
             region: "us-east-1".into(),
             tmp_bytes: 16 << 20,
         },
@@ -74,6 +79,8 @@ async fn invocations_reuse_a_warm_environment_and_log_like_lambda() {
     let answer: serde_json::Value = serde_json::from_slice(body).unwrap();
     assert_eq!(answer["echo"]["n"], 1);
     assert_eq!(answer["fn"], "shell");
+    assert_eq!(answer["greeting"], "hi");
+    assert_eq!(answer["tz"], "Europe/Paris");
     assert_eq!(answer["mem"], "128");
     assert!(answer["deadline"].as_str().unwrap().parse::<i64>().unwrap() > kumo_core::now_ms());
     assert!(first.init.is_some(), "a cold start");
@@ -121,6 +128,20 @@ async fn invocations_reuse_a_warm_environment_and_log_like_lambda() {
     assert_eq!(pool.idle_count(), 0);
     let again = pool.invoke(invocation("r5", "{}", 5000)).await;
     assert!(again.result.is_ok() && again.init.is_some());
+
+    // A response over Lambda's 6 MB: the runtime gets 413, the invocation fails.
+    let big = pool.invoke(invocation("r6", r#""big""#, 10_000)).await;
+    let failure = big.result.unwrap_err();
+    assert!(
+        failure.message.contains("more than 6291456 bytes"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        big.logs.iter().any(|l| l.contains("RequestEntityTooLarge")),
+        "{:?}",
+        big.logs
+    );
 }
 
 #[tokio::test]

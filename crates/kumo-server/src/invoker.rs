@@ -354,10 +354,9 @@ impl Invoker {
             Some(runtime) => {
                 let lambda = self.lambda.clone();
                 let package = tokio::task::spawn_blocking(move || {
-                    let zip = std::fs::read(&code_path)?;
                     lambda
-                        .prepare(&sha, &zip, runtime)
-                        .map_err(|e| anyhow::anyhow!("unpacking the package: {e:?}"))
+                        .load(&sha, &code_path, runtime)
+                        .map_err(|e| anyhow::anyhow!("loading the package: {e}"))
                 })
                 .await??;
                 Code::Lambda(self.lambda_pool(&record, runtime, version, package, &secrets))
@@ -430,9 +429,12 @@ impl Invoker {
         let entry = self.load(record, None, generation, secrets).await?;
         if let Code::Lambda(pool) = &entry.code {
             for _ in pool.idle_count()..provisioned as usize {
-                pool.prewarm()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("starting an execution environment: {e}"))?;
+                // A function whose init fails stays deployed (its invocations report the
+                // error), and never keeps the server from starting.
+                if let Err(e) = pool.prewarm().await {
+                    tracing::warn!(function = %entry.key, "starting a provisioned execution environment: {e}");
+                    break;
+                }
             }
         }
         Ok(())

@@ -285,3 +285,57 @@ async fn a_python_handler_runs_on_awslambdaric() {
     assert_eq!(failed.error_code.as_deref(), Some("function_error"));
     assert!(String::from_utf8_lossy(&failed.body).contains("ValueError: bad input"));
 }
+
+#[tokio::test]
+async fn provisioned_environments_start_at_deploy_and_restart_and_a_broken_one_hurts_nothing() {
+    if !is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &[]);
+    let warm = FunctionConfig {
+        provisioned_concurrency: Some(1),
+        ..provided("echo")
+    };
+    let broken = FunctionConfig {
+        provisioned_concurrency: Some(1),
+        ..provided("init-error")
+    };
+    server
+        .client
+        .deploy("warm", shell_package(), &warm)
+        .await
+        .unwrap();
+    // Its init fails: deployed all the same, and its invocations say why.
+    server
+        .client
+        .deploy("broken", shell_package(), &broken)
+        .await
+        .unwrap();
+    let first = server.client.invoke("warm", b"{}".to_vec()).await.unwrap();
+    let record = server
+        .client
+        .invocation(&first.request_id.unwrap())
+        .await
+        .unwrap();
+    assert!(!record.cold, "the deploy started its environment");
+    server.stop();
+
+    // A restart starts them again (from the unpacked packages), and the broken one does not
+    // keep the server from starting.
+    let server = TestServer::start_in(dir.path(), &[]);
+    let first = server.client.invoke("warm", b"{}".to_vec()).await.unwrap();
+    assert_eq!(first.status, 200);
+    let record = server
+        .client
+        .invocation(&first.request_id.unwrap())
+        .await
+        .unwrap();
+    assert!(!record.cold, "started with the server");
+    let failed = server
+        .client
+        .invoke("broken", b"{}".to_vec())
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&failed.body).contains("Runtime.InitError"));
+}
