@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-target/lambda-runtimes}"
 python=/usr/bin/python3
+if [ ! -x "$python" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 >/dev/null
+fi
 if [ ! -x "$python" ]; then
     echo "no $python: python3 Lambda functions cannot run here (install Debian's python3)" >&2
     exit 1
