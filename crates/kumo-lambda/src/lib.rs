@@ -14,7 +14,7 @@ pub mod runtime_api;
 
 pub use pool::{Function, Invocation, Outcome, Pool};
 
-use kumo_sandbox::{Cgroups, Isolation};
+use kumo_sandbox::Cgroups;
 use sha2::Digest as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,7 +32,6 @@ pub enum IsolationMode {
 pub struct LambdaRuntime {
     helper: PathBuf,
     cgroups: Option<Cgroups>,
-    isolation: Isolation,
     packages: PathBuf,
     /// An empty folder every environment mounts its root over (in its own mount namespace).
     scratch: PathBuf,
@@ -88,16 +87,10 @@ impl LambdaRuntime {
         Ok(Arc::new(Self {
             helper,
             cgroups,
-            isolation,
             packages,
             scratch,
             runtimes: runtimes.unwrap_or_else(|| root.join("runtimes")),
         }))
-    }
-
-    /// The isolation layers this machine gives environments.
-    pub fn isolation(&self) -> &Isolation {
-        &self.isolation
     }
 
     /// The unpacked package of code `sha256` (unpacking `zip` if it is not yet).

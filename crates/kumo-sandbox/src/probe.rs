@@ -32,11 +32,6 @@ impl Isolation {
     pub fn missing(&self) -> impl Iterator<Item = &Layer> {
         self.layers.iter().filter(|l| l.missing.is_some())
     }
-
-    /// Whether every layer works.
-    pub fn complete(&self) -> bool {
-        self.missing().next().is_none()
-    }
 }
 
 /// Probes through `helper` (the binary that runs [`crate::helper_main`]); `cgroups` is the

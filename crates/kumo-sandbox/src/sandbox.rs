@@ -152,11 +152,6 @@ impl Sandbox {
         std::mem::take(&mut self.listeners)
     }
 
-    /// The program's process id in the caller's PID namespace.
-    pub fn pid(&self) -> i32 {
-        self.pid
-    }
-
     /// Stops every process of the environment until [`Self::thaw`] (no-op without cgroups).
     pub fn freeze(&self) -> std::io::Result<()> {
         self.cgroup.as_deref().map_or(Ok(()), Cgroup::freeze)
@@ -189,11 +184,6 @@ impl Sandbox {
             Ok(done) => done.unwrap_or(Exit::UNKNOWN),
             Err(_) => Exit::UNKNOWN,
         }
-    }
-
-    /// How the program ended, if it has.
-    pub fn exit(&self) -> Option<Exit> {
-        *self.exit.borrow()
     }
 }
 
