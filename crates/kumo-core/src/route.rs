@@ -3,7 +3,7 @@
 use thiserror::Error;
 
 /// Paths the platform itself serves; a function cannot claim them.
-const RESERVED_PREFIXES: [&str; 4] = ["/fn", "/api", "/healthz", "/metrics"];
+const RESERVED_PREFIXES: [&str; 5] = ["/fn", "/api", "/healthz", "/metrics", "/2015-03-31"];
 
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("invalid route {route:?}: {why}")]
@@ -48,7 +48,7 @@ impl Route {
             .iter()
             .any(|p| base == *p || base.starts_with(&format!("{p}/")))
         {
-            return fail("is reserved by kumo (/fn, /api, /healthz, /metrics)");
+            return fail("is reserved by kumo (/fn, /api, /healthz, /metrics, /2015-03-31)");
         }
         Ok(Self {
             base: base.to_string(),

@@ -5,6 +5,7 @@
 //! warm (frozen) for the next and dropped on failure. [`events`] shapes what a function
 //! receives from each trigger as AWS would.
 
+pub mod api;
 mod environment;
 pub mod events;
 mod output;

@@ -36,6 +36,7 @@ impl FunctionCalls for InternalCalls {
                         call_depth: call.depth,
                         source: kumo_core::Source::Call,
                         peer: None,
+                        tail_logs: false,
                     },
                 )
                 .await;

@@ -124,6 +124,7 @@ async fn forward(state: &AppState, target: &str, path: String, request: Request)
                     .extensions
                     .get::<crate::auth::Peer>()
                     .map(|p| p.0.ip()),
+                tail_logs: false,
             },
         )
         .await;

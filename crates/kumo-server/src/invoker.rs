@@ -38,14 +38,15 @@ pub struct InvocationRequest {
     /// The client's address, when it came over HTTP with credentials (failed token checks
     /// from one address are slowed down).
     pub peer: Option<std::net::IpAddr>,
+    /// Give the invocation's log lines back in [`Invoked::logs`] (the Lambda API's
+    /// `X-Amz-Log-Type: Tail`); they go to the records either way.
+    pub tail_logs: bool,
 }
 
 /// The deepest chain of function-to-function calls (A calls B calls C ... is depth 2 at C);
 /// deeper calls fail with `call_depth_exceeded`, which stops call loops.
 pub(crate) const MAX_CALL_DEPTH: u32 = 8;
 
-/// The region Lambda functions are told they run in (`AWS_REGION`).
-const LAMBDA_REGION: &str = "us-east-1";
 /// Bytes a Lambda function's `/tmp` may hold (Lambda's default ephemeral storage).
 const LAMBDA_TMP_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -55,6 +56,11 @@ pub struct Invoked {
     /// execution environment started).
     pub cold: bool,
     pub result: Result<Response, ApiError>,
+    /// The log lines, when the request asked for them (`tail_logs`).
+    pub logs: Option<Vec<String>>,
+    /// A Lambda function's own error document (what its runtime posted to `/error`), when
+    /// the result is that error.
+    pub error_document: Option<String>,
 }
 
 pub struct Invoker {
@@ -158,6 +164,8 @@ impl Invoker {
                 request_id,
                 cold: false,
                 result: Err(error),
+                logs: None,
+                error_document: None,
             };
         }
         let resolved = self
@@ -165,9 +173,9 @@ impl Invoker {
                 self.caller_may_invoke(record, &mut request)
             })
             .await;
-        let (result, cold) = match resolved {
+        match resolved {
             Ok((entry, init)) => {
-                self.run(&entry, &request_id, &trace, traceparent, init, request)
+                self.run(&entry, request_id, &trace, traceparent, init, request)
                     .await
             }
             Err(e) => {
@@ -175,13 +183,14 @@ impl Invoker {
                 if let Some(delay) = self.auth.hold_back(&e, request.peer) {
                     tokio::time::sleep(delay).await;
                 }
-                (Err(e), false)
+                Invoked {
+                    request_id,
+                    cold: false,
+                    result: Err(e),
+                    logs: None,
+                    error_document: None,
+                }
             }
-        };
-        Invoked {
-            request_id,
-            cold,
-            result,
         }
     }
 
@@ -411,7 +420,7 @@ impl Invoker {
                 handler: record.config.handler.clone(),
                 package,
                 env,
-                region: LAMBDA_REGION.to_string(),
+                region: kumo_lambda::api::REGION.to_string(),
                 tmp_bytes: LAMBDA_TMP_BYTES,
             },
         )
@@ -522,15 +531,22 @@ impl Invoker {
     async fn run(
         &self,
         entry: &Entry,
-        request_id: &str,
+        request_id: String,
         trace: &TraceContext,
         traceparent: Option<http::HeaderValue>,
         init: Option<Duration>,
         request: InvocationRequest,
-    ) -> (Result<Response, ApiError>, bool) {
+    ) -> Invoked {
+        let refused = |request_id: String, error: ApiError, cold: bool| Invoked {
+            request_id,
+            cold,
+            result: Err(error),
+            logs: None,
+            error_document: None,
+        };
         let mut start = InvocationStart {
             entry,
-            request_id,
+            request_id: &request_id,
             trace,
             source: request.source,
             init,
@@ -540,11 +556,11 @@ impl Invoker {
         if self.recorder.is_full() {
             // Its record could not be kept: refused rather than run unmetered.
             self.metrics.unrecorded_refusal();
-            let refused = ApiError::new(
+            let unrecorded = ApiError::new(
                 ErrorKind::Unavailable,
                 "invocation records cannot be stored now (is the disk full?); new invocations are refused until they can",
             );
-            return (Err(refused), false);
+            return refused(request_id.clone(), unrecorded, false);
         }
         let admitted = match self.admission.admit(entry, request.source) {
             Ok(admitted) => admitted,
@@ -555,25 +571,38 @@ impl Invoker {
                     kumo_core::Source::Event(_) => self.metrics.throttled(&entry.record.name),
                     _ => self.record(&start, Err(&error), Vec::new()).await,
                 }
-                return (Err(error), start.init.is_some());
+                let cold = start.init.is_some();
+                return refused(request_id.clone(), error, cold);
             }
         };
         let running = entry.metrics.running();
-        let (result, output) = match &entry.code {
-            Code::Wasm(loaded) => self.run_wasm(entry, loaded, traceparent, request).await,
+        let tail_logs = request.tail_logs;
+        let (result, output, error_document) = match &entry.code {
+            Code::Wasm(loaded) => {
+                let (result, output) = self.run_wasm(entry, loaded, traceparent, request).await;
+                (result, output, None)
+            }
             Code::Lambda(pool) => {
-                let (result, output, environment_init) = self
-                    .run_lambda(entry, pool, request_id, trace, request)
+                let ran = self
+                    .run_lambda(entry, pool, &request_id, trace, request)
                     .await;
                 // A new execution environment is a cold start, whether or not the function
                 // was in memory.
-                start.init = environment_init.or(start.init);
-                (result, output)
+                start.init = ran.init.or(start.init);
+                (ran.result, ran.output, ran.error_document)
             }
         };
         drop((admitted, running));
+        let logs = tail_logs.then(|| output.iter().map(|l| l.line.clone()).collect());
         self.record(&start, result.as_ref(), output).await;
-        (result, start.init.is_some())
+        let cold = start.init.is_some();
+        Invoked {
+            request_id,
+            cold,
+            result,
+            logs,
+            error_document,
+        }
     }
 
     async fn run_wasm(
@@ -636,11 +665,7 @@ impl Invoker {
         request_id: &str,
         trace: &TraceContext,
         request: InvocationRequest,
-    ) -> (
-        Result<Response, ApiError>,
-        Vec<OutputLine>,
-        Option<Duration>,
-    ) {
+    ) -> LambdaRun {
         use kumo_lambda::events;
         let http = matches!(request.source, Source::Http | Source::Call);
         let payload = if http {
@@ -666,6 +691,7 @@ impl Invoker {
                 client_context: None,
             })
             .await;
+        let mut error_document = None;
         let result = match outcome.result {
             Ok(body) if body.len() > self.max_response_bytes => Err(ApiError::new(
                 ErrorKind::FunctionError,
@@ -698,7 +724,10 @@ impl Invoker {
                     body,
                 })
             }
-            Err(failure) => Err(ApiError::new(failure.kind, failure.message)),
+            Err(failure) => {
+                error_document = failure.detail;
+                Err(ApiError::new(failure.kind, failure.message))
+            }
         };
         let output = outcome
             .logs
@@ -708,7 +737,12 @@ impl Invoker {
                 line,
             })
             .collect();
-        (result, output, outcome.init)
+        LambdaRun {
+            result,
+            output,
+            init: outcome.init,
+            error_document,
+        }
     }
 
     /// The invocation's end, as one record (with its log lines) for the recorder.
@@ -756,6 +790,16 @@ impl Invoker {
         self.tracing.export(start.trace, &record);
         self.recorder.record(record, output).await;
     }
+}
+
+/// How an invocation in a Lambda execution environment went.
+struct LambdaRun {
+    result: Result<Response, ApiError>,
+    output: Vec<OutputLine>,
+    /// The init time of an environment it started.
+    init: Option<Duration>,
+    /// The runtime's error document, when the function failed.
+    error_document: Option<String>,
 }
 
 /// What is known about one invocation from its admission on.

@@ -169,6 +169,12 @@ impl AppState {
 pub fn app(state: Arc<AppState>) -> Frontend<impl FunctionHandler> {
     let router = Router::new()
         .nest("/api/v1", api::router())
+        // The Lambda API checks its callers itself: a SigV4 signature covers the body.
+        .route("/2015-03-31/functions", axum::routing::any(api::lambda_api))
+        .route(
+            "/2015-03-31/functions/{*rest}",
+            axum::routing::any(api::lambda_api),
+        )
         .merge(gateway::router())
         .layer(axum::middleware::map_response(error::in_error_shape))
         .layer(axum::middleware::from_fn_with_state(

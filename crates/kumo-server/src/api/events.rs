@@ -63,15 +63,33 @@ pub(super) async fn invoke_async(state: Arc<AppState>, name: String, request: Re
 async fn submit(state: &AppState, name: &str, request: Request) -> ApiResult<(String, bool)> {
     // Refused now rather than dead later: the function must exist when the event is sent.
     state.invoker.function(name).await?;
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, &parts.headers, state.events.config.max_payload_bytes).await?;
+    submit_event(state, name, body, &parts.headers).await
+}
+
+/// Stores an asynchronous invocation of `name` (which exists) with `payload` and the
+/// request's `Idempotency-Key`, `Content-Type` and `traceparent`: its id, and whether it
+/// replays an earlier submission of the same key.
+pub(crate) async fn submit_event(
+    state: &AppState,
+    name: &str,
+    payload: bytes::Bytes,
+    headers: &http::HeaderMap,
+) -> ApiResult<(String, bool)> {
+    let limit = state.events.config.max_payload_bytes;
+    if payload.len() > limit {
+        return Err(ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the request body is larger than the limit of {limit} bytes"),
+        ));
+    }
     state.disk.ensure_room()?;
     let namespace = kumo_core::namespace_of(name);
     let adding = kumo_core::Adding::QueuedEvents(1);
     state.quota.ensure(namespace, adding).await?;
-    let (parts, body) = request.into_parts();
-    let body = read_body(body, &parts.headers, state.events.config.max_payload_bytes).await?;
     let header = |h: &str| {
-        parts
-            .headers
+        headers
             .get(h)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
@@ -86,7 +104,7 @@ async fn submit(state: &AppState, name: &str, request: Request) -> ApiResult<(St
         id: uuid::Uuid::now_v7().to_string(),
         function: name.to_string(),
         trigger: Trigger::Async,
-        payload: body,
+        payload,
         content_type: header("content-type"),
         // Every attempt and retry of the event continues one trace.
         traceparent: Some(traceparent_for_event(header("traceparent").as_deref())),

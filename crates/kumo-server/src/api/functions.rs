@@ -32,9 +32,28 @@ pub(super) async fn deploy(
     // The upload is read before the name is checked: answering while the client still sends
     // would close the connection under it, and it would see a reset instead of the 400.
     let (code, config) = read_deploy_parts(multipart?).await?;
+    let (record, created) = deploy_code(&state, &ns, &name, code, config).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(record)).into_response())
+}
+
+/// Deploys `code` with `config` as function `name` of namespace `ns` (its `$LATEST`): checks
+/// both, prepares the code, stores it and tells every cache. The stored record, and whether
+/// the function is new. The control API's deploy and the Lambda API both come here.
+pub(crate) async fn deploy_code(
+    state: &AppState,
+    ns: &Ns,
+    name: &str,
+    code: Bytes,
+    config: FunctionConfig,
+) -> ApiResult<(FunctionRecord, bool)> {
     state.disk.ensure_room()?;
-    validate_name(&name).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let key = ns.key(&name)?;
+    validate_name(name).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let key = ns.key(name)?;
     config
         .validate()
         .map_err(|e| ApiError::invalid(format!("invalid config: {e}")))?;
@@ -54,7 +73,7 @@ pub(super) async fn deploy(
     }
 
     let sha = Blobs::sha256(&code);
-    let (kind, loaded) = prepare(&state, &sha, &code, &config).await?;
+    let (kind, loaded) = prepare(state, &sha, &code, &config).await?;
 
     let _deploying = state.deploy_lock.lock().await;
     let mut functions = state.store.list_functions().await?;
@@ -121,12 +140,7 @@ pub(super) async fn deploy(
         tracing::warn!(function = %key, "loading the provisioned function: {e:#}");
     }
     tracing::info!(function = %key, kind = record.kind.as_str(), created, "deployed");
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(record)).into_response())
+    Ok((record, created))
 }
 
 /// Checks and prepares deployed code: a wasm binary is compiled (into the cache); a Lambda
@@ -245,18 +259,24 @@ pub(super) async fn delete(
     ns: Ns,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let key = ns.key(&name)?;
+    delete_function(&state, &ns, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes function `name` of `ns` (with its versions and aliases) and tells every cache.
+pub(crate) async fn delete_function(state: &AppState, ns: &Ns, name: &str) -> ApiResult<()> {
+    let key = ns.key(name)?;
     let _deploying = state.deploy_lock.lock().await;
     if !state.store.delete_function(&key).await? {
-        return Err(ApiError::not_found(&name));
+        return Err(ApiError::not_found(name));
     }
     state.invoker.forget(&key);
     state.store.forget_schedule(&key).await?;
-    super::aliases_changed(&state).await?;
+    super::aliases_changed(state).await?;
     let functions = state.store.list_functions().await?;
     state.functions_changed(&functions);
     tracing::info!(function = %key, "deleted");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -320,6 +340,7 @@ pub(super) async fn invoke(
                 call_depth: 0,
                 source: kumo_core::Source::Invoke,
                 peer: None,
+                tail_logs: false,
             },
         )
         .await;

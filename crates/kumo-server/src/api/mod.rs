@@ -4,6 +4,7 @@ mod audit;
 mod events;
 mod functions;
 mod kv;
+mod lambda;
 mod namespaces;
 mod objects;
 mod openapi;
@@ -19,6 +20,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, delete, get, post, put};
 use kumo_core::ErrorKind;
+pub(crate) use lambda::serve as lambda_api;
 use std::sync::Arc;
 pub(crate) use versions::aliases_changed;
 

@@ -31,14 +31,14 @@ fn version_number(text: &str) -> ApiResult<u32> {
     }
 }
 
-fn no_version(name: &str, version: u32) -> ApiError {
+pub(crate) fn no_version(name: &str, version: u32) -> ApiError {
     ApiError::new(
         ErrorKind::FunctionNotFound,
         format!("function {name:?} has no version {version}"),
     )
 }
 
-fn no_alias(name: &str, alias: &str) -> ApiError {
+pub(crate) fn no_alias(name: &str, alias: &str) -> ApiError {
     ApiError::new(
         ErrorKind::FunctionNotFound,
         format!("function {name:?} has no alias {alias:?}"),
@@ -61,20 +61,36 @@ pub(super) async fn publish(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<VersionRecord>)> {
-    let key = ns.key(&name)?;
-    state.disk.ensure_room()?;
     let request: PublishRequest = json_body(&body)?;
+    let (version, created) = publish_latest(&state, &ns, &name, &request.description).await?;
+    let status = match created {
+        true => StatusCode::CREATED,
+        false => StatusCode::OK,
+    };
+    Ok((status, Json(version)))
+}
+
+/// Publishes `$LATEST` of `name`: the new version and `true`, or the newest one and `false`
+/// when `$LATEST` has not changed since.
+pub(crate) async fn publish_latest(
+    state: &AppState,
+    ns: &Ns,
+    name: &str,
+    description: &str,
+) -> ApiResult<(VersionRecord, bool)> {
+    let key = ns.key(name)?;
+    state.disk.ensure_room()?;
     let published = state
         .store
-        .publish_version(&key, &request.description, kumo_core::now_ms())
+        .publish_version(&key, description, kumo_core::now_ms())
         .await?;
     match published {
         Published::Created(version) => {
-            tracing::info!(function = %name, version = version.version, "published");
-            Ok((StatusCode::CREATED, Json(version)))
+            tracing::info!(function = %key, version = version.version, "published");
+            Ok((version, true))
         }
-        Published::Unchanged(version) => Ok((StatusCode::OK, Json(version))),
-        Published::NoFunction => Err(ApiError::not_found(&name)),
+        Published::Unchanged(version) => Ok((version, false)),
+        Published::NoFunction => Err(ApiError::not_found(name)),
     }
 }
 
@@ -110,15 +126,26 @@ pub(super) async fn delete_version(
     ns: Ns,
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let key = ns.key(&name)?;
     let version = version_number(&version)?;
+    delete_published(&state, &ns, &name, version).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes version `version` of `name`; 409 while an alias points at it.
+pub(crate) async fn delete_published(
+    state: &AppState,
+    ns: &Ns,
+    name: &str,
+    version: u32,
+) -> ApiResult<()> {
+    let key = ns.key(name)?;
     let _changing = state.deploy_lock.lock().await;
     match state.store.delete_version(&key, version).await? {
         VersionDeleted::Deleted => {
             state.invoker.forget_version(&key, version);
-            Ok(StatusCode::NO_CONTENT)
+            Ok(())
         }
-        VersionDeleted::NotFound => Err(no_version(&name, version)),
+        VersionDeleted::NotFound => Err(no_version(name, version)),
         VersionDeleted::InUse(aliases) => Err(ApiError::new(
             ErrorKind::Conflict,
             format!(
@@ -145,33 +172,46 @@ pub(super) async fn set_alias(
     Path((name, alias)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<AliasRecord>)> {
-    let key = ns.key(&name)?;
     validate_alias(&alias).map_err(ApiError::bad_request)?;
-    state.disk.ensure_room()?;
     let request: AliasRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid alias JSON: {e}")))?;
-    if let Some(canary) = &request.canary {
-        validate_canary(request.version, canary).map_err(ApiError::bad_request)?;
+    let (record, created) =
+        point_alias(&state, &ns, &name, &alias, request.version, request.canary).await?;
+    let status = match created {
+        true => StatusCode::CREATED,
+        false => StatusCode::OK,
+    };
+    Ok((status, Json(record)))
+}
+
+/// Points alias `alias` (a valid name) of `name` at `version`, with `canary`: the alias,
+/// and whether it is new.
+pub(crate) async fn point_alias(
+    state: &AppState,
+    ns: &Ns,
+    name: &str,
+    alias: &str,
+    version: u32,
+    canary: Option<Canary>,
+) -> ApiResult<(AliasRecord, bool)> {
+    let key = ns.key(name)?;
+    state.disk.ensure_room()?;
+    if let Some(canary) = &canary {
+        validate_canary(version, canary).map_err(ApiError::bad_request)?;
     }
     let _changing = state.deploy_lock.lock().await;
     let set = state
         .store
-        .set_alias(
-            &key,
-            &alias,
-            request.version,
-            request.canary,
-            kumo_core::now_ms(),
-        )
+        .set_alias(&key, alias, version, canary, kumo_core::now_ms())
         .await?;
-    let (status, record) = match set {
-        AliasSet::Created(record) => (StatusCode::CREATED, record),
-        AliasSet::Updated(record) => (StatusCode::OK, record),
-        AliasSet::NoVersion(version) => return Err(no_version(&name, version)),
+    let (record, created) = match set {
+        AliasSet::Created(record) => (record, true),
+        AliasSet::Updated(record) => (record, false),
+        AliasSet::NoVersion(version) => return Err(no_version(name, version)),
     };
-    aliases_changed(&state).await?;
-    tracing::info!(function = %name, alias = %alias, version = record.version, "alias set");
-    Ok((status, Json(record)))
+    aliases_changed(state).await?;
+    tracing::info!(function = %key, alias = %alias, version = record.version, "alias set");
+    Ok((record, created))
 }
 
 #[utoipa::path(operation_id = "versions_list_aliases", get, path = "/api/v1/functions/{name}/aliases", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "hello")), responses((status = 200, body = Vec<AliasRecord>), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
@@ -205,13 +245,22 @@ pub(super) async fn delete_alias(
     ns: Ns,
     Path((name, alias)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let key = ns.key(&name)?;
-    let _changing = state.deploy_lock.lock().await;
-    if !state.store.delete_alias(&key, &alias).await? {
-        return Err(no_alias(&name, &alias));
-    }
-    aliases_changed(&state).await?;
+    remove_alias(&state, &ns, &name, &alias).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn remove_alias(
+    state: &AppState,
+    ns: &Ns,
+    name: &str,
+    alias: &str,
+) -> ApiResult<()> {
+    let key = ns.key(name)?;
+    let _changing = state.deploy_lock.lock().await;
+    if !state.store.delete_alias(&key, alias).await? {
+        return Err(no_alias(name, alias));
+    }
+    aliases_changed(state).await
 }
 
 /// Rebuilds the invoker's alias table from the store (under the deploy lock, so two changes

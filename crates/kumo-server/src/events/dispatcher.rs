@@ -239,6 +239,7 @@ fn request_for(event: &ClaimedEvent) -> InvocationRequest {
         call_depth: 0,
         source: kumo_core::Source::Event(event.trigger),
         peer: None,
+        tail_logs: false,
     }
 }
 
