@@ -12,6 +12,7 @@ mod output;
 pub mod package;
 mod pool;
 pub mod runtime_api;
+pub mod sigv4;
 
 pub use pool::{Function, Invocation, Outcome, Pool};
 
