@@ -185,8 +185,23 @@ impl Client {
         namespace: Option<&str>,
         expires: Option<&str>,
     ) -> Result<CreatedToken, ClientError> {
+        self.create_token_with(name, role, namespace, expires, false)
+            .await
+    }
+
+    /// Creates a token, with an access key when `access_key` (it signs AWS API requests
+    /// too: the key id and the token's secret are an AWS key pair).
+    pub async fn create_token_with(
+        &self,
+        name: &str,
+        role: Role,
+        namespace: Option<&str>,
+        expires: Option<&str>,
+        access_key: bool,
+    ) -> Result<CreatedToken, ClientError> {
         let body = serde_json::json!({
-            "name": name, "role": role, "namespace": namespace, "expires": expires
+            "name": name, "role": role, "namespace": namespace, "expires": expires,
+            "access_key": access_key,
         });
         json(
             self.http

@@ -179,6 +179,10 @@ pub struct TokenRecord {
     pub expires_at: Option<i64>,
     /// Unix ms; none: never used.
     pub last_used_at: Option<i64>,
+    /// Its AWS access key id, when it signs AWS API requests (SigV4) too; the secret access
+    /// key is the token's secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
 }
 
 impl TokenRecord {

@@ -35,7 +35,11 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, String> {
             Some(("Credential", v)) => credential = Some(v),
             Some(("SignedHeaders", v)) => signed = Some(v),
             Some(("Signature", v)) => signature = Some(v),
-            _ => return Err(format!("unexpected part {part:?} in the Authorization header")),
+            _ => {
+                return Err(format!(
+                    "unexpected part {part:?} in the Authorization header"
+                ));
+            }
         }
     }
     let missing = |what: &str| format!("the Authorization header has no {what}");
@@ -199,7 +203,9 @@ pub fn verify(
         ));
     }
     let signed_at = chrono::NaiveDateTime::parse_from_str(amz_date, "%Y%m%dT%H%M%SZ")
-        .map_err(|_| Refused::Signature(format!("X-Amz-Date {amz_date:?} is not YYYYMMDDTHHMMSSZ")))?
+        .map_err(|_| {
+            Refused::Signature(format!("X-Amz-Date {amz_date:?} is not YYYYMMDDTHHMMSSZ"))
+        })?
         .and_utc()
         .timestamp_millis();
     if !amz_date.starts_with(&auth.date) {

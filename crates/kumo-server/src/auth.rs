@@ -46,6 +46,8 @@ pub(crate) struct Auth {
     mode: AuthMode,
     /// By secret hash.
     tokens: RwLock<HashMap<String, TokenRecord>>,
+    /// Tokens with access keys, by access key id: the secret's hash and the secret sealed.
+    access_keys: RwLock<HashMap<String, (String, kumo_store::SealedSecret)>>,
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
@@ -54,6 +56,24 @@ pub(crate) fn new_secret() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
     Ok(format!("{TOKEN_PREFIX}{}", hex::encode(bytes)))
+}
+
+/// A new access key id: `AKKUMO` and 14 random characters of `A-Z2-7`, 20 in all as AWS's.
+pub(crate) fn new_access_key_id() -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut bytes = [0u8; 14];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a key id: {e}"))?;
+    let tail: String = bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(b % 32)] as char)
+        .collect();
+    Ok(format!("AKKUMO{tail}"))
+}
+
+/// What a token's secret is sealed under when it has an access key (the sealed value is
+/// bound to the key id).
+pub(crate) fn access_key_seal_name(access_key_id: &str) -> String {
+    format!("access-key:{access_key_id}")
 }
 
 /// What is stored of a secret. Secrets are 256 random bits, so a fast hash is enough.
@@ -66,6 +86,7 @@ impl Auth {
         Self {
             mode,
             tokens: RwLock::default(),
+            access_keys: RwLock::default(),
             failures: Mutex::default(),
         }
     }
@@ -76,6 +97,14 @@ impl Auth {
 
     /// Replaces the cache with `tokens` (all of them, from the store).
     pub(crate) fn load(&self, tokens: Vec<StoredToken>) {
+        let access_keys = tokens
+            .iter()
+            .filter_map(|t| {
+                let id = t.record.access_key_id.clone()?;
+                Some((id, (t.secret_hash.clone(), t.sealed_secret.clone()?)))
+            })
+            .collect();
+        *self.access_keys.write().unwrap_or_else(|p| p.into_inner()) = access_keys;
         let by_hash = tokens
             .into_iter()
             .map(|t| (t.secret_hash, t.record))
@@ -93,16 +122,22 @@ impl Auth {
             .ok_or_else(|| {
                 unauthorized("this request needs a token: Authorization: Bearer <token>")
             })?;
-        let now = kumo_core::now_ms();
         let hash = secret_hash(secret);
+        self.valid(&hash)
+            .ok_or_else(|| unauthorized("the token is not valid (unknown, revoked or expired)"))
+    }
+
+    /// The token whose secret has `hash`, if it is valid now, and the time of this use when
+    /// it should be written to the store.
+    fn valid(&self, hash: &str) -> Option<(TokenRecord, Option<i64>)> {
+        let now = kumo_core::now_ms();
         let mut token = self
             .tokens
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&hash)
+            .get(hash)
             .filter(|t| !t.expired(now))
-            .cloned()
-            .ok_or_else(|| unauthorized("the token is not valid (unknown, revoked or expired)"))?;
+            .cloned()?;
         // Concurrent checks share the read lock; the write lock is taken once a minute per
         // token, to move its last use.
         let to_write = token
@@ -112,11 +147,69 @@ impl Auth {
         if to_write.is_some() {
             token.last_used_at = to_write;
             let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
-            if let Some(cached) = tokens.get_mut(&hash) {
+            if let Some(cached) = tokens.get_mut(hash) {
                 cached.last_used_at = to_write;
             }
         }
-        Ok((token, to_write))
+        Some((token, to_write))
+    }
+
+    /// Checks a request signed with SigV4 (the AWS APIs): the access key must be a valid
+    /// token's, the signature its secret's, and its role must allow `action`. `sealer`
+    /// opens the secret the signature is checked with. A refusal names the token when the
+    /// key was valid, for the audit trail.
+    pub(crate) fn check_signed(
+        &self,
+        request: &kumo_lambda::sigv4::SignedRequest<'_>,
+        action: Action,
+        sealer: &crate::secrets::Sealer,
+        store: &kumo_store::Store,
+    ) -> Result<TokenRecord, (Option<String>, ApiError)> {
+        use kumo_lambda::sigv4;
+        let header = request
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                let why = "this request needs a SigV4 signature by a kumo access key \
+                           (kumo token create NAME --role ROLE --access-key)";
+                (None, unauthorized(why))
+            })?;
+        let signed = sigv4::parse_authorization(header).map_err(|e| (None, unauthorized(&e)))?;
+        let invalid = || {
+            let why = "the access key is not valid (unknown, revoked or expired)";
+            (None, unauthorized(why))
+        };
+        let (hash, sealed) = self
+            .access_keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&signed.access_key_id)
+            .cloned()
+            .ok_or_else(invalid)?;
+        let (token, used) = self.valid(&hash).ok_or_else(invalid)?;
+        let name = || Some(token.name.clone());
+        let secret = sealer
+            .open(&access_key_seal_name(&signed.access_key_id), &sealed)
+            .and_then(|secret| String::from_utf8(secret).ok())
+            .ok_or_else(|| {
+                tracing::error!(token = %token.name, "an access key's secret does not open: was the secret key changed?");
+                (name(), unauthorized("the access key cannot be checked on this server"))
+            })?;
+        sigv4::verify(&secret, &signed, request, kumo_core::now_ms()).map_err(|refused| {
+            let why = match refused {
+                sigv4::Refused::Expired => "the signature has expired: the request was signed \
+                    more than 15 minutes from the server's time"
+                    .to_string(),
+                sigv4::Refused::Signature(why) => why,
+            };
+            (name(), unauthorized(&why))
+        })?;
+        if let Some(at) = used {
+            note_use(store, &token.name, at);
+        }
+        allowed(&token, action).map_err(|refused| (name(), refused))?;
+        Ok(token)
     }
 
     /// Checks that `headers` carry a token that may act in `namespace` (none: the request is
@@ -347,8 +440,10 @@ pub(crate) async fn first_admin_token(
             created_at: kumo_core::now_ms(),
             expires_at: None,
             last_used_at: None,
+            access_key_id: None,
         },
         secret_hash: secret_hash(&secret),
+        sealed_secret: None,
     };
     write_private(path, &format!("{secret}\n"))?;
     state.store.create_token(&token).await?;

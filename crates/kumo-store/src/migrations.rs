@@ -69,6 +69,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "namespaces: their table, tokens' and audit entries' namespace",
         step: Step::Sql(&[crate::namespaces::SCHEMA]),
     },
+    Migration {
+        version: 8,
+        name: "tokens' access keys (SigV4)",
+        step: Step::Sql(&[crate::tokens::ACCESS_KEYS]),
+    },
 ];
 
 /// The schema version this kumo writes.

@@ -18,11 +18,23 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 "#;
 
-/// A token with the hash its secret must match.
+/// Tokens with access keys (SigV4 needs the secret itself to check a signature, so it is
+/// kept sealed, as function secrets are).
+pub(crate) const ACCESS_KEYS: &str = r#"
+ALTER TABLE tokens ADD COLUMN access_key_id TEXT;
+ALTER TABLE tokens ADD COLUMN key_nonce BLOB;
+ALTER TABLE tokens ADD COLUMN key_ciphertext BLOB;
+CREATE UNIQUE INDEX IF NOT EXISTS tokens_access_key ON tokens (access_key_id)
+    WHERE access_key_id IS NOT NULL;
+"#;
+
+/// A token with the hash its secret must match, and, when it has an access key
+/// (`record.access_key_id`), its secret sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredToken {
     pub record: TokenRecord,
     pub secret_hash: String,
+    pub sealed_secret: Option<crate::SealedSecret>,
 }
 
 fn stored(row: &SqliteRow) -> anyhow::Result<StoredToken> {
@@ -35,8 +47,13 @@ fn stored(row: &SqliteRow) -> anyhow::Result<StoredToken> {
             created_at: row.try_get("created_at")?,
             expires_at: row.try_get("expires_at")?,
             last_used_at: row.try_get("last_used_at")?,
+            access_key_id: row.try_get("access_key_id")?,
         },
         secret_hash: row.try_get("secret_hash")?,
+        sealed_secret: match (row.try_get("key_nonce")?, row.try_get("key_ciphertext")?) {
+            (Some(nonce), Some(ciphertext)) => Some(crate::SealedSecret { nonce, ciphertext }),
+            _ => None,
+        },
     })
 }
 
@@ -45,8 +62,8 @@ impl crate::TokenStore for Store {
         let t = &token.record;
         let done = sqlx::query(
             "INSERT INTO tokens (name, role, namespace, secret_hash, created_at, expires_at,
-                                 last_used_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                                 last_used_at, access_key_id, key_nonce, key_ciphertext)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&t.name)
         .bind(t.role.as_str())
@@ -55,6 +72,9 @@ impl crate::TokenStore for Store {
         .bind(t.created_at)
         .bind(t.expires_at)
         .bind(t.last_used_at)
+        .bind(&t.access_key_id)
+        .bind(token.sealed_secret.as_ref().map(|s| &s.nonce))
+        .bind(token.sealed_secret.as_ref().map(|s| &s.ciphertext))
         .execute(&self.pool)
         .await
         .context("saving a token")?;

@@ -696,8 +696,13 @@ async fn tokens(store: &impl Backend) {
             created_at: 1_000,
             expires_at: Some(9_000),
             last_used_at: None,
+            access_key_id: (name == "board").then(|| format!("AK{hash}")),
         },
         secret_hash: hash.to_string(),
+        sealed_secret: (name == "board").then(|| kumo_store::SealedSecret {
+            nonce: vec![1; 12],
+            ciphertext: vec![2; 40],
+        }),
     };
     let ci = token("ci", kumo_core::Role::Developer, "aa");
     assert!(store.create_token(&ci).await.unwrap());

@@ -24,6 +24,10 @@ pub(crate) enum TokenCommand {
         /// How long it is valid, e.g. `30d`; without it, until revoked.
         #[arg(long)]
         expires: Option<String>,
+        /// Give it an AWS access key too, for the Lambda API (boto3, the AWS CLI): the key id
+        /// is printed, and the secret access key is the token's secret.
+        #[arg(long)]
+        access_key: bool,
     },
     /// List tokens (never their secrets).
     Ls,
@@ -139,9 +143,10 @@ pub(crate) async fn token(
             name,
             role,
             expires,
+            access_key,
         } => {
             let created = client
-                .create_token(&name, role, namespace, expires.as_deref())
+                .create_token_with(&name, role, namespace, expires.as_deref(), access_key)
                 .await?;
             let expires = created
                 .token
@@ -157,6 +162,11 @@ pub(crate) async fn token(
                 created.token.name,
                 created.token.role.as_str()
             );
+            if let Some(id) = &created.token.access_key_id {
+                println!(
+                    "access key id {id} (AWS_ACCESS_KEY_ID; AWS_SECRET_ACCESS_KEY is the secret below)"
+                );
+            }
             println!("{}", created.secret);
         }
         TokenCommand::Ls => {

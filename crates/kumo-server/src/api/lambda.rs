@@ -86,34 +86,80 @@ async fn handle(state: &AppState, request: Request) -> ApiResult<Response> {
         _ => MAX_SETTINGS_BYTES,
     };
     let body = read_body(body, &parts.headers, limit).await?;
-    let ns = caller(state, &parts, &body, operation.action())?;
-    let query = Query::parse(parts.uri.query());
-    let response = run(state, &ns, operation, &query, &parts.headers, body).await;
-    if !matches!(
-        response.as_ref().map(|r| r.status()),
-        Ok(s) if s.is_success()
-    ) {
-        tracing::debug!(path = %parts.uri.path(), "Lambda API request refused");
+    let action = operation.action();
+    let peer = parts
+        .extensions
+        .get::<crate::auth::Peer>()
+        .map(|p| p.0.ip());
+    let (token, namespace, response) = match caller(state, &parts, &body, action) {
+        Ok((token, ns)) => {
+            let query = Query::parse(parts.uri.query());
+            let response = run(state, &ns, operation, &query, &parts.headers, body)
+                .await
+                .unwrap_or_else(aws_error);
+            (token, Some(ns.0), response)
+        }
+        Err((token, refused)) => {
+            state.invoker.metrics.auth_refusal(refused.kind.code());
+            if let Some(delay) = state.invoker.auth.hold_back(&refused, peer) {
+                tokio::time::sleep(delay).await;
+            }
+            (token, None, aws_error(refused))
+        }
+    };
+    if action == Action::Write {
+        let entry = kumo_core::AuditEntry {
+            at: kumo_core::now_ms(),
+            token,
+            method: parts.method.to_string(),
+            target: parts.uri.path().to_string(),
+            namespace,
+            source: peer.map(|ip| ip.to_string()),
+            status: response.status().as_u16(),
+        };
+        if let Err(e) = state.store.append_audit(&entry).await {
+            tracing::error!(
+                "the audit trail missed {} {}: {e:#}",
+                entry.method,
+                entry.target
+            );
+        }
     }
-    response
+    Ok(response)
 }
 
-/// Who sends the request, as the namespace it acts in. With `--auth none` anyone, in
-/// `default`; else a SigV4 signature by a kumo access key whose token may take `action`.
+/// Who sends the request: the token (none under `--auth none`) and the namespace it acts
+/// in, the token's (`default` for an admin, or with `--auth none`). With authentication,
+/// the request must be signed (SigV4) by a kumo access key whose token may take `action`.
+/// A refusal names the token when there was a valid one.
+#[allow(
+    clippy::type_complexity,
+    reason = "a pair and a refusal that may name a token"
+)]
 fn caller(
     state: &AppState,
     parts: &http::request::Parts,
-    _body: &Bytes,
-    _action: Action,
-) -> ApiResult<Ns> {
+    body: &Bytes,
+    action: Action,
+) -> Result<(Option<String>, Ns), (Option<String>, ApiError)> {
+    let default = || Ns(kumo_core::DEFAULT_NAMESPACE.to_string());
     if state.invoker.auth.mode() == crate::auth::AuthMode::None {
-        return Ok(Ns(kumo_core::DEFAULT_NAMESPACE.to_string()));
+        return Ok((None, default()));
     }
-    let _ = parts;
-    Err(ApiError::new(
-        ErrorKind::Unauthorized,
-        "the Lambda API needs requests signed with a kumo access key (SigV4)",
-    ))
+    let signed = kumo_lambda::sigv4::SignedRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        body,
+    };
+    let token =
+        state
+            .invoker
+            .auth
+            .check_signed(&signed, action, &state.invoker.sealer, &state.store)?;
+    let ns = token.namespace.clone().map_or_else(default, Ns);
+    Ok((Some(token.name), ns))
 }
 
 /// The query parameters the Lambda API uses.

@@ -24,6 +24,10 @@ struct CreateToken {
     namespace: Option<String>,
     /// How long it is valid, e.g. `30d`; none: until revoked.
     expires: Option<String>,
+    /// Give it an access key too, so it signs AWS API requests (SigV4: boto3, the AWS CLI);
+    /// the secret access key is the token's secret.
+    #[serde(default)]
+    access_key: bool,
 }
 
 /// A new token: its record and, this once, its secret.
@@ -34,7 +38,7 @@ pub(super) struct Created {
     secret: String,
 }
 
-/// `POST /tokens` `{"name", "role", "namespace"?, "expires"?}` → 201 with the secret; 409 if the name is
+/// `POST /tokens` `{"name", "role", "namespace"?, "expires"?, "access_key"?}` → 201 with the secret; 409 if the name is
 /// taken.
 #[utoipa::path(operation_id = "tokens_create", post, path = "/api/v1/tokens", request_body(content = CreateToken), responses((status = 201, description = "Created; the secret is shown this once", body = Created), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn create(
@@ -71,6 +75,19 @@ pub(super) async fn create(
     };
     state.disk.ensure_room()?;
     let secret = new_secret()?;
+    let access_key_id = match request.access_key {
+        true => Some(crate::auth::new_access_key_id()?),
+        false => None,
+    };
+    let sealed_secret = match &access_key_id {
+        Some(id) => Some(
+            state
+                .invoker
+                .sealer
+                .seal(&crate::auth::access_key_seal_name(id), secret.as_bytes())?,
+        ),
+        None => None,
+    };
     let token = TokenRecord {
         name: request.name,
         role: request.role,
@@ -78,10 +95,12 @@ pub(super) async fn create(
         created_at: now,
         expires_at,
         last_used_at: None,
+        access_key_id,
     };
     let stored = StoredToken {
         record: token.clone(),
         secret_hash: secret_hash(&secret),
+        sealed_secret,
     };
     if !state.store.create_token(&stored).await? {
         return Err(ApiError::new(
