@@ -8,6 +8,11 @@ bash scripts/setup.sh
 if ! python3 -c 'import schemathesis' >/dev/null 2>&1; then
     python3 -m pip install --quiet --root-user-action=ignore 'schemathesis>=4,<5'
 fi
+# The Lambda API's tests drive it with the clients Lambda users have: boto3 and the AWS CLI
+# (version 1, the one on PyPI), installed together so pip picks one botocore for both.
+if ! python3 -c 'import boto3, awscli' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --root-user-action=ignore boto3 awscli
+fi
 # Lambda functions in Python run AWS's runtime interface client, installed for the tests here
 # (the end-to-end tests start kumo with --lambda-runtimes pointing at it). Lambda tests run only
 # as root (sandboxes need it), so elsewhere a failed install does not stop the others.

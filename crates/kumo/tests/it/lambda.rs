@@ -7,7 +7,7 @@ use crate::harness::{TestServer, config, request_id};
 use kumo_api::FunctionConfig;
 use kumo_core::{LambdaRuntimeName, Outcome};
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
@@ -18,7 +18,7 @@ fn is_root() -> bool {
     root
 }
 
-fn shell_package() -> Vec<u8> {
+pub(crate) fn shell_package() -> Vec<u8> {
     let bootstrap = std::fs::read(test_programs::LAMBDA_SHELL_BOOTSTRAP).unwrap();
     test_programs::zip(&[
         ("bootstrap", &bootstrap, 0o755),
@@ -221,7 +221,7 @@ async fn lambda_errors_timeouts_and_bad_packages_are_reported() {
 
 /// Where scripts/test.sh installed awslambdaric (its KUMO_LAMBDA_RUNTIMES, else the
 /// workspace's target/lambda-runtimes).
-fn lambda_runtimes() -> String {
+pub(crate) fn lambda_runtimes() -> String {
     let dir = std::env::var("KUMO_LAMBDA_RUNTIMES").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/lambda-runtimes").to_string()
     });

@@ -13,6 +13,7 @@ mod instances;
 mod invoke;
 mod kv;
 mod lambda;
+mod lambda_api;
 mod lifecycle;
 mod limits;
 mod metrics;
