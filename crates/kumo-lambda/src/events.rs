@@ -212,6 +212,130 @@ fn plain(answer: &[u8], content_type: &'static str) -> HttpResponse {
     }
 }
 
+/// What kumo queued for an event (a structured-mode CloudEvent) as the event AWS's service
+/// would send a Lambda function: a schedule tick as an EventBridge "Scheduled Event", a topic
+/// message as an SNS notification, an object change as an S3 event notification. None when
+/// the payload is not such a CloudEvent (then the function gets it as it is).
+pub fn aws_event(cloud_event: &[u8]) -> Option<Value> {
+    let event: Value = serde_json::from_slice(cloud_event).ok()?;
+    let text = |field: &str| event.get(field).and_then(Value::as_str);
+    let (id, source, time) = (text("id")?, text("source")?, text("time")?);
+    let data = event.get("data").cloned().unwrap_or(Value::Null);
+    let region = crate::api::REGION;
+    let account = crate::api::ACCOUNT;
+    match text("type")? {
+        "dev.kumo.schedule.tick" => {
+            let function = source.strip_prefix("kumo/schedules/")?;
+            let rule = function.replace('/', "-");
+            // EventBridge times have no fraction of a second.
+            let time = data
+                .get("scheduled_time")
+                .and_then(Value::as_str)
+                .unwrap_or(time);
+            Some(json!({
+                "version": "0",
+                "id": id,
+                "detail-type": "Scheduled Event",
+                "source": "aws.events",
+                "account": account,
+                "time": whole_seconds(time),
+                "region": region,
+                "resources": [format!("arn:aws:events:{region}:{account}:rule/{rule}")],
+                "detail": {},
+            }))
+        }
+        "dev.kumo.topic.message" => {
+            let topic = source.strip_prefix("kumo/topics/")?;
+            // A namespace's topic: SNS names have no `/`.
+            let topic = topic.rsplit('/').next().unwrap_or(topic);
+            let topic_arn = format!("arn:aws:sns:{region}:{account}:{topic}");
+            // SNS carries the message as text: JSON stays the JSON text it was sent as.
+            let message = match (&data, event.get("data_base64")) {
+                (Value::String(text), _) => text.clone(),
+                (Value::Null, Some(Value::String(b64))) => b64.clone(),
+                (Value::Null, _) => String::new(),
+                (json, _) => json.to_string(),
+            };
+            Some(json!({"Records": [{
+                "EventSource": "aws:sns",
+                "EventVersion": "1.0",
+                "EventSubscriptionArn": format!("{topic_arn}:kumo"),
+                "Sns": {
+                    "Type": "Notification",
+                    "MessageId": id,
+                    "TopicArn": topic_arn,
+                    "Subject": null,
+                    "Message": message,
+                    "Timestamp": time,
+                    "SignatureVersion": "1",
+                    "Signature": "",
+                    "SigningCertUrl": "",
+                    "UnsubscribeUrl": "",
+                    "MessageAttributes": {},
+                },
+            }]}))
+        }
+        kind @ ("dev.kumo.object.created" | "dev.kumo.object.deleted") => {
+            let bucket = data.get("bucket").and_then(Value::as_str)?;
+            let bucket = bucket.rsplit('/').next().unwrap_or(bucket);
+            let key = data.get("key").and_then(Value::as_str)?;
+            let created = kind == "dev.kumo.object.created";
+            let mut object = json!({
+                // S3 URL-encodes keys in notifications (a space is `+`).
+                "key": s3_key(key),
+                "sequencer": format!("{:016X}", data.get("updated_at").and_then(Value::as_i64).unwrap_or(0)),
+            });
+            if created {
+                object["size"] = data.get("size").cloned().unwrap_or(json!(0));
+                object["eTag"] = data.get("etag").cloned().unwrap_or(json!(""));
+            }
+            Some(json!({"Records": [{
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": region,
+                "eventTime": time,
+                "eventName": if created { "ObjectCreated:Put" } else { "ObjectRemoved:Delete" },
+                "userIdentity": {"principalId": "kumo"},
+                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                "responseElements": {"x-amz-request-id": id},
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "kumo-on-object",
+                    "bucket": {
+                        "name": bucket,
+                        "ownerIdentity": {"principalId": "kumo"},
+                        "arn": format!("arn:aws:s3:::{bucket}"),
+                    },
+                    "object": object,
+                },
+            }]}))
+        }
+        _ => None,
+    }
+}
+
+/// `2024-05-01T12:00:00.123Z` → `2024-05-01T12:00:00Z`.
+fn whole_seconds(time: &str) -> String {
+    match (time.find('.'), time.ends_with('Z')) {
+        (Some(dot), true) => format!("{}Z", &time[..dot]),
+        _ => time.to_string(),
+    }
+}
+
+/// A key as S3 notifications write it: form-URL-encoded, `/` kept.
+fn s3_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        match b {
+            b' ' => out.push('+'),
+            b'/' | b'-' | b'_' | b'.' | b'~' | b'*' => out.push(b as char),
+            b if b.is_ascii_alphanumeric() => out.push(b as char),
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,5 +432,81 @@ mod tests {
         assert!(
             http_response(br#"{"statusCode": 200, "body": "!", "isBase64Encoded": true}"#).is_err()
         );
+    }
+
+    fn cloud_event(kind: &str, source: &str, data: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "specversion": "1.0", "id": "e1", "source": source, "type": kind,
+            "time": "2026-12-07T05:00:00.250Z", "data": data,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_schedule_tick_is_an_eventbridge_scheduled_event() {
+        let tick = cloud_event(
+            "dev.kumo.schedule.tick",
+            "kumo/schedules/shop/report",
+            json!({"schedule": "rate(1 minute)", "scheduled_time": "2026-12-07T05:00:00.000Z"}),
+        );
+        let event = aws_event(&tick).unwrap();
+        assert_eq!(event["detail-type"], "Scheduled Event");
+        assert_eq!(event["source"], "aws.events");
+        assert_eq!(event["time"], "2026-12-07T05:00:00Z");
+        assert_eq!(
+            event["resources"][0],
+            "arn:aws:events:us-east-1:000000000000:rule/shop-report"
+        );
+    }
+
+    #[test]
+    fn a_topic_message_is_an_sns_notification() {
+        let message = cloud_event(
+            "dev.kumo.topic.message",
+            "kumo/topics/orders",
+            json!({"id": 7}),
+        );
+        let event = aws_event(&message).unwrap();
+        let sns = &event["Records"][0]["Sns"];
+        assert_eq!(event["Records"][0]["EventSource"], "aws:sns");
+        assert_eq!(sns["TopicArn"], "arn:aws:sns:us-east-1:000000000000:orders");
+        assert_eq!(sns["Message"], r#"{"id":7}"#);
+        assert_eq!(sns["MessageId"], "e1");
+        let text = cloud_event("dev.kumo.topic.message", "kumo/topics/t", json!("plain"));
+        assert_eq!(
+            aws_event(&text).unwrap()["Records"][0]["Sns"]["Message"],
+            "plain"
+        );
+    }
+
+    #[test]
+    fn an_object_change_is_an_s3_notification() {
+        let put = cloud_event(
+            "dev.kumo.object.created",
+            "kumo/objects/uploads",
+            json!({"bucket": "shop/uploads", "key": "a b/ü.txt", "size": 3, "etag": "abc",
+                   "content_type": "text/plain", "updated_at": 255}),
+        );
+        let record = &aws_event(&put).unwrap()["Records"][0];
+        assert_eq!(record["eventSource"], "aws:s3");
+        assert_eq!(record["eventName"], "ObjectCreated:Put");
+        assert_eq!(record["s3"]["bucket"]["name"], "uploads");
+        assert_eq!(record["s3"]["object"]["key"], "a+b/%C3%BC.txt");
+        assert_eq!(record["s3"]["object"]["size"], 3);
+        let delete = cloud_event(
+            "dev.kumo.object.deleted",
+            "kumo/objects/uploads",
+            json!({"bucket": "uploads", "key": "k"}),
+        );
+        let record = &aws_event(&delete).unwrap()["Records"][0];
+        assert_eq!(record["eventName"], "ObjectRemoved:Delete");
+        assert!(record["s3"]["object"].get("size").is_none());
+    }
+
+    #[test]
+    fn other_payloads_pass_as_they_are() {
+        assert_eq!(aws_event(b"{\"a\": 1}"), None);
+        assert_eq!(aws_event(b"not json"), None);
+        assert_eq!(aws_event(&cloud_event("other.type", "x", json!(1))), None);
     }
 }

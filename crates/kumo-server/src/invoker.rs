@@ -13,7 +13,7 @@ use crate::trace::{TraceContext, Tracing};
 use bytes::Bytes;
 use kumo_core::{
     ErrorKind, FunctionRecord, InvocationRecord, Outcome, OutputLine, Qualifier, RanVersion,
-    Source, Target, billed_ms, gb_seconds,
+    Source, Target, Trigger, billed_ms, gb_seconds,
 };
 use kumo_runtime::{Invocation, KeyValue, KvAccess, Loaded, Response, Runtime};
 use kumo_store::prelude::*;
@@ -679,6 +679,14 @@ impl Invoker {
                 time_ms: kumo_core::now_ms(),
             });
             bytes::Bytes::from(event.to_string())
+        } else if let Source::Event(Trigger::Schedule | Trigger::Topic | Trigger::Storage) =
+            request.source
+        {
+            // What kumo queued as a CloudEvent arrives as AWS's service would send it.
+            match events::aws_event(&request.body) {
+                Some(event) => bytes::Bytes::from(event.to_string()),
+                None => request.body,
+            }
         } else {
             request.body
         };

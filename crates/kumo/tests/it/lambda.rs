@@ -339,3 +339,105 @@ async fn provisioned_environments_start_at_deploy_and_restart_and_a_broken_one_h
         .unwrap();
     assert!(String::from_utf8_lossy(&failed.body).contains("Runtime.InitError"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_topics_and_object_changes_arrive_in_aws_event_shapes() {
+    if !is_root() {
+        return;
+    }
+    let receiver = crate::harness::Receiver::start().await;
+    let server = TestServer::start().await;
+    let reporting = |cfg: FunctionConfig| FunctionConfig {
+        on_success: Some(receiver.url.parse().unwrap()),
+        ..cfg
+    };
+    let functions = [
+        (
+            "ticks",
+            FunctionConfig {
+                schedule: Some("rate(1 second)".parse().unwrap()),
+                ..provided("echo")
+            },
+        ),
+        (
+            "orders",
+            FunctionConfig {
+                topics: vec!["orders".into()],
+                ..provided("echo")
+            },
+        ),
+        (
+            "uploads",
+            FunctionConfig {
+                on_object: Some(kumo_core::ObjectTrigger {
+                    bucket: "uploads".into(),
+                    events: vec![kumo_core::ObjectEvent::Put],
+                }),
+                ..provided("echo")
+            },
+        ),
+    ];
+    for (name, cfg) in functions {
+        server
+            .client
+            .deploy(name, shell_package(), &reporting(cfg))
+            .await
+            .unwrap();
+    }
+    server
+        .client
+        .send_to_topic("orders", br#"{"order": 7}"#.to_vec())
+        .await
+        .unwrap();
+    let put = server
+        .http
+        .put(format!("{}/api/v1/objects/uploads/in/a b.txt", server.url))
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+
+    // What each function received (the shell runtime echoes its event), by function.
+    let received = |outcomes: &[serde_json::Value], function: &str| {
+        outcomes.iter().find_map(|o| {
+            let body = o["data"]["result"]["body"].as_str()?;
+            let answer: serde_json::Value = serde_json::from_str(body).ok()?;
+            (answer["fn"] == function).then(|| answer["echo"].clone())
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let outcomes = loop {
+        let outcomes = receiver
+            .json_when(3, std::time::Duration::from_secs(1))
+            .await;
+        let all = ["ticks", "orders", "uploads"]
+            .iter()
+            .all(|f| received(&outcomes, f).is_some());
+        if all || std::time::Instant::now() > deadline {
+            break outcomes;
+        }
+    };
+    let tick = received(&outcomes, "ticks").expect("a schedule tick arrived");
+    assert_eq!(tick["detail-type"], "Scheduled Event");
+    assert_eq!(tick["source"], "aws.events");
+    assert_eq!(
+        tick["resources"][0],
+        "arn:aws:events:us-east-1:000000000000:rule/ticks"
+    );
+    let sns = received(&outcomes, "orders").expect("a topic message arrived");
+    let sns = &sns["Records"][0];
+    assert_eq!(sns["EventSource"], "aws:sns");
+    assert_eq!(
+        sns["Sns"]["TopicArn"],
+        "arn:aws:sns:us-east-1:000000000000:orders"
+    );
+    assert_eq!(sns["Sns"]["Message"], r#"{"order":7}"#);
+    let s3 = received(&outcomes, "uploads").expect("an object change arrived");
+    let s3 = &s3["Records"][0];
+    assert_eq!(s3["eventSource"], "aws:s3");
+    assert_eq!(s3["eventName"], "ObjectCreated:Put");
+    assert_eq!(s3["s3"]["bucket"]["name"], "uploads");
+    assert_eq!(s3["s3"]["object"]["key"], "in/a+b.txt");
+    assert_eq!(s3["s3"]["object"]["size"], 3);
+}
