@@ -1,5 +1,6 @@
 //! Builds every guest program for wasm32-wasip2 and generates one constant per program with the
-//! path of its .wasm, so tests name a guest, never a path. Nothing compiled is committed.
+//! path of its .wasm, so tests name a guest, never a path; and the Rust Lambda function (on
+//! `lambda_runtime`) natively, as `LAMBDA_RUST_BOOTSTRAP`. Nothing compiled is committed.
 
 use std::env;
 use std::fmt::Write as _;
@@ -49,7 +50,7 @@ fn main() {
         for src in source_dirs(&dir) {
             println!("cargo:rerun-if-changed={}", src.display());
         }
-        build(&dir.join("Cargo.toml"), &target_dir);
+        build(&dir.join("Cargo.toml"), &target_dir, Some(TARGET));
         for bin in *bins {
             let wasm = target_dir
                 .join(TARGET)
@@ -65,14 +66,36 @@ fn main() {
             .expect("writing to a String cannot fail");
         }
     }
+    let lambda = root.join("crates/test-programs/lambda/rust");
+    println!(
+        "cargo:rerun-if-changed={}",
+        lambda.join("Cargo.toml").display()
+    );
+    println!("cargo:rerun-if-changed={}", lambda.join("src").display());
+    let lambda_target = root.join("target").join("lambda-rust");
+    build(&lambda.join("Cargo.toml"), &lambda_target, None);
+    let bootstrap = lambda_target.join("release").join("bootstrap");
+    assert!(bootstrap.exists(), "{} was not built", bootstrap.display());
+    writeln!(
+        consts,
+        "pub const LAMBDA_RUST_BOOTSTRAP: &str = {:?};",
+        bootstrap.display().to_string()
+    )
+    .expect("writing to a String cannot fail");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::write(out.join("guests.rs"), consts).expect("OUT_DIR is writable");
 }
 
-fn build(manifest: &Path, target_dir: &Path) {
+/// `cargo build --release` of `manifest` for `target` (none: the host).
+fn build(manifest: &Path, target_dir: &Path, target: Option<&str>) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--target", TARGET, "--manifest-path"])
+    let mut command = Command::new(cargo);
+    command.args(["build", "--release"]);
+    if let Some(target) = target {
+        command.args(["--target", target]);
+    }
+    let status = command
+        .arg("--manifest-path")
         .arg(manifest)
         .arg("--target-dir")
         .arg(target_dir)

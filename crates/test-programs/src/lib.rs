@@ -10,6 +10,9 @@
 //!   of the event id, attempt, content type, traceparent and body).
 //! - `HTTP_WASI_0_2_0`: wasi:http guest built against WASI 0.2.0 (the others use 0.2.12).
 //! - `HELLO`, `WORDCOUNT`: the examples in `examples/`.
+//! - `LAMBDA_RUST_BOOTSTRAP`: a Lambda function on AWS's `lambda_runtime` crate, built
+//!   natively (the `bootstrap` of a `provided` package): echoes its event with its request id,
+//!   function name and ARN; the event `"fail"` is an error.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 

@@ -441,3 +441,47 @@ async fn schedules_topics_and_object_changes_arrive_in_aws_event_shapes() {
     assert_eq!(s3["s3"]["object"]["key"], "in/a+b.txt");
     assert_eq!(s3["s3"]["object"]["size"], 3);
 }
+
+#[tokio::test]
+async fn a_rust_function_on_lambda_runtime_runs_unchanged() {
+    if !is_root() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let bootstrap = std::fs::read(test_programs::LAMBDA_RUST_BOOTSTRAP).unwrap();
+    let package = test_programs::zip(&[("bootstrap", &bootstrap, 0o755)]);
+    server
+        .client
+        .deploy("rusty", package, &provided("unused"))
+        .await
+        .unwrap();
+    let invoked = server
+        .client
+        .invoke("rusty", br#"{"n": 1}"#.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(invoked.status, 200);
+    let answer: serde_json::Value = serde_json::from_slice(&invoked.body).unwrap();
+    assert_eq!(answer["echo"], serde_json::json!({"n": 1}));
+    assert_eq!(answer["function"], "rusty");
+    assert_eq!(
+        answer["arn"],
+        "arn:aws:lambda:us-east-1:000000000000:function:rusty"
+    );
+    let id = invoked.request_id.clone().unwrap();
+    assert_eq!(answer["request_id"], id.as_str());
+    let record = server.client.invocation(&id).await.unwrap();
+    assert!(record.cold && record.init_ms.is_some());
+
+    let failed = server
+        .client
+        .invoke("rusty", br#""fail""#.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(failed.error_code.as_deref(), Some("function_error"));
+    assert!(String::from_utf8_lossy(&failed.body).contains("bad input"));
+    // The error did not end the environment: the next invocation is warm.
+    let again = server.client.invoke("rusty", b"2".to_vec()).await.unwrap();
+    let id = again.request_id.unwrap();
+    assert!(!server.client.invocation(&id).await.unwrap().cold);
+}
