@@ -2,6 +2,7 @@
 //! server (the limit) in one run, and reports ratios. See BENCHMARKS.md and `scripts/bench.sh`.
 
 mod hello_server;
+mod lambda;
 mod load;
 mod run;
 mod servers;
@@ -38,6 +39,9 @@ enum Command {
         #[arg(long = "header", value_parser = load::parse_header)]
         headers: Vec<load::Header>,
     },
+    /// Lambda functions: cold starts and warm overhead against a bare Runtime API exchange
+    /// (needs root).
+    Lambda(lambda::LambdaArgs),
     /// The bare hyper hello-world server (the limit).
     HyperHello {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -46,7 +50,13 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The Lambda benchmark's sandboxes re-execute this binary as their helper, before any
+    // thread exists.
+    if std::env::args().nth(1).as_deref() == Some(kumo_sandbox::HELPER_ARG) {
+        kumo_sandbox::helper_main();
+    }
     match Cli::parse().command {
+        Command::Lambda(args) => tokio::runtime::Runtime::new()?.block_on(lambda::run(args)),
         Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(run::run(args)),
         Command::Load {
             url,

@@ -26,6 +26,8 @@ pub(crate) struct Environment {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// When it was last used (for keep-alive).
     pub(crate) idle_since: Instant,
+    /// How long its sandbox took to start (to the program's exec), of its init time.
+    pub(crate) sandbox_start: Duration,
 }
 
 impl Drop for Environment {
@@ -46,10 +48,12 @@ impl Environment {
         init_timeout: Duration,
     ) -> Result<Self, (Ended, Vec<String>)> {
         let id = uuid::Uuid::now_v7().simple().to_string();
+        let clock = Instant::now();
         let mut sandbox =
             Sandbox::start(&runtime.helper, spec, limits, runtime.cgroups.as_ref(), &id)
                 .await
                 .map_err(|e| (Ended::Start(e), Vec::new()))?;
+        let sandbox_start = clock.elapsed();
         let exchange = Arc::new(Exchange::default());
         let output = Arc::new(Output::new(sandbox.output.take().expect("set by start")));
         let listener = sandbox
@@ -73,6 +77,7 @@ impl Environment {
             output,
             tasks,
             idle_since: Instant::now(),
+            sandbox_start,
         };
         let init = tokio::select! {
             // A notification sent before this wait began is kept for it.

@@ -75,6 +75,8 @@ pub struct Outcome {
     pub logs: Vec<String>,
     /// Set when this invocation started an environment (a cold start): its init time.
     pub init: Option<Duration>,
+    /// Of `init`, the time the sandbox took to start (the rest is the runtime's own init).
+    pub sandbox_start: Option<Duration>,
 }
 
 pub struct Pool {
@@ -143,6 +145,7 @@ impl Pool {
                             result: Err(failure),
                             logs,
                             init: Some(clock.elapsed()),
+                            sandbox_start: None,
                         };
                     }
                 }
@@ -199,13 +202,19 @@ impl Pool {
             report.push_str(&format!("\tStatus: {}", failure.kind.code()));
         }
         logs.push(report);
+        let sandbox_start = init.map(|_| environment.sandbox_start);
         if answered {
             environment.freeze();
             let mut environment = environment;
             environment.idle_since = Instant::now();
             self.idle().push(environment);
         }
-        Outcome { result, logs, init }
+        Outcome {
+            result,
+            logs,
+            init,
+            sandbox_start,
+        }
     }
 
     fn arn(&self) -> String {
