@@ -552,6 +552,14 @@ impl Client {
     }
 
     /// The server's metrics exposition (`GET /metrics`), as text.
+    /// The server's health as JSON: its version and the isolation of Lambda functions'
+    /// execution environments (each layer, and why one is missing).
+    pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}/healthz", self.base);
+        let request = self.http.get(url).header("accept", "application/json");
+        json(request.send().await?).await
+    }
+
     pub async fn metrics_text(&self) -> Result<String, ClientError> {
         let url = format!("{}/metrics", self.base);
         Ok(check(self.http.get(url).send().await?)

@@ -39,6 +39,8 @@ pub struct LambdaRuntime {
     scratch: PathBuf,
     /// Where the runtimes kumo provides are installed (`python3/`: awslambdaric).
     runtimes: PathBuf,
+    /// What the probe at start found.
+    isolation: kumo_sandbox::Isolation,
 }
 
 impl LambdaRuntime {
@@ -92,7 +94,13 @@ impl LambdaRuntime {
             packages,
             scratch,
             runtimes: runtimes.unwrap_or_else(|| root.join("runtimes")),
+            isolation,
         }))
+    }
+
+    /// The isolation layers environments get on this machine (probed at start).
+    pub fn isolation(&self) -> &kumo_sandbox::Isolation {
+        &self.isolation
     }
 
     /// The unpacked package of code `sha256` (unpacking `zip` if it is not yet).

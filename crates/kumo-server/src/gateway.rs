@@ -24,9 +24,27 @@ pub(crate) const COLD_HEADER: &str = "x-kumo-cold";
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .fallback(custom_route)
+}
+
+/// `ok` for probes; with `Accept: application/json`, also the version and the isolation
+/// Lambda functions' environments get on this machine (each layer, and why one is missing).
+async fn health(State(state): State<Arc<AppState>>, headers: http::HeaderMap) -> Response {
+    let json = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"));
+    if !json {
+        return "ok\n".into_response();
+    }
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "isolation": state.lambda.isolation(),
+    }))
+    .into_response()
 }
 
 /// `/fn/{target}` or `/fn/{target}/...` with a target that is not empty.

@@ -581,3 +581,24 @@ pub(crate) async fn triggers(client: &Client) -> CmdResult {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `kumo info`: the server's version and each isolation layer of Lambda environments.
+pub(crate) async fn info(client: &Client) -> CmdResult {
+    let health = client.health().await?;
+    println!("server    {}", client.server());
+    println!("version   {}", health["version"].as_str().unwrap_or("?"));
+    let isolation = &health["isolation"];
+    println!(
+        "cgroups   {}",
+        isolation["cgroup"].as_str().unwrap_or("none")
+    );
+    println!("isolation of Lambda functions:");
+    for layer in isolation["layers"].as_array().into_iter().flatten() {
+        let name = layer["name"].as_str().unwrap_or("?");
+        match layer["missing"].as_str() {
+            None => println!("  {name:<20} yes"),
+            Some(why) => println!("  {name:<20} MISSING: {why}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -234,6 +234,8 @@ enum Command {
     Secret(secrets::SecretCommand),
     /// The audit trail (admin): changes to functions, tokens and secrets, refused attempts
     /// included.
+    /// The server: its version and the isolation Lambda functions get on its machine.
+    Info,
     Audit {
         /// How far back, e.g. `24h` or `7d`.
         #[arg(long, default_value = "24h")]
@@ -402,6 +404,7 @@ async fn run() -> std::process::ExitCode {
         Command::Token(command) => auth::token(&client, command, cli.namespace.as_deref()).await,
         Command::Namespace(command) => namespaces::run(&client, command).await,
         Command::Secret(command) => secrets::run(&client, command).await,
+        Command::Info => commands::info(&client).await,
         Command::Audit { since, limit } => {
             auth::audit(&client, &since, cli.namespace.as_deref(), limit).await
         }

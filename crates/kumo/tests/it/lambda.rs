@@ -485,3 +485,34 @@ async fn a_rust_function_on_lambda_runtime_runs_unchanged() {
     let id = again.request_id.unwrap();
     assert!(!server.client.invocation(&id).await.unwrap().cold);
 }
+
+/// Every isolation layer exists on the machines CI runs on (root in a VM), so the report
+/// must show all of them, through `/healthz` and `kumo info`; probes still get plain `ok`.
+#[tokio::test]
+async fn the_server_reports_the_isolation_lambda_functions_get() {
+    if !is_root() {
+        return;
+    }
+    let server = TestServer::start().await;
+    assert_eq!(server.get_text("/healthz").await, "ok\n");
+    let health = server.client.health().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let layers = health["isolation"]["layers"].as_array().unwrap();
+    let names: Vec<&str> = layers.iter().filter_map(|l| l["name"].as_str()).collect();
+    for layer in ["cgroups", "seccomp", "landlock"] {
+        assert!(
+            names.iter().any(|n| n.contains(layer)),
+            "{layer} in {names:?}"
+        );
+    }
+    let missing: Vec<&serde_json::Value> =
+        layers.iter().filter(|l| !l["missing"].is_null()).collect();
+    assert!(missing.is_empty(), "missing layers: {missing:?}");
+    let info = server.cli(&["info"]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(info.status.success(), "{text}");
+    assert!(
+        text.contains("seccomp") && !text.contains("MISSING"),
+        "{text}"
+    );
+}
