@@ -232,10 +232,10 @@ enum Command {
     /// Function secrets: set (value from stdin), list, remove.
     #[command(subcommand)]
     Secret(secrets::SecretCommand),
-    /// The audit trail (admin): changes to functions, tokens and secrets, refused attempts
-    /// included.
     /// The server: its version and the isolation Lambda functions get on its machine.
     Info,
+    /// The audit trail (admin): changes to functions, tokens and secrets, refused attempts
+    /// included.
     Audit {
         /// How far back, e.g. `24h` or `7d`.
         #[arg(long, default_value = "24h")]
