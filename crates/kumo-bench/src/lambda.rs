@@ -186,6 +186,7 @@ fn function(
         env: Vec::new(),
         region: kumo_lambda::api::REGION.into(),
         tmp_bytes: 16 << 20,
+        egress: None,
     }
 }
 

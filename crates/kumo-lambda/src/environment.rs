@@ -45,6 +45,7 @@ impl Environment {
         runtime: &crate::LambdaRuntime,
         spec: &kumo_sandbox::Spec,
         limits: &kumo_sandbox::Limits,
+        egress: Option<&crate::Egress>,
         init_timeout: Duration,
     ) -> Result<Self, (Ended, Vec<String>)> {
         let id = uuid::Uuid::now_v7().simple().to_string();
@@ -56,21 +57,29 @@ impl Environment {
         let sandbox_start = clock.elapsed();
         let exchange = Arc::new(Exchange::default());
         let output = Arc::new(Output::new(sandbox.output.take().expect("set by start")));
-        let listener = sandbox
-            .take_listeners()
-            .pop()
-            .expect("one port was asked for");
-        let listener = listener
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpListener::from_std(listener))
-            .map_err(|e| (Ended::Start(StartError::Sandbox(e.to_string())), Vec::new()))?;
-        let tasks = vec![
-            tokio::spawn(runtime_api::serve(listener, exchange.clone())),
+        // In the order the spec asked for them: the Runtime API's, then the egress proxy's.
+        let mut listeners = Vec::new();
+        for listener in sandbox.take_listeners() {
+            let listener = listener
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(listener))
+                .map_err(|e| (Ended::Start(StartError::Sandbox(e.to_string())), Vec::new()))?;
+            listeners.push(listener);
+        }
+        let mut listeners = listeners.into_iter();
+        let api = listeners
+            .next()
+            .expect("the Runtime API's port was asked for");
+        let mut tasks = vec![
+            tokio::spawn(runtime_api::serve(api, exchange.clone())),
             tokio::spawn({
                 let output = output.clone();
                 async move { output.follow().await }
             }),
         ];
+        if let (Some(egress), Some(listener)) = (egress, listeners.next()) {
+            tasks.push(tokio::spawn(crate::egress::serve(listener, egress.clone())));
+        }
         let environment = Self {
             sandbox,
             exchange,

@@ -6,6 +6,7 @@
 //! receives from each trigger as AWS would.
 
 pub mod api;
+mod egress;
 mod environment;
 pub mod events;
 mod output;
@@ -14,6 +15,7 @@ mod pool;
 pub mod runtime_api;
 pub mod sigv4;
 
+pub use egress::Egress;
 pub use pool::{Function, Invocation, Outcome, Pool};
 
 use kumo_sandbox::Cgroups;

@@ -55,6 +55,8 @@ pub struct Function {
     pub region: String,
     /// Bytes `/tmp` may hold.
     pub tmp_bytes: u64,
+    /// Where it may connect (`allow_outbound`), through the egress proxy; none: nowhere.
+    pub egress: Option<crate::Egress>,
 }
 
 /// One invocation's input.
@@ -114,10 +116,15 @@ impl Pool {
 
     /// Starts an environment now and keeps it warm (provisioned concurrency).
     pub async fn prewarm(&self) -> Result<(), String> {
-        let environment =
-            Environment::start(&self.runtime, &self.spec(), &self.limits(), INIT_TIMEOUT)
-                .await
-                .map_err(|(ended, _)| self.failure(ended).message)?;
+        let environment = Environment::start(
+            &self.runtime,
+            &self.spec(),
+            &self.limits(),
+            self.function.egress.as_ref(),
+            INIT_TIMEOUT,
+        )
+        .await
+        .map_err(|(ended, _)| self.failure(ended).message)?;
         environment.freeze();
         self.idle().push(environment);
         Ok(())
@@ -130,8 +137,14 @@ impl Pool {
             Some(environment) => (environment, None),
             None => {
                 let clock = Instant::now();
-                match Environment::start(&self.runtime, &self.spec(), &self.limits(), INIT_TIMEOUT)
-                    .await
+                match Environment::start(
+                    &self.runtime,
+                    &self.spec(),
+                    &self.limits(),
+                    self.function.egress.as_ref(),
+                    INIT_TIMEOUT,
+                )
+                .await
                 {
                     Ok(environment) => {
                         logs.extend(environment.take_output());
@@ -282,6 +295,16 @@ impl Pool {
             ("AWS_DEFAULT_REGION".into(), function.region.clone()),
             ("_HANDLER".into(), handler.clone()),
         ]);
+        if function.egress.is_some() {
+            // The one way out; the runtime's own API stays direct.
+            let proxy = format!("http://127.0.0.1:{}", crate::egress::EGRESS_PORT);
+            for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                env.push((name.into(), proxy.clone()));
+            }
+            for name in ["NO_PROXY", "no_proxy"] {
+                env.push((name.into(), "localhost,127.0.0.1".into()));
+            }
+        }
         let mut binds = Vec::new();
         let (program, args) = match function.runtime {
             LambdaRuntimeName::Provided => ("/var/task/bootstrap".into(), Vec::new()),
@@ -325,7 +348,10 @@ impl Pool {
             tmp_bytes: function.tmp_bytes,
             uid: SANDBOX_UID,
             gid: SANDBOX_GID,
-            listen: vec![RUNTIME_API_PORT],
+            listen: match function.egress {
+                Some(_) => vec![RUNTIME_API_PORT, crate::egress::EGRESS_PORT],
+                None => vec![RUNTIME_API_PORT],
+            },
             hostname: "kumo".into(),
         }
     }

@@ -35,6 +35,7 @@ fn pool(data: &std::path::Path, handler: &str, memory_mb: u32) -> Pool {
             ],
             region: "us-east-1".into(),
             tmp_bytes: 16 << 20,
+            egress: None,
         },
     )
 }

@@ -20,7 +20,8 @@ pub use kumo_core::LogStream;
 pub use kv::{KeyValue, KvAccess, KvFuture};
 pub use objects::{GuestPut, ObjectStorage, StorageError, StorageFuture};
 pub use outbound::{
-    BreakerConfig, BreakerState, CallFuture, FunctionCall, FunctionCalls, INTERNAL_HOST_SUFFIX,
+    BreakerCall, BreakerConfig, BreakerState, Breakers, CallFuture, FunctionCall, FunctionCalls,
+    INTERNAL_HOST_SUFFIX, OutboundGrants,
 };
 pub use warm::WarmPool;
 
@@ -169,6 +170,11 @@ impl Runtime {
     }
 
     /// Every outbound destination guests have called, with its circuit breaker's state.
+    /// The circuit breakers of outbound destinations, shared with Lambda functions' egress.
+    pub fn breakers(&self) -> Breakers {
+        self.breakers.clone()
+    }
+
     pub fn breaker_states(&self) -> Vec<(String, BreakerState)> {
         self.breakers.states()
     }

@@ -177,6 +177,16 @@ impl Breakers {
         }
     }
 
+    /// Admits one request (or connection) to `destination` (`host:port`), or none while
+    /// its breaker is open: the caller records the outcome on the returned call.
+    pub fn call(&self, destination: &str) -> Option<BreakerCall> {
+        self.admit(destination).then(|| BreakerCall {
+            breakers: self.clone(),
+            destination: destination.to_string(),
+            recorded: false,
+        })
+    }
+
     fn record(&self, destination: &str, success: bool) {
         let mut map = self.map();
         let Some(breaker) = map.get_mut(destination) else {
@@ -205,14 +215,14 @@ impl Breakers {
 
 /// Records the outcome of one admitted request; a request dropped before it ended (the
 /// invocation timed out) counts as a failure, so a half-open probe never stays in flight.
-struct BreakerCall {
+pub struct BreakerCall {
     breakers: Breakers,
     destination: String,
     recorded: bool,
 }
 
 impl BreakerCall {
-    fn record(mut self, success: bool) {
+    pub fn record(mut self, success: bool) {
         self.recorded = true;
         self.breakers.record(&self.destination, success);
     }

@@ -422,6 +422,12 @@ impl Invoker {
                 env,
                 region: kumo_lambda::api::REGION.to_string(),
                 tmp_bytes: LAMBDA_TMP_BYTES,
+                egress: (!record.config.allow_outbound.is_empty()).then(|| kumo_lambda::Egress {
+                    grants: kumo_runtime::OutboundGrants::new(
+                        record.config.allow_outbound.clone().into(),
+                    ),
+                    breakers: self.runtime.breakers(),
+                }),
             },
         )
     }

@@ -18,8 +18,9 @@ include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
 /// Lambda functions for the tests (native, not wasm), as files to zip into a package:
 /// - `LAMBDA_SHELL_BOOTSTRAP`: a `provided` runtime in shell and curl; its behaviour is chosen
-///   by the event (`fail`, `exit`, `sleep`, `oom`, `big` (a 7 MB answer); anything else is
-///   echoed with some of its environment) and by `_HANDLER` (`init-error`).
+///   by the event (`fail`, `exit`, `sleep`, `oom`, `big` (a 7 MB answer), `{"fetch": URL}`
+///   (POSTs there, answers `{"got": "STATUS CONNECT_STATUS"}`); anything else is echoed with
+///   some of its environment) and by `_HANDLER` (`init-error`).
 pub const LAMBDA_SHELL_BOOTSTRAP: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/lambda/shell/bootstrap");
 

@@ -516,3 +516,56 @@ async fn the_server_reports_the_isolation_lambda_functions_get() {
         "{text}"
     );
 }
+
+/// The only way out of an environment is the egress proxy, to the hosts `allow_outbound`
+/// grants: plain HTTP is forwarded, TLS tunnelled (CONNECT), anything else refused; a
+/// function without grants has no way out at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_goes_through_the_proxy_to_granted_hosts_only() {
+    if !is_root() {
+        return;
+    }
+    // Not on 127.0.0.1: inside an environment that is its own loopback, never proxied.
+    let receiver = crate::harness::Receiver::start_on("127.0.0.2:0").await;
+    let server = TestServer::start().await;
+    let granted = FunctionConfig {
+        allow_outbound: vec![receiver.host_port().to_string()],
+        ..provided("echo")
+    };
+    let deploy = |name: &'static str, cfg: FunctionConfig| {
+        let client = &server.client;
+        async move { client.deploy(name, shell_package(), &cfg).await.unwrap() }
+    };
+    deploy("out", granted).await;
+    deploy("closed", provided("echo")).await;
+    let fetch = |function: &'static str, url: String| {
+        let client = &server.client;
+        async move {
+            let event = serde_json::json!({ "fetch": url }).to_string();
+            let invoked = client.invoke(function, event.into_bytes()).await.unwrap();
+            let answer: serde_json::Value = serde_json::from_slice(&invoked.body).unwrap();
+            answer["got"].as_str().unwrap().to_string()
+        }
+    };
+    // Granted, plain HTTP: forwarded, and the request arrives.
+    assert_eq!(
+        fetch("out", format!("{}/in", receiver.url)).await,
+        "200 000"
+    );
+    assert_eq!(
+        receiver.bodies(),
+        vec![bytes::Bytes::from_static(b"fetched")]
+    );
+    // Granted, TLS: the tunnel is made (the receiver speaks no TLS, so that fails after).
+    let tls = format!("https://{}/", receiver.host_port());
+    assert_eq!(fetch("out", tls).await, "000 200");
+    // Not granted: refused by the proxy, plain or tunnelled.
+    assert_eq!(fetch("out", "http://127.0.0.2:9/x".into()).await, "403 000");
+    assert_eq!(fetch("out", "https://example.com/".into()).await, "000 403");
+    // No grants: no proxy, and no network to reach anything directly.
+    assert_eq!(
+        fetch("closed", format!("{}/in", receiver.url)).await,
+        "000 000"
+    );
+    assert_eq!(receiver.bodies().len(), 1);
+}
