@@ -2,7 +2,8 @@
 # Installs the runtimes kumo gives Lambda functions into DIR (default: target/lambda-runtimes),
 # for `kumo serve --lambda-runtimes DIR`:
 #   DIR/python3: AWS's Python runtime interface client (awslambdaric, from PyPI), built for the
-#                machine's /usr/bin/python3, the interpreter execution environments see.
+#                machine's /usr/bin/python3, the interpreter execution environments see, and
+#                boto3, which Lambda's Python runtimes include too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-target/lambda-runtimes}"
@@ -15,7 +16,7 @@ if [ ! -x "$python" ]; then
     exit 1
 fi
 version=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-if PYTHONPATH="$dir/python3" "$python" -c 'import awslambdaric.bootstrap' >/dev/null 2>&1; then
+if PYTHONPATH="$dir/python3" "$python" -c 'import awslambdaric.bootstrap, boto3' >/dev/null 2>&1; then
     exit 0
 fi
 # pip from whichever python3 has it, fetching wheels for the interpreter inside the sandbox.
@@ -24,8 +25,8 @@ pip_python=python3
 rm -rf "$dir/python3.tmp"
 "$pip_python" -m pip install --quiet --root-user-action=ignore --target "$dir/python3.tmp" \
     --python-version "$version" --implementation cp --only-binary=:all: \
-    --platform "manylinux2014_$(uname -m)" 'awslambdaric>=3,<5'
+    --platform "manylinux2014_$(uname -m)" 'awslambdaric>=3,<5' boto3
 chmod -R a+rX "$dir/python3.tmp"
 rm -rf "$dir/python3"
 mv "$dir/python3.tmp" "$dir/python3"
-echo "awslambdaric installed for python $version in $dir/python3"
+echo "awslambdaric and boto3 installed for python $version in $dir/python3"

@@ -178,6 +178,7 @@ fn function(
 ) -> Function {
     Function {
         name: name.into(),
+        identity: name.into(),
         version: "$LATEST".into(),
         memory_mb: 512,
         runtime,

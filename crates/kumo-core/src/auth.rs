@@ -94,6 +94,21 @@ pub fn audited(method: &str, path: &str) -> bool {
     }
 }
 
+/// What a Lambda function may do through kumo's API from its own execution environment (its
+/// requests come in on a listener inside the environment, so they carry who sent them): invoke
+/// functions of its namespace, and use the key-value and object buckets its config grants.
+/// `path` is below `/api/v1`, without the namespace's prefix.
+pub fn function_may(kv: &[String], objects: &[String], method: &str, path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let granted = |buckets: &[String], bucket: &str| buckets.iter().any(|b| b == bucket);
+    match segments.as_slice() {
+        ["functions", _name, "invoke"] => method == "POST",
+        ["kv", bucket, ..] => granted(kv, bucket),
+        ["objects", bucket, ..] => granted(objects, bucket),
+        _ => false,
+    }
+}
+
 /// The prefix of every token secret, so a leaked one is recognisable (and scannable).
 pub const TOKEN_PREFIX: &str = "kumo_";
 
@@ -287,6 +302,29 @@ mod tests {
             let json = serde_json::to_string(&role).unwrap();
             assert_eq!(json, format!("\"{}\"", role.as_str()));
             assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+    }
+
+    #[test]
+    fn a_function_may_invoke_and_use_its_granted_buckets_only() {
+        let (kv, objects) = (vec!["carts".to_string()], vec!["uploads".to_string()]);
+        let may = |method: &str, path: &str| function_may(&kv, &objects, method, path);
+        assert!(may("POST", "/functions/other/invoke"));
+        assert!(may("GET", "/kv/carts/k1") && may("PUT", "/kv/carts/a/b"));
+        assert!(may("GET", "/kv/carts"));
+        assert!(may("DELETE", "/objects/uploads/x.png"));
+        for (method, path) in [
+            ("GET", "/kv/other/k"),
+            ("GET", "/objects/carts/k"),
+            ("GET", "/functions/other/invoke"),
+            ("PUT", "/functions/f"),
+            ("GET", "/functions"),
+            ("GET", "/invocations"),
+            ("GET", "/secrets"),
+            ("POST", "/tokens"),
+            ("GET", "/kv/carts%2F..%2Fx/k"),
+        ] {
+            assert!(!may(method, path), "{method} {path}");
         }
     }
 }

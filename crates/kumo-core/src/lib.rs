@@ -20,8 +20,8 @@ mod spec;
 mod versions;
 
 pub use auth::{
-    Action, AuditEntry, Role, SecretInfo, TOKEN_PREFIX, TokenRecord, audited, bearer, required,
-    validate_secret_name, validate_token_name,
+    Action, AuditEntry, Role, SecretInfo, TOKEN_PREFIX, TokenRecord, audited, bearer, function_may,
+    required, validate_secret_name, validate_token_name,
 };
 pub use config::{
     ConfigError, DEFAULT_MAX_EVENT_AGE, DEFAULT_MAX_INSTANCE_REQUESTS, DEFAULT_MAX_RETRIES,

@@ -45,6 +45,7 @@ impl Environment {
         runtime: &crate::LambdaRuntime,
         spec: &kumo_sandbox::Spec,
         limits: &kumo_sandbox::Limits,
+        identity: &str,
         egress: Option<&crate::Egress>,
         init_timeout: Duration,
     ) -> Result<Self, (Ended, Vec<String>)> {
@@ -57,7 +58,8 @@ impl Environment {
         let sandbox_start = clock.elapsed();
         let exchange = Arc::new(Exchange::default());
         let output = Arc::new(Output::new(sandbox.output.take().expect("set by start")));
-        // In the order the spec asked for them: the Runtime API's, then the egress proxy's.
+        // In the order the spec asked for them: the Runtime API's, kumo's API's (when the
+        // server gives one), the egress proxy's (when the function has grants).
         let mut listeners = Vec::new();
         for listener in sandbox.take_listeners() {
             let listener = listener
@@ -77,6 +79,11 @@ impl Environment {
                 async move { output.follow().await }
             }),
         ];
+        if let Some(endpoint) = runtime.endpoint()
+            && let Some(listener) = listeners.next()
+        {
+            tasks.push(endpoint.serve(listener, identity));
+        }
         if let (Some(egress), Some(listener)) = (egress, listeners.next()) {
             tasks.push(tokio::spawn(crate::egress::serve(listener, egress.clone())));
         }

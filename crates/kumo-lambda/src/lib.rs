@@ -23,6 +23,19 @@ use sha2::Digest as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Serves kumo's own API to one function on a listener inside its environment (the
+/// embedder's: kumo-server's app). Every request on it comes from that function, so it acts
+/// as that function, whatever credentials it carries.
+pub trait Endpoint: Send + Sync {
+    /// Serves `listener` (in the environment of function `identity`, a store key) until the
+    /// listener's environment is gone.
+    fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        identity: &str,
+    ) -> tokio::task::JoinHandle<()>;
+}
+
 /// What isolation the server insists on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IsolationMode {
@@ -43,6 +56,9 @@ pub struct LambdaRuntime {
     runtimes: PathBuf,
     /// What the probe at start found.
     isolation: kumo_sandbox::Isolation,
+    /// Where functions reach kumo's API from their environments (set once the server's app
+    /// exists); none: they do not.
+    endpoint: std::sync::OnceLock<Arc<dyn Endpoint>>,
 }
 
 impl LambdaRuntime {
@@ -97,7 +113,17 @@ impl LambdaRuntime {
             scratch,
             runtimes: runtimes.unwrap_or_else(|| root.join("runtimes")),
             isolation,
+            endpoint: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Gives environments started from now on kumo's API on their loopback (once).
+    pub fn set_endpoint(&self, endpoint: Arc<dyn Endpoint>) {
+        let _ = self.endpoint.set(endpoint);
+    }
+
+    pub(crate) fn endpoint(&self) -> Option<&Arc<dyn Endpoint>> {
+        self.endpoint.get()
     }
 
     /// The isolation layers environments get on this machine (probed at start).

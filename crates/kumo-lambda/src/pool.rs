@@ -21,6 +21,8 @@ const MAX_PIDS: u32 = 1024;
 const MB_PER_CPU: u64 = 1769;
 /// The port of the Runtime API inside each environment.
 const RUNTIME_API_PORT: u16 = 9001;
+/// Where the environment reaches kumo's own API (`AWS_ENDPOINT_URL`).
+const ENDPOINT_PORT: u16 = 9009;
 /// The user and group functions run as (Lambda's `sbx_user1051`).
 const SANDBOX_UID: u32 = 993;
 const SANDBOX_GID: u32 = 990;
@@ -43,6 +45,8 @@ const OVERRIDABLE_ENV: [(&str, &str); 4] = [
 pub struct Function {
     /// As the function knows itself (`AWS_LAMBDA_FUNCTION_NAME`).
     pub name: String,
+    /// As kumo knows it (its store key): who its requests to kumo's API come from.
+    pub identity: String,
     /// `$LATEST` or a version number.
     pub version: String,
     pub memory_mb: u32,
@@ -120,6 +124,7 @@ impl Pool {
             &self.runtime,
             &self.spec(),
             &self.limits(),
+            &self.function.identity,
             self.function.egress.as_ref(),
             INIT_TIMEOUT,
         )
@@ -141,6 +146,7 @@ impl Pool {
                     &self.runtime,
                     &self.spec(),
                     &self.limits(),
+                    &self.function.identity,
                     self.function.egress.as_ref(),
                     INIT_TIMEOUT,
                 )
@@ -295,6 +301,25 @@ impl Pool {
             ("AWS_DEFAULT_REGION".into(), function.region.clone()),
             ("_HANDLER".into(), handler.clone()),
         ]);
+        if self.runtime.endpoint().is_some() {
+            // kumo's API, reached as this function (the connection says who it is): SDKs
+            // need some credentials to sign with, and these are only that.
+            let url = format!("http://127.0.0.1:{ENDPOINT_PORT}");
+            let api = match kumo_core::split_key(&function.identity) {
+                (kumo_core::DEFAULT_NAMESPACE, _) => format!("{url}/api/v1"),
+                (namespace, _) => format!("{url}/api/v1/namespaces/{namespace}"),
+            };
+            env.extend([
+                ("AWS_ENDPOINT_URL".to_string(), url.clone()),
+                ("KUMO_URL".to_string(), url),
+                ("KUMO_API_URL".to_string(), api),
+                ("AWS_ACCESS_KEY_ID".to_string(), "KUMOFUNCTION".to_string()),
+                (
+                    "AWS_SECRET_ACCESS_KEY".to_string(),
+                    "the-connection-is-the-credential".to_string(),
+                ),
+            ]);
+        }
         if function.egress.is_some() {
             // The one way out; the runtime's own API stays direct.
             let proxy = format!("http://127.0.0.1:{}", crate::egress::EGRESS_PORT);
@@ -348,10 +373,15 @@ impl Pool {
             tmp_bytes: function.tmp_bytes,
             uid: SANDBOX_UID,
             gid: SANDBOX_GID,
-            listen: match function.egress {
-                Some(_) => vec![RUNTIME_API_PORT, crate::egress::EGRESS_PORT],
-                None => vec![RUNTIME_API_PORT],
-            },
+            // In the order Environment::start takes them.
+            listen: [
+                Some(RUNTIME_API_PORT),
+                self.runtime.endpoint().map(|_| ENDPOINT_PORT),
+                function.egress.as_ref().map(|_| crate::egress::EGRESS_PORT),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
             hostname: "kumo".into(),
         }
     }

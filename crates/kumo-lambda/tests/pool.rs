@@ -22,6 +22,7 @@ fn pool(data: &std::path::Path, handler: &str, memory_mb: u32) -> Pool {
         runtime,
         Function {
             name: "shell".into(),
+            identity: "shell".into(),
             version: "$LATEST".into(),
             memory_mb,
             runtime: LambdaRuntimeName::Provided,

@@ -342,6 +342,13 @@ pub(crate) async fn authorize(
     let Some(action) = needs(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
+    if let Some(from) = request
+        .extensions()
+        .get::<crate::function_endpoint::FromFunction>()
+        .cloned()
+    {
+        return from_function(&state, &from.0, request, next).await;
+    }
     let peer = request.extensions().get::<Peer>().map(|p| p.0.ip());
     let (namespace, sent_path) = scope_of(&request);
     let change = sent_path
@@ -398,6 +405,72 @@ pub(crate) async fn authorize(
             target,
             namespace,
             source: peer.map(|ip| ip.to_string()),
+            status: response.status().as_u16(),
+        };
+        if let Err(e) = state.store.append_audit(&entry).await {
+            tracing::error!(
+                "the audit trail missed {} {}: {e:#}",
+                entry.method,
+                entry.target
+            );
+        }
+    }
+    response
+}
+
+/// A request from a Lambda function's own endpoint: it may do what the function may
+/// (invoke functions of its namespace, use the buckets its config grants), in its namespace,
+/// with or without credentials and whatever the auth mode. Changes go to the audit trail as
+/// the function's.
+async fn from_function(state: &AppState, function: &str, request: Request, next: Next) -> Response {
+    let (namespace, sent_path) = scope_of(&request);
+    let own = kumo_core::namespace_of(function);
+    let method = request.method().to_string();
+    let rest = request
+        .uri()
+        .path()
+        .strip_prefix("/api/v1")
+        .map(str::to_string);
+    let allowed = match (&namespace, &rest) {
+        (Some(ns), _) if ns != own => Err(no_namespace(ns)),
+        (_, None) => Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "a function's endpoint serves kumo's API (/api/v1) and the Lambda API only",
+        )),
+        (_, Some(rest)) => match state.store.get_function(function).await {
+            Ok(Some(record))
+                if kumo_core::function_may(
+                    &record.config.kv,
+                    &record.config.objects,
+                    &method,
+                    rest,
+                ) =>
+            {
+                Ok(())
+            }
+            Ok(_) => Err(ApiError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "function {:?} may invoke functions and use the key-value and object buckets its config grants (kv, objects), not {method} {rest}",
+                    kumo_core::split_key(function).1
+                ),
+            )),
+            Err(e) => Err(e.into()),
+        },
+    };
+    let change = sent_path.filter(|target| kumo_core::audited(&method, target));
+    let response = match allowed {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    };
+    if let Some(target) = change {
+        let entry = kumo_core::AuditEntry {
+            at: kumo_core::now_ms(),
+            token: Some(format!("function:{function}")),
+            method,
+            target,
+            namespace,
+            source: None,
             status: response.status().as_u16(),
         };
         if let Err(e) = state.store.append_audit(&entry).await {

@@ -414,6 +414,7 @@ impl Invoker {
             self.lambda.clone(),
             kumo_lambda::Function {
                 name: kumo_core::url_name(&record.name),
+                identity: record.name.clone(),
                 version: version.map_or_else(|| "$LATEST".to_string(), |n| n.to_string()),
                 memory_mb: record.config.memory_mb,
                 runtime,

@@ -11,6 +11,7 @@ mod disk;
 mod error;
 mod events;
 mod frontend;
+mod function_endpoint;
 mod gateway;
 mod guest_kv;
 mod headers;
@@ -307,6 +308,12 @@ impl Server {
             deploy_lock: Mutex::new(()),
             stopping,
         });
+        // Lambda functions reach kumo's API from their environments, as themselves.
+        state
+            .lambda
+            .set_endpoint(Arc::new(function_endpoint::FunctionEndpoint {
+                state: Arc::downgrade(&state),
+            }));
         auth::first_admin_token(&state, &data.join(ADMIN_TOKEN_FILE)).await?;
         state.invoker.auth.load(state.store.list_tokens().await?);
         state.namespaces_changed(state.store.list_namespaces().await?);

@@ -37,5 +37,6 @@ pub fn zip(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
 }
 
 /// - `LAMBDA_PYTHON_APP`: `app.handler`, a python3 handler (`fail` raises; an HTTP event gets
-///   a 201 with `x-py`; anything else is echoed with some of the context).
+///   a 201 with `x-py`; `{"call": NAME}` invokes a function with boto3; `{"kumo": [METHOD,
+///   PATH, BODY]}` calls kumo's API; anything else is echoed with some of the context).
 pub const LAMBDA_PYTHON_APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lambda/python/app.py");

@@ -143,6 +143,18 @@ fn caller(
     action: Action,
 ) -> Result<(Option<String>, Ns), (Option<String>, ApiError)> {
     let default = || Ns(kumo_core::DEFAULT_NAMESPACE.to_string());
+    // From a function's own endpoint: it may invoke functions of its namespace, nothing else.
+    if let Some(from) = parts
+        .extensions
+        .get::<crate::function_endpoint::FromFunction>()
+    {
+        let name = Some(format!("function:{}", from.0));
+        if action != Action::Invoke {
+            let why = "a function's own endpoint may invoke functions, not change or read them";
+            return Err((name, ApiError::new(ErrorKind::Forbidden, why)));
+        }
+        return Ok((name, Ns(kumo_core::namespace_of(&from.0).to_string())));
+    }
     if state.invoker.auth.mode() == crate::auth::AuthMode::None {
         return Ok((None, default()));
     }

@@ -569,3 +569,67 @@ async fn egress_goes_through_the_proxy_to_granted_hosts_only() {
     );
     assert_eq!(receiver.bodies().len(), 1);
 }
+
+/// A function's own SDK calls reach kumo from its environment (`AWS_ENDPOINT_URL`,
+/// `KUMO_API_URL`) as the function, with no secret to leak: it may invoke functions and use
+/// the buckets its config grants, and nothing else, although the server requires tokens.
+#[tokio::test]
+async fn a_function_reaches_kumo_as_itself_with_only_what_it_is_granted() {
+    if !is_root() {
+        return;
+    }
+    let runtimes = lambda_runtimes();
+    let server = TestServer::start_with(&["--lambda-runtimes", &runtimes]).await;
+    let app = std::fs::read(test_programs::LAMBDA_PYTHON_APP).unwrap();
+    let cfg = FunctionConfig {
+        runtime: Some(LambdaRuntimeName::Python3),
+        handler: Some("app.handler".into()),
+        kv: vec!["carts".into()],
+        memory_mb: 256,
+        ..config()
+    };
+    let package = test_programs::zip(&[("app.py", &app, 0o644)]);
+    server.client.deploy("py", package, &cfg).await.unwrap();
+    server
+        .client
+        .deploy("shell", shell_package(), &provided("echo"))
+        .await
+        .unwrap();
+    let run = |event: serde_json::Value| {
+        let client = &server.client;
+        async move {
+            let invoked = client
+                .invoke("py", event.to_string().into_bytes())
+                .await
+                .unwrap();
+            let body = String::from_utf8_lossy(&invoked.body).to_string();
+            assert_eq!(invoked.status, 200, "{body}");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    // boto3 in the function invokes another function through the Lambda API.
+    let called = run(serde_json::json!({"call": "shell", "payload": {"x": 1}})).await;
+    assert_eq!(
+        called["called"]["echo"],
+        serde_json::json!({"x": 1}),
+        "{called}"
+    );
+    assert_eq!(called["version"], "$LATEST");
+    // Its granted bucket, read and written through kumo's API.
+    let put = run(serde_json::json!({"kumo": ["PUT", "/kv/carts/c1", "three apples"]})).await;
+    assert!(put["status"].as_u64().unwrap() < 300, "{put}");
+    let got = run(serde_json::json!({"kumo": ["GET", "/kv/carts/c1", null]})).await;
+    assert_eq!(got["body"], "three apples");
+    let stored = server.client.kv_get("carts", "c1").await.unwrap();
+    assert_eq!(stored.value, b"three apples".to_vec());
+    // Nothing else: another bucket, reading functions, tokens, another namespace.
+    for (method, path) in [
+        ("GET", "/kv/other/c1"),
+        ("GET", "/functions"),
+        ("PUT", "/secrets/X"),
+        ("POST", "/tokens"),
+    ] {
+        let refused = run(serde_json::json!({"kumo": [method, path, null]})).await;
+        assert_eq!(refused["status"], 403, "{method} {path}: {refused}");
+    }
+}
