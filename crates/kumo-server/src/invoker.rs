@@ -368,7 +368,9 @@ impl Invoker {
                         .map_err(|e| anyhow::anyhow!("loading the package: {e}"))
                 })
                 .await??;
-                Code::Lambda(self.lambda_pool(&record, runtime, version, package, &secrets))
+                Code::Lambda(Box::new(
+                    self.lambda_pool(&record, runtime, version, package, &secrets),
+                ))
             }
             None => {
                 let runtime = self.runtime.clone();

@@ -17,7 +17,7 @@ pub(crate) enum Code {
     /// Pre-instantiated WebAssembly.
     Wasm(Loaded),
     /// A Lambda function's execution environments.
-    Lambda(kumo_lambda::Pool),
+    Lambda(Box<kumo_lambda::Pool>),
 }
 
 pub(crate) struct Entry {
