@@ -181,3 +181,42 @@ async fn an_init_error_fails_the_invocation_and_is_reported() {
     );
     assert_eq!(pool.idle_count(), 0);
 }
+
+/// Between invocations an environment is frozen: a background process of the function makes
+/// no progress while it waits (it ticks 20 times a second when it runs).
+#[tokio::test]
+async fn an_idle_environment_is_frozen_until_its_next_invocation() {
+    let Some(data) = data_dir() else { return };
+    let pool = pool(data.path(), "ticker", 128);
+    let ticks = |outcome: kumo_lambda::Outcome| {
+        let body = outcome.result.map_err(|f| f.message).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["ticks"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = ticks(pool.invoke(invocation("t1", r#""ticks""#, 5000)).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = ticks(pool.invoke(invocation("t2", r#""ticks""#, 5000)).await);
+    assert!(
+        after - before < 10,
+        "{before} then {after}: the environment ran while idle"
+    );
+}
+
+/// An init that does not finish within Lambda's 10 s fails the invocation; the environment
+/// is gone and the next invocation starts a new one.
+#[tokio::test]
+async fn an_init_that_hangs_times_out() {
+    let Some(data) = data_dir() else { return };
+    let pool = pool(data.path(), "init-hang", 128);
+    let outcome = pool.invoke(invocation("h1", "{}", 5000)).await;
+    let failure = outcome.result.unwrap_err();
+    assert_eq!(failure.kind, ErrorKind::Timeout);
+    assert!(
+        failure.message.starts_with("Runtime.InitTimeout"),
+        "{}",
+        failure.message
+    );
+    assert!(outcome.init.unwrap() >= Duration::from_secs(10));
+    assert_eq!(pool.idle_count(), 0);
+}

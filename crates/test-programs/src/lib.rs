@@ -20,7 +20,9 @@ include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 /// - `LAMBDA_SHELL_BOOTSTRAP`: a `provided` runtime in shell and curl; its behaviour is chosen
 ///   by the event (`fail`, `exit`, `sleep`, `oom`, `big` (a 7 MB answer), `{"fetch": URL}`
 ///   (POSTs there, answers `{"got": "STATUS CONNECT_STATUS"}`); anything else is echoed with
-///   some of its environment) and by `_HANDLER` (`init-error`).
+///   some of its environment) and by `_HANDLER` (`init-error`; `init-hang`: never finishes
+///   its init; `ticker`: a background process counts while the environment runs, and the
+///   event `ticks` answers `{"ticks": N}`).
 pub const LAMBDA_SHELL_BOOTSTRAP: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/lambda/shell/bootstrap");
 
