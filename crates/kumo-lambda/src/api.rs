@@ -522,6 +522,30 @@ pub fn error_document(kind: ErrorKind, message: &str) -> Value {
     json!({"errorType": error_type, "errorMessage": message})
 }
 
+/// The header an invocation carries its client context in to the Invoker (set by the Lambda
+/// API only; decoded JSON).
+pub const CLIENT_CONTEXT_HEADER: &str = "x-kumo-lambda-client-context";
+/// Lambda's limit on `X-Amz-Client-Context` (base64).
+const MAX_CLIENT_CONTEXT: usize = 3583;
+
+/// `X-Amz-Client-Context` (base64 of a JSON object) as the runtime gets it: the JSON, on one
+/// line.
+pub fn client_context(header: &str) -> Result<String, String> {
+    if header.len() > MAX_CLIENT_CONTEXT {
+        return Err(format!(
+            "X-Amz-Client-Context is longer than {MAX_CLIENT_CONTEXT} characters"
+        ));
+    }
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(header)
+        .map_err(|_| "X-Amz-Client-Context is not base64")?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(context @ Value::Object(_)) => Ok(context.to_string()),
+        _ => Err("X-Amz-Client-Context is not base64 of a JSON object".into()),
+    }
+}
+
 /// The last [`TAIL_BYTES`] of `lines` (whole characters), as `X-Amz-Log-Result` carries
 /// them before base64.
 pub fn log_tail(lines: &[String]) -> String {
@@ -762,6 +786,24 @@ mod tests {
             error_document(ErrorKind::Timeout, "late")["errorType"],
             "Sandbox.Timedout"
         );
+    }
+
+    #[test]
+    fn a_client_context_is_base64_of_a_json_object() {
+        use base64::Engine as _;
+        let encode = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert_eq!(
+            client_context(&encode("{\n\"custom\": {\"a\": 1}}")),
+            Ok(r#"{"custom":{"a":1}}"#.to_string())
+        );
+        for bad in [
+            encode("[1]"),
+            encode("nope"),
+            "%%%".into(),
+            "A".repeat(4000),
+        ] {
+            assert!(client_context(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -299,7 +299,7 @@ fn next_response(job: Job) -> Response {
     let mut response = http::Response::new(Full::new(job.payload));
     let headers = response.headers_mut();
     let mut set = |name: &'static str, value: &str| {
-        if let Ok(value) = http::HeaderValue::from_str(value) {
+        if let Ok(value) = http::HeaderValue::from_bytes(value.as_bytes()) {
             headers.insert(name, value);
         }
     };

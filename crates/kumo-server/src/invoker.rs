@@ -696,6 +696,9 @@ impl Invoker {
                 Some(event) => bytes::Bytes::from(event.to_string()),
                 None => request.body,
             }
+        } else if request.body.is_empty() {
+            // An invocation without a payload is the empty object, as Lambda sends it.
+            bytes::Bytes::from_static(b"{}")
         } else {
             request.body
         };
@@ -705,7 +708,12 @@ impl Invoker {
                 payload,
                 timeout: entry.record.config.timeout,
                 trace_id: Some(trace.xray()),
-                client_context: None,
+                // Only the Lambda API sets it (the invoke API passes no other header).
+                client_context: (request.source == Source::Invoke)
+                    .then(|| request.headers.get(kumo_lambda::api::CLIENT_CONTEXT_HEADER))
+                    .flatten()
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
             })
             .await;
         let mut error_document = None;

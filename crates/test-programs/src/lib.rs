@@ -22,7 +22,7 @@ include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 ///   (POSTs there, answers `{"got": "STATUS CONNECT_STATUS"}`); anything else is echoed with
 ///   some of its environment) and by `_HANDLER` (`init-error`; `init-hang`: never finishes
 ///   its init; `ticker`: a background process counts while the environment runs, and the
-///   event `ticks` answers `{"ticks": N}`).
+///   event `"ticks"` answers `{"ticks": N}`).
 pub const LAMBDA_SHELL_BOOTSTRAP: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/lambda/shell/bootstrap");
 

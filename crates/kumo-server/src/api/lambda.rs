@@ -597,6 +597,12 @@ async fn invoke(
             forwarded.insert(name, value.clone());
         }
     }
+    if let Some(context) = header("x-amz-client-context") {
+        let context = api::client_context(context).map_err(ApiError::bad_request)?;
+        let value = HeaderValue::from_bytes(context.as_bytes())
+            .map_err(|_| ApiError::bad_request("X-Amz-Client-Context is not header-safe JSON"))?;
+        forwarded.insert(api::CLIENT_CONTEXT_HEADER, value);
+    }
     let invoked = state
         .invoker
         .invoke(

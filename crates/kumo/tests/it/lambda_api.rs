@@ -188,3 +188,105 @@ async fn the_aws_cli_deploys_and_invokes_with_tail_logs() {
     let (ok, _, err) = aws(&["delete-function", "--function-name", "sh"]);
     assert!(ok, "{err}");
 }
+
+/// Malformed Lambda API requests get AWS's error shape with a 4xx that says why, never a
+/// 5xx; nothing is created by them.
+#[tokio::test]
+async fn malformed_lambda_api_requests_are_refused_in_aws_shape() {
+    let server = TestServer::start_with(&["--auth", "none"]).await;
+    server.deploy("hello", test_programs::HELLO, config()).await;
+    let base = format!("{}/2015-03-31/functions", server.url);
+    let http = reqwest::Client::new();
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            http.get(format!("{base}/Bad_Name")),
+            400,
+            "InvalidParameterValueException",
+        ),
+        (
+            http.get(format!("{base}/%FF")),
+            400,
+            "InvalidParameterValueException",
+        ),
+        (
+            http.get(format!("{base}/hello?Qualifier=0")),
+            400,
+            "InvalidParameterValueException",
+        ),
+        (
+            http.get(format!("{base}/hello:live/configuration?Qualifier=other")),
+            400,
+            "InvalidParameterValueException",
+        ),
+        (
+            http.get(format!("{base}/missing")),
+            404,
+            "ResourceNotFoundException",
+        ),
+        (
+            http.patch(format!("{base}/hello")),
+            404,
+            "ResourceNotFoundException",
+        ),
+        (
+            http.post(&base).body("{"),
+            400,
+            "InvalidParameterValueException",
+        ),
+        (
+            http.post(&base)
+                .body(r#"{"FunctionName": "x", "Code": {"ZipFile": "UEsFBg=="}}"#),
+            400,
+            "InvalidParameterValueException",
+        ),
+        (
+            http.post(&base)
+                .body(r#"{"FunctionName": "x", "Runtime": "provided", "Code": {}}"#),
+            400,
+            "InvalidParameterValueException",
+        ),
+        (
+            http.post(format!("{base}/hello/invocations"))
+                .header("x-amz-invocation-type", "Bogus"),
+            400,
+            "InvalidParameterValueException",
+        ),
+        (
+            http.post(format!("{base}/hello/invocations"))
+                .header("x-amz-log-type", "All"),
+            400,
+            "InvalidParameterValueException",
+        ),
+        (
+            http.post(format!("{base}/hello/invocations"))
+                .header("x-amz-client-context", "!!"),
+            400,
+            "InvalidParameterValueException",
+        ),
+        (
+            http.post(format!("{base}/hello/aliases"))
+                .body(r#"{"Name": "Live"}"#),
+            400,
+            "InvalidParameterValueException",
+        ),
+        (
+            http.put(format!("{base}/hello/configuration"))
+                .body(r#"{"MemorySize": 1}"#),
+            400,
+            "InvalidParameterValueException",
+        ),
+    ];
+    for (request, status, error_type) in cases {
+        let request = request.build().unwrap();
+        let what = format!("{} {}", request.method(), request.url());
+        let response = http.execute(request).await.unwrap();
+        assert_eq!(response.status(), status, "{what}");
+        assert_eq!(response.headers()["x-amzn-errortype"], error_type, "{what}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(!body["message"].as_str().unwrap().is_empty(), "{what}");
+    }
+    let functions = server.client.list().await.unwrap();
+    assert_eq!(functions.len(), 1, "nothing was created");
+    let config = server.client.get("hello").await.unwrap().config;
+    assert_eq!(config.memory_mb, 128, "nothing was changed");
+}

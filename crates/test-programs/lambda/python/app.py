@@ -45,4 +45,5 @@ def handler(event, context):
         "memory": context.memory_limit_in_mb,
         "remaining_ms": context.get_remaining_time_in_millis(),
         "started": started,
+        "client_custom": context.client_context.custom if context.client_context else None,
     }

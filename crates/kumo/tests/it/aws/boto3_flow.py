@@ -68,6 +68,13 @@ request_id = invoked["ResponseMetadata"]["RequestId"]
 assert f"START RequestId: {request_id}" in tail and "REPORT RequestId" in tail, tail
 out["invoked"] = request_id
 
+# The client context reaches the handler (context.client_context); a malformed one is refused.
+custom = base64.b64encode(json.dumps({"custom": {"tenant": "t1"}}).encode()).decode()
+answer = json.loads(invoker.invoke(FunctionName="py", ClientContext=custom)["Payload"].read())
+assert answer["client_custom"] == {"tenant": "t1"}, answer
+assert error_code(lambda: invoker.invoke(FunctionName="py", ClientContext="not base64!")) == (
+    "InvalidParameterValueException", 400)
+
 # A function error is a 200 with X-Amz-Function-Error and the runtime's error document.
 failed = invoker.invoke(FunctionName="py", Payload=json.dumps("fail"))
 assert failed["StatusCode"] == 200 and failed["FunctionError"] == "Unhandled", failed
