@@ -383,6 +383,7 @@ impl Pool {
             .flatten()
             .collect(),
             hostname: "kumo".into(),
+            user_namespace: self.runtime.isolation().user_namespace(),
         }
     }
 

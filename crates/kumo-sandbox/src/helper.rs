@@ -70,6 +70,9 @@ pub fn helper_main() -> ! {
 
 fn run() -> Result<i32> {
     let spec = read_spec().context("reading the environment's spec")?;
+    if spec.user_namespace {
+        enter_user_namespace().context("creating the user namespace")?;
+    }
     nix::sched::unshare(NAMESPACES).context("creating namespaces")?;
     sys::loopback_up().context("bringing up the loopback interface")?;
     let listeners = spec
@@ -112,6 +115,43 @@ fn run() -> Result<i32> {
             drop(listeners);
             kill_if_control_closes(child)?;
             Ok(wait_exit_code(child))
+        }
+    }
+}
+
+/// Moves this process into a new user namespace whose ids 0.. are [`crate::USER_NS_BASE`]..
+/// on the host, and becomes its root. The maps of a range can only be written from the parent
+/// namespace, so a forked child (still there, and root) writes them once this process has
+/// unshared. The namespaces made after this one belong to it.
+pub(crate) fn enter_user_namespace() -> Result<()> {
+    let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let this = nix::unistd::getpid();
+    match sys::fork_single_threaded().context("forking the id mapper")? {
+        ForkResult::Child => {
+            drop(go_write);
+            let mut byte = [0u8; 1];
+            let unshared = matches!(nix::unistd::read(&go_read, &mut byte), Ok(1));
+            let map = format!("0 {} {}\n", crate::USER_NS_BASE, crate::USER_NS_SIZE);
+            let mapped = unshared
+                && std::fs::write(format!("/proc/{this}/uid_map"), &map).is_ok()
+                && std::fs::write(format!("/proc/{this}/gid_map"), &map).is_ok();
+            std::process::exit(if mapped { 0 } else { 1 })
+        }
+        ForkResult::Parent { child } => {
+            drop(go_read);
+            let unshared = nix::sched::unshare(CloneFlags::CLONE_NEWUSER);
+            if unshared.is_ok() {
+                nix::unistd::write(&go_write, b"u")?;
+            }
+            drop(go_write);
+            let mapped = matches!(waitpid(child, None), Ok(WaitStatus::Exited(_, 0)));
+            unshared.context("unshare(CLONE_NEWUSER)")?;
+            anyhow::ensure!(mapped, "the user namespace's id maps could not be written");
+            let root_gid = Gid::from_raw(0);
+            nix::unistd::setresgid(root_gid, root_gid, root_gid).context("setresgid")?;
+            let root = Uid::from_raw(0);
+            nix::unistd::setresuid(root, root, root).context("setresuid")?;
+            Ok(())
         }
     }
 }

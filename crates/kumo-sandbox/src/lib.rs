@@ -30,3 +30,8 @@ pub use spec::{Limits, Spec};
 
 /// The first argument that turns the caller's binary into the sandbox helper.
 pub const HELPER_ARG: &str = "__sandbox";
+
+/// With a user namespace, uid and gid 0 inside are this on the host, and the range goes on
+/// for [`USER_NS_SIZE`] ids: far above any real user (and the usual subordinate id ranges).
+pub const USER_NS_BASE: u32 = 0x7000_0000;
+pub const USER_NS_SIZE: u32 = 65_536;

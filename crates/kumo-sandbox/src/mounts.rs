@@ -149,6 +149,24 @@ fn build_dev(dev: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The flags of the mount at `path` a remount must keep: in a user namespace the host's
+/// `noexec` and access-time flags of a bind are locked, and a remount without them is refused.
+fn locked_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    let Ok(stat) = statvfs(path) else {
+        return MsFlags::empty();
+    };
+    [
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ]
+    .into_iter()
+    .filter(|(fs, _)| stat.flags().contains(*fs))
+    .fold(MsFlags::empty(), |all, (_, ms)| all | ms)
+}
+
 /// Binds `host` at `inside` read-only, without set-user-id programs or device files.
 fn bind_read_only(host: &Path, inside: &Path) -> Result<()> {
     if host.is_dir() {
@@ -172,7 +190,11 @@ fn bind_read_only(host: &Path, inside: &Path) -> Result<()> {
         None::<&str>,
         inside,
         None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | NOSUID_NODEV,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_RDONLY
+            | NOSUID_NODEV
+            | locked_flags(inside),
         None::<&str>,
     )
     .with_context(|| format!("making {} read-only", inside.display()))?;

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 
+/// The name of the user namespace's layer (optional: environments get one where it works).
+pub const USER_NAMESPACE: &str = "user namespace";
+
 /// One layer and whether it works here (if not, why).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layer {
@@ -28,6 +31,13 @@ pub struct Isolation {
 }
 
 impl Isolation {
+    /// Whether environments can have a user namespace here.
+    pub fn user_namespace(&self) -> bool {
+        self.layers
+            .iter()
+            .any(|l| l.name == USER_NAMESPACE && l.missing.is_none())
+    }
+
     /// The layers that are missing, with their reasons.
     pub fn missing(&self) -> impl Iterator<Item = &Layer> {
         self.layers.iter().filter(|l| l.missing.is_some())
@@ -79,11 +89,16 @@ fn probe_in_helper(helper: &Path) -> Result<Vec<Layer>> {
 /// In the helper: tries each layer in a child of its own.
 pub(crate) fn probe_here() -> Vec<Layer> {
     type Attempt = fn() -> Result<()>;
-    let tries: [(&str, Attempt); 6] = [
+    let tries: [(&str, Attempt); 7] = [
         (
             "mount, pid, network, ipc, uts and cgroup namespaces",
             || Ok(nix::sched::unshare(NAMESPACES)?),
         ),
+        (USER_NAMESPACE, || {
+            crate::helper::enter_user_namespace()?;
+            nix::sched::unshare(NAMESPACES)?;
+            Ok(crate::mounts::make_private()?)
+        }),
         ("pivot_root", try_pivot_root),
         ("loopback network", || {
             nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;

@@ -28,6 +28,10 @@ pub struct Spec {
     /// listeners come back to the caller, in this order.
     pub listen: Vec<u16>,
     pub hostname: String,
+    /// A user namespace too: the environment's users (its root, the program's user) are
+    /// [`crate::USER_NS_BASE`] and up on the host, which are nobody there.
+    #[serde(default)]
+    pub user_namespace: bool,
 }
 
 /// What the environment's cgroup allows.

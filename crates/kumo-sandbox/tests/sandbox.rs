@@ -66,6 +66,8 @@ fn env_with(script: &str) -> Env {
         gid: 990,
         listen: Vec::new(),
         hostname: "kumo-test".into(),
+        // As kumo runs environments where the kernel allows it (here it does).
+        user_namespace: true,
     };
     Env {
         _code: code,
@@ -138,6 +140,7 @@ async fn the_program_is_pid_1_of_its_own_namespaces_and_unprivileged() {
         r#"echo "pid=$$"
 echo "procs=$(ls /proc | grep -c '^[0-9]')"
 echo "uid=$(id -u) gid=$(id -g)"
+echo "uid_map=$(tr -s ' ' < /proc/self/uid_map)"
 echo "host=$(hostname)"
 grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status
 echo "ifaces=$(ls /sys/class/net 2>/dev/null | tr '\n' ' ')"
@@ -160,6 +163,8 @@ echo "env=$(env | sort | tr '\n' ' ')""#,
         .unwrap();
     assert!(procs <= 4, "{out}");
     assert!(out.contains("uid=993 gid=990"), "{out}");
+    // Its users are an unprivileged range of the host's: its 993 is 0x70000000 + 993 there.
+    assert!(out.contains("uid_map= 0 1879048192 65536"), "{out}");
     assert!(out.contains("host=kumo-test"), "{out}");
     for line in [
         "CapEff:\t0000000000000000",

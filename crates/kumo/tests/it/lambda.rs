@@ -70,6 +70,8 @@ async fn a_provided_function_serves_http_and_invoke_with_lambda_logs() {
     assert_eq!(event["requestContext"]["http"]["method"], "POST");
     assert_eq!(event["requestContext"]["requestId"], id.as_str());
     assert_eq!(answer["fn"], "shell");
+    // Its users are an unprivileged range of the host's (a user namespace).
+    assert_eq!(answer["uid_map"], " 0 1879048192 65536");
 
     let record = server.client.invocation(&id).await.unwrap();
     assert_eq!(record.outcome, Outcome::Ok);
@@ -499,7 +501,7 @@ async fn the_server_reports_the_isolation_lambda_functions_get() {
     assert_eq!(health["status"], "ok");
     let layers = health["isolation"]["layers"].as_array().unwrap();
     let names: Vec<&str> = layers.iter().filter_map(|l| l["name"].as_str()).collect();
-    for layer in ["cgroups", "seccomp", "landlock"] {
+    for layer in ["cgroups", "seccomp", "landlock", "user namespace"] {
         assert!(
             names.iter().any(|n| n.contains(layer)),
             "{layer} in {names:?}"
