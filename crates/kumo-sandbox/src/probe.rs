@@ -12,7 +12,7 @@ use std::io::{Read as _, Write as _};
 use std::path::Path;
 
 /// The name of the user namespace's layer (optional: environments get one where it works).
-pub const USER_NAMESPACE: &str = "user namespace";
+pub(crate) const USER_NAMESPACE: &str = "user namespace";
 
 /// One layer and whether it works here (if not, why).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

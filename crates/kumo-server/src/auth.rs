@@ -58,6 +58,10 @@ pub(crate) fn new_secret() -> anyhow::Result<String> {
     Ok(format!("{TOKEN_PREFIX}{}", hex::encode(bytes)))
 }
 
+const NEEDS_SIGNATURE: &str = "this request needs a SigV4 signature by a kumo access key \
+                               (kumo token create NAME --role ROLE --access-key)";
+const INVALID_ACCESS_KEY: &str = "the access key is not valid (unknown, revoked or expired)";
+
 /// A new access key id: `AKKUMO` and 14 random characters of `A-Z2-7`, 20 in all as AWS's.
 pub(crate) fn new_access_key_id() -> anyhow::Result<String> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -154,6 +158,35 @@ impl Auth {
         Some((token, to_write))
     }
 
+    /// `Ok` when `headers` carry a SigV4 `Authorization` whose access key is a valid token's
+    /// (not yet whether the signature is right); else the 401 that says what is wrong.
+    pub(crate) fn access_key_known(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let header = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| unauthorized(NEEDS_SIGNATURE))?;
+        let signed =
+            kumo_lambda::sigv4::parse_authorization(header).map_err(|e| unauthorized(&e))?;
+        let hash = self
+            .access_keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&signed.access_key_id)
+            .map(|(hash, _)| hash.clone());
+        let now = kumo_core::now_ms();
+        let valid = hash.is_some_and(|hash| {
+            self.tokens
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&hash)
+                .is_some_and(|t| !t.expired(now))
+        });
+        match valid {
+            true => Ok(()),
+            false => Err(unauthorized(INVALID_ACCESS_KEY)),
+        }
+    }
+
     /// Checks a request signed with SigV4 (the AWS APIs): the access key must be a valid
     /// token's, the signature its secret's, and its role must allow `action`. `sealer`
     /// opens the secret the signature is checked with. A refusal names the token when the
@@ -170,16 +203,9 @@ impl Auth {
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                let why = "this request needs a SigV4 signature by a kumo access key \
-                           (kumo token create NAME --role ROLE --access-key)";
-                (None, unauthorized(why))
-            })?;
+            .ok_or_else(|| (None, unauthorized(NEEDS_SIGNATURE)))?;
         let signed = sigv4::parse_authorization(header).map_err(|e| (None, unauthorized(&e)))?;
-        let invalid = || {
-            let why = "the access key is not valid (unknown, revoked or expired)";
-            (None, unauthorized(why))
-        };
+        let invalid = || (None, unauthorized(INVALID_ACCESS_KEY));
         let (hash, sealed) = self
             .access_keys
             .read()
@@ -392,7 +418,7 @@ pub(crate) async fn authorize(
                 }
                 // Read what the client is still sending (up to a bound), so it gets the
                 // refusal instead of a connection closed under its upload.
-                let _ = axum::body::to_bytes(request.into_body(), DRAIN_BYTES).await;
+                drain(request.into_body()).await;
                 (name, refused.into_response())
             }
         }
@@ -482,6 +508,19 @@ async fn from_function(state: &AppState, function: &str, request: Request, next:
         }
     }
     response
+}
+
+/// Reads and drops what a refused client is still sending, up to [`DRAIN_BYTES`], so it gets
+/// the refusal rather than a connection closed under its upload; nothing is kept.
+pub(crate) async fn drain(body: axum::body::Body) {
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut seen = 0usize;
+    while seen < DRAIN_BYTES
+        && let Some(Ok(frame)) = body.frame().await
+    {
+        seen += frame.data_ref().map_or(0, |d| d.len());
+    }
 }
 
 /// Writes a token's last use to the store (at most once a minute per token: the cache says

@@ -85,13 +85,25 @@ async fn handle(state: &AppState, request: Request) -> ApiResult<Response> {
         Operation::Invoke(_) => state.max_body_bytes,
         _ => MAX_SETTINGS_BYTES,
     };
-    let body = read_body(body, &parts.headers, limit).await?;
     let action = operation.action();
     let peer = parts
         .extensions
         .get::<crate::auth::Peer>()
         .map(|p| p.0.ip());
-    let (token, namespace, response) = match caller(state, &parts, &body, action) {
+    // A request whose key is unknown is refused before its body is read (the signature,
+    // checked later, covers the body): an anonymous client cannot make kumo hold a
+    // 130 MB upload. What it is still sending is read up to a bound, so it gets the answer.
+    let (checked, body) = match known_key(state, &parts) {
+        Ok(()) => {
+            let body = read_body(body, &parts.headers, limit).await?;
+            (caller(state, &parts, &body, action), body)
+        }
+        Err(refused) => {
+            crate::auth::drain(body).await;
+            (Err((None, refused)), Bytes::new())
+        }
+    };
+    let (token, namespace, response) = match checked {
         Ok((token, ns)) => {
             let query = Query::parse(parts.uri.query());
             let response = run(state, &ns, operation, &query, &parts.headers, body)
@@ -126,6 +138,20 @@ async fn handle(state: &AppState, request: Request) -> ApiResult<Response> {
         }
     }
     Ok(response)
+}
+
+/// With authentication, the request's access key must be one kumo knows (its signature is
+/// checked once the body is read).
+fn known_key(state: &AppState, parts: &http::request::Parts) -> ApiResult<()> {
+    let auth = &state.invoker.auth;
+    let from_function = parts
+        .extensions
+        .get::<crate::function_endpoint::FromFunction>()
+        .is_some();
+    if auth.mode() == crate::auth::AuthMode::None || from_function {
+        return Ok(());
+    }
+    auth.access_key_known(&parts.headers)
 }
 
 /// Who sends the request: the token (none under `--auth none`) and the namespace it acts

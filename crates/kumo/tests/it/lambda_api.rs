@@ -290,3 +290,32 @@ async fn malformed_lambda_api_requests_are_refused_in_aws_shape() {
     let config = server.client.get("hello").await.unwrap().config;
     assert_eq!(config.memory_mb, 128, "nothing was changed");
 }
+
+/// With authentication, a request whose access key kumo does not know is refused before its
+/// body is read, whatever its size; so is one that is not signed.
+#[tokio::test]
+async fn unknown_access_keys_and_unsigned_requests_are_refused_up_front() {
+    let server = TestServer::start().await;
+    let url = format!("{}/2015-03-31/functions", server.url);
+    let forged = format!(
+        "AWS4-HMAC-SHA256 Credential=AKKUMOUNKNOWNKEY0000/20261207/us-east-1/lambda/aws4_request, SignedHeaders=host;x-amz-date, Signature={}",
+        "0".repeat(64)
+    );
+    // Under the bound kumo reads (and drops) from a refused upload, so the client sees the
+    // answer rather than a closed connection.
+    let big = vec![b'x'; 12 << 20];
+    let anonymous = reqwest::Client::new();
+    for authorization in [Some(forged.as_str()), None, Some("Bearer nope")] {
+        let mut request = anonymous.post(&url).body(big.clone());
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 403, "{authorization:?}");
+        assert_eq!(
+            response.headers()["x-amzn-errortype"],
+            "UnrecognizedClientException"
+        );
+    }
+    assert!(server.client.list().await.unwrap().is_empty());
+}
