@@ -97,7 +97,7 @@ pub(crate) fn probe_here() -> Vec<Layer> {
         (USER_NAMESPACE, || {
             crate::helper::enter_user_namespace()?;
             nix::sched::unshare(NAMESPACES)?;
-            Ok(crate::mounts::make_private()?)
+            crate::mounts::make_private()
         }),
         ("pivot_root", try_pivot_root),
         ("loopback network", || {
