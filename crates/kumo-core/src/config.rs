@@ -15,6 +15,10 @@ pub const DEFAULT_MEMORY_MB: u32 = 128;
 /// Wasm32 linear memory cannot address more than 4 GiB.
 pub const MAX_MEMORY_MB: u32 = 4096;
 pub const MIN_MEMORY_MB: u32 = 16;
+/// A Lambda function's `/tmp` (Lambda's ephemeral storage), in MiB: the default and least,
+/// and the most.
+pub const MIN_EPHEMERAL_MB: u32 = 512;
+pub const MAX_EPHEMERAL_MB: u32 = 10_240;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lambda's limit; longer work belongs in a workflow.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -165,6 +169,10 @@ pub struct FunctionConfig {
     /// A Lambda function's handler (`module.function` for python3; passed as `_HANDLER`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handler: Option<String>,
+    /// A Lambda function's `/tmp`, in MiB (Lambda's ephemeral storage: 512 by default, up to
+    /// 10240). It is memory (tmpfs), counted against `memory_mb`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ephemeral_storage_mb: Option<u32>,
 }
 
 impl Default for FunctionConfig {
@@ -194,6 +202,7 @@ impl Default for FunctionConfig {
             secrets: Vec::new(),
             runtime: None,
             handler: None,
+            ephemeral_storage_mb: None,
         }
     }
 }
@@ -338,7 +347,24 @@ impl FunctionConfig {
                 "handler",
                 "a handler is for Lambda functions; set runtime too".into(),
             )),
+            None if self.ephemeral_storage_mb.is_some() => Err(fail(
+                "ephemeral_storage_mb",
+                "ephemeral storage is for Lambda functions; set runtime too".into(),
+            )),
             None => Ok(()),
+            Some(_)
+                if self
+                    .ephemeral_storage_mb
+                    .is_some_and(|mb| !(MIN_EPHEMERAL_MB..=MAX_EPHEMERAL_MB).contains(&mb)) =>
+            {
+                Err(fail(
+                    "ephemeral_storage_mb",
+                    format!(
+                        "{} is outside {MIN_EPHEMERAL_MB}..={MAX_EPHEMERAL_MB} (MiB)",
+                        self.ephemeral_storage_mb.unwrap_or_default()
+                    ),
+                ))
+            }
             Some(runtime) => {
                 crate::validate_handler(runtime, self.handler.as_deref())
                     .map_err(|e| fail("handler", e))?;
@@ -356,6 +382,11 @@ impl FunctionConfig {
 
     pub fn memory_bytes(&self) -> usize {
         self.memory_mb as usize * 1024 * 1024
+    }
+
+    /// A Lambda function's `/tmp` in bytes.
+    pub fn ephemeral_storage_bytes(&self) -> u64 {
+        u64::from(self.ephemeral_storage_mb.unwrap_or(MIN_EPHEMERAL_MB)) * 1024 * 1024
     }
 }
 
@@ -450,5 +481,26 @@ mod tests {
             let err = serde_json::from_str::<FunctionConfig>(json).unwrap_err();
             assert!(err.to_string().starts_with(says), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn ephemeral_storage_is_for_lambda_functions_within_lambdas_range() {
+        let lambda = FunctionConfig {
+            runtime: Some(crate::LambdaRuntimeName::Provided),
+            ..FunctionConfig::default()
+        };
+        assert_eq!(lambda.ephemeral_storage_bytes(), 512 << 20);
+        for (mb, ok) in [(512, true), (10_240, true), (511, false), (10_241, false)] {
+            let config = FunctionConfig {
+                ephemeral_storage_mb: Some(mb),
+                ..lambda.clone()
+            };
+            assert_eq!(config.validate().is_ok(), ok, "{mb}");
+        }
+        let wasm = FunctionConfig {
+            ephemeral_storage_mb: Some(1024),
+            ..FunctionConfig::default()
+        };
+        assert_eq!(wasm.validate().unwrap_err().field, "ephemeral_storage_mb");
     }
 }

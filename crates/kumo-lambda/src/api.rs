@@ -177,8 +177,16 @@ pub struct Settings {
     pub memory_size: Option<u32>,
     pub environment: Option<EnvironmentInput>,
     pub package_type: Option<String>,
+    pub ephemeral_storage: Option<EphemeralStorage>,
     pub layers: Option<Vec<String>>,
     pub architectures: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EphemeralStorage {
+    /// MiB.
+    pub size: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -281,6 +289,9 @@ impl Settings {
         if let Some(environment) = &self.environment {
             config.env = environment.variables.clone();
         }
+        if let Some(storage) = &self.ephemeral_storage {
+            config.ephemeral_storage_mb = Some(storage.size);
+        }
         Ok(())
     }
 }
@@ -363,7 +374,9 @@ impl<'a> Shown<'a> {
             "PackageType": "Zip",
             "Architectures": [architecture()],
             "RevisionId": revision_id(self.code_sha256, self.updated_at),
-            "EphemeralStorage": {"Size": 512},
+            "EphemeralStorage": {
+                "Size": self.config.ephemeral_storage_bytes() / (1024 * 1024),
+            },
         });
         if let Some(runtime) = self.config.runtime {
             document["Runtime"] = json!(runtime_shown(runtime));

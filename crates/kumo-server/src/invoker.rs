@@ -47,9 +47,6 @@ pub struct InvocationRequest {
 /// deeper calls fail with `call_depth_exceeded`, which stops call loops.
 pub(crate) const MAX_CALL_DEPTH: u32 = 8;
 
-/// Bytes a Lambda function's `/tmp` may hold (Lambda's default ephemeral storage).
-const LAMBDA_TMP_BYTES: u64 = 512 * 1024 * 1024;
-
 pub struct Invoked {
     pub request_id: String,
     /// The function had to be loaded for this invocation (or, for a Lambda function, an
@@ -424,7 +421,7 @@ impl Invoker {
                 package,
                 env,
                 region: kumo_lambda::api::REGION.to_string(),
-                tmp_bytes: LAMBDA_TMP_BYTES,
+                tmp_bytes: record.config.ephemeral_storage_bytes(),
                 egress: (!record.config.allow_outbound.is_empty()).then(|| kumo_lambda::Egress {
                     grants: kumo_runtime::OutboundGrants::new(
                         record.config.allow_outbound.clone().into(),

@@ -53,6 +53,8 @@ struct FunctionEntry {
     /// A Lambda function's runtime (`code` is then its zip package).
     runtime: Option<kumo_core::LambdaRuntimeName>,
     handler: Option<String>,
+    /// A Lambda function's `/tmp` in MiB (512 to 10240).
+    ephemeral_storage_mb: Option<u32>,
 }
 
 /// One function of a manifest, checked and with paths resolved against the manifest's folder.
@@ -140,6 +142,7 @@ impl Manifest {
             secrets: entry.secrets,
             runtime: entry.runtime,
             handler: entry.handler,
+            ephemeral_storage_mb: entry.ephemeral_storage_mb,
         };
         config.validate()?;
         Ok(ManifestFunction {

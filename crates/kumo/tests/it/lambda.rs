@@ -42,6 +42,7 @@ async fn a_provided_function_serves_http_and_invoke_with_lambda_logs() {
     let server = TestServer::start().await;
     let mut cfg = provided("echo");
     cfg.routes = vec!["/shell/*".parse().unwrap()];
+    cfg.ephemeral_storage_mb = Some(600);
     let (record, _) = server
         .client
         .deploy("shell", shell_package(), &cfg)
@@ -70,6 +71,8 @@ async fn a_provided_function_serves_http_and_invoke_with_lambda_logs() {
     assert_eq!(event["requestContext"]["http"]["method"], "POST");
     assert_eq!(event["requestContext"]["requestId"], id.as_str());
     assert_eq!(answer["fn"], "shell");
+    // Its /tmp is the ephemeral storage asked for.
+    assert_eq!(answer["tmp_kb"], (600 * 1024).to_string());
     // Its users are an unprivileged range of the host's (a user namespace).
     assert_eq!(answer["uid_map"], " 0 1879048192 65536");
 

@@ -45,7 +45,7 @@ out = {}
 created = dev.create_function(
     FunctionName="py", Runtime="python3.12", Role="arn:aws:iam::1:role/any",
     Handler="app.handler", Code={"ZipFile": python_zip}, Timeout=5, MemorySize=256,
-    Environment={"Variables": {"STAGE": "test"}},
+    Environment={"Variables": {"STAGE": "test"}}, EphemeralStorage={"Size": 1024},
 )
 assert created["ResponseMetadata"]["HTTPStatusCode"] == 201, created
 assert created["FunctionArn"].endswith(":function:py"), created
@@ -55,6 +55,7 @@ config = dev.get_function_configuration(FunctionName="py")
 assert (config["Runtime"], config["Handler"], config["Timeout"], config["MemorySize"]) == (
     "python3.11", "app.handler", 5, 256), config
 assert config["Environment"]["Variables"] == {"STAGE": "test"}, config
+assert config["EphemeralStorage"] == {"Size": 1024}, config
 assert dev.get_function(FunctionName="py")["Configuration"]["CodeSize"] == len(python_zip)
 
 # Invoke: the handler's value, its logs in the tail, the version it ran.
