@@ -17,8 +17,8 @@ pub const MAX_MEMORY_MB: u32 = 4096;
 pub const MIN_MEMORY_MB: u32 = 16;
 /// A Lambda function's `/tmp` (Lambda's ephemeral storage), in MiB: the default and least,
 /// and the most.
-pub const MIN_EPHEMERAL_MB: u32 = 512;
-pub const MAX_EPHEMERAL_MB: u32 = 10_240;
+pub(crate) const MIN_EPHEMERAL_MB: u32 = 512;
+pub(crate) const MAX_EPHEMERAL_MB: u32 = 10_240;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lambda's limit; longer work belongs in a workflow.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
