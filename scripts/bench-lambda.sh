@@ -11,4 +11,4 @@ cargo build --release --manifest-path crates/test-programs/lambda/rust/Cargo.tom
   --target-dir target/lambda-rust
 cargo build --release -p kumo-bench
 exec target/release/kumo-bench lambda --bootstrap target/lambda-rust/release/bootstrap \
-  --python-app crates/test-programs/lambda/python/app.py --runtimes target/lambda-runtimes "$@"
+  --runtimes target/lambda-runtimes "$@"

@@ -25,10 +25,8 @@ pub(crate) struct LambdaArgs {
     /// A `provided` function's `bootstrap` (the Rust `lambda_runtime` one from test-programs).
     #[arg(long)]
     bootstrap: PathBuf,
-    /// A Python handler file (`app.handler`), measured too when given with `--runtimes`.
-    #[arg(long)]
-    python_app: Option<PathBuf>,
-    /// Where awslambdaric is installed (scripts/lambda-runtimes.sh).
+    /// Where awslambdaric is installed (scripts/lambda-runtimes.sh): a Python function (a
+    /// handler that returns its event, as in Lambda's published init figures) is measured too.
     #[arg(long)]
     runtimes: Option<PathBuf>,
     /// Cold starts per function.
@@ -65,8 +63,10 @@ pub(crate) async fn run(args: LambdaArgs) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|");
     cold_starts(&runtime, "Rust (lambda_runtime)", &rust_function, args.cold).await?;
-    if let (Some(app), Some(_)) = (&args.python_app, &args.runtimes) {
-        let python = package(data.path(), "python", &[("app.py", app, 0o644)])?;
+    if args.runtimes.is_some() {
+        let app = data.path().join("app.py");
+        std::fs::write(&app, "def handler(event, context):\n    return event\n")?;
+        let python = package(data.path(), "python", &[("app.py", &app, 0o644)])?;
         let python_function = |name: &str| {
             function(
                 name,
