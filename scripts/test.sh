@@ -22,4 +22,14 @@ if ! command -v curl >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/de
     apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q curl >/dev/null
 fi
 export KUMO_LAMBDA_RUNTIMES="$PWD/target/lambda-runtimes"
-exec cargo test --workspace "$@"
+# The PostgreSQL backend's conformance suite runs against a private server, started here and
+# stopped when the tests end (installed from Debian's packages as root when missing).
+pg_dir=$(mktemp -d /tmp/kumo-postgres.XXXXXX)
+trap 'bash scripts/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
+if url=$(bash scripts/postgres.sh start "$pg_dir"); then
+    export KUMO_TEST_POSTGRES="$url"
+elif [ "$(id -u)" = 0 ]; then
+    echo "PostgreSQL could not be started (see $pg_dir/log)" >&2
+    exit 1
+fi
+cargo test --workspace "$@"
