@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS kv (
 ) WITHOUT ROWID;
 "#;
 
-fn new_etag() -> String {
+pub(crate) fn new_etag() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
@@ -260,7 +260,7 @@ pub(crate) async fn page(
 }
 
 /// The smallest string greater than every string starting with `prefix` (`None`: no bound).
-fn prefix_successor(prefix: &str) -> Option<String> {
+pub(crate) fn prefix_successor(prefix: &str) -> Option<String> {
     let mut chars: Vec<char> = prefix.chars().collect();
     while let Some(last) = chars.pop() {
         // The next scalar value after `last` (skipping the surrogate gap), if there is one.

@@ -61,6 +61,7 @@ async fn conformance<S: Backend, W: Future<Output = ()>>(
     versions_and_aliases(store).await;
     concurrent_publishes(store).await;
     key_value(store).await;
+    concurrent_increments(store).await;
     event_queue(store).await;
     schedules(store).await;
     object_infos(store).await;
@@ -121,6 +122,8 @@ async fn postgres() {
     functions(&store).await;
     versions_and_aliases(&store).await;
     concurrent_publishes(&store).await;
+    key_value(&store).await;
+    concurrent_increments(&store).await;
     // A second open (another node starting) finds the schema up to date and the same data.
     let again = kumo_store::PgStore::open(&format!("{base}/{database}"))
         .await
@@ -271,7 +274,24 @@ async fn concurrent_publishes(store: &impl Registry) {
     assert!(store.delete_function("race").await.unwrap());
 }
 
-async fn key_value(store: &impl Backend) {
+/// Increments from many writers at once (nodes of a cluster) are all counted, on a counter
+/// that did not exist before.
+async fn concurrent_increments(store: &(impl KvStore + Sync)) {
+    let increments = (0..16).map(|_| store.kv_increment("race", "hits", 1));
+    for result in futures::future::join_all(increments).await {
+        result.unwrap().unwrap();
+    }
+    let total = store.kv_get("race", "hits").await.unwrap().unwrap();
+    assert_eq!(total.value, b"16");
+    assert!(
+        store
+            .kv_delete("race", "hits", Expect::Anything)
+            .await
+            .unwrap()
+    );
+}
+
+async fn key_value(store: &(impl KvStore + Sync)) {
     let KvWrite::Written {
         etag: first,
         created: true,
