@@ -124,6 +124,9 @@ async fn postgres() {
     concurrent_publishes(&store).await;
     key_value(&store).await;
     concurrent_increments(&store).await;
+    tokens(&store).await;
+    audit(&store).await;
+    secrets(&store).await;
     // A second open (another node starting) finds the schema up to date and the same data.
     let again = kumo_store::PgStore::open(&format!("{base}/{database}"))
         .await
@@ -786,7 +789,7 @@ async fn records_logs_and_usage<S: Backend, W: Future<Output = ()>>(
     );
 }
 
-async fn tokens(store: &impl Backend) {
+async fn tokens(store: &(impl TokenStore + Sync)) {
     let token = |name: &str, role: kumo_core::Role, hash: &str| StoredToken {
         record: kumo_core::TokenRecord {
             name: name.to_string(),
@@ -825,7 +828,7 @@ async fn tokens(store: &impl Backend) {
     assert!(store.revoke_token("board").await.unwrap());
 }
 
-async fn audit(store: &impl Backend) {
+async fn audit(store: &(impl AuditStore + Sync)) {
     let entry = |at: i64, status: u16| kumo_core::AuditEntry {
         at,
         token: Some("ci".to_string()),
@@ -849,7 +852,7 @@ async fn audit(store: &impl Backend) {
     assert_eq!(in_shop, vec![entry(2_000, 403)]);
 }
 
-async fn secrets(store: &impl Backend) {
+async fn secrets(store: &(impl SecretStore + Sync)) {
     let sealed = |n: u8| kumo_store::SealedSecret {
         nonce: vec![n; 12],
         ciphertext: vec![n; 20],
