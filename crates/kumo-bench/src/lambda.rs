@@ -88,7 +88,7 @@ pub(crate) async fn run(args: LambdaArgs) -> anyhow::Result<()> {
     let pool = Pool::new(runtime.clone(), rust_function("warm"));
     let bare = BareRuntime::start(&rust.join("bootstrap")).await?;
     let (mut kumo, mut limit) = (Latencies::default(), Latencies::default());
-    pool.invoke(invocation(0))
+    pool.invoke(invocation(0), pool.check_out())
         .await
         .result
         .map_err(|f| anyhow::anyhow!(f.message))?;
@@ -96,7 +96,7 @@ pub(crate) async fn run(args: LambdaArgs) -> anyhow::Result<()> {
     for _ in 0..args.rounds {
         for i in 0..args.warm {
             let clock = Instant::now();
-            let outcome = pool.invoke(invocation(i)).await;
+            let outcome = pool.invoke(invocation(i), pool.check_out()).await;
             kumo.push(clock.elapsed());
             outcome.result.map_err(|f| anyhow::anyhow!(f.message))?;
         }
@@ -137,7 +137,7 @@ async fn cold_starts(
         // A new pool each time: no environment to reuse.
         let pool = Pool::new(runtime.clone(), function(&format!("cold{i}")));
         let clock = Instant::now();
-        let outcome = pool.invoke(invocation(i)).await;
+        let outcome = pool.invoke(invocation(i), pool.check_out()).await;
         total.push(clock.elapsed());
         outcome
             .result
@@ -198,6 +198,7 @@ fn invocation(i: usize) -> Invocation {
         timeout: Duration::from_secs(10),
         trace_id: None,
         client_context: None,
+        memory: None,
     }
 }
 

@@ -28,6 +28,9 @@ pub(crate) struct Environment {
     pub(crate) idle_since: Instant,
     /// How long its sandbox took to start (to the program's exec), of its init time.
     pub(crate) sandbox_start: Duration,
+    /// Its share of the embedder's memory budget, held while it lives (none: not counted,
+    /// as for a provisioned environment started ahead of any invocation).
+    pub(crate) memory: Option<Box<dyn Send + Sync>>,
 }
 
 impl Drop for Environment {
@@ -94,6 +97,7 @@ impl Environment {
             tasks,
             idle_since: Instant::now(),
             sandbox_start,
+            memory: None,
         };
         let init = tokio::select! {
             // A notification sent before this wait began is kept for it.

@@ -16,7 +16,7 @@ pub mod runtime_api;
 pub mod sigv4;
 
 pub use egress::Egress;
-pub use pool::{Function, Invocation, Outcome, Pool};
+pub use pool::{Function, Invocation, Outcome, Pool, Warm};
 
 use kumo_sandbox::Cgroups;
 use sha2::Digest as _;

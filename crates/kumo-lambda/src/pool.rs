@@ -70,7 +70,13 @@ pub struct Invocation {
     pub timeout: Duration,
     pub trace_id: Option<String>,
     pub client_context: Option<String>,
+    /// The invocation's share of the embedder's memory budget: the environment keeps it
+    /// while it waits idle afterwards, and gives it back when it is stopped.
+    pub memory: Option<Box<dyn Send + Sync>>,
 }
+
+/// An idle environment checked out for one invocation.
+pub struct Warm(Environment);
 
 /// How an invocation went.
 pub struct Outcome {
@@ -135,11 +141,24 @@ impl Pool {
         Ok(())
     }
 
-    pub async fn invoke(&self, invocation: Invocation) -> Outcome {
+    /// Takes an idle environment for the next invocation, if there is one. It keeps its
+    /// share of the memory budget, so that invocation needs none of its own. Given back
+    /// with [`Self::check_in`] when the invocation does not happen after all.
+    pub fn check_out(&self) -> Option<Warm> {
+        self.idle().pop().map(Warm)
+    }
+
+    /// Puts an environment taken by [`Self::check_out`] back, unused.
+    pub fn check_in(&self, warm: Warm) {
+        self.idle().push(warm.0);
+    }
+
+    /// Runs `invocation` in `warm` (from [`Self::check_out`]), else in a new environment
+    /// that keeps `invocation.memory` for as long as it lives.
+    pub async fn invoke(&self, invocation: Invocation, warm: Option<Warm>) -> Outcome {
         let mut logs = Vec::new();
-        let warm = self.idle().pop();
-        let (environment, init) = match warm {
-            Some(environment) => (environment, None),
+        let (mut environment, init) = match warm {
+            Some(Warm(environment)) => (environment, None),
             None => {
                 let clock = Instant::now();
                 match Environment::start(
@@ -170,6 +189,9 @@ impl Pool {
                 }
             }
         };
+        if invocation.memory.is_some() {
+            environment.memory = invocation.memory;
+        }
         let id = invocation.request_id.clone();
         logs.push(format!(
             "START RequestId: {id} Version: {}",
@@ -224,7 +246,6 @@ impl Pool {
         let sandbox_start = init.map(|_| environment.sandbox_start);
         if answered {
             environment.freeze();
-            let mut environment = environment;
             environment.idle_since = Instant::now();
             self.idle().push(environment);
         }

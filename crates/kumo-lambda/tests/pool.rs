@@ -48,6 +48,7 @@ fn invocation(id: &str, payload: &'static str, timeout_ms: u64) -> Invocation {
         timeout: Duration::from_millis(timeout_ms),
         trace_id: None,
         client_context: None,
+        memory: None,
     }
 }
 
@@ -72,7 +73,9 @@ fn nix_is_root() -> bool {
 async fn invocations_reuse_a_warm_environment_and_log_like_lambda() {
     let Some(data) = data_dir() else { return };
     let pool = pool(data.path(), "echo", 128);
-    let first = pool.invoke(invocation("r1", r#"{"n": 1}"#, 5000)).await;
+    let first = pool
+        .invoke(invocation("r1", r#"{"n": 1}"#, 5000), pool.check_out())
+        .await;
     let body = first
         .result
         .as_ref()
@@ -102,13 +105,17 @@ async fn invocations_reuse_a_warm_environment_and_log_like_lambda() {
     assert!(report.contains("Init Duration: "), "{report}");
     assert_eq!(pool.idle_count(), 1);
 
-    let second = pool.invoke(invocation("r2", r#"{"n": 2}"#, 5000)).await;
+    let second = pool
+        .invoke(invocation("r2", r#"{"n": 2}"#, 5000), pool.check_out())
+        .await;
     assert!(second.result.is_ok());
     assert!(second.init.is_none(), "the warm environment was reused");
     assert!(!second.logs.last().unwrap().contains("Init Duration"));
 
     // A function error is an answer: the environment stays.
-    let failed = pool.invoke(invocation("r3", r#""fail""#, 5000)).await;
+    let failed = pool
+        .invoke(invocation("r3", r#""fail""#, 5000), pool.check_out())
+        .await;
     let failure = failed.result.unwrap_err();
     assert_eq!(failure.kind, ErrorKind::FunctionError);
     assert_eq!(failure.message, "ValueError: it failed");
@@ -121,18 +128,24 @@ async fn invocations_reuse_a_warm_environment_and_log_like_lambda() {
     assert_eq!(pool.idle_count(), 1);
 
     // An exit loses the environment; the next invocation starts a new one.
-    let exited = pool.invoke(invocation("r4", r#""exit""#, 5000)).await;
+    let exited = pool
+        .invoke(invocation("r4", r#""exit""#, 5000), pool.check_out())
+        .await;
     let failure = exited.result.unwrap_err();
     assert_eq!(
         failure.message,
         "Runtime.ExitError: the runtime exited with status 3"
     );
     assert_eq!(pool.idle_count(), 0);
-    let again = pool.invoke(invocation("r5", "{}", 5000)).await;
+    let again = pool
+        .invoke(invocation("r5", "{}", 5000), pool.check_out())
+        .await;
     assert!(again.result.is_ok() && again.init.is_some());
 
     // A response over Lambda's 6 MB: the runtime gets 413, the invocation fails.
-    let big = pool.invoke(invocation("r6", r#""big""#, 10_000)).await;
+    let big = pool
+        .invoke(invocation("r6", r#""big""#, 10_000), pool.check_out())
+        .await;
     let failure = big.result.unwrap_err();
     assert!(
         failure.message.contains("more than 6291456 bytes"),
@@ -150,14 +163,18 @@ async fn invocations_reuse_a_warm_environment_and_log_like_lambda() {
 async fn a_timeout_kills_the_environment_and_memory_over_the_limit_is_out_of_memory() {
     let Some(data) = data_dir() else { return };
     let pool = pool(data.path(), "echo", 64);
-    let slow = pool.invoke(invocation("t1", r#""sleep""#, 300)).await;
+    let slow = pool
+        .invoke(invocation("t1", r#""sleep""#, 300), pool.check_out())
+        .await;
     assert_eq!(slow.result.unwrap_err().kind, ErrorKind::Timeout);
     assert_eq!(pool.idle_count(), 0);
-    let hungry = pool.invoke(invocation("m1", r#""oom""#, 10_000)).await;
+    let hungry = pool
+        .invoke(invocation("m1", r#""oom""#, 10_000), pool.check_out())
+        .await;
     let failure = hungry.result.unwrap_err();
     assert_eq!(failure.kind, ErrorKind::OutOfMemory, "{}", failure.message);
     assert!(
-        pool.invoke(invocation("ok", "{}", 5000))
+        pool.invoke(invocation("ok", "{}", 5000), pool.check_out())
             .await
             .result
             .is_ok()
@@ -168,7 +185,9 @@ async fn a_timeout_kills_the_environment_and_memory_over_the_limit_is_out_of_mem
 async fn an_init_error_fails_the_invocation_and_is_reported() {
     let Some(data) = data_dir() else { return };
     let pool = pool(data.path(), "init-error", 128);
-    let outcome = pool.invoke(invocation("i1", "{}", 5000)).await;
+    let outcome = pool
+        .invoke(invocation("i1", "{}", 5000), pool.check_out())
+        .await;
     let failure = outcome.result.unwrap_err();
     assert_eq!(
         failure.message,
@@ -194,9 +213,15 @@ async fn an_idle_environment_is_frozen_until_its_next_invocation() {
             .as_u64()
             .unwrap()
     };
-    let before = ticks(pool.invoke(invocation("t1", r#""ticks""#, 5000)).await);
+    let before = ticks(
+        pool.invoke(invocation("t1", r#""ticks""#, 5000), pool.check_out())
+            .await,
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let after = ticks(pool.invoke(invocation("t2", r#""ticks""#, 5000)).await);
+    let after = ticks(
+        pool.invoke(invocation("t2", r#""ticks""#, 5000), pool.check_out())
+            .await,
+    );
     assert!(
         after - before < 10,
         "{before} then {after}: the environment ran while idle"
@@ -209,7 +234,9 @@ async fn an_idle_environment_is_frozen_until_its_next_invocation() {
 async fn an_init_that_hangs_times_out() {
     let Some(data) = data_dir() else { return };
     let pool = pool(data.path(), "init-hang", 128);
-    let outcome = pool.invoke(invocation("h1", "{}", 5000)).await;
+    let outcome = pool
+        .invoke(invocation("h1", "{}", 5000), pool.check_out())
+        .await;
     let failure = outcome.result.unwrap_err();
     assert_eq!(failure.kind, ErrorKind::Timeout);
     assert!(

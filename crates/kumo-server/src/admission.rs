@@ -66,7 +66,15 @@ pub(crate) struct Admitted {
     _function: Option<OwnedSemaphorePermit>,
     _fair_share: Option<Slot>,
     _server: Slot,
-    _memory: Slot,
+    memory: Option<Slot>,
+}
+
+impl Admitted {
+    /// The invocation's share of the memory budget, to outlive it: a Lambda function's
+    /// environment keeps it while it waits idle (frozen, its memory still in use).
+    pub(crate) fn keep_memory(&mut self) -> Option<Slot> {
+        self.memory.take()
+    }
 }
 
 impl Admission {
@@ -129,7 +137,14 @@ impl Admission {
 
     /// Takes what an invocation of `entry` coming from `source` needs, or says why not
     /// (always `throttled`).
-    pub(crate) fn admit(&self, entry: &Entry, source: Source) -> Result<Admitted, ApiError> {
+    /// `memory_held`: the invocation runs in a Lambda environment that already holds its
+    /// share of the memory budget, so it takes none.
+    pub(crate) fn admit(
+        &self,
+        entry: &Entry,
+        source: Source,
+        memory_held: bool,
+    ) -> Result<Admitted, ApiError> {
         let record = &entry.record;
         let async_share = match source {
             Source::Event(_) => Some(self.take_async_share(entry)?),
@@ -170,19 +185,22 @@ impl Admission {
             }
         };
         let memory_mb = record.config.memory_mb as usize;
-        let memory = self.memory.try_take_many(memory_mb).ok_or_else(|| {
-            throttled(format!(
-                "the server's memory budget of {} MiB is spent (this function needs {memory_mb} MiB; --max-memory)",
-                self.memory.limit()
-            ))
-        })?;
+        let memory = match memory_held {
+            true => None,
+            false => Some(self.memory.try_take_many(memory_mb).ok_or_else(|| {
+                throttled(format!(
+                    "the server's memory budget of {} MiB is spent (this function needs {memory_mb} MiB; --max-memory)",
+                    self.memory.limit()
+                ))
+            })?),
+        };
         Ok(Admitted {
             _async_share: async_share,
             _namespace: namespace,
             _function: function,
             _fair_share: fair_share,
             _server: server,
-            _memory: memory,
+            memory,
         })
     }
 

@@ -568,9 +568,18 @@ impl Invoker {
             );
             return refused(request_id.clone(), unrecorded, false);
         }
-        let admitted = match self.admission.admit(entry, request.source) {
+        // A Lambda invocation that finds an idle environment takes it now: the environment
+        // holds the memory it needs.
+        let warm = match &entry.code {
+            Code::Lambda(pool) => pool.check_out(),
+            Code::Wasm(_) => None,
+        };
+        let mut admitted = match self.admit(entry, request.source, warm.is_some()) {
             Ok(admitted) => admitted,
             Err(error) => {
+                if let (Some(warm), Code::Lambda(pool)) = (warm, &entry.code) {
+                    pool.check_in(warm);
+                }
                 match request.source {
                     // A deferred event is no invocation: it goes back to the queue and runs
                     // later, so only the throttle is counted.
@@ -589,8 +598,17 @@ impl Invoker {
                 (result, output, None)
             }
             Code::Lambda(pool) => {
+                let placement = match warm {
+                    Some(warm) => Placement::Warm(warm),
+                    // The new environment keeps the invocation's memory while it waits idle.
+                    None => Placement::New(
+                        admitted
+                            .keep_memory()
+                            .map(|slot| Box::new(slot) as Box<dyn Send + Sync>),
+                    ),
+                };
                 let ran = self
-                    .run_lambda(entry, pool, &request_id, trace, request)
+                    .run_lambda(entry, pool, &request_id, trace, request, placement)
                     .await;
                 // A new execution environment is a cold start, whether or not the function
                 // was in memory.
@@ -609,6 +627,30 @@ impl Invoker {
             logs,
             error_document,
         }
+    }
+
+    /// Admits an invocation of `entry`. When the memory budget is what is short, idle
+    /// Lambda environments (which hold their functions' memory while they wait) are stopped
+    /// to make room, and admission is tried once more.
+    fn admit(
+        &self,
+        entry: &Entry,
+        source: Source,
+        memory_held: bool,
+    ) -> Result<crate::admission::Admitted, ApiError> {
+        let refused = match self.admission.admit(entry, source, memory_held) {
+            Ok(admitted) => return Ok(admitted),
+            Err(refused) => refused,
+        };
+        let memory = self.admission.memory();
+        let wanted = entry.record.config.memory_mb as usize;
+        if !memory_held
+            && memory.in_use() + wanted > memory.limit()
+            && self.loaded.stop_idle_environments() > 0
+        {
+            return self.admission.admit(entry, source, memory_held);
+        }
+        Err(refused)
     }
 
     async fn run_wasm(
@@ -671,7 +713,12 @@ impl Invoker {
         request_id: &str,
         trace: &TraceContext,
         request: InvocationRequest,
+        placement: Placement,
     ) -> LambdaRun {
+        let (warm, memory) = match placement {
+            Placement::Warm(warm) => (Some(warm), None),
+            Placement::New(memory) => (None, memory),
+        };
         use kumo_lambda::events;
         let http = matches!(request.source, Source::Http | Source::Call);
         let payload = if http {
@@ -700,18 +747,22 @@ impl Invoker {
             request.body
         };
         let outcome = pool
-            .invoke(kumo_lambda::Invocation {
-                request_id: request_id.to_string(),
-                payload,
-                timeout: entry.record.config.timeout,
-                trace_id: Some(trace.xray()),
-                // Only the Lambda API sets it (the invoke API passes no other header).
-                client_context: (request.source == Source::Invoke)
-                    .then(|| request.headers.get(kumo_lambda::api::CLIENT_CONTEXT_HEADER))
-                    .flatten()
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string),
-            })
+            .invoke(
+                kumo_lambda::Invocation {
+                    request_id: request_id.to_string(),
+                    payload,
+                    timeout: entry.record.config.timeout,
+                    trace_id: Some(trace.xray()),
+                    // Only the Lambda API sets it (the invoke API passes no other header).
+                    client_context: (request.source == Source::Invoke)
+                        .then(|| request.headers.get(kumo_lambda::api::CLIENT_CONTEXT_HEADER))
+                        .flatten()
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string),
+                    memory,
+                },
+                warm,
+            )
             .await;
         let mut error_document = None;
         let result = match outcome.result {
@@ -812,6 +863,14 @@ impl Invoker {
         self.tracing.export(start.trace, &record);
         self.recorder.record(record, output).await;
     }
+}
+
+/// Where a Lambda invocation runs: an idle environment checked out for it (which already
+/// holds the function's memory), or a new one, which keeps the invocation's share of the
+/// memory budget for as long as it lives.
+enum Placement {
+    Warm(kumo_lambda::Warm),
+    New(Option<Box<dyn Send + Sync>>),
 }
 
 /// How an invocation in a Lambda execution environment went.

@@ -167,6 +167,20 @@ impl LoadedFunctions {
         self.map().len()
     }
 
+    /// Stops every idle Lambda execution environment (but provisioned ones), giving their
+    /// memory back to the budget; returns how many.
+    pub(crate) fn stop_idle_environments(&self) -> usize {
+        let entries: Vec<_> = self.map().values().cloned().collect();
+        entries
+            .iter()
+            .filter(|e| e.record.config.provisioned_concurrency.is_none())
+            .map(|e| match &e.code {
+                Code::Lambda(pool) => pool.reap(Duration::ZERO),
+                Code::Wasm(_) => 0,
+            })
+            .sum()
+    }
+
     /// Drops functions unused for `keep_alive`, not running now and without provisioned
     /// concurrency, and warm instances idle as long; returns how many functions it unloaded.
     pub(crate) fn unload_idle(&self, keep_alive: Duration) -> usize {

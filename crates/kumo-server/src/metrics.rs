@@ -222,7 +222,7 @@ impl Default for Metrics {
         );
         r.register(
             "kumo_memory_reserved_bytes",
-            "Memory limits of the invocations running now, counted against the budget",
+            "Memory limits of the invocations running now and of idle Lambda environments, counted against the budget",
             m.memory_reserved.clone(),
         );
         r.register(

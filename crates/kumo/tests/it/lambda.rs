@@ -638,3 +638,49 @@ async fn a_function_reaches_kumo_as_itself_with_only_what_it_is_granted() {
         assert_eq!(refused["status"], 403, "{method} {path}: {refused}");
     }
 }
+
+/// An idle (frozen) environment still holds its memory, so it stays counted in the server's
+/// memory budget; an invocation that needs that memory stops idle environments to make room
+/// rather than being throttled or overcommitting the machine.
+#[tokio::test]
+async fn idle_environments_count_against_the_memory_budget_and_make_room_when_needed() {
+    if !is_root() {
+        return;
+    }
+    let server = TestServer::start_with(&["--max-memory", "400MiB"]).await;
+    let cfg = FunctionConfig {
+        memory_mb: 256,
+        ..provided("echo")
+    };
+    for name in ["a", "b"] {
+        server
+            .client
+            .deploy(name, shell_package(), &cfg)
+            .await
+            .unwrap();
+    }
+    let cold = |function: &'static str| {
+        let server = &server;
+        async move {
+            let invoked = server
+                .client
+                .invoke(function, b"{}".to_vec())
+                .await
+                .unwrap();
+            assert_eq!(invoked.status, 200, "{function}");
+            let id = invoked.request_id.unwrap();
+            server.client.invocation(&id).await.unwrap().cold
+        }
+    };
+    assert!(cold("a").await);
+    assert_eq!(
+        server.metric("kumo_memory_reserved_bytes").await,
+        256 << 20,
+        "a's idle environment is counted"
+    );
+    assert!(!cold("a").await, "and reused");
+    // b needs 256 MiB of the 400: a's idle environment is stopped to make room.
+    assert!(cold("b").await);
+    assert_eq!(server.metric("kumo_memory_reserved_bytes").await, 256 << 20);
+    assert!(cold("a").await, "a's environment was stopped for b");
+}
