@@ -117,36 +117,40 @@ pub(crate) fn probe_here() -> Vec<Layer> {
         }),
         ("landlock", try_landlock),
     ];
-    tries
+    let dir = pivot_dir(nix::unistd::getpid());
+    let _ = std::fs::create_dir_all(&dir);
+    let layers = tries
         .into_iter()
         .map(|(name, attempt)| Layer {
             name: name.into(),
             missing: in_child(attempt).err().map(|e| format!("{e:#}")),
         })
-        .collect()
+        .collect();
+    let _ = std::fs::remove_dir(&dir);
+    layers
+}
+
+/// The host folder the pivot_root attempt mounts over: made and removed by the helper (the
+/// child cannot remove it: a mount covers it in the child's namespace).
+fn pivot_dir(helper: nix::unistd::Pid) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("kumo-probe-{helper}"))
 }
 
 fn try_pivot_root() -> Result<()> {
     use nix::mount::{MsFlags, mount};
     nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
     crate::mounts::make_private()?;
-    let dir = std::env::temp_dir().join(format!("kumo-probe-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = (|| -> Result<()> {
-        mount(
-            Some("tmpfs"),
-            &dir,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some("size=64k"),
-        )?;
-        std::fs::create_dir(dir.join("old"))?;
-        nix::unistd::pivot_root(&dir, &dir.join("old"))?;
-        Ok(())
-    })();
-    // The folder is in the host's /tmp; the mount above is only in this child's namespace.
-    let _ = std::fs::remove_dir(&dir);
-    result
+    let dir = pivot_dir(nix::unistd::getppid());
+    mount(
+        Some("tmpfs"),
+        &dir,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=64k"),
+    )?;
+    std::fs::create_dir(dir.join("old"))?;
+    nix::unistd::pivot_root(&dir, &dir.join("old"))?;
+    Ok(())
 }
 
 fn try_landlock() -> Result<()> {
