@@ -404,9 +404,7 @@ fn runtime_shown(runtime: LambdaRuntimeName) -> &'static str {
 /// Lambda's `CodeSha256` is the digest in base64; kumo keeps it in hex.
 fn sha256_base64(hex_digest: &str) -> String {
     use base64::Engine as _;
-    let bytes: Vec<u8> = (0..hex_digest.len() / 2)
-        .filter_map(|i| u8::from_str_radix(hex_digest.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect();
+    let bytes = hex::decode(hex_digest).unwrap_or_default();
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 

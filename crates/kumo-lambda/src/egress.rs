@@ -248,4 +248,49 @@ mod tests {
             );
         }
     }
+
+    /// What the proxy answers a client, through a real socket.
+    async fn answer(egress: Egress, request: &[u8]) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, egress));
+        let mut client = TcpStream::connect(address).await.unwrap();
+        client.write_all(request).await.unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn refusals_name_what_is_wrong() {
+        let egress = Egress {
+            grants: OutboundGrants::new(vec!["allowed.example".to_string()].into()),
+            breakers: Breakers::new(kumo_runtime::BreakerConfig::default()),
+        };
+        let cases: [(&[u8], &str, &str); 3] = [
+            (
+                b"CONNECT other.example:443 HTTP/1.1\r\n\r\n",
+                "403 Forbidden",
+                "other.example:443 is not in the function's allow_outbound",
+            ),
+            (
+                b"GET /relative HTTP/1.1\r\n\r\n",
+                "400 Bad Request",
+                "forwards http:// URLs",
+            ),
+            (
+                &[b'x'; 20 * 1024],
+                "431 Request Header Fields Too Large",
+                "the request head is too large",
+            ),
+        ];
+        for (request, status, why) in cases {
+            let answer = answer(egress.clone(), request).await;
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status}")),
+                "{answer}"
+            );
+            assert!(answer.contains(why), "{answer}");
+        }
+    }
 }

@@ -322,18 +322,19 @@ fn whole_seconds(time: &str) -> String {
     }
 }
 
-/// A key as S3 notifications write it: form-URL-encoded, `/` kept.
+/// A key as S3 notifications write it: form-URL-encoded (a space is `+`), `/` kept.
 fn s3_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        match b {
-            b' ' => out.push('+'),
-            b'/' | b'-' | b'_' | b'.' | b'~' | b'*' => out.push(b as char),
-            b if b.is_ascii_alphanumeric() => out.push(b as char),
-            b => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    const KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'*')
+        .remove(b' ');
+    percent_encoding::utf8_percent_encode(key, KEPT)
+        .to_string()
+        .replace(' ', "+")
 }
 
 #[cfg(test)]

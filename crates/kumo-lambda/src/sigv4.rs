@@ -79,17 +79,23 @@ pub struct SignedRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// AWS's URI encoding: every byte but `A-Z a-z 0-9 - _ . ~` (and `/` when `keep_slash`).
+/// What AWS's URI encoding leaves as it is: `A-Z a-z 0-9 - _ . ~`.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The same, and `/` (a path's separators).
+const UNRESERVED_AND_SLASH: &percent_encoding::AsciiSet = &UNRESERVED.remove(b'/');
+
+/// AWS's URI encoding: every byte but the unreserved ones (and `/` when `keep_slash`).
 fn uri_encode(text: &[u8], keep_slash: bool) -> String {
-    let mut out = String::with_capacity(text.len());
-    for &b in text {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    let set = match keep_slash {
+        true => UNRESERVED_AND_SLASH,
+        false => UNRESERVED,
+    };
+    percent_encoding::percent_encode(text, set).to_string()
 }
 
 fn canonical_query(query: &str) -> String {

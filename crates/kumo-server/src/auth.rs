@@ -158,6 +158,15 @@ impl Auth {
         Some((token, to_write))
     }
 
+    /// The secret hash and sealed secret of the token with access key `id`.
+    fn access_key(&self, id: &str) -> Option<(String, kumo_store::SealedSecret)> {
+        self.access_keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
     /// `Ok` when `headers` carry a SigV4 `Authorization` whose access key is a valid token's
     /// (not yet whether the signature is right); else the 401 that says what is wrong.
     pub(crate) fn access_key_known(&self, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -167,12 +176,7 @@ impl Auth {
             .ok_or_else(|| unauthorized(NEEDS_SIGNATURE))?;
         let signed =
             kumo_lambda::sigv4::parse_authorization(header).map_err(|e| unauthorized(&e))?;
-        let hash = self
-            .access_keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&signed.access_key_id)
-            .map(|(hash, _)| hash.clone());
+        let hash = self.access_key(&signed.access_key_id).map(|(hash, _)| hash);
         let now = kumo_core::now_ms();
         let valid = hash.is_some_and(|hash| {
             self.tokens
@@ -206,13 +210,7 @@ impl Auth {
             .ok_or_else(|| (None, unauthorized(NEEDS_SIGNATURE)))?;
         let signed = sigv4::parse_authorization(header).map_err(|e| (None, unauthorized(&e)))?;
         let invalid = || (None, unauthorized(INVALID_ACCESS_KEY));
-        let (hash, sealed) = self
-            .access_keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&signed.access_key_id)
-            .cloned()
-            .ok_or_else(invalid)?;
+        let (hash, sealed) = self.access_key(&signed.access_key_id).ok_or_else(invalid)?;
         let (token, used) = self.valid(&hash).ok_or_else(invalid)?;
         let name = || Some(token.name.clone());
         let secret = sealer
@@ -433,15 +431,20 @@ pub(crate) async fn authorize(
             source: peer.map(|ip| ip.to_string()),
             status: response.status().as_u16(),
         };
-        if let Err(e) = state.store.append_audit(&entry).await {
-            tracing::error!(
-                "the audit trail missed {} {}: {e:#}",
-                entry.method,
-                entry.target
-            );
-        }
+        audit(&state.store, &entry).await;
     }
     response
+}
+
+/// Writes `entry` to the audit trail; a failure is logged (the answer has been decided).
+pub(crate) async fn audit(store: &kumo_store::Store, entry: &kumo_core::AuditEntry) {
+    if let Err(e) = store.append_audit(entry).await {
+        tracing::error!(
+            "the audit trail missed {} {}: {e:#}",
+            entry.method,
+            entry.target
+        );
+    }
 }
 
 /// A request from a Lambda function's own endpoint: it may do what the function may
@@ -499,13 +502,7 @@ async fn from_function(state: &AppState, function: &str, request: Request, next:
             source: None,
             status: response.status().as_u16(),
         };
-        if let Err(e) = state.store.append_audit(&entry).await {
-            tracing::error!(
-                "the audit trail missed {} {}: {e:#}",
-                entry.method,
-                entry.target
-            );
-        }
+        audit(&state.store, &entry).await;
     }
     response
 }

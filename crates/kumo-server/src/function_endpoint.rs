@@ -26,15 +26,23 @@ impl kumo_lambda::Endpoint for FunctionEndpoint {
         let state = self.state.clone();
         let identity: Arc<str> = identity.into();
         tokio::spawn(async move {
-            let Some(state) = state.upgrade() else {
-                return;
-            };
-            let app = crate::app(state);
+            // Built at the first connection, not at the environment's start: most functions
+            // never call kumo, and their cold starts should not pay for a router.
+            let mut app = None;
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (app, from) = (app.clone(), FromFunction(identity.clone()));
+                if app.is_none() {
+                    let Some(state) = state.upgrade() else {
+                        return;
+                    };
+                    app = Some(crate::app(state));
+                }
+                let Some(app) = app.clone() else {
+                    continue;
+                };
+                let from = FromFunction(identity.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |request: http::Request<hyper::body::Incoming>| {

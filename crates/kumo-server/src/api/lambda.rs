@@ -6,7 +6,7 @@
 
 use super::functions::{delete_function, deploy_code};
 use super::versions::{
-    delete_published, no_alias, no_version, point_alias, publish_latest, remove_alias,
+    delete_published, json_body, no_alias, no_version, point_alias, publish_latest, remove_alias,
 };
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -105,10 +105,13 @@ async fn handle(state: &AppState, request: Request) -> ApiResult<Response> {
     };
     let (token, namespace, response) = match checked {
         Ok((token, ns)) => {
-            let query = Query::parse(parts.uri.query());
-            let response = run(state, &ns, operation, &query, &parts.headers, body)
-                .await
-                .unwrap_or_else(aws_error);
+            let response = match axum::extract::Query::<Query>::try_from_uri(&parts.uri) {
+                Ok(axum::extract::Query(query)) => {
+                    run(state, &ns, operation, &query, &parts.headers, body).await
+                }
+                Err(e) => Err(ApiError::from(e)),
+            }
+            .unwrap_or_else(aws_error);
             (token, Some(ns.0), response)
         }
         Err((token, refused)) => {
@@ -129,13 +132,7 @@ async fn handle(state: &AppState, request: Request) -> ApiResult<Response> {
             source: peer.map(|ip| ip.to_string()),
             status: response.status().as_u16(),
         };
-        if let Err(e) = state.store.append_audit(&entry).await {
-            tracing::error!(
-                "the audit trail missed {} {}: {e:#}",
-                entry.method,
-                entry.target
-            );
-        }
+        crate::auth::audit(&state.store, &entry).await;
     }
     Ok(response)
 }
@@ -201,46 +198,12 @@ fn caller(
 }
 
 /// The query parameters the Lambda API uses.
-#[derive(Default)]
+#[derive(Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
 struct Query {
     qualifier: Option<String>,
     marker: Option<String>,
     max_items: Option<usize>,
-}
-
-impl Query {
-    fn parse(query: Option<&str>) -> Self {
-        let mut parsed = Self::default();
-        for (key, value) in url_pairs(query.unwrap_or("")) {
-            match key.as_str() {
-                "Qualifier" => parsed.qualifier = Some(value),
-                "Marker" => parsed.marker = Some(value),
-                "MaxItems" => parsed.max_items = value.parse().ok(),
-                _ => {}
-            }
-        }
-        parsed
-    }
-}
-
-fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(&s.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        (decode(k), decode(v))
-    })
-}
-
-/// A request's JSON body; a malformed one is a 400 that says why.
-fn json_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> ApiResult<T> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
 }
 
 fn json_response(status: StatusCode, document: Value) -> Response {

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 /// An optional JSON body (empty = all defaults); a malformed one is a 400 in kumo's format.
-fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> ApiResult<T> {
+pub(super) fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> ApiResult<T> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

@@ -275,6 +275,18 @@ async fn malformed_lambda_api_requests_are_refused_in_aws_shape() {
             400,
             "InvalidParameterValueException",
         ),
+        // Settings are at most 1 MiB (code and payloads have their own limits).
+        (
+            http.put(format!("{base}/hello/configuration"))
+                .body(vec![b' '; 2 << 20]),
+            413,
+            "RequestEntityTooLargeException",
+        ),
+        (
+            http.get(format!("{base}?MaxItems=many")),
+            400,
+            "InvalidParameterValueException",
+        ),
     ];
     for (request, status, error_type) in cases {
         let request = request.build().unwrap();
