@@ -46,9 +46,9 @@ const RECORDS_PER_CHUNK: usize = 1_024;
 /// The first byte of every chunk's data: its encoding.
 const FORMAT: u8 = 1;
 /// Chunks read per query while listing newest first.
-const CHUNKS_PER_PAGE: i64 = 16;
+pub(crate) const CHUNKS_PER_PAGE: i64 = 16;
 /// Chunks deleted per retention statement, so it never holds the write lock for long.
-const DELETE_BATCH: i64 = 500;
+pub(crate) const DELETE_BATCH: i64 = 500;
 /// Greater than any request id (they are lower-case hex and dashes).
 const ABOVE_ALL_IDS: &str = "~";
 
@@ -248,30 +248,135 @@ fn source(trigger: &str) -> anyhow::Result<Source> {
     Source::parse(trigger).with_context(|| format!("unknown trigger {trigger:?}"))
 }
 
-/// The records of a chunk read from the database; a chunk that does not decode is an error
-/// that names it.
-fn decode_row(row: &SqliteRow) -> anyhow::Result<Vec<RecordView<'_>>> {
-    let id: i64 = row.try_get("id")?;
-    decode(row.try_get("data")?).with_context(|| format!("reading invocation chunk {id}"))
+/// The records of chunk `id`; a chunk that does not decode is an error that names it.
+fn decode_chunk(id: i64, data: &[u8]) -> anyhow::Result<Vec<RecordView<'_>>> {
+    decode(data).with_context(|| format!("reading invocation chunk {id}"))
+}
+
+/// The lowest last id of the chunks that may hold `request_id`, and the bound above them
+/// (see [`CHUNKS_HOLDING`]); None for an id that is not kumo's.
+pub(crate) fn chunk_range_of(request_id: &str) -> Option<String> {
+    uuid_ms(request_id).map(|ms| uuid_floor(ms + SPAN_MS + 1))
+}
+
+/// The record of `request_id` in a chunk of `function`, if it holds it.
+pub(crate) fn find_in_chunk(
+    request_id: &str,
+    id: i64,
+    function: &str,
+    data: &[u8],
+) -> anyhow::Result<Option<InvocationRecord>> {
+    let records = decode_chunk(id, data)?;
+    Ok(records
+        .iter()
+        .find(|r| r.request_id == request_id)
+        .map(|r| r.to_record(function)))
+}
+
+/// The newest `limit` records (by request id, so by start), gathered chunk by chunk. A
+/// backend reads pages of [`CHUNKS_PER_PAGE`] chunks by last id, descending, below
+/// [`Self::below`], and feeds each chunk in order until `below` says it is done.
+pub(crate) struct NewestRecords<'a> {
+    limit: usize,
+    namespace: Option<&'a str>,
+    /// Kept sorted newest first and at most `limit` long after each chunk.
+    found: Vec<InvocationRecord>,
+    below: String,
+    done: bool,
+}
+
+impl<'a> NewestRecords<'a> {
+    pub(crate) fn new(limit: u32, namespace: Option<&'a str>) -> Self {
+        Self {
+            limit: limit as usize,
+            namespace,
+            found: Vec::new(),
+            below: ABOVE_ALL_IDS.to_string(),
+            done: limit == 0,
+        }
+    }
+
+    /// The last id that the next page's chunks lie below; None once done.
+    pub(crate) fn below(&self) -> Option<&str> {
+        (!self.done).then_some(self.below.as_str())
+    }
+
+    pub(crate) fn add_chunk(
+        &mut self,
+        id: i64,
+        function: &str,
+        last_id: &str,
+        data: &[u8],
+    ) -> anyhow::Result<()> {
+        if self.done {
+            return Ok(());
+        }
+        self.below = last_id.to_string();
+        let limit = self.limit;
+        // This chunk and those after it hold nothing newer than `last_id`.
+        let oldest_kept =
+            (self.found.len() == limit).then(|| self.found[limit - 1].request_id.clone());
+        if oldest_kept
+            .as_deref()
+            .is_some_and(|oldest| oldest > last_id)
+        {
+            self.done = true;
+            return Ok(());
+        }
+        if self
+            .namespace
+            .is_some_and(|ns| !kumo_core::in_namespace(function, ns))
+        {
+            return Ok(());
+        }
+        for r in decode_chunk(id, data)? {
+            if oldest_kept
+                .as_deref()
+                .is_none_or(|oldest| r.request_id > oldest)
+            {
+                self.found.push(r.to_record(function));
+            }
+        }
+        self.found
+            .sort_unstable_by(|a, b| b.request_id.cmp(&a.request_id));
+        self.found.truncate(limit);
+        Ok(())
+    }
+
+    /// Ends a page of `chunks` chunks: a short page was the last.
+    pub(crate) fn end_page(&mut self, chunks: usize) {
+        if chunks < CHUNKS_PER_PAGE as usize {
+            self.done = true;
+        }
+    }
+
+    pub(crate) fn into_records(self) -> Vec<InvocationRecord> {
+        self.found
+    }
 }
 
 impl crate::RecordStore for Store {
     /// The record of one invocation. Request ids are kumo's UUIDv7s: any other id names
     /// no invocation.
     async fn get_invocation(&self, request_id: &str) -> anyhow::Result<Option<InvocationRecord>> {
-        let Some(ms) = uuid_ms(request_id) else {
+        let Some(above) = chunk_range_of(request_id) else {
             return Ok(None);
         };
         let rows = sqlx::query(CHUNKS_HOLDING)
             .bind(request_id)
-            .bind(uuid_floor(ms + SPAN_MS + 1))
+            .bind(above)
             .fetch_all(&self.pool)
             .await
             .context("reading an invocation")?;
         for row in &rows {
-            let records = decode_row(row)?;
-            if let Some(r) = records.iter().find(|r| r.request_id == request_id) {
-                return Ok(Some(r.to_record(row.try_get("function")?)));
+            let found = find_in_chunk(
+                request_id,
+                row.try_get("id")?,
+                row.try_get("function")?,
+                row.try_get("data")?,
+            )?;
+            if found.is_some() {
+                return Ok(found);
             }
         }
         Ok(None)
@@ -285,78 +390,54 @@ impl crate::RecordStore for Store {
         namespace: Option<&str>,
         limit: u32,
     ) -> anyhow::Result<Vec<InvocationRecord>> {
-        let limit = limit as usize;
-        // Kept sorted newest first and at most `limit` long after each chunk.
-        let mut found: Vec<InvocationRecord> = Vec::new();
-        let mut below = ABOVE_ALL_IDS.to_string();
-        if limit == 0 {
-            return Ok(found);
-        }
-        loop {
+        let mut newest = NewestRecords::new(limit, namespace);
+        while let Some(below) = newest.below() {
             let rows = match function {
                 Some(function) => {
                     sqlx::query(CHUNKS_OF_FUNCTION_BELOW)
                         .bind(function)
-                        .bind(&below)
+                        .bind(below)
                         .bind(CHUNKS_PER_PAGE)
                         .fetch_all(&self.pool)
                         .await
                 }
                 None => {
                     sqlx::query(CHUNKS_BELOW)
-                        .bind(&below)
+                        .bind(below)
                         .bind(CHUNKS_PER_PAGE)
                         .fetch_all(&self.pool)
                         .await
                 }
             }
             .context("listing invocations")?;
-            if rows.is_empty() {
-                break;
-            }
             for row in &rows {
-                below = row.try_get("last_id")?;
-                // This chunk and those after it hold nothing newer than `below`.
-                let oldest_kept =
-                    (found.len() == limit).then(|| found[limit - 1].request_id.clone());
-                if oldest_kept.as_ref().is_some_and(|oldest| *oldest > below) {
-                    return Ok(found);
-                }
-                let function: &str = row.try_get("function")?;
-                if namespace.is_some_and(|ns| !kumo_core::in_namespace(function, ns)) {
-                    continue;
-                }
-                for r in decode_row(row)? {
-                    if oldest_kept
-                        .as_deref()
-                        .is_none_or(|oldest| r.request_id > oldest)
-                    {
-                        found.push(r.to_record(function));
-                    }
-                }
-                found.sort_unstable_by(|a, b| b.request_id.cmp(&a.request_id));
-                found.truncate(limit);
+                newest.add_chunk(
+                    row.try_get("id")?,
+                    row.try_get("function")?,
+                    row.try_get("last_id")?,
+                    row.try_get("data")?,
+                )?;
             }
+            newest.end_page(rows.len());
         }
-        Ok(found)
+        Ok(newest.into_records())
     }
 }
 
 impl Store {
-    /// Calls `each` with every record (and its function) in the chunks that may hold
-    /// invocations started at `since` or later; the caller filters by `started_at`.
-    pub(crate) async fn for_each_invocation_since(
+    /// Feeds `tally` every chunk that may hold invocations started at its `since` or later.
+    pub(crate) async fn tally_usage(
         &self,
-        since: i64,
-        mut each: impl FnMut(&str, &RecordView),
+        tally: &mut crate::usage::Tally<'_>,
     ) -> anyhow::Result<()> {
-        let floor = uuid_floor(since);
+        let floor = uuid_floor(tally.since());
         let mut rows = sqlx::query(CHUNKS_SINCE).bind(&floor).fetch(&self.pool);
         while let Some(row) = rows.try_next().await.context("reading invocations")? {
-            let function: &str = row.try_get("function")?;
-            for r in decode_row(&row)? {
-                each(function, &r);
-            }
+            tally.add_chunk(
+                row.try_get("id")?,
+                row.try_get("function")?,
+                row.try_get("data")?,
+            )?;
         }
         Ok(())
     }

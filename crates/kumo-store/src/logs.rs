@@ -33,9 +33,9 @@ const LINES_PER_CHUNK: usize = 1 << ID_SHIFT;
 /// The first byte of every chunk's data: its encoding.
 const FORMAT: u8 = 1;
 /// Chunks read per query while looking for lines, newest first.
-const CHUNKS_PER_PAGE: i64 = 16;
+pub(crate) const CHUNKS_PER_PAGE: i64 = 16;
 /// Chunks deleted per retention statement, so it never holds the write lock for long.
-const DELETE_BATCH: i64 = 500;
+pub(crate) const DELETE_BATCH: i64 = 500;
 
 /// The newest `limit` matching chunks of a function below a chunk id, through
 /// log_chunks_by_function.
@@ -179,47 +179,96 @@ fn decode(data: &[u8]) -> anyhow::Result<Vec<Line<'_>>> {
     Ok(lines)
 }
 
+/// The newest `q.limit` lines that match `q`, gathered chunk by chunk. A backend reads pages
+/// of [`CHUNKS_PER_PAGE`] of the function's chunks by id, descending, below [`Self::below`],
+/// at or above [`Self::lowest_chunk`], with `max_ts` at or after `q.since_ms`, and feeds each
+/// chunk in order until `below` says it is done.
+pub(crate) struct NewestLines<'q> {
+    q: &'q crate::LogQuery,
+    after: i64,
+    found: Vec<LogRecord>,
+    below: i64,
+    done: bool,
+}
+
+impl<'q> NewestLines<'q> {
+    pub(crate) fn new(q: &'q crate::LogQuery) -> Self {
+        Self {
+            q,
+            after: q.after_id.unwrap_or(0).max(0),
+            found: Vec::new(),
+            below: i64::MAX,
+            done: q.limit == 0,
+        }
+    }
+
+    /// The chunk id that the next page's chunks lie below; None once done.
+    pub(crate) fn below(&self) -> Option<i64> {
+        (!self.done).then_some(self.below)
+    }
+
+    /// The lowest chunk id that may hold a line after the query's cursor.
+    pub(crate) fn lowest_chunk(&self) -> i64 {
+        self.after >> ID_SHIFT
+    }
+
+    pub(crate) fn add_chunk(&mut self, chunk: i64, data: &[u8]) -> anyhow::Result<()> {
+        if self.done {
+            return Ok(());
+        }
+        self.below = chunk;
+        let lines = decode(data).with_context(|| format!("reading log chunk {chunk}"))?;
+        for (index, line) in lines.iter().enumerate().rev() {
+            let id = (chunk << ID_SHIFT) + index as i64;
+            if id <= self.after {
+                self.done = true;
+                return Ok(());
+            }
+            if line.matches(self.q) {
+                self.found.push(line.to_record(id, &self.q.function));
+                if self.found.len() == self.q.limit as usize {
+                    self.done = true;
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a page of `chunks` chunks: a short page was the last.
+    pub(crate) fn end_page(&mut self, chunks: usize) {
+        if chunks < CHUNKS_PER_PAGE as usize {
+            self.done = true;
+        }
+    }
+
+    /// The lines, oldest first.
+    pub(crate) fn into_lines(mut self) -> Vec<LogRecord> {
+        self.found.reverse();
+        self.found
+    }
+}
+
 impl crate::LogStore for Store {
     /// The newest `q.limit` lines that match `q`, oldest first.
     async fn list_logs(&self, q: &crate::LogQuery) -> anyhow::Result<Vec<LogRecord>> {
-        let after = q.after_id.unwrap_or(0).max(0);
-        let limit = q.limit as usize;
-        let mut found = Vec::new();
-        let mut below = i64::MAX;
-        'pages: while found.len() < limit {
+        let mut newest = NewestLines::new(q);
+        while let Some(below) = newest.below() {
             let rows = sqlx::query(CHUNKS_PAGE)
                 .bind(&q.function)
                 .bind(below)
-                .bind(after >> ID_SHIFT)
+                .bind(newest.lowest_chunk())
                 .bind(q.since_ms.unwrap_or(i64::MIN))
                 .bind(CHUNKS_PER_PAGE)
                 .fetch_all(&self.pool)
                 .await
                 .context("listing logs")?;
-            if rows.is_empty() {
-                break;
-            }
             for row in &rows {
-                let chunk: i64 = row.try_get("id")?;
-                below = chunk;
-                let lines = decode(row.try_get("data")?)
-                    .with_context(|| format!("reading log chunk {chunk}"))?;
-                for (index, line) in lines.iter().enumerate().rev() {
-                    let id = (chunk << ID_SHIFT) + index as i64;
-                    if id <= after {
-                        break 'pages;
-                    }
-                    if line.matches(q) {
-                        found.push(line.to_record(id, &q.function));
-                        if found.len() == limit {
-                            break 'pages;
-                        }
-                    }
-                }
+                newest.add_chunk(row.try_get("id")?, row.try_get("data")?)?;
             }
+            newest.end_page(rows.len());
         }
-        found.reverse();
-        Ok(found)
+        Ok(newest.into_lines())
     }
 }
 

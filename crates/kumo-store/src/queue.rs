@@ -199,6 +199,25 @@ impl crate::EventQueue for Store {
         rows.iter().map(claimed_from_row).collect()
     }
 
+    async fn extend_leases(&self, leases: &[(String, u32)], lease_end: i64) -> anyhow::Result<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut extended = 0;
+        for (id, attempt) in leases {
+            extended += sqlx::query(
+                "UPDATE events SET due_at = max(due_at, ?1)
+                 WHERE id = ?2 AND attempts = ?3 AND status = 'running'",
+            )
+            .bind(lease_end)
+            .bind(id)
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await.context("extending event leases")?;
+        Ok(extended)
+    }
+
     /// When the next event becomes due, if any is pending.
     async fn next_due(&self) -> anyhow::Result<Option<i64>> {
         Ok(sqlx::query_scalar(

@@ -142,6 +142,14 @@ pub trait EventQueue {
         lease_end: i64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<ClaimedEvent>>> + Send;
+    /// Moves the leases of running attempts (event id, attempt) that this node still holds
+    /// to at least `lease_end`; how many it moved. A node renews its leases while the
+    /// attempts run, so a lease can be short and a dead node's events soon retried.
+    fn extend_leases(
+        &self,
+        leases: &[(String, u32)],
+        lease_end: i64,
+    ) -> impl Future<Output = Result<u64>> + Send;
     /// When the next queued or failed event is due, if any.
     fn next_due(&self) -> impl Future<Output = Result<Option<i64>>> + Send;
     /// Records an attempt's end (with a follow-up event in the same transaction), only if

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Rows deleted per statement, so retention never holds the write lock for long.
-const DELETE_BATCH: i64 = 5000;
+pub(crate) const DELETE_BATCH: i64 = 5000;
 
 /// What one retention sweep deleted.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -80,39 +80,78 @@ fn usage_key(key: &mut String, by: UsageBy, function: &str, r: &RecordView) {
     };
 }
 
+/// Usage of the invocations started at `since` or later, of one namespace's functions or of
+/// all, grouped by `by`: a backend feeds it the chunks that may hold such invocations.
+pub(crate) struct Tally<'a> {
+    since: i64,
+    namespace: Option<&'a str>,
+    by: UsageBy,
+    groups: BTreeMap<String, Group>,
+    total: Group,
+    key: String,
+}
+
+impl<'a> Tally<'a> {
+    pub(crate) fn new(since: i64, namespace: Option<&'a str>, by: UsageBy) -> Self {
+        Self {
+            since,
+            namespace,
+            by,
+            groups: BTreeMap::new(),
+            total: Group::default(),
+            key: String::new(),
+        }
+    }
+
+    pub(crate) fn since(&self) -> i64 {
+        self.since
+    }
+
+    /// Counts the records of chunk `id` of `function` that started at `since` or later.
+    pub(crate) fn add_chunk(&mut self, id: i64, function: &str, data: &[u8]) -> anyhow::Result<()> {
+        if self
+            .namespace
+            .is_some_and(|ns| !kumo_core::in_namespace(function, ns))
+        {
+            return Ok(());
+        }
+        let records = crate::invocations::decode(data)
+            .with_context(|| format!("reading invocation chunk {id}"))?;
+        for r in records.iter().filter(|r| r.started_at >= self.since) {
+            usage_key(&mut self.key, self.by, function, r);
+            match self.groups.get_mut(&self.key) {
+                Some(group) => group.add(r),
+                None => self.groups.entry(self.key.clone()).or_default().add(r),
+            }
+            self.total.add(r);
+        }
+        Ok(())
+    }
+
+    /// The rows, sorted by key, and the total. Money is computed by the caller from
+    /// `gb_seconds` and `requests - throttles`.
+    pub(crate) fn finish(self) -> (Vec<UsageRow>, UsageRow) {
+        let rows = self
+            .groups
+            .into_iter()
+            .map(|(key, group)| group.into_row(key))
+            .collect();
+        (rows, self.total.into_row("total".into()))
+    }
+}
+
 impl crate::UsageStore for Store {
-    /// Usage of the invocations started at `since` or later, grouped by `by` (sorted by
-    /// key), and the total. Money is computed by the caller from `gb_seconds` and
-    /// `requests - throttles`.
     async fn usage(
         &self,
         since: i64,
         namespace: Option<&str>,
         by: UsageBy,
     ) -> anyhow::Result<(Vec<UsageRow>, UsageRow)> {
-        let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-        let mut total = Group::default();
-        let mut key = String::new();
-        self.for_each_invocation_since(since, |function, r| {
-            if r.started_at < since
-                || namespace.is_some_and(|ns| !kumo_core::in_namespace(function, ns))
-            {
-                return;
-            }
-            usage_key(&mut key, by, function, r);
-            match groups.get_mut(&key) {
-                Some(group) => group.add(r),
-                None => groups.entry(key.clone()).or_default().add(r),
-            }
-            total.add(r);
-        })
-        .await
-        .context("reading usage")?;
-        let rows = groups
-            .into_iter()
-            .map(|(key, group)| group.into_row(key))
-            .collect();
-        Ok((rows, total.into_row("total".into())))
+        let mut tally = Tally::new(since, namespace, by);
+        self.tally_usage(&mut tally)
+            .await
+            .context("reading usage")?;
+        Ok(tally.finish())
     }
 
     /// Deletes invocation records and log lines from before `cutoff`, and events created

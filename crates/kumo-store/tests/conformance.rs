@@ -1,7 +1,6 @@
 //! The storage contract, generic over the backend: what the server relies on from every
-//! trait of `kumo_store::prelude`, whatever the engine. SQLite runs all of it; PostgreSQL
-//! (issue 24, in progress) runs the parts of the traits it implements so far, against the
-//! private server scripts/test.sh starts.
+//! trait of `kumo_store::prelude`, whatever the engine. SQLite and PostgreSQL (against the
+//! private server scripts/test.sh starts) each run all of it.
 
 use kumo_core::{
     Canary, CounterError, EventError, EventErrorCode, EventResult, EventStatus, Expect,
@@ -116,22 +115,31 @@ async fn postgres() {
         .await
         .unwrap();
     let (base, _) = server.rsplit_once('/').unwrap();
-    let store = kumo_store::PgStore::open(&format!("{base}/{database}"))
-        .await
-        .unwrap();
-    functions(&store).await;
-    versions_and_aliases(&store).await;
-    concurrent_publishes(&store).await;
-    key_value(&store).await;
-    concurrent_increments(&store).await;
-    tokens(&store).await;
-    audit(&store).await;
-    secrets(&store).await;
+    let url = format!("{base}/{database}");
+    let store = kumo_store::PgStore::open(&url, "node-1").await.unwrap();
+    let writer = &store;
+    conformance(&store, |batch| async move {
+        writer.write_records(&batch).await.unwrap();
+    })
+    .await;
     // A second open (another node starting) finds the schema up to date and the same data.
-    let again = kumo_store::PgStore::open(&format!("{base}/{database}"))
-        .await
-        .unwrap();
+    let again = kumo_store::PgStore::open(&url, "node-2").await.unwrap();
     assert!(again.get_function("b").await.unwrap().is_some());
+    // A node releases only the attempts it claimed, never another live node's.
+    let now = kumo_core::now_ms();
+    store.claim_events(now, now + 60_000, 1000).await.unwrap();
+    let events = [event("e-a", "z", now), event("e-b", "z", now)];
+    store.submit_events(&events).await.unwrap();
+    let theirs = store.claim_events(now, now + 60_000, 1).await.unwrap();
+    let ours = again.claim_events(now, now + 60_000, 1).await.unwrap();
+    assert_eq!(again.release_interrupted_events(now).await.unwrap(), 1);
+    let status = |e: &[kumo_store::ClaimedEvent]| {
+        let id = e[0].id.clone();
+        let store = &store;
+        async move { store.get_event(&id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(&ours).await, EventStatus::Failed);
+    assert_eq!(status(&theirs).await, EventStatus::Running);
     store.close().await;
     again.close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {database}")))
@@ -573,6 +581,18 @@ async fn event_queue(store: &impl Backend) {
         .result
         .unwrap();
     assert_eq!(kept.body, "ok");
+
+    // A renewed lease keeps the event from the next claimer; a stale attempt renews nothing.
+    let n03 = taken.iter().find(|e| e.id == "n03").unwrap().attempt;
+    let renewals = [("n03".to_string(), n03), ("n04".to_string(), 1)];
+    let renewed = store.extend_leases(&renewals, now + 300_000).await.unwrap();
+    assert_eq!(renewed, 1);
+    let next = store
+        .claim_events(now + 200_000, now + 260_000, 100)
+        .await
+        .unwrap();
+    assert!(!next.iter().any(|e| e.id == "n03"));
+    assert!(next.iter().any(|e| e.id == "n04"));
 
     // An idempotency key maps to its event only within the window.
     let later = now + kumo_store::IDEMPOTENCY_WINDOW_MS + 1;

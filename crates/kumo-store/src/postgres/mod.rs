@@ -1,22 +1,27 @@
-//! The PostgreSQL backend (issue 24, in progress): the system of record when kumo runs as
-//! several nodes. It implements the storage traits one by one, each passing the conformance
-//! suite that SQLite passes (`tests/conformance.rs`, against a private server that
-//! `scripts/postgres.sh` starts). So far: functions, versions, aliases, key-value, tokens, the
-//! audit trail and secrets. Not yet: namespaces, schedules, object metadata, the event queue,
-//! records, logs and usage, the records writer, `kumo serve --database`; the server does not
-//! use it yet.
+//! The PostgreSQL backend (issue 24): the system of record when kumo runs as several nodes.
+//! It implements every storage trait and passes the conformance suite that SQLite passes
+//! (`tests/conformance.rs`, against a private server that `scripts/postgres.sh` starts).
+//! Invocation records and log lines are the same chunks as on SQLite, written a batch at a
+//! time by [`PgStore::write_records`].
 //!
-//! What SQLite's single writer made safe, concurrent nodes must not break: every change to a
-//! function's versions or aliases first locks the function's row (`SELECT ... FOR UPDATE`),
-//! so two nodes publishing at once get two numbers, and an alias cannot be pointed at a
-//! version another node is deleting.
+//! What SQLite's single writer made safe, concurrent nodes must not break:
+//! - every change to a function's versions or aliases first locks the function's row
+//!   (`SELECT ... FOR UPDATE`), so two nodes publishing at once get two numbers, and an alias
+//!   cannot be pointed at a version another node is deleting;
+//! - key-value writes and schedule ticks are single guarded statements;
+//! - writers of one object key take an advisory lock on it;
+//! - events are claimed with `FOR UPDATE SKIP LOCKED` under a lease that names the node.
 
 mod access;
 mod kv;
+mod namespaces;
+mod queue;
+mod records;
 mod registry;
 
 use anyhow::Context as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::sync::Arc;
 
 /// The schema, one migration per entry, applied in order (`kumo_migrations` says how far).
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -109,25 +114,106 @@ CREATE TABLE secrets (
 );
 "#,
     ),
+    (
+        4,
+        "namespaces, objects, the event queue, schedules, records and logs",
+        r#"
+CREATE TABLE namespaces (
+    name       TEXT COLLATE "C" PRIMARY KEY,
+    created_at BIGINT NOT NULL,
+    quotas     TEXT NOT NULL DEFAULT '{}'   -- Quotas as JSON
+);
+INSERT INTO namespaces (name, created_at)
+    VALUES ('default', (extract(epoch FROM now()) * 1000)::bigint);
+CREATE TABLE objects (
+    bucket       TEXT COLLATE "C" NOT NULL,
+    key          TEXT COLLATE "C" NOT NULL,
+    size         BIGINT NOT NULL,
+    etag         TEXT NOT NULL,    -- also the data file's name: new on every write
+    content_type TEXT NOT NULL,
+    updated_at   BIGINT NOT NULL,
+    PRIMARY KEY (bucket, key)
+);
+CREATE TABLE events (
+    id               TEXT COLLATE "C" PRIMARY KEY,   -- UUIDv7: sorts by creation
+    function         TEXT COLLATE "C" NOT NULL,
+    trigger          TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    payload          BYTEA NOT NULL,
+    content_type     TEXT,
+    traceparent      TEXT,
+    attempts         BIGINT NOT NULL DEFAULT 0,
+    created_at       BIGINT NOT NULL,
+    enqueued_at      BIGINT NOT NULL,
+    updated_at       BIGINT NOT NULL,
+    due_at           BIGINT NOT NULL,   -- queued/failed: next attempt; running: lease end
+    lease_owner      TEXT,              -- running: the node whose attempt it is
+    request_id       TEXT,
+    result_status    INTEGER,
+    result_body      BYTEA,
+    result_truncated BOOLEAN,
+    error_code       TEXT,
+    error_message    TEXT
+);
+CREATE INDEX events_pending ON events (due_at) WHERE status IN ('queued', 'failed', 'running');
+CREATE INDEX events_dead ON events (function, updated_at) WHERE status = 'dead';
+CREATE TABLE idempotency_keys (
+    function   TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    event_id   TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (function, key)
+);
+CREATE TABLE schedule_ticks (
+    function  TEXT PRIMARY KEY,
+    last_tick BIGINT NOT NULL
+);
+CREATE TABLE invocation_chunks (
+    id       BIGSERIAL PRIMARY KEY,
+    function TEXT COLLATE "C" NOT NULL,
+    first_id TEXT COLLATE "C" NOT NULL,
+    last_id  TEXT COLLATE "C" NOT NULL,
+    records  BIGINT NOT NULL,
+    data     BYTEA NOT NULL
+);
+CREATE INDEX invocation_chunks_by_last_id ON invocation_chunks (last_id);
+CREATE INDEX invocation_chunks_by_function ON invocation_chunks (function, last_id);
+CREATE TABLE log_chunks (
+    id       BIGSERIAL PRIMARY KEY,
+    function TEXT COLLATE "C" NOT NULL,
+    max_ts   BIGINT NOT NULL,
+    lines    BIGINT NOT NULL,
+    data     BYTEA NOT NULL
+);
+CREATE INDEX log_chunks_by_function ON log_chunks (function, id);
+CREATE INDEX log_chunks_by_max_ts ON log_chunks (max_ts);
+"#,
+    ),
 ];
 
 /// A PostgreSQL database holding kumo's state.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The node this store works for: its event leases name it.
+    node: Arc<str>,
 }
 
 impl PgStore {
-    /// Connects to `url` (`postgres://user@host:port/db`) and brings its schema up to date.
-    /// Nodes starting together apply each migration once (an advisory lock orders them).
-    pub async fn open(url: &str) -> anyhow::Result<Self> {
+    /// Connects to `url` (`postgres://user@host:port/db`) as node `node` (an id no other
+    /// live node uses) and brings the schema up to date. Nodes starting together apply each
+    /// migration once (an advisory lock orders them).
+    pub async fn open(url: &str, node: &str) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .connect(url)
             .await
             .context("connecting to PostgreSQL")?;
         migrate(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            node: node.into(),
+        })
     }
 
     pub async fn close(&self) {
