@@ -1,6 +1,6 @@
 //! The audit trail: every change to the control plane, and every refused attempt at one.
 
-use crate::sqlite::Store;
+use crate::sqlite::SqliteStore;
 use anyhow::Context as _;
 use kumo_core::AuditEntry;
 use sqlx::Row as _;
@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 "#;
 
-impl crate::AuditStore for Store {
+impl crate::AuditStore for SqliteStore {
     async fn append_audit(&self, entry: &AuditEntry) -> anyhow::Result<()> {
         sqlx::query(
             "INSERT INTO audit (at, token, method, target, namespace, source, status)
@@ -70,7 +70,7 @@ impl crate::AuditStore for Store {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Deletes audit entries older than `cutoff` (unix ms).
     pub(crate) async fn delete_old_audit(&self, cutoff: i64) -> anyhow::Result<u64> {
         let done = sqlx::query("DELETE FROM audit WHERE at < ?")

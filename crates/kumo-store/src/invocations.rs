@@ -12,8 +12,8 @@
 //!   the next chunk's last id;
 //! - usage since T, retention before T: chunks by last id against the floor of T.
 
-use crate::Store;
 use crate::codec::{Reader, group_by_function, put_opt_f64, put_opt_str, put_str};
+use crate::sqlite::SqliteStore;
 use crate::uuid_time::{uuid_floor, uuid_ms};
 use anyhow::{Context as _, bail};
 use futures::TryStreamExt as _;
@@ -355,7 +355,7 @@ impl<'a> NewestRecords<'a> {
     }
 }
 
-impl crate::RecordStore for Store {
+impl crate::RecordStore for SqliteStore {
     /// The record of one invocation. Request ids are kumo's UUIDv7s: any other id names
     /// no invocation.
     async fn get_invocation(&self, request_id: &str) -> anyhow::Result<Option<InvocationRecord>> {
@@ -424,7 +424,7 @@ impl crate::RecordStore for Store {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Feeds `tally` every chunk that may hold invocations started at its `since` or later.
     pub(crate) async fn tally_usage(
         &self,
@@ -572,10 +572,10 @@ pub(crate) mod tests {
         }
     }
 
-    async fn store_with(batches: &[Vec<InvocationRecord>]) -> (tempfile::TempDir, Store) {
+    async fn store_with(batches: &[Vec<InvocationRecord>]) -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kumo.db");
-        let store = Store::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
         let mut writer = RecordWriter::open(&path).unwrap();
         for batch in batches {
             let batch: Vec<_> = batch.iter().map(|r| (r.clone(), vec![])).collect();
@@ -807,7 +807,7 @@ pub(crate) mod tests {
                      ('{id}', 'f', 5, 1.5, 2, 128, 'timeout', 'timeout', 'slow', 504);"
             ))
             .unwrap();
-        let store = Store::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
         let got = store.get_invocation(&id).await.unwrap().unwrap();
         let expected = InvocationRecord {
             request_id: id.clone(),

@@ -2,7 +2,7 @@
 //! on every write, so conditional writes (HTTP `If-Match`, guest compare-and-swap) are a single
 //! guarded statement. Reads go to the same database the writes commit to: strongly consistent.
 
-use crate::sqlite::Store;
+use crate::sqlite::SqliteStore;
 use anyhow::Context as _;
 use kumo_core::{CounterError, Expect, KeyPage, KvEntry, KvWrite, incremented, now_ms};
 use sqlx::Row;
@@ -22,7 +22,7 @@ pub(crate) fn new_etag() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
-impl crate::KvStore for Store {
+impl crate::KvStore for SqliteStore {
     async fn kv_get(&self, bucket: &str, key: &str) -> anyhow::Result<Option<KvEntry>> {
         let row =
             sqlx::query("SELECT value, etag, updated_at FROM kv WHERE bucket = ? AND key = ?")

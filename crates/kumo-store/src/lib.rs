@@ -12,6 +12,7 @@
 //! One concrete SQLite store for now; a trait will come with the PostgreSQL backend.
 
 mod audit;
+mod backend;
 mod blobs;
 mod codec;
 mod disk_full;
@@ -33,6 +34,7 @@ mod usage;
 mod uuid_time;
 mod versions;
 
+pub use backend::Store;
 pub use blobs::Blobs;
 pub use disk_full::is_disk_full;
 pub use migrations::SCHEMA_VERSION;
@@ -41,7 +43,7 @@ pub use postgres::PgStore;
 pub use queue::{ClaimedEvent, Completion, IDEMPOTENCY_WINDOW_MS, NewEvent, QueueDepth};
 pub use record_writer::RecordWriter;
 pub use secrets::SealedSecret;
-pub use sqlite::{LogQuery, Store};
+pub use sqlite::{LogQuery, SqliteStore};
 pub use sweep::remove_stale_files;
 pub use tokens::StoredToken;
 /// The storage traits, to bring their methods into scope: `use kumo_store::prelude::*`.

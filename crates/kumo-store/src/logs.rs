@@ -6,8 +6,8 @@
 //! A line's id is its chunk's id shifted left by [`ID_SHIFT`] plus its index in the chunk:
 //! ids still grow with every line written, so they stay cursors for paging and following.
 
-use crate::Store;
 use crate::codec::{Reader, group_by_function, put_str};
+use crate::sqlite::SqliteStore;
 use anyhow::{Context as _, bail};
 use kumo_core::{InvocationRecord, LogRecord, LogStream, OutputLine};
 use sqlx::sqlite::SqliteConnection;
@@ -249,7 +249,7 @@ impl<'q> NewestLines<'q> {
     }
 }
 
-impl crate::LogStore for Store {
+impl crate::LogStore for SqliteStore {
     /// The newest `q.limit` lines that match `q`, oldest first.
     async fn list_logs(&self, q: &crate::LogQuery) -> anyhow::Result<Vec<LogRecord>> {
         let mut newest = NewestLines::new(q);
@@ -272,7 +272,7 @@ impl crate::LogStore for Store {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Deletes the log lines older than `cutoff`, a chunk at a time (a chunk goes once its
     /// newest line is old); returns how many lines went.
     pub(crate) async fn delete_old_logs(&self, cutoff: i64) -> anyhow::Result<u64> {
@@ -456,10 +456,10 @@ pub(crate) mod tests {
         assert_eq!(decoded.len(), LINES_PER_CHUNK);
     }
 
-    async fn store_with(lines: &[LogRecord]) -> (tempfile::TempDir, Store) {
+    async fn store_with(lines: &[LogRecord]) -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kumo.db");
-        let store = Store::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
         let mut writer = RecordWriter::open(&path).unwrap();
         // One batch per line: lines in several chunks.
         for l in lines {
@@ -540,7 +540,7 @@ pub(crate) mod tests {
     }
 
     /// The newest ten lines of `function`, oldest first.
-    pub(crate) async fn newest_lines(store: &Store, function: &str) -> Vec<LogRecord> {
+    pub(crate) async fn newest_lines(store: &SqliteStore, function: &str) -> Vec<LogRecord> {
         let query = LogQuery {
             function: function.into(),
             limit: 10,
@@ -565,7 +565,7 @@ pub(crate) mod tests {
                      ('f', 'r1', 3, 'stdout', 'c');",
             )
             .unwrap();
-        let store = Store::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
         let f = newest_lines(&store, "f").await;
         let got: Vec<_> = f.iter().map(fields).collect();
         assert_eq!(got, [("r1", 1, "stdout", "a"), ("r1", 3, "stdout", "c")]);

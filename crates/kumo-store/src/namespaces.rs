@@ -1,7 +1,7 @@
 //! Namespaces and their quotas. What belongs to a namespace is found by its keys (see
 //! `kumo_core::scoped`): `NS/NAME` outside `default`, a bare name inside it.
 
-use crate::sqlite::Store;
+use crate::sqlite::SqliteStore;
 use anyhow::Context as _;
 use kumo_core::{NamespaceRecord, NamespaceUse, Quotas};
 use sqlx::Row as _;
@@ -33,7 +33,7 @@ macro_rules! of_namespace {
     };
 }
 
-impl crate::NamespaceStore for Store {
+impl crate::NamespaceStore for SqliteStore {
     async fn create_namespace(&self, namespace: &NamespaceRecord) -> anyhow::Result<bool> {
         let done = sqlx::query(
             "INSERT INTO namespaces (name, created_at, quotas) VALUES (?, ?, ?)

@@ -6,8 +6,9 @@
 //! object's old file is deleted only after the commit.
 
 use crate::ObjectInfoStore as _;
+use crate::Store;
 use crate::queue::{NewEvent, insert_event};
-use crate::sqlite::Store;
+use crate::sqlite::SqliteStore;
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -16,7 +17,6 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt as _, WriteMultipart};
 use sqlx::Row;
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,14 +163,7 @@ impl Objects {
     /// `min_age` (uploads cut off by a crash, staging files of the file system layer);
     /// returns how many.
     pub async fn sweep_leftovers(&self, min_age: Duration) -> anyhow::Result<usize> {
-        let rows = sqlx::query("SELECT bucket, etag FROM objects")
-            .fetch_all(&self.store.pool)
-            .await
-            .context("listing object files")?;
-        let mut named = HashSet::with_capacity(rows.len());
-        for row in rows {
-            named.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
-        }
+        let named = self.store.object_files().await?;
         let dir = self.dir.clone();
         let swept = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
             let mut removed = 0;
@@ -282,7 +275,7 @@ impl Objects {
     }
 }
 
-impl crate::ObjectInfoStore for Store {
+impl crate::ObjectInfoStore for SqliteStore {
     async fn object_info(&self, bucket: &str, key: &str) -> anyhow::Result<Option<ObjectInfo>> {
         let row = sqlx::query(
             "SELECT size, etag, content_type, updated_at FROM objects WHERE bucket = ? AND key = ?",

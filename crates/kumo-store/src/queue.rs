@@ -3,7 +3,7 @@
 //! of an event is one statement or one transaction, so a crash leaves each event in a state
 //! it can go on from.
 
-use crate::sqlite::Store;
+use crate::sqlite::SqliteStore;
 use anyhow::Context as _;
 use kumo_core::{EventError, EventErrorCode, EventRecord, EventResult, EventStatus, Trigger};
 use sqlx::Row;
@@ -107,7 +107,7 @@ pub enum Completion {
     Deferred { due_at: i64 },
 }
 
-impl crate::EventQueue for Store {
+impl crate::EventQueue for SqliteStore {
     /// Stores new events in one transaction (one commit for many submitters), committed
     /// before this returns. With an idempotency key, an earlier event submitted with the same
     /// key to the same function within 24 h (in this batch too) is returned instead: `(id,
@@ -391,7 +391,7 @@ impl crate::EventQueue for Store {
     }
 }
 
-impl crate::ScheduleStore for Store {
+impl crate::ScheduleStore for SqliteStore {
     /// The latest tick of a function's schedule that was fired or counted as missed.
     async fn last_tick(&self, function: &str) -> anyhow::Result<Option<i64>> {
         Ok(

@@ -12,7 +12,14 @@ use std::path::Path;
 use std::time::Duration;
 
 pub struct RecordWriter {
-    connection: Connection,
+    to: Target,
+}
+
+enum Target {
+    Sqlite(Connection),
+    /// sqlx is as fast as PostgreSQL's round trips allow: a batch is one multi-row insert
+    /// per table (see [`crate::PgStore::write_records`]).
+    Postgres(crate::PgStore),
 }
 
 impl RecordWriter {
@@ -20,17 +27,37 @@ impl RecordWriter {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let connection = Connection::open(path)
             .with_context(|| format!("opening database {} for records", path.display()))?;
-        // The pool's settings (see `Store::open`): WAL, NORMAL sync, a bigger page cache.
+        // The pool's settings (see `SqliteStore::open`): WAL, NORMAL sync, a bigger page cache.
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "cache_size", -16384)?;
-        Ok(Self { connection })
+        Ok(Self {
+            to: Target::Sqlite(connection),
+        })
     }
 
-    /// Writes a batch in one transaction: all of it or, on error, none.
+    /// The writer for `store`: a connection of its own to SQLite's database at `sqlite_path`,
+    /// or the PostgreSQL store's pool.
+    pub fn for_store(store: &crate::Store, sqlite_path: &Path) -> anyhow::Result<Self> {
+        match store {
+            crate::Store::Sqlite(_) => Self::open(sqlite_path),
+            crate::Store::Postgres(pg) => Ok(Self {
+                to: Target::Postgres(pg.clone()),
+            }),
+        }
+    }
+
+    /// Writes a batch in one transaction: all of it or, on error, none. Blocking; for
+    /// PostgreSQL it must run on a blocking thread of a tokio runtime.
     pub fn write(&mut self, batch: &[(InvocationRecord, Vec<OutputLine>)]) -> anyhow::Result<()> {
-        let tx = self.connection.transaction()?;
+        let connection = match &mut self.to {
+            Target::Sqlite(connection) => connection,
+            Target::Postgres(pg) => {
+                return tokio::runtime::Handle::current().block_on(pg.write_records(batch));
+            }
+        };
+        let tx = connection.transaction()?;
         {
             let mut insert = tx.prepare_cached(crate::invocations::INSERT_CHUNK)?;
             for chunk in crate::invocations::chunks_of(batch.iter().map(|(r, _)| r)) {
@@ -59,8 +86,8 @@ impl RecordWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Store;
     use crate::prelude::*;
+    use crate::sqlite::SqliteStore;
     use kumo_core::Outcome;
 
     /// A record of function `f` whose request id says it started at `ms`.
@@ -73,7 +100,7 @@ mod tests {
     async fn a_written_batch_reads_back_through_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kumo.db");
-        let store = Store::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
         let mut writer = RecordWriter::open(&path).unwrap();
         let records = [record(1_000, Outcome::Ok), record(1_001, Outcome::Timeout)];
         let hello = OutputLine {
@@ -102,13 +129,13 @@ mod tests {
     async fn a_batch_that_fails_part_way_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kumo.db");
-        let store = Store::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
         let mut writer = RecordWriter::open(&path).unwrap();
         // The invocation goes in first; the log line then has no table to go to.
-        writer
-            .connection
-            .execute_batch("DROP TABLE log_chunks")
-            .unwrap();
+        let Target::Sqlite(connection) = &writer.to else {
+            unreachable!("opened on SQLite")
+        };
+        connection.execute_batch("DROP TABLE log_chunks").unwrap();
         let lost = OutputLine {
             stream: kumo_core::LogStream::Stderr,
             line: "lost".into(),
@@ -137,7 +164,7 @@ mod tests {
                      stream TEXT NOT NULL, line TEXT NOT NULL);",
             )
             .unwrap();
-        let store = Store::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
         let mut writer = RecordWriter::open(&path).unwrap();
         let r = record(1_000, Outcome::Ok);
         writer.write(&[(r.clone(), vec![])]).unwrap();

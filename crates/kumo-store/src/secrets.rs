@@ -1,7 +1,7 @@
 //! Function secrets, sealed: the store keeps each value only as AES-256-GCM ciphertext with
 //! its nonce (the server seals and opens them with a key the database never holds).
 
-use crate::sqlite::Store;
+use crate::sqlite::SqliteStore;
 use anyhow::Context as _;
 use kumo_core::SecretInfo;
 use sqlx::Row as _;
@@ -23,7 +23,7 @@ pub struct SealedSecret {
     pub ciphertext: Vec<u8>,
 }
 
-impl crate::SecretStore for Store {
+impl crate::SecretStore for SqliteStore {
     async fn put_secret(&self, name: &str, sealed: &SealedSecret, at: i64) -> anyhow::Result<bool> {
         let row = sqlx::query(
             "INSERT INTO secrets (name, nonce, ciphertext, created_at, updated_at)

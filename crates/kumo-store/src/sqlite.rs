@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS functions (
 "#;
 
 #[derive(Clone)]
-pub struct Store {
+pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
 }
 
@@ -41,7 +41,7 @@ pub struct LogQuery {
     pub limit: u32,
 }
 
-impl Store {
+impl SqliteStore {
     pub async fn open(path: &Path) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -110,7 +110,7 @@ async fn still_usable(connection: &mut SqliteConnection) -> Result<bool, sqlx::E
     Ok(!connection.is_in_transaction())
 }
 
-impl crate::FunctionStore for Store {
+impl crate::FunctionStore for SqliteStore {
     /// Inserts or replaces a function; true when it was created.
     async fn upsert_function(&self, f: &FunctionRecord) -> anyhow::Result<bool> {
         let config = serde_json::to_string(&f.config)?;
@@ -248,11 +248,11 @@ mod tests {
     async fn functions_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kumo.db");
-        let store = Store::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
         assert!(store.upsert_function(&function("a", 1)).await.unwrap());
         assert!(!store.upsert_function(&function("a", 2)).await.unwrap());
         store.close().await;
-        let store = Store::open(&path).await.unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
         let got = store.get_function("a").await.unwrap().unwrap();
         assert_eq!((got.created_at, got.updated_at), (1, 2));
         assert!(store.delete_function("a").await.unwrap());
@@ -260,7 +260,7 @@ mod tests {
     }
 
     /// What SQLite plans for `sql` (one line per step, e.g. "SEARCH t USING INDEX i (a=?)").
-    async fn plan(store: &Store, sql: &str, binds: &[&str]) -> String {
+    async fn plan(store: &SqliteStore, sql: &str, binds: &[&str]) -> String {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
         for b in binds {
             query = query.bind(*b);
@@ -273,7 +273,9 @@ mod tests {
     #[tokio::test]
     async fn record_queries_use_an_index() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("kumo.db")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("kumo.db"))
+            .await
+            .unwrap();
         use crate::invocations::{
             CHUNKS_BELOW, CHUNKS_HOLDING, CHUNKS_OF_FUNCTION_BELOW, CHUNKS_SINCE,
         };

@@ -1,7 +1,7 @@
 //! API tokens: a name, a role, and the sha256 of the secret (the secret itself is shown once,
 //! at creation, and never stored).
 
-use crate::sqlite::Store;
+use crate::sqlite::SqliteStore;
 use anyhow::Context as _;
 use kumo_core::{Role, TokenRecord};
 use sqlx::Row as _;
@@ -57,7 +57,7 @@ fn stored(row: &SqliteRow) -> anyhow::Result<StoredToken> {
     })
 }
 
-impl crate::TokenStore for Store {
+impl crate::TokenStore for SqliteStore {
     async fn create_token(&self, token: &StoredToken) -> anyhow::Result<bool> {
         let t = &token.record;
         let done = sqlx::query(

@@ -4,8 +4,8 @@
 //! Event ids are UUIDv7 (see [`crate::uuid_time`]): "created before T" is a range of the
 //! primary key, so no extra index is needed to find old events.
 
-use crate::Store;
 use crate::invocations::RecordView;
+use crate::sqlite::SqliteStore;
 use crate::uuid_time::uuid_floor;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -140,7 +140,7 @@ impl<'a> Tally<'a> {
     }
 }
 
-impl crate::UsageStore for Store {
+impl crate::UsageStore for SqliteStore {
     async fn usage(
         &self,
         since: i64,
@@ -179,7 +179,7 @@ impl crate::UsageStore for Store {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Runs a `DELETE ... LIMIT ?2` statement until it deletes nothing.
     async fn delete_batches(&self, sql: &'static str, bound: &str) -> anyhow::Result<u64> {
         let mut total = 0;

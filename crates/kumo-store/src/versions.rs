@@ -2,7 +2,7 @@
 //! from and never changes; its number is never reused (a counter per function, like
 //! Lambda's). An alias names one version, or two with a canary weight.
 
-use crate::Store;
+use crate::sqlite::SqliteStore;
 use anyhow::Context as _;
 use kumo_core::{AliasRecord, Canary, FunctionKind, VersionRecord};
 use sqlx::Row;
@@ -60,7 +60,7 @@ pub enum AliasSet {
     NoVersion(u32),
 }
 
-impl crate::VersionStore for Store {
+impl crate::VersionStore for SqliteStore {
     /// Freezes the function's current code and config into a new version, in one transaction.
     async fn publish_version(
         &self,

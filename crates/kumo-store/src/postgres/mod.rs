@@ -194,7 +194,7 @@ CREATE INDEX log_chunks_by_max_ts ON log_chunks (max_ts);
 /// A PostgreSQL database holding kumo's state.
 #[derive(Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     /// The node this store works for: its event leases name it.
     node: Arc<str>,
 }
@@ -214,6 +214,27 @@ impl PgStore {
             pool,
             node: node.into(),
         })
+    }
+
+    /// The code (sha256) of every function and version: what blobs and compiled artifacts
+    /// must be kept.
+    pub async fn code_in_use(&self) -> anyhow::Result<std::collections::HashSet<String>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT code_sha256 FROM functions UNION SELECT code_sha256 FROM versions",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("listing the code in use")?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// The newest schema migration the database has had.
+    pub async fn schema_version(&self) -> anyhow::Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM kumo_migrations")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn close(&self) {
