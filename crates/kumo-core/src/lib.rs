@@ -3,6 +3,7 @@
 //! crate (server, CLI, store, runtime) agrees on one definition.
 
 mod auth;
+mod cluster;
 mod config;
 mod duration;
 mod event;
@@ -23,6 +24,7 @@ pub use auth::{
     Action, AuditEntry, Role, SecretInfo, TOKEN_PREFIX, TokenRecord, audited, bearer, function_may,
     required, validate_secret_name, validate_token_name,
 };
+pub use cluster::{HEARTBEAT_INTERVAL, NODE_TIMEOUT, NodeRecord};
 pub use config::{
     ConfigError, DEFAULT_MAX_EVENT_AGE, DEFAULT_MAX_INSTANCE_REQUESTS, DEFAULT_MAX_RETRIES,
     DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, FunctionAuth, FunctionConfig, Instances, MAX_EVENT_AGE,

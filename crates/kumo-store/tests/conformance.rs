@@ -140,12 +140,56 @@ async fn postgres() {
     };
     assert_eq!(status(&ours).await, EventStatus::Failed);
     assert_eq!(status(&theirs).await, EventStatus::Running);
+    cluster(&store, &again).await;
     store.close().await;
     again.close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {database}")))
         .execute(&admin)
         .await
         .unwrap();
+}
+
+/// Two nodes on one database: the registry lists both, and a change through one reaches
+/// the other's feed.
+async fn cluster(one: &kumo_store::PgStore, two: &kumo_store::PgStore) {
+    let node = |id: &str, at: i64| kumo_core::NodeRecord {
+        id: id.into(),
+        address: "127.0.0.1:1".into(),
+        version: "test".into(),
+        started_at: at,
+        heartbeat_at: at,
+        running: 2,
+        loaded: vec!["f".into()],
+    };
+    let now = kumo_core::now_ms();
+    one.heartbeat(&node("node-1", now)).await.unwrap();
+    two.heartbeat(&node("node-2", now - 7_200_000)).await.unwrap();
+    two.heartbeat(&node("node-2", now)).await.unwrap();
+    // A node down for over an hour is forgotten.
+    one.heartbeat(&node("node-3", now - 7_200_000)).await.unwrap();
+    let nodes = two.list_nodes(now).await.unwrap();
+    assert_eq!(nodes, [node("node-1", now), node("node-2", now)]);
+    one.remove_node("node-1").await.unwrap();
+    assert_eq!(two.list_nodes(now).await.unwrap().len(), 1);
+
+    let mut feed = two.changes().await.unwrap();
+    one.upsert_function(&function("changed", 64, now))
+        .await
+        .unwrap();
+    let change = tokio::time::timeout(std::time::Duration::from_secs(5), feed.next())
+        .await
+        .expect("a change within 5 s")
+        .unwrap();
+    assert_eq!(change, kumo_store::Change::Table("functions".into()));
+    // A token's use is not a change.
+    one.token_used("nobody", now).await.unwrap();
+    one.publish_version("changed", "", now).await.unwrap();
+    one.set_alias("changed", "live", 1, None, now).await.unwrap();
+    let change = tokio::time::timeout(std::time::Duration::from_secs(5), feed.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(change, kumo_store::Change::Table("aliases".into()));
 }
 
 /// What the function and version stores do, the part of a backend this checks.

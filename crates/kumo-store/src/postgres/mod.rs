@@ -13,11 +13,14 @@
 //! - events are claimed with `FOR UPDATE SKIP LOCKED` under a lease that names the node.
 
 mod access;
+mod cluster;
 mod kv;
 mod namespaces;
 mod queue;
 mod records;
 mod registry;
+
+pub use cluster::{Change, ChangeFeed};
 
 use anyhow::Context as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -187,6 +190,41 @@ CREATE TABLE log_chunks (
 );
 CREATE INDEX log_chunks_by_function ON log_chunks (function, id);
 CREATE INDEX log_chunks_by_max_ts ON log_chunks (max_ts);
+"#,
+    ),
+    (
+        5,
+        "nodes and change notifications",
+        r#"
+CREATE TABLE nodes (
+    id           TEXT COLLATE "C" PRIMARY KEY,
+    address      TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    started_at   BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL,
+    running      BIGINT NOT NULL,
+    loaded       TEXT NOT NULL      -- JSON array of function keys
+);
+-- Every change to what nodes cache notifies them all (the payload: the table's name).
+CREATE FUNCTION kumo_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('kumo_changes', TG_TABLE_NAME);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER functions_changed AFTER INSERT OR UPDATE OR DELETE ON functions
+    FOR EACH STATEMENT EXECUTE FUNCTION kumo_notify_change();
+CREATE TRIGGER versions_changed AFTER DELETE ON versions
+    FOR EACH STATEMENT EXECUTE FUNCTION kumo_notify_change();
+CREATE TRIGGER aliases_changed AFTER INSERT OR UPDATE OR DELETE ON aliases
+    FOR EACH STATEMENT EXECUTE FUNCTION kumo_notify_change();
+CREATE TRIGGER namespaces_changed AFTER INSERT OR UPDATE OR DELETE ON namespaces
+    FOR EACH STATEMENT EXECUTE FUNCTION kumo_notify_change();
+-- Not on UPDATE: that is a token's last use, on every request.
+CREATE TRIGGER tokens_changed AFTER INSERT OR DELETE ON tokens
+    FOR EACH STATEMENT EXECUTE FUNCTION kumo_notify_change();
+CREATE TRIGGER secrets_changed AFTER INSERT OR UPDATE OR DELETE ON secrets
+    FOR EACH STATEMENT EXECUTE FUNCTION kumo_notify_change();
 "#,
     ),
 ];
