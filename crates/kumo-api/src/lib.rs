@@ -554,6 +554,11 @@ impl Client {
     /// The server's metrics exposition (`GET /metrics`), as text.
     /// The server's health as JSON: its version and the isolation of Lambda functions'
     /// execution environments (each layer, and why one is missing).
+    /// The cluster's nodes (`GET /cluster`, admin).
+    pub async fn cluster_status(&self) -> Result<serde_json::Value, ClientError> {
+        json(self.http.get(self.url("/cluster")).send().await?).await
+    }
+
     pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
         let url = format!("{}/healthz", self.base);
         let request = self.http.get(url).header("accept", "application/json");

@@ -68,7 +68,7 @@ pub fn required(method: &str, path: &str) -> Action {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let read = matches!(method, "GET" | "HEAD" | "OPTIONS");
     match segments.as_slice() {
-        ["tokens" | "audit" | "namespaces", ..] => Action::Manage,
+        ["tokens" | "audit" | "namespaces" | "cluster", ..] => Action::Manage,
         ["invocations", _id] | ["invocations", _id, "events"] if read => Action::InvocationStatus,
         ["functions", _name, "invoke"] => Action::Invoke,
         _ if read => Action::Read,
@@ -245,6 +245,7 @@ mod tests {
         assert_eq!(required("POST", "/tokens"), Action::Manage);
         assert_eq!(required("GET", "/tokens"), Action::Manage);
         assert_eq!(required("GET", "/audit"), Action::Manage);
+        assert_eq!(required("GET", "/cluster"), Action::Manage);
         assert_eq!(required("GET", "/namespaces"), Action::Manage);
         assert_eq!(required("PUT", "/namespaces/shop"), Action::Manage);
         assert_eq!(required("POST", "/topics/t"), Action::Write);

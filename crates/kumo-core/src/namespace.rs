@@ -179,7 +179,10 @@ pub enum ApiScope<'a> {
 pub fn api_scope(path: &str) -> ApiScope<'_> {
     let is_global = |p: &str| {
         let first = p.trim_start_matches('/').split('/').next().unwrap_or("");
-        matches!(first, "tokens" | "audit" | "namespaces" | "openapi.json")
+        matches!(
+            first,
+            "tokens" | "audit" | "namespaces" | "cluster" | "openapi.json"
+        )
     };
     let Some(inside) = path.strip_prefix("/namespaces/") else {
         return match is_global(path) {

@@ -554,8 +554,16 @@ pub(crate) async fn first_admin_token(
         secret_hash: secret_hash(&secret),
         sealed_secret: None,
     };
-    write_private(path, &format!("{secret}\n"))?;
-    state.store.create_token(&token).await?;
+    // The file is put in place only once the token is stored, and only by the node that
+    // stored it (several may start at once on one database).
+    let temp = write_private_temp(path, &format!("{secret}\n"))?;
+    let created = state.store.create_token(&token).await;
+    if !matches!(created, Ok(true)) {
+        let _ = std::fs::remove_file(&temp);
+        return created.map(|_| ());
+    }
+    std::fs::rename(&temp, path)
+        .map_err(|e| anyhow::anyhow!("writing the first admin token to {}: {e}", path.display()))?;
     tracing::info!(
         file = %path.display(),
         "created the first admin token; its secret is in the file (readable by this user only)"
@@ -563,18 +571,38 @@ pub(crate) async fn first_admin_token(
     Ok(())
 }
 
-/// Writes `text` to a new file only its owner may read.
-pub(crate) fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+/// Writes `text` to a new temporary file beside `path` that only its owner may read; the
+/// caller puts it in place ([`std::fs::rename`], or [`publish_private`]).
+fn write_private_temp(path: &std::path::Path, text: &str) -> anyhow::Result<std::path::PathBuf> {
     use anyhow::Context as _;
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let _ = std::fs::remove_file(path);
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".tmp-{}", uuid::Uuid::now_v7().simple()));
+    let temp = std::path::PathBuf::from(temp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+        .open(&temp)
+        .with_context(|| format!("creating {}", temp.display()))?;
     file.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", temp.display()))?;
+    Ok(temp)
+}
+
+/// Creates `path` holding `text`, readable by its owner only, unless it exists: false then,
+/// and the file is left as it is. Whole or not at all, even when several nodes sharing the
+/// data folder race to create it.
+pub(crate) fn publish_private(path: &std::path::Path, text: &str) -> anyhow::Result<bool> {
+    use anyhow::Context as _;
+    let temp = write_private_temp(path, text)?;
+    let linked = std::fs::hard_link(&temp, path);
+    let _ = std::fs::remove_file(&temp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
 }

@@ -25,6 +25,7 @@ pub(crate) const COLD_HEADER: &str = "x-kumo-cold";
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .fallback(custom_route)
 }
@@ -42,9 +43,34 @@ async fn health(State(state): State<Arc<AppState>>, headers: http::HeaderMap) ->
     axum::Json(serde_json::json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
+        "node": state.node.id,
+        "store": state.store.kind(),
         "isolation": state.lambda.isolation(),
     }))
     .into_response()
+}
+
+/// Whether this node can serve: 200 `ready` when its database answers within a second,
+/// else 503 (a load balancer or Kubernetes then sends it no traffic).
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let answered =
+        tokio::time::timeout(std::time::Duration::from_secs(1), state.store.ping()).await;
+    match answered {
+        Ok(Ok(())) => "ready\n".into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!("not ready: {e:#}");
+            (
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "the database does not answer\n",
+            )
+                .into_response()
+        }
+        Err(_) => (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "the database does not answer within 1s\n",
+        )
+            .into_response(),
+    }
 }
 
 /// `/fn/{target}` or `/fn/{target}/...` with a target that is not empty.

@@ -18,7 +18,7 @@ use kumo_core::{
 use kumo_runtime::{Invocation, KeyValue, KvAccess, Loaded, Response, Runtime};
 use kumo_store::prelude::*;
 use kumo_store::{Blobs, Store};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -495,6 +495,41 @@ impl Invoker {
             kumo_core::in_namespace(&e.record.name, namespace)
                 && e.record.config.secrets.iter().any(|s| s == name)
         });
+    }
+
+    /// Drops from memory what another node changed: a `$LATEST` that is no longer the
+    /// stored one (redeployed, reconfigured or deleted) and a version no longer published.
+    pub(crate) async fn forget_changed(
+        &self,
+        functions: &[FunctionRecord],
+        store: &Store,
+    ) -> anyhow::Result<()> {
+        let latest: HashMap<&str, i64> = functions
+            .iter()
+            .map(|f| (f.name.as_str(), f.updated_at))
+            .collect();
+        let mut unpublished = HashSet::new();
+        for (name, version) in self.loaded.versions() {
+            if store.get_version(&name, version).await?.is_none() {
+                unpublished.insert(entry_key(&name, Some(version)));
+            }
+        }
+        self.loaded.forget_where(|e| match e.version {
+            None => latest.get(e.record.name.as_str()) != Some(&e.record.updated_at),
+            Some(_) => unpublished.contains(&e.key),
+        });
+        Ok(())
+    }
+
+    /// Drops from memory every loaded function that reads secrets (one changed elsewhere).
+    pub(crate) fn forget_secret_users(&self) {
+        self.loaded
+            .forget_where(|e| !e.record.config.secrets.is_empty());
+    }
+
+    /// The keys of the functions and versions in memory.
+    pub(crate) fn loaded_keys(&self) -> Vec<String> {
+        self.loaded.keys()
     }
 
     /// Drops one version from memory: deleted.

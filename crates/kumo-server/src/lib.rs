@@ -6,6 +6,7 @@ mod aliases;
 mod api;
 mod auth;
 mod calls;
+mod cluster;
 mod connections;
 mod disk;
 mod error;
@@ -119,6 +120,12 @@ pub struct ServerConfig {
     /// Where `scripts/lambda-runtimes.sh` installed the runtimes kumo provides (None:
     /// `DATA/lambda/runtimes`).
     pub lambda_runtimes: Option<PathBuf>,
+    /// The PostgreSQL database of a cluster (`postgres://...`); None: SQLite in `data_dir`.
+    /// With one, `data_dir` is the folder every node shares (code, compiled artifacts,
+    /// objects, the secrets key, the first admin token).
+    pub database: Option<String>,
+    /// This node's id among the cluster's live nodes; None: the host name and a random suffix.
+    pub node_id: Option<String>,
 }
 
 /// Everything the handlers share.
@@ -145,6 +152,8 @@ pub struct AppState {
     deploy_lock: Mutex<()>,
     /// Turns true when the server begins to stop: long polls and event streams end.
     stopping: watch::Receiver<bool>,
+    /// This node, among the cluster's (the only one on SQLite).
+    node: cluster::Node,
 }
 
 impl AppState {
@@ -230,7 +239,14 @@ impl Server {
             .with_context(|| format!("creating data dir {}", data.display()))?;
         ensure_writable(data)?;
         let db_path = data.join("kumo.db");
-        let store = Store::open(&db_path).await?;
+        let node = cluster::Node::new(config.node_id.clone());
+        let store = match &config.database {
+            // The URL may hold a password: errors and logs never show it.
+            Some(url) => Store::open_postgres(url, &node.id)
+                .await
+                .context("opening the --database")?,
+            None => Store::open(&db_path).await?,
+        };
         let blobs = Blobs::open(&data.join("blobs"))?;
         let runtime = Runtime::new(
             &data.join("cache"),
@@ -247,7 +263,10 @@ impl Server {
             config.isolation,
             config.lambda_runtimes.clone(),
         )?;
-        let recorder = Recorder::start(RecordWriter::open(&db_path)?, config.max_pending_records);
+        let recorder = Recorder::start(
+            RecordWriter::for_store(&store, &db_path)?,
+            config.max_pending_records,
+        );
         let disk = disk::DiskSpace::new(data.clone(), config.min_free_disk);
         let functions = store.list_functions().await?;
         let quota = quotas::QuotaCheck {
@@ -307,6 +326,7 @@ impl Server {
             disk,
             deploy_lock: Mutex::new(()),
             stopping,
+            node,
         });
         // Lambda functions reach kumo's API from their environments, as themselves.
         state
@@ -317,8 +337,13 @@ impl Server {
         auth::first_admin_token(&state, &data.join(ADMIN_TOKEN_FILE)).await?;
         state.invoker.auth.load(state.store.list_tokens().await?);
         state.namespaces_changed(state.store.list_namespaces().await?);
-        // Nothing is being written yet: every leftover of a crash goes, whatever its age.
-        sweep_leftovers(&state, data, Duration::ZERO).await;
+        // Alone on its data folder, nothing is being written yet: every leftover of a crash
+        // goes, whatever its age. Other nodes sharing the folder may be writing: only old ones.
+        let min_age = match state.store {
+            Store::Sqlite(_) => Duration::ZERO,
+            Store::Postgres(_) => LEFTOVER_AGE,
+        };
+        sweep_leftovers(&state, data, min_age).await;
         let calls = calls::InternalCalls(Arc::downgrade(&state));
         state.runtime.set_function_calls(Arc::new(calls));
         let guest_objects = objects::GuestObjects(Arc::downgrade(&state));
@@ -353,6 +378,7 @@ impl Server {
             None => None,
         };
         let bound = listener.local_addr()?;
+        let _ = state.node.address.set(bound.to_string());
         anyhow::ensure!(
             config.auth == AuthMode::Token || bound.ip().is_loopback(),
             "--auth none is only for a loopback address (127.0.0.1, ::1); {bound} is reachable \
@@ -406,6 +432,14 @@ impl Server {
         ));
         let dispatcher = tokio::spawn(events::dispatch(state.clone(), self.stop.subscribe()));
         let scheduler = tokio::spawn(events::scheduler::run(state.clone(), self.stop.subscribe()));
+        let node = match &state.store {
+            Store::Postgres(pg) => Some(tokio::spawn(cluster::run(
+                state.clone(),
+                pg.clone(),
+                self.stop.subscribe(),
+            ))),
+            Store::Sqlite(_) => None,
+        };
         let stop = self.stop;
         connections::serve(
             self.listener,
@@ -430,6 +464,9 @@ impl Server {
         }
         // Both watch the stop signal; the dispatcher lets running attempts finish first.
         let _ = tokio::join!(dispatcher, scheduler);
+        if let Some(node) = node {
+            let _ = node.await;
+        }
         state.recorder.flush().await;
         let unwritten = state.recorder.backlog();
         if unwritten > 0 {

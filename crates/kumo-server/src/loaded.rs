@@ -163,6 +163,21 @@ impl LoadedFunctions {
         map.retain(|_, e| !stale(e));
     }
 
+    /// Every loaded function and version, by key.
+    pub(crate) fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.map().keys().cloned().collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// The published versions loaded: (function, version).
+    pub(crate) fn versions(&self) -> Vec<(String, u32)> {
+        self.map()
+            .values()
+            .filter_map(|e| Some((e.record.name.clone(), e.version?)))
+            .collect()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.map().len()
     }

@@ -34,20 +34,20 @@ impl Sealer {
             return Ok(Self::new(parse_key(&text).context(SECRET_KEY_ENV)?));
         }
         let path = data.join(SECRET_KEY_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(Self::new(
-                parse_key(&text).with_context(|| path.display().to_string())?,
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                getrandom::fill(&mut key)
-                    .map_err(|e| anyhow::anyhow!("no randomness for the secret key: {e}"))?;
-                crate::auth::write_private(&path, &format!("{}\n", hex::encode(key)))?;
+        if !path.exists() {
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key)
+                .map_err(|e| anyhow::anyhow!("no randomness for the secret key: {e}"))?;
+            // Nodes sharing the data folder may race here: one key wins, all read it.
+            if crate::auth::publish_private(&path, &format!("{}\n", hex::encode(key)))? {
                 tracing::info!(file = %path.display(), "created the key that seals function secrets");
-                Ok(Self::new(key))
             }
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(Self::new(
+            parse_key(&text).with_context(|| path.display().to_string())?,
+        ))
     }
 
     pub(crate) fn seal(&self, name: &str, value: &[u8]) -> anyhow::Result<SealedSecret> {

@@ -64,6 +64,15 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
+    /// Whether the database answers a query (readiness).
+    pub async fn ping(&self) -> Result<()> {
+        match self {
+            Self::Sqlite(s) => sqlx::query("SELECT 1").execute(&s.pool).await.map(|_| ()),
+            Self::Postgres(p) => sqlx::query("SELECT 1").execute(&p.pool).await.map(|_| ()),
+        }
+        .context("the database does not answer")
+    }
+
     /// "sqlite" or "postgres".
     pub fn kind(&self) -> &'static str {
         match self {

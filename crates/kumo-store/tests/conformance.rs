@@ -163,10 +163,14 @@ async fn cluster(one: &kumo_store::PgStore, two: &kumo_store::PgStore) {
     };
     let now = kumo_core::now_ms();
     one.heartbeat(&node("node-1", now)).await.unwrap();
-    two.heartbeat(&node("node-2", now - 7_200_000)).await.unwrap();
+    two.heartbeat(&node("node-2", now - 7_200_000))
+        .await
+        .unwrap();
     two.heartbeat(&node("node-2", now)).await.unwrap();
     // A node down for over an hour is forgotten.
-    one.heartbeat(&node("node-3", now - 7_200_000)).await.unwrap();
+    one.heartbeat(&node("node-3", now - 7_200_000))
+        .await
+        .unwrap();
     let nodes = two.list_nodes(now).await.unwrap();
     assert_eq!(nodes, [node("node-1", now), node("node-2", now)]);
     one.remove_node("node-1").await.unwrap();
@@ -184,7 +188,9 @@ async fn cluster(one: &kumo_store::PgStore, two: &kumo_store::PgStore) {
     // A token's use is not a change.
     one.token_used("nobody", now).await.unwrap();
     one.publish_version("changed", "", now).await.unwrap();
-    one.set_alias("changed", "live", 1, None, now).await.unwrap();
+    one.set_alias("changed", "live", 1, None, now)
+        .await
+        .unwrap();
     let change = tokio::time::timeout(std::time::Duration::from_secs(5), feed.next())
         .await
         .unwrap()

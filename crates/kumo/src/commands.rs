@@ -64,6 +64,8 @@ async fn bind(args: &ServeArgs) -> anyhow::Result<Server> {
         },
         isolation: args.isolation.into(),
         lambda_runtimes: args.lambda_runtimes.clone(),
+        database: args.database.clone(),
+        node_id: args.node_id.clone(),
         sandbox_helper: std::env::current_exe().context("finding kumo's own binary")?,
     })
     .await?;
@@ -583,10 +585,51 @@ pub(crate) async fn triggers(client: &Client) -> CmdResult {
 }
 
 /// `kumo info`: the server's version and each isolation layer of Lambda environments.
+pub(crate) async fn cluster_status(client: &Client) -> CmdResult {
+    let status = client.cluster_status().await?;
+    println!(
+        "store {}, answered by {}",
+        status["store"].as_str().unwrap_or("?"),
+        status["node"].as_str().unwrap_or("?")
+    );
+    println!(
+        "{:<28} {:<22} {:<6} {:>7} {:<24} LOADED",
+        "NODE", "ADDRESS", "STATE", "RUNNING", "HEARTBEAT"
+    );
+    for node in status["nodes"].as_array().into_iter().flatten() {
+        let loaded: Vec<&str> = node["loaded"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str())
+            .collect();
+        println!(
+            "{:<28} {:<22} {:<6} {:>7} {:<24} {}",
+            node["id"].as_str().unwrap_or("?"),
+            node["address"].as_str().unwrap_or("?"),
+            if node["alive"].as_bool() == Some(true) {
+                "up"
+            } else {
+                "down"
+            },
+            node["running"].as_u64().unwrap_or(0),
+            format_timestamp(node["heartbeat_at"].as_i64().unwrap_or(0)),
+            if loaded.is_empty() {
+                "-".to_string()
+            } else {
+                loaded.join(",")
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) async fn info(client: &Client) -> CmdResult {
     let health = client.health().await?;
     println!("server    {}", client.server());
     println!("version   {}", health["version"].as_str().unwrap_or("?"));
+    println!("node      {}", health["node"].as_str().unwrap_or("?"));
+    println!("store     {}", health["store"].as_str().unwrap_or("?"));
     let isolation = &health["isolation"];
     println!(
         "cgroups   {}",

@@ -153,6 +153,22 @@ pub struct ServeArgs {
     /// functions (python3: awslambdaric). Default: DATA/lambda/runtimes.
     #[arg(long, env = "KUMO_LAMBDA_RUNTIMES")]
     lambda_runtimes: Option<PathBuf>,
+    /// Run as one node of a cluster on this PostgreSQL database
+    /// (`postgres://USER:PASSWORD@HOST:PORT/DB`); every node given the same database and the
+    /// same --data-dir (a shared folder) serves the same functions. Default: SQLite in
+    /// --data-dir, one node.
+    #[arg(long, env = "KUMO_DATABASE", hide_env_values = true)]
+    database: Option<String>,
+    /// This node's id in the cluster, unique among its live nodes. Default: the host name
+    /// and a random suffix.
+    #[arg(long, env = "KUMO_NODE_ID")]
+    node_id: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Every node: id, address, alive or down, invocations running, functions loaded.
+    Status,
 }
 
 /// `--auth`.
@@ -234,6 +250,12 @@ enum Command {
     Secret(secrets::SecretCommand),
     /// The server: its version and the isolation Lambda functions get on its machine.
     Info,
+    /// The cluster (admin): `kumo cluster status` lists the nodes, their load and what they
+    /// have loaded.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// The audit trail (admin): changes to functions, tokens and secrets, refused attempts
     /// included.
     Audit {
@@ -405,6 +427,9 @@ async fn run() -> std::process::ExitCode {
         Command::Namespace(command) => namespaces::run(&client, command).await,
         Command::Secret(command) => secrets::run(&client, command).await,
         Command::Info => commands::info(&client).await,
+        Command::Cluster {
+            command: ClusterCommand::Status,
+        } => commands::cluster_status(&client).await,
         Command::Audit { since, limit } => {
             auth::audit(&client, &since, cli.namespace.as_deref(), limit).await
         }

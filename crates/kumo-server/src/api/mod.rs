@@ -1,6 +1,7 @@
 //! The control API under `/api/v1`: JSON in, JSON out, errors in the one error format.
 
 mod audit;
+mod cluster;
 mod events;
 mod functions;
 mod kv;
@@ -93,6 +94,7 @@ pub const PATHS: &[&str] = &[
     "/tokens",
     "/tokens/{name}",
     "/audit",
+    "/cluster",
     "/namespaces",
     "/namespaces/{namespace}",
     "/openapi.json",
@@ -142,6 +144,7 @@ fn endpoint(path: &str) -> MethodRouter<Arc<AppState>> {
         "/tokens" => get(tokens::list).post(tokens::create),
         "/tokens/{name}" => delete(tokens::revoke),
         "/audit" => get(audit::list),
+        "/cluster" => get(cluster::status),
         "/namespaces" => get(namespaces::list),
         "/namespaces/{namespace}" => put(namespaces::put)
             .get(namespaces::get)

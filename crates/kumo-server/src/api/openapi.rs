@@ -4,7 +4,7 @@
 //! lists each once, as it means `default`.
 
 use super::{
-    audit, events, functions, kv, namespaces, objects, records, secrets, tokens, versions,
+    audit, cluster, events, functions, kv, namespaces, objects, records, secrets, tokens, versions,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
@@ -12,7 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 #[openapi(
     info(
         title = "kumo control API",
-        description = "Deploy and run functions, read their records, logs and usage, and keep their key-value data, objects, topics, secrets, tokens and namespaces. Every path but /namespaces, /tokens and /audit also exists below /api/v1/namespaces/{namespace}; the paths here act in `default`."
+        description = "Deploy and run functions, read their records, logs and usage, and keep their key-value data, objects, topics, secrets, tokens and namespaces. Every path but /namespaces, /tokens, /audit and /cluster also exists below /api/v1/namespaces/{namespace}; the paths here act in `default`."
     ),
     paths(
         functions::list,
@@ -53,6 +53,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         tokens::create,
         tokens::revoke,
         audit::list,
+        cluster::status,
         namespaces::list,
         namespaces::put,
         namespaces::get,

@@ -6,18 +6,21 @@ use super::{ATTEMPT_HEADER, EVENT_ID_HEADER};
 use crate::AppState;
 use crate::invoker::InvocationRequest;
 use kumo_core::{
-    ErrorKind, EventError, EventErrorCode, EventResult, FunctionRecord, MAX_TIMEOUT,
-    format_duration, retry_delay,
+    ErrorKind, EventError, EventErrorCode, EventResult, FunctionRecord, format_duration,
+    retry_delay,
 };
 use kumo_store::prelude::*;
 use kumo_store::{ClaimedEvent, Completion};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-/// How long a claimed event stays leased to its attempt: longer than any attempt can run,
-/// so only an attempt whose worker is gone loses its lease.
-const LEASE: Duration = MAX_TIMEOUT.saturating_add(Duration::from_secs(60));
+/// How long a claimed event stays leased to its attempt without a renewal. The node renews
+/// the leases of its running attempts every [`RENEW_EVERY`], so only the events of a node
+/// that is gone (or cut off from the store) are claimed again, by any node, soon after.
+const LEASE: Duration = Duration::from_secs(15);
+const RENEW_EVERY: Duration = Duration::from_secs(5);
 /// How long the dispatcher sleeps at most when it knows of nothing due.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// On shutdown, how long attempts in flight get to finish; those still running are
@@ -26,11 +29,65 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Response bodies kept with a succeeded event.
 const RESULT_KEEP_BYTES: usize = 64 * 1024;
 
-/// Runs until `stop` turns true, then waits (a while) for the attempts in flight.
+/// The running attempts' leases: event id to attempt number.
+#[derive(Clone, Default)]
+struct Leases(Arc<Mutex<HashMap<String, u32>>>);
+
+impl Leases {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds the lease of `event` until the returned guard drops.
+    fn hold(&self, event: &ClaimedEvent) -> HeldLease {
+        self.map().insert(event.id.clone(), event.attempt);
+        HeldLease {
+            leases: self.clone(),
+            id: event.id.clone(),
+        }
+    }
+}
+
+struct HeldLease {
+    leases: Leases,
+    id: String,
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.leases.map().remove(&self.id);
+    }
+}
+
+/// Renews the leases of the attempts running here, for as long as they run.
+async fn renew_leases(state: Arc<AppState>, leases: Leases) {
+    let mut ticks = tokio::time::interval(RENEW_EVERY);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let held: Vec<(String, u32)> = leases
+            .map()
+            .iter()
+            .map(|(id, attempt)| (id.clone(), *attempt))
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        let lease_end = kumo_core::now_ms() + LEASE.as_millis() as i64;
+        if let Err(e) = state.store.extend_leases(&held, lease_end).await {
+            tracing::warn!("renewing the leases of running events: {e:#}");
+        }
+    }
+}
+
+/// Runs until `stop` turns true, then waits (a while) for the attempts in flight and hands
+/// back those still running.
 pub(crate) async fn dispatch(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let events = &state.events;
     let workers = events.workers();
     let free = Arc::new(Semaphore::new(workers));
+    let leases = Leases::default();
+    let renewer = tokio::spawn(renew_leases(state.clone(), leases.clone()));
     match state
         .store
         .release_interrupted_events(kumo_core::now_ms())
@@ -65,7 +122,8 @@ pub(crate) async fn dispatch(state: Arc<AppState>, mut stop: watch::Receiver<boo
         };
         let got = claimed.len();
         for (event, permit) in claimed.into_iter().zip(permits.drain(..got)) {
-            tokio::spawn(attempt(state.clone(), event, permit));
+            let held = leases.hold(&event);
+            tokio::spawn(attempt(state.clone(), event, (permit, held)));
         }
         drop(permits);
         if got > 0 {
@@ -88,14 +146,28 @@ pub(crate) async fn dispatch(state: Arc<AppState>, mut stop: watch::Receiver<boo
         .await
         .is_err()
     {
-        tracing::warn!(
-            "stopping with asynchronous attempts still running; they run again on start"
-        );
+        // Handed back: due again at once, for another node or the next start.
+        match state
+            .store
+            .release_interrupted_events(kumo_core::now_ms())
+            .await
+        {
+            Ok(n) => tracing::warn!(
+                events = n,
+                "stopping with asynchronous attempts still running; they run again"
+            ),
+            Err(e) => tracing::error!("handing back running events: {e:#}"),
+        }
     }
+    renewer.abort();
 }
 
 /// One attempt of one event, holding a worker.
-async fn attempt(state: Arc<AppState>, event: ClaimedEvent, _worker: OwnedSemaphorePermit) {
+async fn attempt(
+    state: Arc<AppState>,
+    event: ClaimedEvent,
+    _held: (OwnedSemaphorePermit, HeldLease),
+) {
     let now = kumo_core::now_ms();
     // An alias is resolved once: the version that runs is the one whose retries, age limit
     // and destinations apply.

@@ -67,12 +67,6 @@ impl PgStore {
         listener.listen(CHANNEL).await?;
         Ok(ChangeFeed { listener })
     }
-
-    /// Whether the database answers (readiness).
-    pub async fn ping(&self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
 }
 
 fn node_from_row(row: &PgRow) -> anyhow::Result<NodeRecord> {
