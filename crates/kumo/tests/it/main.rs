@@ -4,6 +4,7 @@
 mod auth;
 mod calls;
 mod cli;
+mod cluster;
 mod crash;
 mod deploy;
 mod disk;

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 /// The CloudEvent a function received, from the outcome its destination got.
-fn received_event(outcome: &serde_json::Value) -> serde_json::Value {
+pub(crate) fn received_event(outcome: &serde_json::Value) -> serde_json::Value {
     let body = outcome["data"]["result"]["body"]
         .as_str()
         .expect("a result body");

@@ -1,0 +1,312 @@
+//! kumo as a cluster, through real processes: three nodes sharing one PostgreSQL (the private
+//! server scripts/test.sh starts, `KUMO_TEST_POSTGRES`) and one data folder. A change through
+//! any node reaches every node; a node killed under load loses no accepted event; counters and
+//! conditional writes from all nodes at once stay exact; a schedule fires once per tick.
+
+use crate::harness::{Receiver, TestServer, authorized, config};
+use kumo_api::{FunctionConfig, KvCondition};
+use kumo_core::{EventStatus, Role};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A database of its own on the tests' PostgreSQL; None (and the test passes, saying so)
+/// without one.
+async fn fresh_database() -> Option<String> {
+    let Ok(server) = std::env::var("KUMO_TEST_POSTGRES") else {
+        eprintln!("skipped: no KUMO_TEST_POSTGRES (scripts/test.sh starts a PostgreSQL)");
+        return None;
+    };
+    let admin = sqlx::PgPool::connect(&server).await.unwrap();
+    let database = format!("kumo_it_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let (base, _) = server.rsplit_once('/').unwrap();
+    Some(format!("{base}/{database}"))
+}
+
+/// A node of the cluster on `database`, sharing `dir` with the others.
+fn node(dir: &Path, database: &str, extra: &[&str]) -> TestServer {
+    let mut args = vec!["--database", database];
+    args.extend_from_slice(extra);
+    TestServer::start_in(dir, &args)
+}
+
+/// Three nodes, started one after the other (the first creates the admin token).
+async fn three_nodes(dir: &Path, database: &str, extra: &[&str]) -> Vec<TestServer> {
+    (0..3).map(|_| node(dir, database, extra)).collect()
+}
+
+/// Polls `path` on `server` until its body is `want`, for up to 5 s; the time it took.
+async fn eventually(server: &TestServer, path: &str, want: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let body = server.get_text(path).await;
+        if body == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{} answered {body:?} to {path}, not {want:?}",
+            server.url
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn with_env(value: &str) -> FunctionConfig {
+    FunctionConfig {
+        env: BTreeMap::from([("V".to_string(), value.to_string())]),
+        ..config()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_any_node_reaches_every_node() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), &database, &[]).await;
+    let (one, two, three) = (&nodes[0], &nodes[1], &nodes[2]);
+
+    // A deploy through node 1 is served by the others; a redeploy through node 2 replaces
+    // what nodes 1 and 3 had loaded.
+    one.deploy("hello", test_programs::HTTP_PROBE, with_env("1"))
+        .await;
+    for node in &nodes {
+        eventually(node, "/fn/hello/env/V", "1").await;
+    }
+    two.deploy("hello", test_programs::HTTP_PROBE, with_env("2"))
+        .await;
+    let mut slowest = Duration::ZERO;
+    for node in &nodes {
+        slowest = slowest.max(eventually(node, "/fn/hello/env/V", "2").await);
+    }
+
+    // Versions and aliases: published through node 1, pointed through node 2, rolled back
+    // through node 3; every node follows.
+    one.client.publish_version("hello", "").await.unwrap();
+    one.deploy("hello", test_programs::HTTP_PROBE, with_env("3"))
+        .await;
+    one.client.publish_version("hello", "").await.unwrap();
+    two.client
+        .set_alias("hello", "live", 2, None)
+        .await
+        .unwrap();
+    for node in &nodes {
+        slowest = slowest.max(eventually(node, "/fn/hello:live/env/V", "3").await);
+    }
+    three
+        .client
+        .set_alias("hello", "live", 1, None)
+        .await
+        .unwrap();
+    for node in &nodes {
+        slowest = slowest.max(eventually(node, "/fn/hello:live/env/V", "2").await);
+    }
+
+    // A token made through one node works on another at once; revoked through a third, it
+    // stops working everywhere.
+    let token = one
+        .client
+        .create_token("ci", Role::Developer, Some("default"), None)
+        .await
+        .unwrap();
+    let ci = authorized(&token.secret);
+    let functions = |node: &TestServer| ci.get(format!("{}/api/v1/functions", node.url));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while functions(two).send().await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "node 2 never took the new token");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    three.client.revoke_token("ci").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while functions(one).send().await.unwrap().status() != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 still takes the revoked token"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // `kumo cluster status` lists the three nodes, up.
+    let out = one.cli(&["cluster", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("store postgres"), "{text}");
+    let up: Vec<&str> = text.lines().filter(|l| l.contains(" up ")).collect();
+    assert_eq!(up.len(), 3, "{text}");
+    for node in &nodes {
+        let address = node.url.trim_start_matches("http://");
+        assert!(text.contains(address), "{address} missing from {text}");
+    }
+
+    // Deleted through node 3: gone everywhere.
+    three.client.delete("hello").await.unwrap();
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while node.get("/fn/hello/env/V").send().await.unwrap().status() != 404 {
+            assert!(Instant::now() < deadline, "{} still serves hello", node.url);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    eprintln!("cluster: a change reached every node within {slowest:?}");
+}
+
+const EVENTS: usize = 600;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_accepted_event_is_lost_when_a_node_is_killed() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(dir.path(), &database, &["--async-workers", "8"]).await;
+    nodes[0]
+        .deploy(
+            "reporter",
+            test_programs::EVENT_PROBE,
+            FunctionConfig {
+                allow_outbound: vec![receiver.host_port().to_string()],
+                ..config()
+            },
+        )
+        .await;
+    let payload = format!("report:{}/", receiver.url);
+
+    // Submitted round-robin to the three nodes; node 2 is killed (SIGKILL) a quarter of the
+    // way through running them, and started again.
+    let mut ids = Vec::with_capacity(EVENTS);
+    for chunk in 0..EVENTS / 60 {
+        let submits = (0..60).map(|i| {
+            nodes[i % 3]
+                .client
+                .invoke_async("reporter", payload.clone().into_bytes(), None)
+        });
+        for submitted in futures::future::join_all(submits).await {
+            let (id, _) = submitted.unwrap_or_else(|e| panic!("submit in chunk {chunk}: {e}"));
+            ids.push(id);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiver.bodies().len() < EVENTS / 4 {
+        assert!(Instant::now() < deadline, "the events do not drain");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    nodes.remove(1).kill();
+    let at_kill = receiver.bodies().len();
+    nodes.push(node(dir.path(), &database, &["--async-workers", "8"]));
+
+    // Every event that got its 202 runs: the killed node's leases run out and the others
+    // take its events over.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    while Instant::now() < deadline {
+        seen.clear();
+        for body in receiver.bodies() {
+            *seen
+                .entry(String::from_utf8(body.to_vec()).unwrap())
+                .or_default() += 1;
+        }
+        if ids.iter().all(|id| seen.contains_key(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lost: Vec<&String> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} events never ran: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    // At least once: an event the killed node was running may run again, never more.
+    let twice: Vec<(&String, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.len() <= 8, "{} events ran twice", twice.len());
+    assert!(twice.iter().all(|(_, n)| **n == 2), "{twice:?}");
+    for id in &ids {
+        let event = nodes[0].client.event(id, Some("10s")).await.unwrap();
+        assert_eq!(event.status, EventStatus::Succeeded, "{id}");
+    }
+    eprintln!(
+        "cluster kill test: {EVENTS} events over 3 nodes, {at_kill} reported at the kill, {} ran twice",
+        twice.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_conditional_writes_and_schedules_hold_across_nodes() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), &database, &[]).await;
+    nodes[0]
+        .deploy(
+            "kv",
+            test_programs::KV_PROBE,
+            FunctionConfig {
+                kv: vec!["counts".into()],
+                ..config()
+            },
+        )
+        .await;
+
+    // 3 nodes x 40 increments at once add up exactly.
+    let increments = (0..120).map(|i| nodes[i % 3].post("/fn/kv/incr/counts/n?1").send());
+    for response in futures::future::join_all(increments).await {
+        assert_eq!(response.unwrap().status(), 200);
+    }
+    assert_eq!(nodes[2].get_text("/fn/kv/get/counts/n").await, "120");
+
+    // Create-if-absent from every node at once: exactly one wins.
+    let writes = (0..30).map(|i| {
+        nodes[i % 3].client.kv_put(
+            "claims",
+            "leader",
+            format!("node-{}", i % 3).into_bytes(),
+            KvCondition::IfAbsent,
+        )
+    });
+    let won = futures::future::join_all(writes)
+        .await
+        .iter()
+        .filter(|w| w.is_ok())
+        .count();
+    assert_eq!(won, 1);
+
+    // A schedule every 2 seconds, deployed on one node and seen by all three schedulers,
+    // fires each tick once.
+    nodes[1]
+        .deploy(
+            "ticker",
+            test_programs::EVENT_PROBE,
+            FunctionConfig {
+                schedule: Some("*/2 * * * * *".parse().unwrap()),
+                on_success: Some(receiver.url.parse().unwrap()),
+                ..config()
+            },
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    nodes[1].client.delete("ticker").await.unwrap();
+    let ticks: Vec<String> = receiver
+        .json_when(0, Duration::ZERO)
+        .await
+        .iter()
+        .map(|outcome| {
+            crate::triggers::received_event(outcome)["data"]["scheduled_time"].to_string()
+        })
+        .collect();
+    let mut unique = ticks.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ticks.len(), "a tick fired twice: {ticks:?}");
+    assert!((3..=5).contains(&ticks.len()), "{ticks:?}");
+}
