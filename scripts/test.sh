@@ -13,6 +13,13 @@ fi
 if ! python3 -c 'import boto3, awscli' >/dev/null 2>&1; then
     python3 -m pip install --quiet --root-user-action=ignore boto3 awscli
 fi
+# The Kubernetes manifests are checked offline against Kubernetes' own schemas.
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --root-user-action=ignore kubernetes-validate
+fi
+manifests=$(ls deploy/kubernetes/*.yaml | grep -v kustomization.yaml)
+# shellcheck disable=SC2086
+python3 -m kubernetes_validate --strict --quiet $manifests
 # Lambda functions in Python run AWS's runtime interface client, installed for the tests here
 # (the end-to-end tests start kumo with --lambda-runtimes pointing at it). Lambda tests run only
 # as root (sandboxes need it), so elsewhere a failed install does not stop the others.

@@ -482,6 +482,24 @@ impl Server {
     }
 }
 
+/// `kumo migrate`: copies the database of the single node whose data folder is `from` (it
+/// must be stopped) into the empty PostgreSQL database at `to`; the rows copied per table.
+pub async fn migrate_to_postgres(
+    from: &std::path::Path,
+    to: &str,
+) -> anyhow::Result<Vec<(String, u64)>> {
+    let db = from.join("kumo.db");
+    anyhow::ensure!(db.exists(), "no kumo database in {}", from.display());
+    let source = kumo_store::SqliteStore::open(&db).await?;
+    let target = kumo_store::PgStore::open(to, "kumo-migrate")
+        .await
+        .context("opening the target database")?;
+    let copied = target.import_sqlite(&source).await;
+    source.close().await;
+    target.close().await;
+    copied
+}
+
 /// Fails with a message that names the directory when kumo cannot write in it (SQLite would
 /// only say "unable to open database file").
 fn ensure_writable(data: &std::path::Path) -> anyhow::Result<()> {

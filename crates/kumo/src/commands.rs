@@ -585,6 +585,18 @@ pub(crate) async fn triggers(client: &Client) -> CmdResult {
 }
 
 /// `kumo info`: the server's version and each isolation layer of Lambda environments.
+pub(crate) async fn migrate(from: &Path, to: &str) -> CmdResult {
+    let copied = kumo_server::migrate_to_postgres(from, to).await?;
+    for (table, rows) in copied {
+        println!("{table:<20} {rows:>10}");
+    }
+    println!(
+        "migrated: start the nodes with --database and --data-dir {}",
+        from.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) async fn cluster_status(client: &Client) -> CmdResult {
     let status = client.cluster_status().await?;
     println!(

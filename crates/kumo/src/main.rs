@@ -250,6 +250,19 @@ enum Command {
     Secret(secrets::SecretCommand),
     /// The server: its version and the isolation Lambda functions get on its machine.
     Info,
+    /// Moves a single node's database (stopped) into an empty PostgreSQL database, for a
+    /// cluster: functions, versions, aliases, tokens, secrets, namespaces, key-value, object
+    /// metadata, queued events, schedules, records and logs. The nodes then run with
+    /// `--database URL --data-dir DATA_DIR` (the same folder, shared, or a copy of it: code,
+    /// compiled artifacts, objects and the secrets key stay there).
+    Migrate {
+        /// The single node's data folder.
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL database (`postgres://USER:PASSWORD@HOST:PORT/DB`).
+        #[arg(long, env = "KUMO_DATABASE", hide_env_values = true)]
+        to: String,
+    },
     /// The cluster (admin): `kumo cluster status` lists the nodes, their load and what they
     /// have loaded.
     Cluster {
@@ -427,6 +440,7 @@ async fn run() -> std::process::ExitCode {
         Command::Namespace(command) => namespaces::run(&client, command).await,
         Command::Secret(command) => secrets::run(&client, command).await,
         Command::Info => commands::info(&client).await,
+        Command::Migrate { from, to } => commands::migrate(&from, &to).await,
         Command::Cluster {
             command: ClusterCommand::Status,
         } => commands::cluster_status(&client).await,

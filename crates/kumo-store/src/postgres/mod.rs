@@ -14,6 +14,7 @@
 
 mod access;
 mod cluster;
+mod import;
 mod kv;
 mod namespaces;
 mod queue;

@@ -310,3 +310,99 @@ async fn counters_conditional_writes_and_schedules_hold_across_nodes() {
     assert_eq!(unique.len(), ticks.len(), "a tick fired twice: {ticks:?}");
     assert!((3..=5).contains(&ticks.len()), "{ticks:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_moves_into_a_cluster() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let single = TestServer::start_in(dir.path(), &[]);
+    single
+        .deploy("hello", test_programs::HTTP_PROBE, with_env("1"))
+        .await;
+    single.client.publish_version("hello", "").await.unwrap();
+    single
+        .deploy("hello", test_programs::HTTP_PROBE, with_env("2"))
+        .await;
+    single
+        .client
+        .set_alias("hello", "live", 1, None)
+        .await
+        .unwrap();
+    single
+        .client
+        .kv_put("data", "k", b"kept".to_vec(), KvCondition::Always)
+        .await
+        .unwrap();
+    let put = single
+        .http
+        .put(format!("{}/api/v1/objects/pics/a.txt", single.url))
+        .body("object bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let logged = single.get("/fn/hello/log").send().await.unwrap();
+    let request_id = crate::harness::request_id(&logged);
+    let token = single
+        .client
+        .create_token("ci", Role::Developer, Some("default"), None)
+        .await
+        .unwrap();
+    single.stop();
+
+    let migrate = |what: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kumo"))
+            .args(["migrate", "--from"])
+            .arg(dir.path())
+            .args(["--to", what])
+            .output()
+            .unwrap()
+    };
+    let out = migrate(&database);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().eq(["functions", "1"])),
+        "{text}"
+    );
+    // Into a database that holds a kumo already: refused, nothing changed.
+    let again = migrate(&database);
+    assert!(!again.status.success());
+    let error = String::from_utf8_lossy(&again.stderr);
+    assert!(error.contains("migrate into an empty one"), "{error}");
+
+    // A node on the database and the same folder serves what the single node had.
+    let node = node(dir.path(), &database, &[]);
+    assert_eq!(node.get_text("/fn/hello/env/V").await, "2");
+    assert_eq!(node.get_text("/fn/hello:live/env/V").await, "1");
+    let value = node.client.kv_get("data", "k").await.unwrap();
+    assert_eq!(value.value.as_ref(), b"kept");
+    assert_eq!(
+        node.get_text("/api/v1/objects/pics/a.txt").await,
+        "object bytes"
+    );
+    let record = node
+        .get_text(&format!("/api/v1/invocations/{request_id}"))
+        .await;
+    assert!(record.contains("\"function\":\"hello\""), "{record}");
+    let logs = node.get_text("/api/v1/functions/hello/logs").await;
+    assert!(logs.contains("to stderr 2"), "{logs}");
+    let ci = authorized(&token.secret);
+    let listed = ci
+        .get(format!("{}/api/v1/functions", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    // New log lines follow the copied ones (their ids keep growing).
+    node.get("/fn/hello/log").send().await.unwrap();
+    let logs = node.get_text("/api/v1/functions/hello/logs").await;
+    assert_eq!(logs.matches("to stderr 2").count(), 2, "{logs}");
+}
