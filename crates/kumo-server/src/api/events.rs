@@ -26,6 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
+/// How often a long poll or an event stream reads the event again in a cluster, where
+/// another node may be running it.
+const CLUSTER_POLL: Duration = Duration::from_millis(250);
 /// Longest `?wait=` of a long poll.
 const MAX_WAIT: Duration = Duration::from_secs(5 * 60);
 /// Header of a replayed submit: the idempotency key matched an earlier event.
@@ -229,8 +232,16 @@ async fn next_change(
 ) -> Option<EventRecord> {
     let mut stopping = state.stopping.clone();
     loop {
+        // Changes made by other nodes of a cluster are not broadcast here: look now and then.
+        let other_nodes = async {
+            match state.store {
+                kumo_store::Store::Postgres(_) => tokio::time::sleep(CLUSTER_POLL).await,
+                kumo_store::Store::Sqlite(_) => std::future::pending().await,
+            }
+        };
         let change = tokio::select! {
             c = changes.recv() => c,
+            () = other_nodes => Err(broadcast::error::RecvError::Lagged(0)),
             _ = stopping.wait_for(|s| *s) => return None,
         };
         match change {

@@ -37,6 +37,12 @@ impl PgStore {
             .await?;
         }
         if !lines.is_empty() {
+            // Line ids are cursors (`logs --follow` reads after the last one it saw), so they
+            // must be visible in the order they are numbered: writers of log chunks take turns
+            // from numbering to commit (a lock held until this transaction ends).
+            sqlx::query("SELECT pg_advisory_xact_lock(1802858864)")
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "INSERT INTO log_chunks (function, max_ts, lines, data)
                  SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[])",
