@@ -166,6 +166,14 @@ pass_to_backend!(EventQueue {
     fn submit_events(&self, events: &[NewEvent<'_>]) -> Result<()>;
     fn claim_events(&self, now: i64, lease_end: i64, limit: u32) -> Result<Vec<ClaimedEvent>>;
     fn extend_leases(&self, leases: &[(String, u32)], lease_end: i64) -> Result<u64>;
+    fn admit_attempt(
+        &self,
+        id: &str,
+        attempt: u32,
+        function: &str,
+        cap: usize,
+        now: i64
+    ) -> Result<bool>;
     fn next_due(&self) -> Result<Option<i64>>;
     fn complete_event(
         &self,

@@ -218,6 +218,17 @@ impl crate::EventQueue for SqliteStore {
         Ok(extended)
     }
 
+    async fn admit_attempt(
+        &self,
+        _id: &str,
+        _attempt: u32,
+        _function: &str,
+        _cap: usize,
+        _now: i64,
+    ) -> anyhow::Result<bool> {
+        Ok(true)
+    }
+
     /// When the next event becomes due, if any is pending.
     async fn next_due(&self) -> anyhow::Result<Option<i64>> {
         Ok(sqlx::query_scalar(

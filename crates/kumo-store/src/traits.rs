@@ -150,6 +150,18 @@ pub trait EventQueue {
         leases: &[(String, u32)],
         lease_end: i64,
     ) -> impl Future<Output = Result<u64>> + Send;
+    /// Whether claimed attempt `attempt` of event `id`, of function `function` (events
+    /// naming `function` or `function:QUALIFIER`), may run now with at most `cap` attempts of
+    /// the function running at once across every node sharing the store; true admits it.
+    /// On SQLite (one node) the server's own admission is the bound, and this says yes.
+    fn admit_attempt(
+        &self,
+        id: &str,
+        attempt: u32,
+        function: &str,
+        cap: usize,
+        now: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
     /// When the next queued or failed event is due, if any.
     fn next_due(&self) -> impl Future<Output = Result<Option<i64>>> + Send;
     /// Records an attempt's end (with a follow-up event in the same transaction), only if

@@ -176,6 +176,33 @@ async fn cluster(one: &kumo_store::PgStore, two: &kumo_store::PgStore) {
     one.remove_node("node-1").await.unwrap();
     assert_eq!(two.list_nodes(now).await.unwrap().len(), 1);
 
+    // A function's asynchronous attempts are admitted up to its cap across both nodes; a
+    // finished one makes room.
+    let events = [
+        event("c-1", "capped", now),
+        event("c-2", "capped:live", now),
+    ];
+    one.submit_events(&events).await.unwrap();
+    let claimed = one.claim_events(now, now + 60_000, 100).await.unwrap();
+    assert!(claimed.iter().any(|e| e.id == "c-1") && claimed.iter().any(|e| e.id == "c-2"));
+    assert!(one.admit_attempt("c-1", 1, "capped", 1, now).await.unwrap());
+    assert!(!two.admit_attempt("c-2", 1, "capped", 1, now).await.unwrap());
+    assert!(two.admit_attempt("c-2", 1, "capped", 2, now).await.unwrap());
+    let done = Completion::Dead {
+        request_id: None,
+        error: EventError {
+            code: EventErrorCode::TooOld,
+            message: String::new(),
+        },
+    };
+    for id in ["c-1", "c-2"] {
+        assert!(one.complete_event(id, 1, &done, now, None).await.unwrap());
+    }
+    let third = [event("c-3", "capped", now)];
+    one.submit_events(&third).await.unwrap();
+    one.claim_events(now, now + 60_000, 1).await.unwrap();
+    assert!(one.admit_attempt("c-3", 1, "capped", 1, now).await.unwrap());
+
     let mut feed = two.changes().await.unwrap();
     one.upsert_function(&function("changed", 64, now))
         .await

@@ -6,8 +6,8 @@ use super::{ATTEMPT_HEADER, EVENT_ID_HEADER};
 use crate::AppState;
 use crate::invoker::InvocationRequest;
 use kumo_core::{
-    ErrorKind, EventError, EventErrorCode, EventResult, FunctionRecord, format_duration,
-    retry_delay,
+    ErrorKind, EventError, EventErrorCode, EventResult, FunctionRecord, async_share,
+    format_duration, retry_delay,
 };
 use kumo_store::prelude::*;
 use kumo_store::{ClaimedEvent, Completion};
@@ -234,6 +234,22 @@ async fn attempt(
             error,
         };
         return finish(&state, &event, Some(&function), completion).await;
+    }
+    // A function's max_concurrency bounds its asynchronous attempts across every node.
+    if let Some(n) = config.max_concurrency {
+        let cap = async_share(n as usize, state.events.config.sync_reserve_percent);
+        let admitted = state
+            .store
+            .admit_attempt(&event.id, event.attempt, &function.name, cap, now)
+            .await;
+        match admitted {
+            Ok(true) => {}
+            Ok(false) => return finish(&state, &event, None, defer(now)).await,
+            Err(e) => {
+                tracing::error!("admitting an asynchronous attempt: {e:#}");
+                return finish(&state, &event, None, defer(now + 1000)).await;
+            }
+        }
     }
     let invoked = state.invoker.invoke(&target, request_for(&event)).await;
     let now = kumo_core::now_ms();

@@ -228,6 +228,17 @@ CREATE TRIGGER secrets_changed AFTER INSERT OR UPDATE OR DELETE ON secrets
     FOR EACH STATEMENT EXECUTE FUNCTION kumo_notify_change();
 "#,
     ),
+    (
+        6,
+        "cluster-wide admission of asynchronous attempts",
+        r#"
+-- A running attempt counts against its function's cluster-wide async concurrency once
+-- admitted (claimed is not enough: a claimed attempt may yet be deferred).
+ALTER TABLE events ADD COLUMN admitted BOOLEAN NOT NULL DEFAULT false;
+CREATE INDEX events_admitted ON events ((split_part(function, ':', 1)))
+    WHERE status = 'running' AND admitted;
+"#,
+    ),
 ];
 
 /// A PostgreSQL database holding kumo's state.

@@ -84,7 +84,7 @@ impl crate::EventQueue for PgStore {
     ) -> anyhow::Result<Vec<ClaimedEvent>> {
         let rows = sqlx::query(
             "UPDATE events SET status = 'running', attempts = attempts + 1, due_at = $2,
-                 updated_at = $1, lease_owner = $4
+                 updated_at = $1, lease_owner = $4, admitted = false
              WHERE id IN (
                  SELECT id FROM events
                  WHERE status IN ('queued', 'failed', 'running') AND due_at <= $1
@@ -122,6 +122,48 @@ impl crate::EventQueue for PgStore {
         .await
         .context("extending event leases")?;
         Ok(done.rows_affected())
+    }
+
+    /// Under a lock of the function (held until this transaction ends, so nodes admitting
+    /// its attempts take turns), counts its admitted attempts whose lease is live and admits
+    /// this one if there is room.
+    async fn admit_attempt(
+        &self,
+        id: &str,
+        attempt: u32,
+        function: &str,
+        cap: usize,
+        now: i64,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('admit/' || $1, 0))")
+            .bind(function)
+            .execute(&mut *tx)
+            .await?;
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events
+             WHERE split_part(function, ':', 1) = $1 AND status = 'running' AND admitted
+                 AND due_at > $2",
+        )
+        .bind(function)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if running >= i64::try_from(cap).unwrap_or(i64::MAX) {
+            return Ok(false);
+        }
+        let admitted = sqlx::query(
+            "UPDATE events SET admitted = true
+             WHERE id = $1 AND attempts = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(i64::from(attempt))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        tx.commit().await.context("admitting an attempt")?;
+        Ok(admitted)
     }
 
     async fn next_due(&self) -> anyhow::Result<Option<i64>> {

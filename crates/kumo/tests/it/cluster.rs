@@ -325,6 +325,66 @@ async fn counters_conditional_writes_and_schedules_hold_across_nodes() {
         .count();
     assert_eq!(won, 1);
 
+    // max_concurrency 4 leaves asynchronous attempts 3 (20% is kept for sync requests):
+    // across the three nodes, not 3 on each. The invocation records show what ran when.
+    nodes[0]
+        .deploy(
+            "capped",
+            test_programs::EVENT_PROBE,
+            FunctionConfig {
+                max_concurrency: Some(4),
+                ..config()
+            },
+        )
+        .await;
+    let submits = (0..24).map(|i| {
+        nodes[i % 3]
+            .client
+            .invoke_async("capped", b"sleep:200".to_vec(), None)
+    });
+    let mut ids = Vec::new();
+    for submitted in futures::future::join_all(submits).await {
+        ids.push(submitted.unwrap().0);
+    }
+    for id in &ids {
+        let event = nodes[0].client.event(id, Some("60s")).await.unwrap();
+        assert_eq!(event.status, EventStatus::Succeeded, "{id}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let records = loop {
+        let records = nodes[1]
+            .client
+            .invocations(Some("capped"), 100)
+            .await
+            .unwrap();
+        if records.len() == 24 {
+            break records;
+        }
+        assert!(Instant::now() < deadline, "{} records of 24", records.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The most invocations running at one instant: +1 at each start, -1 at each end.
+    let mut edges: Vec<(f64, i32)> = records
+        .iter()
+        .flat_map(|r| {
+            let start = r.started_at as f64;
+            [(start, 1), (start + r.duration_ms, -1)]
+        })
+        .collect();
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let most = edges
+        .iter()
+        .scan(0, |running, (_, step)| {
+            *running += step;
+            Some(*running)
+        })
+        .max()
+        .unwrap();
+    assert!(
+        (2..=3).contains(&most),
+        "{most} attempts of capped ran at once"
+    );
+
     // A schedule every 2 seconds, deployed on one node and seen by all three schedulers,
     // fires each tick once.
     nodes[1]
