@@ -13,6 +13,10 @@ fi
 if ! python3 -c 'import boto3, awscli' >/dev/null 2>&1; then
     python3 -m pip install --quiet --root-user-action=ignore boto3 awscli
 fi
+# The cluster's objects in an S3-compatible bucket are tested against moto's S3 server.
+if ! python3 -c 'import moto.server, flask_cors' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --root-user-action=ignore 'moto[server]'
+fi
 # The Kubernetes manifests are checked offline against Kubernetes' own schemas.
 if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
     python3 -m pip install --quiet --root-user-action=ignore kubernetes-validate

@@ -126,6 +126,9 @@ pub struct ServerConfig {
     pub database: Option<String>,
     /// This node's id among the cluster's live nodes; None: the host name and a random suffix.
     pub node_id: Option<String>,
+    /// Where object bytes live: an S3-compatible bucket (`s3://BUCKET[/PREFIX]`, credentials
+    /// from the `AWS_*` environment); None: `data_dir/objects`.
+    pub objects: Option<String>,
 }
 
 /// Everything the handlers share.
@@ -301,7 +304,10 @@ impl Server {
             config.async_config.clone(),
             invoker.admission.async_limit(),
         );
-        let objects = kumo_store::Objects::open(store.clone(), &data.join("objects"))?;
+        let objects = match &config.objects {
+            Some(url) => kumo_store::Objects::open_s3(store.clone(), url)?,
+            None => kumo_store::Objects::open(store.clone(), &data.join("objects"))?,
+        };
         let (stop, stopping) = watch::channel(false);
         let state = Arc::new(AppState {
             store,
@@ -483,21 +489,38 @@ impl Server {
 }
 
 /// `kumo migrate`: copies the database of the single node whose data folder is `from` (it
-/// must be stopped) into the empty PostgreSQL database at `to`; the rows copied per table.
+/// must be stopped) into the empty PostgreSQL database at `to`, and with `objects` (an
+/// `s3://` URL) its object files into that bucket; the rows copied per table (and
+/// `object files`).
 pub async fn migrate_to_postgres(
     from: &std::path::Path,
     to: &str,
+    objects: Option<&str>,
 ) -> anyhow::Result<Vec<(String, u64)>> {
     let db = from.join("kumo.db");
     anyhow::ensure!(db.exists(), "no kumo database in {}", from.display());
-    let source = kumo_store::SqliteStore::open(&db).await?;
+    let source = Store::Sqlite(kumo_store::SqliteStore::open(&db).await?);
     let target = kumo_store::PgStore::open(to, "kumo-migrate")
         .await
         .context("opening the target database")?;
-    let copied = target.import_sqlite(&source).await;
+    // The files first: a failed copy leaves the database untouched, so it can be run again.
+    let mut files = None;
+    if let Some(url) = objects {
+        let here = kumo_store::Objects::open(source.clone(), &from.join("objects"))?;
+        let there = kumo_store::Objects::open_s3(source.clone(), url)?;
+        files = Some(here.copy_files_to(&there).await?);
+    }
+    let Store::Sqlite(sqlite) = &source else {
+        unreachable!("opened as SQLite")
+    };
+    let copied = target.import_sqlite(sqlite).await;
     source.close().await;
     target.close().await;
-    copied
+    let mut copied = copied?;
+    if let Some(files) = files {
+        copied.push(("object files".into(), files as u64));
+    }
+    Ok(copied)
 }
 
 /// Fails with a message that names the directory when kumo cannot write in it (SQLite would

@@ -1,6 +1,7 @@
 //! Object storage: buckets of blobs. An object's metadata (size, etag, content type) is a row
-//! in SQLite; its bytes are a file `objects/{bucket}/{etag}` under the data dir, written through
-//! the `object_store` crate (a local file system today, an S3 bucket later). A write streams the
+//! in the store; its bytes are a file `{bucket}/{etag}` written through the `object_store`
+//! crate, under the data dir's `objects/` or in an S3-compatible bucket (`--objects
+//! s3://...`, for a cluster). A write streams the
 //! body into a new file first and then commits the row (together with the storage events it
 //! triggers) in one transaction, so readers never see a half-written object and a replaced
 //! object's old file is deleted only after the commit.
@@ -17,6 +18,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt as _, WriteMultipart};
 use sqlx::Row;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,8 +64,21 @@ pub type ObjectBody = std::pin::Pin<Box<dyn Stream<Item = anyhow::Result<Bytes>>
 pub struct Objects {
     store: Store,
     files: Arc<dyn ObjectStore>,
-    /// Where `files` keeps them, for the sweep of leftovers.
-    dir: PathBuf,
+    /// Where `files` keeps them, for the sweep of leftovers: a folder, or None for a bucket.
+    dir: Option<PathBuf>,
+}
+
+/// `s3://BUCKET[/PREFIX]` as the bucket and the prefix.
+fn parse_s3_url(url: &str) -> anyhow::Result<(&str, Option<&str>)> {
+    let rest = url
+        .strip_prefix("s3://")
+        .with_context(|| format!("{url:?} is not an s3://BUCKET[/PREFIX] URL"))?;
+    let (bucket, prefix) = match rest.split_once('/') {
+        Some((bucket, prefix)) => (bucket, Some(prefix.trim_matches('/'))),
+        None => (rest, None),
+    };
+    anyhow::ensure!(!bucket.is_empty(), "{url:?} names no bucket");
+    Ok((bucket, prefix.filter(|p| !p.is_empty())))
 }
 
 fn file(bucket: &str, etag: &str) -> ObjectPath {
@@ -80,7 +95,28 @@ impl Objects {
         Ok(Self {
             store,
             files: Arc::new(files),
-            dir: dir.to_path_buf(),
+            dir: Some(dir.to_path_buf()),
+        })
+    }
+
+    /// Objects whose bytes live in an S3-compatible bucket, `s3://BUCKET[/PREFIX]`. The
+    /// credentials, region and endpoint come from the `AWS_*` environment, as for AWS's own
+    /// tools (`AWS_ENDPOINT_URL` for a store that is not AWS, `AWS_ALLOW_HTTP=true` for one
+    /// on plain HTTP).
+    pub fn open_s3(store: Store, url: &str) -> anyhow::Result<Self> {
+        let (bucket, prefix) = parse_s3_url(url)?;
+        let bucket = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .context("opening the S3 bucket of objects")?;
+        let files: Arc<dyn ObjectStore> = match prefix {
+            Some(prefix) => Arc::new(object_store::prefix::PrefixStore::new(bucket, prefix)),
+            None => Arc::new(bucket),
+        };
+        Ok(Self {
+            store,
+            files,
+            dir: None,
         })
     }
 
@@ -164,7 +200,9 @@ impl Objects {
     /// returns how many.
     pub async fn sweep_leftovers(&self, min_age: Duration) -> anyhow::Result<usize> {
         let named = self.store.object_files().await?;
-        let dir = self.dir.clone();
+        let Some(dir) = self.dir.clone() else {
+            return self.sweep_bucket(&named, min_age).await;
+        };
         let swept = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
             let mut removed = 0;
             // Buckets of `default` are folders here; another namespace's are folders in
@@ -191,6 +229,56 @@ impl Objects {
         })
         .await??;
         Ok(swept)
+    }
+
+    /// [`Self::sweep_leftovers`] in a bucket: every object file there no row names, old
+    /// enough. (A multipart upload cut off is not listed; the bucket's lifecycle rules are
+    /// what ends those.)
+    async fn sweep_bucket(
+        &self,
+        named: &HashSet<(String, String)>,
+        min_age: Duration,
+    ) -> anyhow::Result<usize> {
+        let cutoff = chrono::Utc::now() - min_age;
+        let mut listing = self.files.list(None);
+        let mut removed = 0;
+        while let Some(meta) = listing.try_next().await.context("listing object files")? {
+            let location = meta.location.as_ref();
+            let Some((bucket, etag)) = location.rsplit_once('/') else {
+                continue;
+            };
+            if meta.last_modified <= cutoff && !named.contains(&(bucket.into(), etag.into())) {
+                self.remove_file(bucket, etag).await;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Copies every object file the store names into `target` (`kumo migrate --objects`),
+    /// streaming each; how many.
+    pub async fn copy_files_to(&self, target: &Objects) -> anyhow::Result<usize> {
+        let named = self.store.object_files().await?;
+        for (bucket, etag) in &named {
+            let path = file(bucket, etag);
+            let mut body = self
+                .files
+                .get(&path)
+                .await
+                .with_context(|| format!("reading object file {path}"))?
+                .into_stream();
+            let upload = target.files.put_multipart(&path).await?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+            while let Some(chunk) = body.try_next().await? {
+                writer.wait_for_capacity(2).await?;
+                writer.write(&chunk);
+            }
+            writer
+                .finish()
+                .await
+                .with_context(|| format!("writing object file {path}"))?;
+        }
+        Ok(named.len())
     }
 
     /// Drops a staged object that will not be committed.
@@ -372,5 +460,22 @@ fn info_of(bucket: &str, key: &str, row: &sqlx::sqlite::SqliteRow, first: usize)
         etag: row.get(first + 1),
         content_type: row.get(first + 2),
         updated_at: row.get(first + 3),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_s3_url;
+
+    #[test]
+    fn s3_urls_name_a_bucket_and_maybe_a_prefix() {
+        assert_eq!(parse_s3_url("s3://b").unwrap(), ("b", None));
+        assert_eq!(parse_s3_url("s3://b/").unwrap(), ("b", None));
+        assert_eq!(
+            parse_s3_url("s3://b/kumo/x/").unwrap(),
+            ("b", Some("kumo/x"))
+        );
+        assert!(parse_s3_url("s3:///p").is_err());
+        assert!(parse_s3_url("https://b").is_err());
     }
 }

@@ -66,6 +66,7 @@ async fn bind(args: &ServeArgs) -> anyhow::Result<Server> {
         lambda_runtimes: args.lambda_runtimes.clone(),
         database: args.database.clone(),
         node_id: args.node_id.clone(),
+        objects: args.objects.clone(),
         sandbox_helper: std::env::current_exe().context("finding kumo's own binary")?,
     })
     .await?;
@@ -585,8 +586,8 @@ pub(crate) async fn triggers(client: &Client) -> CmdResult {
 }
 
 /// `kumo info`: the server's version and each isolation layer of Lambda environments.
-pub(crate) async fn migrate(from: &Path, to: &str) -> CmdResult {
-    let copied = kumo_server::migrate_to_postgres(from, to).await?;
+pub(crate) async fn migrate(from: &Path, to: &str, objects: Option<&str>) -> CmdResult {
+    let copied = kumo_server::migrate_to_postgres(from, to, objects).await?;
     for (table, rows) in copied {
         println!("{table:<20} {rows:>10}");
     }

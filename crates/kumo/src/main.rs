@@ -163,6 +163,12 @@ pub struct ServeArgs {
     /// and a random suffix.
     #[arg(long, env = "KUMO_NODE_ID")]
     node_id: Option<String>,
+    /// Keep object bytes in an S3-compatible bucket, `s3://BUCKET[/PREFIX]` (credentials,
+    /// region and endpoint from the AWS_* environment: AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL for a store that is not AWS).
+    /// Default: DATA_DIR/objects.
+    #[arg(long, env = "KUMO_OBJECTS")]
+    objects: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -262,6 +268,10 @@ enum Command {
         /// The PostgreSQL database (`postgres://USER:PASSWORD@HOST:PORT/DB`).
         #[arg(long, env = "KUMO_DATABASE", hide_env_values = true)]
         to: String,
+        /// Also copy the object files into this S3-compatible bucket (`s3://BUCKET[/PREFIX]`,
+        /// the nodes' --objects).
+        #[arg(long)]
+        objects: Option<String>,
     },
     /// The cluster (admin): `kumo cluster status` lists the nodes, their load and what they
     /// have loaded.
@@ -440,7 +450,9 @@ async fn run() -> std::process::ExitCode {
         Command::Namespace(command) => namespaces::run(&client, command).await,
         Command::Secret(command) => secrets::run(&client, command).await,
         Command::Info => commands::info(&client).await,
-        Command::Migrate { from, to } => commands::migrate(&from, &to).await,
+        Command::Migrate { from, to, objects } => {
+            commands::migrate(&from, &to, objects.as_deref()).await
+        }
         Command::Cluster {
             command: ClusterCommand::Status,
         } => commands::cluster_status(&client).await,

@@ -510,3 +510,180 @@ async fn a_single_node_moves_into_a_cluster() {
     let logs = node.get_text("/api/v1/functions/hello/logs").await;
     assert_eq!(logs.matches("to stderr 2").count(), 2, "{logs}");
 }
+
+/// moto's S3 server on a free loopback port, stopped on drop; None (the test says so) when
+/// moto is not installed (scripts/test.sh installs it).
+struct S3Server {
+    url: String,
+    child: std::process::Child,
+}
+
+impl S3Server {
+    async fn start() -> Option<Self> {
+        let installed = std::process::Command::new("python3")
+            .args(["-c", "import moto.server"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            eprintln!("skipped: moto is not installed (scripts/test.sh installs it)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(&server.url).await.is_err() {
+            assert!(Instant::now() < deadline, "moto's server does not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(server)
+    }
+
+    /// What a kumo node needs to reach it.
+    fn env(&self) -> [(&str, &str); 5] {
+        [
+            ("AWS_ENDPOINT_URL", self.url.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ]
+    }
+
+    /// The keys in `bucket` (its ListObjectsV2 answer, as text).
+    async fn listing(&self, bucket: &str) -> String {
+        let url = format!("{}/{bucket}?list-type=2", self.url);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_live_in_an_s3_bucket_every_node_reads() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let Some(s3) = S3Server::start().await else {
+        return;
+    };
+    let created = reqwest::Client::new()
+        .put(format!("{}/kumo-objects", s3.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+
+    // A single node with objects in its folder moves into a cluster that keeps them in S3.
+    let dir = tempfile::tempdir().unwrap();
+    let single = TestServer::start_in(dir.path(), &[]);
+    let put = single
+        .http
+        .put(format!("{}/api/v1/objects/pics/old.txt", single.url))
+        .body("from the single node")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    single.stop();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kumo"))
+        .args(["migrate", "--from"])
+        .arg(dir.path())
+        .args(["--to", &database, "--objects", "s3://kumo-objects/cluster"])
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().eq(["object", "files", "1"])),
+        "{text}"
+    );
+    std::fs::remove_dir_all(dir.path().join("objects")).unwrap();
+
+    let args = [
+        "--database",
+        database.as_str(),
+        "--objects",
+        "s3://kumo-objects/cluster",
+    ];
+    let nodes: Vec<TestServer> = (0..2)
+        .map(|_| TestServer::start_in_with(dir.path(), &args, &s3.env()))
+        .collect();
+    assert_eq!(
+        nodes[1].get_text("/api/v1/objects/pics/old.txt").await,
+        "from the single node"
+    );
+    let put = nodes[0]
+        .http
+        .put(format!("{}/api/v1/objects/pics/new.txt", nodes[0].url))
+        .body("written through node 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    assert_eq!(
+        nodes[1].get_text("/api/v1/objects/pics/new.txt").await,
+        "written through node 1"
+    );
+    // The bytes are in the bucket, under the prefix; none in the data folder.
+    let listing = s3.listing("kumo-objects").await;
+    assert_eq!(
+        listing.matches("<Key>cluster/pics/").count(),
+        2,
+        "{listing}"
+    );
+    assert!(!dir.path().join("objects").exists());
+    // Deleted through node 2: gone from the bucket too.
+    let deleted = nodes[1]
+        .http
+        .delete(format!("{}/api/v1/objects/pics/new.txt", nodes[1].url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(
+        nodes[0]
+            .get("/api/v1/objects/pics/new.txt")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let listing = s3.listing("kumo-objects").await;
+    assert_eq!(
+        listing.matches("<Key>cluster/pics/").count(),
+        1,
+        "{listing}"
+    );
+}

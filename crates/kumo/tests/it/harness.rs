@@ -68,6 +68,11 @@ impl TestServer {
         Self::spawn("serve", data_dir, &[], None, env)
     }
 
+    /// A server on `data_dir` with extra arguments and environment variables.
+    pub(crate) fn start_in_with(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn("serve", data_dir, extra, None, env)
+    }
+
     /// A fresh server with extra environment variables.
     pub(crate) async fn start_with_env(env: &[(&str, &str)]) -> Self {
         let temp = tempfile::tempdir().unwrap();
