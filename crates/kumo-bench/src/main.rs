@@ -1,6 +1,7 @@
 //! `kumo-bench`: measures kumo side by side with `wasmtime serve` (the peer) and a bare hyper
 //! server (the limit) in one run, and reports ratios. See BENCHMARKS.md and `scripts/bench.sh`.
 
+mod cluster;
 mod hello_server;
 mod lambda;
 mod load;
@@ -42,6 +43,8 @@ enum Command {
     /// Lambda functions: cold starts and warm overhead against a bare Runtime API exchange
     /// (needs root).
     Lambda(lambda::LambdaArgs),
+    /// kumo on SQLite beside kumo on PostgreSQL, one node and three.
+    Cluster(cluster::ClusterArgs),
     /// The bare hyper hello-world server (the limit).
     HyperHello {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -57,6 +60,7 @@ fn main() -> anyhow::Result<()> {
     }
     match Cli::parse().command {
         Command::Lambda(args) => tokio::runtime::Runtime::new()?.block_on(lambda::run(args)),
+        Command::Cluster(args) => tokio::runtime::Runtime::new()?.block_on(cluster::run(args)),
         Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(run::run(args)),
         Command::Load {
             url,

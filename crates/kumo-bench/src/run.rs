@@ -387,7 +387,7 @@ async fn load_all(
 }
 
 /// One run of the load generator, as its own process on the client core.
-async fn load_once(
+pub(crate) async fn load_once(
     url: &str,
     method: &str,
     concurrency: usize,
@@ -525,7 +525,7 @@ async fn idle_memory(kumo: &Path, hello: &[u8], n: usize) -> anyhow::Result<Idle
 }
 
 /// An unlabelled metric of the server's /metrics.
-async fn metric(server: &Running, name: &str) -> anyhow::Result<u64> {
+pub(crate) async fn metric(server: &Running, name: &str) -> anyhow::Result<u64> {
     let mut connection = Connection::open(&server.addr).await?;
     let (response, _) = connection.get("/metrics").await?;
     let text = String::from_utf8_lossy(response.body()).to_string();

@@ -509,6 +509,27 @@ async fn a_single_node_moves_into_a_cluster() {
     node.get("/fn/hello/log").send().await.unwrap();
     let logs = node.get_text("/api/v1/functions/hello/logs").await;
     assert_eq!(logs.matches("to stderr 2").count(), 2, "{logs}");
+
+    // Ready while the database answers; alive but not ready once it is gone.
+    assert_eq!(node.get_text("/readyz").await, "ready\n");
+    let server = std::env::var("KUMO_TEST_POSTGRES").unwrap();
+    let admin = sqlx::PgPool::connect(&server).await.unwrap();
+    let name = database.rsplit_once('/').unwrap().1;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.get("/readyz").send().await.unwrap().status() != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "still ready without its database"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(node.get_text("/healthz").await, "ok\n");
 }
 
 /// moto's S3 server on a free loopback port, stopped on drop; None (the test says so) when
