@@ -354,7 +354,7 @@ impl Invoker {
         generation: u64,
         secrets: Vec<(String, String)>,
     ) -> anyhow::Result<Arc<Entry>> {
-        let code_path = self.blobs.path(&record.code_sha256);
+        let code_path = self.blobs.local_path(&record.code_sha256).await?;
         let sha = record.code_sha256.clone();
         let code = match record.config.runtime {
             Some(runtime) => {

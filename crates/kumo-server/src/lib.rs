@@ -250,7 +250,17 @@ impl Server {
                 .context("opening the --database")?,
             None => Store::open(&db_path).await?,
         };
-        let blobs = Blobs::open(&data.join("blobs"))?;
+        // With `--objects s3://...`, object bytes and deployed code live in the bucket (each
+        // node keeps the code it runs in its own folder too).
+        let bucket = config
+            .objects
+            .as_deref()
+            .map(kumo_store::open_bucket)
+            .transpose()?;
+        let blobs = match &bucket {
+            Some(bucket) => Blobs::open_with_remote(&data.join("blobs"), bucket.code.clone())?,
+            None => Blobs::open(&data.join("blobs"))?,
+        };
         let runtime = Runtime::new(
             &data.join("cache"),
             RuntimeConfig {
@@ -304,8 +314,8 @@ impl Server {
             config.async_config.clone(),
             invoker.admission.async_limit(),
         );
-        let objects = match &config.objects {
-            Some(url) => kumo_store::Objects::open_s3(store.clone(), url)?,
+        let objects = match &bucket {
+            Some(bucket) => kumo_store::Objects::in_bucket(store.clone(), bucket.objects.clone()),
             None => kumo_store::Objects::open(store.clone(), &data.join("objects"))?,
         };
         let (stop, stopping) = watch::channel(false);
@@ -506,9 +516,19 @@ pub async fn migrate_to_postgres(
     // The files first: a failed copy leaves the database untouched, so it can be run again.
     let mut files = None;
     if let Some(url) = objects {
+        let bucket = kumo_store::open_bucket(url)?;
         let here = kumo_store::Objects::open(source.clone(), &from.join("objects"))?;
-        let there = kumo_store::Objects::open_s3(source.clone(), url)?;
-        files = Some(here.copy_files_to(&there).await?);
+        let there = kumo_store::Objects::in_bucket(source.clone(), bucket.objects);
+        let objects = here.copy_files_to(&there).await?;
+        let blobs = Blobs::open_with_remote(&from.join("blobs"), bucket.code)?;
+        let code = source.code_in_use().await?;
+        for sha in &code {
+            let bytes = tokio::fs::read(blobs.path(sha))
+                .await
+                .with_context(|| format!("reading code {sha}"))?;
+            blobs.put(&bytes).await?;
+        }
+        files = Some((objects, code.len()));
     }
     let Store::Sqlite(sqlite) = &source else {
         unreachable!("opened as SQLite")
@@ -517,8 +537,9 @@ pub async fn migrate_to_postgres(
     source.close().await;
     target.close().await;
     let mut copied = copied?;
-    if let Some(files) = files {
-        copied.push(("object files".into(), files as u64));
+    if let Some((objects, code)) = files {
+        copied.push(("object files".into(), objects as u64));
+        copied.push(("code files".into(), code as u64));
     }
     Ok(copied)
 }
@@ -550,6 +571,12 @@ async fn sweep_leftovers(state: &AppState, data: &std::path::Path, min_age: Dura
             return;
         }
     };
+    // Code in the bucket (`--objects`) that nothing uses any more.
+    match state.blobs.sweep_remote(&code, min_age).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(code_files = n, "removed unused code from the bucket"),
+        Err(e) => tracing::warn!("sweeping unused code from the bucket: {e:#}"),
+    }
     let (blobs_dir, cache_dir) = (data.join("blobs"), data.join("cache"));
     let files = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
         let unused = |sha: &str| sha.len() == 64 && !code.contains(sha);

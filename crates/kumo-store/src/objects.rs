@@ -68,6 +68,36 @@ pub struct Objects {
     dir: Option<PathBuf>,
 }
 
+/// The parts of an S3-compatible bucket, `s3://BUCKET[/PREFIX]`, kumo keeps: object bytes
+/// (`PREFIX/objects/`) and deployed code (`PREFIX/code/`). The credentials, region and
+/// endpoint come from the `AWS_*` environment, as for AWS's own tools (`AWS_ENDPOINT_URL` for
+/// a store that is not AWS, `AWS_ALLOW_HTTP=true` for one on plain HTTP).
+pub struct Bucket {
+    pub objects: Arc<dyn ObjectStore>,
+    pub code: Arc<dyn ObjectStore>,
+}
+
+pub fn open_bucket(url: &str) -> anyhow::Result<Bucket> {
+    let (bucket, prefix) = parse_s3_url(url)?;
+    let bucket: Arc<dyn ObjectStore> = Arc::new(
+        object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .context("opening the S3 bucket")?,
+    );
+    let part = |name: &str| -> Arc<dyn ObjectStore> {
+        let path = match prefix {
+            Some(prefix) => format!("{prefix}/{name}"),
+            None => name.to_string(),
+        };
+        Arc::new(object_store::prefix::PrefixStore::new(bucket.clone(), path))
+    };
+    Ok(Bucket {
+        objects: part("objects"),
+        code: part("code"),
+    })
+}
+
 /// `s3://BUCKET[/PREFIX]` as the bucket and the prefix.
 fn parse_s3_url(url: &str) -> anyhow::Result<(&str, Option<&str>)> {
     let rest = url
@@ -99,25 +129,14 @@ impl Objects {
         })
     }
 
-    /// Objects whose bytes live in an S3-compatible bucket, `s3://BUCKET[/PREFIX]`. The
-    /// credentials, region and endpoint come from the `AWS_*` environment, as for AWS's own
-    /// tools (`AWS_ENDPOINT_URL` for a store that is not AWS, `AWS_ALLOW_HTTP=true` for one
-    /// on plain HTTP).
-    pub fn open_s3(store: Store, url: &str) -> anyhow::Result<Self> {
-        let (bucket, prefix) = parse_s3_url(url)?;
-        let bucket = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .build()
-            .context("opening the S3 bucket of objects")?;
-        let files: Arc<dyn ObjectStore> = match prefix {
-            Some(prefix) => Arc::new(object_store::prefix::PrefixStore::new(bucket, prefix)),
-            None => Arc::new(bucket),
-        };
-        Ok(Self {
+    /// Objects whose bytes live in a bucket (the `objects/` part of one [`open_bucket`]
+    /// opened).
+    pub fn in_bucket(store: Store, files: Arc<dyn ObjectStore>) -> Self {
+        Self {
             store,
             files,
             dir: None,
-        })
+        }
     }
 
     /// Streams `body` into a new file, at most `max_bytes`; nothing is visible yet.

@@ -273,7 +273,8 @@ async fn run(
             let record = latest(state, ns, &name).await?;
             let mut config = record.config.clone();
             settings.apply(&mut config).map_err(ApiError::invalid)?;
-            let code = tokio::fs::read(state.blobs.path(&record.code_sha256))
+            let path = state.blobs.local_path(&record.code_sha256).await?;
+            let code = tokio::fs::read(path)
                 .await
                 .map_err(|e| anyhow::anyhow!("reading the code of {name}: {e}"))?;
             let (record, _) = deploy_code(state, ns, &name, code.into(), config).await?;

@@ -619,9 +619,13 @@ async fn objects_live_in_an_s3_bucket_every_node_reads() {
         .unwrap();
     assert!(created.status().is_success(), "{}", created.status());
 
-    // A single node with objects in its folder moves into a cluster that keeps them in S3.
+    // A single node moves into a cluster that keeps object bytes and code in S3, so its
+    // nodes need not share a folder.
     let dir = tempfile::tempdir().unwrap();
     let single = TestServer::start_in(dir.path(), &[]);
+    single
+        .deploy("hello", test_programs::HTTP_PROBE, with_env("1"))
+        .await;
     let put = single
         .http
         .put(format!("{}/api/v1/objects/pics/old.txt", single.url))
@@ -644,22 +648,40 @@ async fn objects_live_in_an_s3_bucket_every_node_reads() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let line = |words: [&str; 3]| text.lines().any(|l| l.split_whitespace().eq(words));
     assert!(
-        text.lines()
-            .any(|l| l.split_whitespace().eq(["object", "files", "1"])),
+        line(["object", "files", "1"]) && line(["code", "files", "1"]),
         "{text}"
     );
     std::fs::remove_dir_all(dir.path().join("objects")).unwrap();
 
+    // Node 1 on the single node's folder; node 2 on a folder of its own, with the same key
+    // for secrets (and, for this test's client, the admin token).
+    let other = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.path().join("admin-token"),
+        other.path().join("admin-token"),
+    )
+    .unwrap();
+    let key = std::fs::read_to_string(dir.path().join("secret-key")).unwrap();
     let args = [
         "--database",
         database.as_str(),
         "--objects",
         "s3://kumo-objects/cluster",
     ];
-    let nodes: Vec<TestServer> = (0..2)
-        .map(|_| TestServer::start_in_with(dir.path(), &args, &s3.env()))
-        .collect();
+    let mut env = s3.env().to_vec();
+    env.push(("KUMO_SECRET_KEY", key.trim()));
+    let nodes = [
+        TestServer::start_in_with(dir.path(), &args, &env),
+        TestServer::start_in_with(other.path(), &args, &env),
+    ];
+    // Code deployed on one node runs on the other, fetched from the bucket.
+    assert_eq!(nodes[1].get_text("/fn/hello/env/V").await, "1");
+    nodes[0]
+        .deploy("hello", test_programs::HELLO, config())
+        .await;
+    eventually(&nodes[1], "/fn/hello/Ada", "hello, Ada!\n").await;
     assert_eq!(
         nodes[1].get_text("/api/v1/objects/pics/old.txt").await,
         "from the single node"
@@ -676,14 +698,20 @@ async fn objects_live_in_an_s3_bucket_every_node_reads() {
         nodes[1].get_text("/api/v1/objects/pics/new.txt").await,
         "written through node 1"
     );
-    // The bytes are in the bucket, under the prefix; none in the data folder.
+    // The bytes are in the bucket, under the prefix; none in the data folders.
     let listing = s3.listing("kumo-objects").await;
     assert_eq!(
-        listing.matches("<Key>cluster/pics/").count(),
+        listing.matches("<Key>cluster/objects/pics/").count(),
+        2,
+        "{listing}"
+    );
+    assert_eq!(
+        listing.matches("<Key>cluster/code/").count(),
         2,
         "{listing}"
     );
     assert!(!dir.path().join("objects").exists());
+    assert!(!other.path().join("objects").exists());
     // Deleted through node 2: gone from the bucket too.
     let deleted = nodes[1]
         .http
@@ -703,7 +731,7 @@ async fn objects_live_in_an_s3_bucket_every_node_reads() {
     );
     let listing = s3.listing("kumo-objects").await;
     assert_eq!(
-        listing.matches("<Key>cluster/pics/").count(),
+        listing.matches("<Key>cluster/objects/pics/").count(),
         1,
         "{listing}"
     );
