@@ -122,12 +122,13 @@ pub struct ServerConfig {
     pub lambda_runtimes: Option<PathBuf>,
     /// The PostgreSQL database of a cluster (`postgres://...`); None: SQLite in `data_dir`.
     /// With one, `data_dir` is the folder every node shares (code, compiled artifacts,
-    /// objects, the secrets key, the first admin token).
+    /// objects, the secrets key, the first admin token), unless `objects` names a bucket.
     pub database: Option<String>,
     /// This node's id among the cluster's live nodes; None: the host name and a random suffix.
     pub node_id: Option<String>,
-    /// Where object bytes live: an S3-compatible bucket (`s3://BUCKET[/PREFIX]`, credentials
-    /// from the `AWS_*` environment); None: `data_dir/objects`.
+    /// An S3-compatible bucket (`s3://BUCKET[/PREFIX]`, credentials from the `AWS_*`
+    /// environment) for object bytes and deployed code; None: `data_dir/objects` and
+    /// `data_dir/blobs` only.
     pub objects: Option<String>,
 }
 
@@ -500,8 +501,8 @@ impl Server {
 
 /// `kumo migrate`: copies the database of the single node whose data folder is `from` (it
 /// must be stopped) into the empty PostgreSQL database at `to`, and with `objects` (an
-/// `s3://` URL) its object files into that bucket; the rows copied per table (and
-/// `object files`).
+/// `s3://` URL) its object and code files into that bucket; the rows copied per table (and
+/// the files).
 pub async fn migrate_to_postgres(
     from: &std::path::Path,
     to: &str,

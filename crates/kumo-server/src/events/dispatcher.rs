@@ -23,8 +23,8 @@ const LEASE: Duration = Duration::from_secs(15);
 const RENEW_EVERY: Duration = Duration::from_secs(5);
 /// How long the dispatcher sleeps at most when it knows of nothing due.
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// On shutdown, how long attempts in flight get to finish; those still running are
-/// interrupted and run again after the restart.
+/// On shutdown, how long attempts in flight get to finish; those still running are handed
+/// back (due at once, for another node or the next start).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Response bodies kept with a succeeded event.
 const RESULT_KEEP_BYTES: usize = 64 * 1024;
