@@ -152,7 +152,8 @@ pub struct AppState {
     disk: disk::DiskSpace,
     /// Checks writes against their namespace's quotas.
     quota: quotas::QuotaCheck,
-    /// Deploys and deletes one at a time, so route-conflict checks see a stable table.
+    /// Deploys and deletes one at a time, so route-conflict checks see a stable table (see
+    /// [`AppState::lock_registry`]).
     deploy_lock: Mutex<()>,
     /// Turns true when the server begins to stop: long polls and event streams end.
     stopping: watch::Receiver<bool>,
@@ -171,7 +172,28 @@ impl AppState {
     }
 }
 
+/// Held while the registry changes after a check (see [`AppState::lock_registry`]).
+pub(crate) struct RegistryGuard<'a> {
+    _node: tokio::sync::MutexGuard<'a, ()>,
+    _cluster: Option<kumo_store::ClusterLock>,
+}
+
 impl AppState {
+    /// Deploys, deletes, alias and namespace changes one at a time, so the checks before
+    /// them (route conflicts, quotas, what an alias points at) see a stable registry: on this
+    /// node, and in a cluster across all nodes.
+    pub(crate) async fn lock_registry(&self) -> anyhow::Result<RegistryGuard<'_>> {
+        let node = self.deploy_lock.lock().await;
+        let cluster = match &self.store {
+            Store::Postgres(pg) => Some(pg.lock_registry().await?),
+            Store::Sqlite(_) => None,
+        };
+        Ok(RegistryGuard {
+            _node: node,
+            _cluster: cluster,
+        })
+    }
+
     /// Everything derived from the set of namespaces (all of them, from the store).
     fn namespaces_changed(&self, namespaces: Vec<kumo_core::NamespaceRecord>) {
         self.invoker.admission.set_namespace_limits(&namespaces);

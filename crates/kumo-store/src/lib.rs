@@ -39,7 +39,7 @@ pub use blobs::Blobs;
 pub use disk_full::is_disk_full;
 pub use migrations::SCHEMA_VERSION;
 pub use objects::{Bucket, ObjectBody, ObjectError, Objects, Staged, open_bucket};
-pub use postgres::{Change, ChangeFeed, PgStore};
+pub use postgres::{Change, ChangeFeed, ClusterLock, PgStore};
 pub use queue::{ClaimedEvent, Completion, IDEMPOTENCY_WINDOW_MS, NewEvent, QueueDepth};
 pub use record_writer::RecordWriter;
 pub use secrets::SealedSecret;

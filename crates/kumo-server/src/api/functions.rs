@@ -75,7 +75,7 @@ pub(crate) async fn deploy_code(
     let sha = Blobs::sha256(&code);
     let (kind, loaded) = prepare(state, &sha, &code, &config).await?;
 
-    let _deploying = state.deploy_lock.lock().await;
+    let _deploying = state.lock_registry().await?;
     let mut functions = state.store.list_functions().await?;
     let now = kumo_core::now_ms();
     let record = FunctionRecord {
@@ -266,7 +266,7 @@ pub(super) async fn delete(
 /// Deletes function `name` of `ns` (with its versions and aliases) and tells every cache.
 pub(crate) async fn delete_function(state: &AppState, ns: &Ns, name: &str) -> ApiResult<()> {
     let key = ns.key(name)?;
-    let _deploying = state.deploy_lock.lock().await;
+    let _deploying = state.lock_registry().await?;
     if !state.store.delete_function(&key).await? {
         return Err(ApiError::not_found(name));
     }

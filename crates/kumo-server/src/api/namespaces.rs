@@ -35,7 +35,7 @@ pub(super) async fn put(
     };
     state.disk.ensure_room()?;
     // Changes one at a time, so the caches are reloaded in the order the store changed.
-    let _changing = state.deploy_lock.lock().await;
+    let _changing = state.lock_registry().await?;
     let record = NamespaceRecord {
         name: name.clone(),
         created_at: kumo_core::now_ms(),
@@ -87,7 +87,7 @@ pub(super) async fn delete(
     if name == DEFAULT_NAMESPACE {
         return Err(ApiError::bad_request("the default namespace always exists"));
     }
-    let _changing = state.deploy_lock.lock().await;
+    let _changing = state.lock_registry().await?;
     find(&state, &name)?;
     if state.store.namespace_in_use(&name).await? {
         return Err(ApiError::new(

@@ -139,7 +139,7 @@ pub(crate) async fn delete_published(
     version: u32,
 ) -> ApiResult<()> {
     let key = ns.key(name)?;
-    let _changing = state.deploy_lock.lock().await;
+    let _changing = state.lock_registry().await?;
     match state.store.delete_version(&key, version).await? {
         VersionDeleted::Deleted => {
             state.invoker.forget_version(&key, version);
@@ -199,7 +199,7 @@ pub(crate) async fn point_alias(
     if let Some(canary) = &canary {
         validate_canary(version, canary).map_err(ApiError::bad_request)?;
     }
-    let _changing = state.deploy_lock.lock().await;
+    let _changing = state.lock_registry().await?;
     let set = state
         .store
         .set_alias(&key, alias, version, canary, kumo_core::now_ms())
@@ -256,7 +256,7 @@ pub(crate) async fn remove_alias(
     alias: &str,
 ) -> ApiResult<()> {
     let key = ns.key(name)?;
-    let _changing = state.deploy_lock.lock().await;
+    let _changing = state.lock_registry().await?;
     if !state.store.delete_alias(&key, alias).await? {
         return Err(no_alias(name, alias));
     }

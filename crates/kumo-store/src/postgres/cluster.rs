@@ -69,6 +69,34 @@ impl PgStore {
     }
 }
 
+/// Held while a node changes the registry in ways that need a check first (a deploy's route
+/// conflicts and quota, an alias, a namespace): one node at a time. An advisory lock held by
+/// an open transaction; dropping the guard rolls the transaction back, which releases it.
+pub struct ClusterLock(Option<sqlx::Transaction<'static, sqlx::Postgres>>);
+
+impl Drop for ClusterLock {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            // Now, not whenever the pool next uses the connection: others are waiting.
+            tokio::spawn(async move {
+                let _ = tx.rollback().await;
+            });
+        }
+    }
+}
+
+impl PgStore {
+    /// Waits until no other node holds the registry lock, then holds it.
+    pub async fn lock_registry(&self) -> anyhow::Result<ClusterLock> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(1802858865)")
+            .execute(&mut *tx)
+            .await
+            .context("locking the registry")?;
+        Ok(ClusterLock(Some(tx)))
+    }
+}
+
 fn node_from_row(row: &PgRow) -> anyhow::Result<NodeRecord> {
     let loaded: String = row.try_get("loaded")?;
     Ok(NodeRecord {

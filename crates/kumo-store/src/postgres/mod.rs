@@ -21,7 +21,7 @@ mod queue;
 mod records;
 mod registry;
 
-pub use cluster::{Change, ChangeFeed};
+pub use cluster::{Change, ChangeFeed, ClusterLock};
 
 use anyhow::Context as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};

@@ -284,6 +284,49 @@ async fn no_accepted_event_is_lost_when_a_node_is_killed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_hands_back_what_it_runs() {
+    let Some(database) = fresh_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let leaving = node(dir.path(), &database, &[]);
+    leaving
+        .deploy("slow", test_programs::EVENT_PROBE, config())
+        .await;
+    // Longer than the 10 s a stopping node gives its attempts.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (id, _) = leaving
+            .client
+            .invoke_async("slow", b"sleep:12000".to_vec(), None)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for id in &ids {
+        while leaving.client.event(id, None).await.unwrap().status != EventStatus::Running {
+            assert!(Instant::now() < deadline, "{id} never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let staying = node(dir.path(), &database, &[]);
+    // SIGTERM: the attempts still running after the grace are handed back, and the node
+    // leaves the registry; the other node runs them (a second attempt each).
+    leaving.stop();
+    for id in &ids {
+        let event = staying.client.event(id, Some("60s")).await.unwrap();
+        assert_eq!(
+            (event.status, event.attempts),
+            (EventStatus::Succeeded, 2),
+            "{id}"
+        );
+    }
+    let status = staying.client.cluster_status().await.unwrap();
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 1, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_conditional_writes_and_schedules_hold_across_nodes() {
     let Some(database) = fresh_database().await else {
         return;
@@ -384,6 +427,33 @@ async fn counters_conditional_writes_and_schedules_hold_across_nodes() {
         (2..=3).contains(&most),
         "{most} attempts of capped ran at once"
     );
+
+    // Two functions claiming one route, deployed through two nodes at the same instant: the
+    // route check sees the other deploy (the registry lock is the cluster's), one wins.
+    let claiming = |node: &TestServer, name: String| {
+        let code = std::fs::read(test_programs::HTTP_PROBE).unwrap();
+        let config = FunctionConfig {
+            routes: vec!["/shared/*".parse().unwrap()],
+            ..config()
+        };
+        let client = node.client.clone();
+        async move { client.deploy(&name, code, &config).await }
+    };
+    for round in 0..5 {
+        let (a, b) = (format!("route-a{round}"), format!("route-b{round}"));
+        let (first, second) = tokio::join!(
+            claiming(&nodes[0], a.clone()),
+            claiming(&nodes[1], b.clone())
+        );
+        assert_eq!(
+            usize::from(first.is_ok()) + usize::from(second.is_ok()),
+            1,
+            "round {round}: {first:?} / {second:?}"
+        );
+        for name in [a, b] {
+            let _ = nodes[2].client.delete(&name).await;
+        }
+    }
 
     // A schedule every 2 seconds, deployed on one node and seen by all three schedulers,
     // fires each tick once.
