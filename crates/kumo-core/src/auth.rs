@@ -112,6 +112,17 @@ pub fn function_may(kv: &[String], objects: &[String], method: &str, path: &str)
 /// The prefix of every token secret, so a leaked one is recognisable (and scannable).
 pub const TOKEN_PREFIX: &str = "kumo_";
 
+/// Whether `secret` has the shape of the secrets kumo makes: the prefix and 64 lower-case hex
+/// digits (256 random bits), as a secret given to kumo (`KUMO_ADMIN_TOKEN`) must.
+pub fn is_token_secret(secret: &str) -> bool {
+    secret.strip_prefix(TOKEN_PREFIX).is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// Token names: 1 to 64 of `[a-z0-9-_.]`, starting with a letter or digit.
 pub fn validate_token_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -203,6 +214,21 @@ pub struct TokenRecord {
 impl TokenRecord {
     pub fn expired(&self, now_ms: i64) -> bool {
         self.expires_at.is_some_and(|at| at <= now_ms)
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::is_token_secret;
+
+    #[test]
+    fn a_token_secret_is_the_prefix_and_64_hex_digits() {
+        let good = format!("kumo_{}", "0123456789abcdef".repeat(4));
+        assert!(is_token_secret(&good));
+        assert!(!is_token_secret(&good[..good.len() - 1]));
+        assert!(!is_token_secret(&good.to_uppercase()));
+        assert!(!is_token_secret(&good.replace("kumo_", "")));
+        assert!(!is_token_secret(&format!("kumo_{}", "g".repeat(64))));
     }
 }
 

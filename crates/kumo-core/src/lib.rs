@@ -22,7 +22,7 @@ mod versions;
 
 pub use auth::{
     Action, AuditEntry, Role, SecretInfo, TOKEN_PREFIX, TokenRecord, audited, bearer, function_may,
-    required, validate_secret_name, validate_token_name,
+    is_token_secret, required, validate_secret_name, validate_token_name,
 };
 pub use cluster::{HEARTBEAT_INTERVAL, NODE_TIMEOUT, NodeRecord};
 pub use config::{

@@ -531,16 +531,36 @@ fn note_use(store: &kumo_store::Store, name: &str, at: i64) {
     });
 }
 
+/// The first admin token's secret, given rather than made: for nodes of a cluster that share
+/// no folder (a Kubernetes Secret, say). Used only while no token exists.
+pub(crate) const ADMIN_TOKEN_ENV: &str = "KUMO_ADMIN_TOKEN";
+
 /// Creates the first admin token when there is none, writes its secret to `path` (readable by
-/// the owner only) and says where; the secret itself is never logged.
+/// the owner only) and says where; the secret itself is never logged. With
+/// `KUMO_ADMIN_TOKEN`, that is the secret, and no file is written.
 pub(crate) async fn first_admin_token(
     state: &AppState,
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
+    let given = std::env::var(ADMIN_TOKEN_ENV)
+        .ok()
+        .filter(|s| !s.is_empty());
+    if given
+        .as_deref()
+        .is_some_and(|s| !kumo_core::is_token_secret(s))
+    {
+        anyhow::bail!(
+            "{ADMIN_TOKEN_ENV} is not a kumo token secret: `kumo_` and 64 lower-case hex digits \
+             (e.g. `echo kumo_$(openssl rand -hex 32)`)"
+        );
+    }
     if state.invoker.auth.mode != AuthMode::Token || !state.store.list_tokens().await?.is_empty() {
         return Ok(());
     }
-    let secret = new_secret()?;
+    let secret = match &given {
+        Some(secret) => secret.clone(),
+        None => new_secret()?,
+    };
     let token = StoredToken {
         record: TokenRecord {
             name: "admin".to_string(),
@@ -554,6 +574,12 @@ pub(crate) async fn first_admin_token(
         secret_hash: secret_hash(&secret),
         sealed_secret: None,
     };
+    if given.is_some() {
+        if state.store.create_token(&token).await? {
+            tracing::info!("created the first admin token from {ADMIN_TOKEN_ENV}");
+        }
+        return Ok(());
+    }
     // The file is put in place only once the token is stored, and only by the node that
     // stored it (several may start at once on one database).
     let temp = write_private_temp(path, &format!("{secret}\n"))?;

@@ -662,3 +662,36 @@ async fn tls_serves_http2_and_http1_and_picks_up_a_renewed_certificate() {
     let old = trusting(&first_cert, false).get(&health).send().await;
     assert!(old.is_err(), "the old certificate is no longer served");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_admin_token_is_the_first_one_and_a_malformed_one_stops_the_start() {
+    let secret = format!("kumo_{}", "ab".repeat(32));
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in_with(dir.path(), &[], &[("KUMO_ADMIN_TOKEN", &secret)]);
+    // No file: the secret is the one given.
+    assert!(!dir.path().join("admin-token").exists());
+    let listed = authorized(&secret)
+        .get(format!("{}/api/v1/tokens", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    assert!(listed.text().await.unwrap().contains("\"admin\""));
+    server.stop();
+
+    // A malformed one stops the start, and the message names the variable, not its value.
+    let other = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kumo"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(other.path())
+        .env("KUMO_ADMIN_TOKEN", "kumo_not-a-real-secret-value")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        error.contains("KUMO_ADMIN_TOKEN is not a kumo token secret"),
+        "{error}"
+    );
+    assert!(!error.contains("not-a-real-secret-value"), "{error}");
+}
