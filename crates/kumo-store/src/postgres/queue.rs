@@ -17,6 +17,7 @@ impl crate::EventQueue for PgStore {
     ) -> anyhow::Result<Vec<(String, bool)>> {
         let mut tx = self.pool.begin().await?;
         let mut submitted = Vec::with_capacity(events.len());
+        let mut new = Vec::with_capacity(events.len());
         for (event, idempotency_key) in events {
             if let Some(key) = idempotency_key {
                 // Takes the key unless a live one holds it; a concurrent submitter with the
@@ -48,9 +49,10 @@ impl crate::EventQueue for PgStore {
                     continue;
                 }
             }
-            insert_event(&mut tx, event).await?;
+            new.push(event.clone());
             submitted.push((event.id.to_string(), false));
         }
+        insert_events(&mut tx, &new).await?;
         tx.commit().await.context("storing events")?;
         Ok(submitted)
     }
@@ -68,9 +70,7 @@ impl crate::EventQueue for PgStore {
 
     async fn submit_events(&self, events: &[NewEvent<'_>]) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        for event in events {
-            insert_event(&mut tx, event).await?;
-        }
+        insert_events(&mut tx, events).await?;
         tx.commit().await.context("storing events")
     }
 
@@ -396,6 +396,40 @@ pub(super) async fn insert_event(
     .execute(&mut **tx)
     .await
     .context("storing an event")?;
+    Ok(())
+}
+
+/// Stores many events with one statement (one round trip however many there are).
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    events: &[NewEvent<'_>],
+) -> anyhow::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO events (id, function, trigger, status, payload, content_type, traceparent,
+             created_at, enqueued_at, updated_at, due_at)
+         SELECT id, function, trigger, 'queued', payload, content_type, traceparent,
+             at, at, at, at
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
+             $7::bigint[]) AS e (id, function, trigger, payload, content_type, traceparent, at)",
+    )
+    .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.function).collect::<Vec<_>>())
+    .bind(
+        events
+            .iter()
+            .map(|e| e.trigger.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(events.iter().map(|e| e.payload).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.content_type).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.traceparent).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.now).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await
+    .context("storing events")?;
     Ok(())
 }
 
