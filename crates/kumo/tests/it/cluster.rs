@@ -170,6 +170,93 @@ async fn a_change_through_any_node_reaches_every_node() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    // An event stream on node 2 follows an event another node runs, to its end.
+    let (id, _) = one
+        .client
+        .invoke_async("worker", b"sleep:300".to_vec(), None)
+        .await
+        .unwrap();
+    let stream = two
+        .get(&format!("/api/v1/invocations/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    let text = tokio::time::timeout(Duration::from_secs(20), stream.text())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert!(text.contains("\"status\":\"succeeded\""), "{text}");
+    // `logs --follow` on node 3 sees a line printed on node 1.
+    let mut follow = three
+        .get("/api/v1/functions/hello/logs?follow=true")
+        .send()
+        .await
+        .unwrap();
+    let marker = "/fn/hello/log";
+    one.get(marker).send().await.unwrap();
+    let followed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut seen = String::new();
+        while !seen.matches("to stderr 2").count().ge(&2) {
+            let chunk = follow.chunk().await.unwrap().expect("the stream goes on");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(followed.is_ok(), "node 3 never streamed node 1's new line");
+    // A topic message published on any node reaches each subscriber once.
+    let receiver = Receiver::start().await;
+    for name in ["sub-a", "sub-b"] {
+        let config = FunctionConfig {
+            topics: vec!["news".into()],
+            on_success: Some(receiver.url.parse().unwrap()),
+            ..config()
+        };
+        one.deploy(name, test_programs::EVENT_PROBE, config).await;
+    }
+    let mut expected = 0;
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let published = node
+                .post("/api/v1/topics/news")
+                .body("hi")
+                .send()
+                .await
+                .unwrap();
+            let body: serde_json::Value = published.json().await.unwrap();
+            let events = body["events"].as_array().map_or(0, Vec::len);
+            expected += events;
+            // Until the node has seen both subscriptions (the change feed), again.
+            if events == 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} lacks the subscribers: {body}",
+                node.url
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    receiver.json_when(expected, Duration::from_secs(20)).await;
+    // A duplicate would come soon after.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let outcomes = receiver.json_when(expected, Duration::ZERO).await;
+    let mut deliveries: Vec<(String, String)> = outcomes
+        .iter()
+        .map(|o| {
+            let message = crate::triggers::received_event(o);
+            (o["data"]["function"].to_string(), message["id"].to_string())
+        })
+        .collect();
+    deliveries.sort();
+    deliveries.dedup();
+    assert_eq!(
+        (outcomes.len(), deliveries.len()),
+        (expected, expected),
+        "{outcomes:?}"
+    );
+
     // Deleted through node 3: gone everywhere.
     three.client.delete("hello").await.unwrap();
     for node in &nodes {
