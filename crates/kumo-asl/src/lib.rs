@@ -1,0 +1,37 @@
+//! The Amazon States Language as kumo runs it, without I/O: JSONPath reference paths and
+//! paths (path.rs), a state's data flow (dataflow.rs: `InputPath`, `Parameters`,
+//! `ResultSelector`, `ResultPath`, `OutputPath`), the intrinsic functions (intrinsics.rs) and
+//! the `Choice` state's rules (choice.rs). The engine that runs executions durably builds on
+//! these (issue 25).
+
+pub mod choice;
+pub mod dataflow;
+pub mod intrinsics;
+pub mod path;
+
+/// A failure of the language itself, named as Step Functions names it: `States.Runtime`
+/// (a path that matches nothing, a bad argument), `States.IntrinsicFailure`, ...
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}: {cause}")]
+pub struct AslError {
+    /// The ASL error name (what `Retry`/`Catch` match).
+    pub error: String,
+    /// What went wrong, for people.
+    pub cause: String,
+}
+
+impl AslError {
+    pub fn runtime(cause: impl Into<String>) -> Self {
+        Self {
+            error: "States.Runtime".into(),
+            cause: cause.into(),
+        }
+    }
+
+    pub fn intrinsic(cause: impl Into<String>) -> Self {
+        Self {
+            error: "States.IntrinsicFailure".into(),
+            cause: cause.into(),
+        }
+    }
+}
