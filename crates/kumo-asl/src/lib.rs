@@ -1,11 +1,12 @@
 //! The Amazon States Language as kumo runs it, without I/O: JSONPath reference paths and
 //! paths (path.rs), a state's data flow (dataflow.rs: `InputPath`, `Parameters`,
 //! `ResultSelector`, `ResultPath`, `OutputPath`), the intrinsic functions (intrinsics.rs) and
-//! the `Choice` state's rules (choice.rs). The engine that runs executions durably builds on
+//! the `Choice` state's rules (choice.rs), and `Retry`/`Catch` (errors.rs). The engine that runs executions durably builds on
 //! these (issue 25).
 
 pub mod choice;
 pub mod dataflow;
+pub mod errors;
 pub mod intrinsics;
 pub mod path;
 
