@@ -94,7 +94,7 @@ fn parse(text: &str) -> Result<Path, AslError> {
 
 /// The fields of a state that shape its data (all optional; `Some(None)` is an explicit JSON
 /// null, which means something different from absent).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DataFlow {
     pub input_path: Option<Option<String>>,
     pub parameters: Option<Value>,

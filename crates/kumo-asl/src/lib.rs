@@ -1,11 +1,13 @@
 //! The Amazon States Language as kumo runs it, without I/O: JSONPath reference paths and
 //! paths (path.rs), a state's data flow (dataflow.rs: `InputPath`, `Parameters`,
-//! `ResultSelector`, `ResultPath`, `OutputPath`), the intrinsic functions (intrinsics.rs) and
-//! the `Choice` state's rules (choice.rs), and `Retry`/`Catch` (errors.rs). The engine that runs executions durably builds on
-//! these (issue 25).
+//! `ResultSelector`, `ResultPath`, `OutputPath`), the intrinsic functions (intrinsics.rs),
+//! the `Choice` state's rules (choice.rs), `Retry` and `Catch` (errors.rs), and a state
+//! machine's definition, checked whole (definition.rs). The engine that runs executions
+//! durably builds on these (issue 25).
 
 pub mod choice;
 pub mod dataflow;
+pub mod definition;
 pub mod errors;
 pub mod intrinsics;
 pub mod path;
