@@ -1,9 +1,10 @@
 //! The Amazon States Language as kumo runs it, without I/O: JSONPath reference paths and
 //! paths (path.rs), a state's data flow (dataflow.rs: `InputPath`, `Parameters`,
 //! `ResultSelector`, `ResultPath`, `OutputPath`), the intrinsic functions (intrinsics.rs),
-//! the `Choice` state's rules (choice.rs), `Retry` and `Catch` (errors.rs), and a state
-//! machine's definition, checked whole (definition.rs). The engine that runs executions
-//! durably builds on these (issue 25).
+//! the `Choice` state's rules (choice.rs), `Retry` and `Catch` (errors.rs), a state
+//! machine's definition, checked whole (definition.rs), and one step of an execution
+//! (step.rs: what a state does with its input, and what follows a result or an error). The
+//! engine that runs executions durably builds on these (issue 25, not built yet).
 
 pub mod choice;
 pub mod dataflow;
@@ -11,6 +12,7 @@ pub mod definition;
 pub mod errors;
 pub mod intrinsics;
 pub mod path;
+pub mod step;
 
 /// A failure of the language itself, named as Step Functions names it: `States.Runtime`
 /// (a path that matches nothing, a bad argument), `States.IntrinsicFailure`, ...
