@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Nothing in memory is authoritative: the server's caches are rebuilt from here on start.
-//! One concrete SQLite store for now; a trait will come with the PostgreSQL backend.
+//! With `--database`, the same state lives in PostgreSQL instead of `kumo.db` ([`PgStore`]),
+//! and the files in a folder the nodes share or an S3-compatible bucket ([`open_bucket`]);
+//! [`Store`] is whichever backend the server runs on, behind the traits of [`prelude`].
 
 mod audit;
 mod backend;

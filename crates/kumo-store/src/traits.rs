@@ -1,12 +1,12 @@
-//! What a storage backend provides, one trait per concern. SQLite's [`Store`](crate::Store)
-//! implements them all; a PostgreSQL backend implements the same traits and passes the same
-//! conformance suite (`tests/conformance.rs`). The contract each method documents (atomicity,
+//! What a storage backend provides, one trait per concern. SQLite's
+//! [`SqliteStore`](crate::SqliteStore) and PostgreSQL's [`PgStore`](crate::PgStore) implement
+//! them all and pass the same conformance suite (`tests/conformance.rs`). The contract each method documents (atomicity,
 //! ordering, what "once" means) is what callers rely on, whatever the engine.
 //!
 //! Methods return `impl Future + Send` (static dispatch: the hot path pays no virtual call;
-//! several backends will be one enum over them). Writes of the hot path, invocation records
-//! and log lines, do not go through these traits but through a backend's batching writer
-//! ([`RecordWriter`](crate::RecordWriter) for SQLite).
+//! [`Store`](crate::Store) is one enum over the backends). Writes of the hot path, invocation
+//! records and log lines, do not go through these traits but through the batching
+//! [`RecordWriter`](crate::RecordWriter), which writes to either backend.
 
 use crate::{
     AliasSet, ClaimedEvent, Completion, LogQuery, NewEvent, Published, QueueDepth, Swept,
