@@ -1,7 +1,8 @@
 //! What a storage backend provides, one trait per concern. SQLite's
 //! [`SqliteStore`](crate::SqliteStore) and PostgreSQL's [`PgStore`](crate::PgStore) implement
-//! them all and pass the same conformance suite (`tests/conformance.rs`). The contract each method documents (atomicity,
-//! ordering, what "once" means) is what callers rely on, whatever the engine.
+//! them all and pass the same conformance suite (`tests/conformance.rs`). The contract each
+//! method documents (atomicity, ordering, what "once" means) is what callers rely on,
+//! whatever the engine.
 //!
 //! Methods return `impl Future + Send` (static dispatch: the hot path pays no virtual call;
 //! [`Store`](crate::Store) is one enum over the backends). Writes of the hot path, invocation
