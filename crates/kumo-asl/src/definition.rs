@@ -66,12 +66,36 @@ pub enum Kind {
         items_path: Option<String>,
         item_selector: Option<Value>,
         max_concurrency: u32,
+        /// How many items may fail before the Map does (`ToleratedFailurePercentage` and
+        /// `ToleratedFailureCount`; none given: none may).
+        tolerated: Tolerance,
     },
     Succeed,
     Fail {
         error: Option<String>,
         cause: Option<String>,
     },
+}
+
+/// A Map's tolerated failures: the state fails once more items failed than either allows.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Tolerance {
+    pub percentage: Option<f64>,
+    pub count: Option<u64>,
+}
+
+impl Tolerance {
+    /// Whether `failed` of `total` items is more than tolerated.
+    pub fn exceeded(&self, failed: usize, total: usize) -> bool {
+        if failed == 0 {
+            return false;
+        }
+        let by_count = self.count.is_some_and(|c| failed as u64 <= c);
+        let by_percentage = self
+            .percentage
+            .is_some_and(|p| (failed as f64) * 100.0 <= p * total as f64);
+        !(by_count || by_percentage)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -560,6 +584,28 @@ fn map(fields: &Map<String, Value>, label: &str, problems: &mut Vec<Problem>) ->
             }
         },
     };
+    let percentage = match fields.get("ToleratedFailurePercentage") {
+        None => None,
+        Some(v) => match v.as_f64().filter(|p| (0.0..=100.0).contains(p)) {
+            Some(p) => Some(p),
+            None => {
+                let why = "must be a number from 0 to 100".to_string();
+                problem(problems, Some(label), "ToleratedFailurePercentage", why);
+                None
+            }
+        },
+    };
+    let count = match fields.get("ToleratedFailureCount") {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(c) => Some(c),
+            None => {
+                let why = "must be a whole number".to_string();
+                problem(problems, Some(label), "ToleratedFailureCount", why);
+                None
+            }
+        },
+    };
     Some(Kind::Map {
         processor: Box::new(processor),
         items_path,
@@ -568,6 +614,7 @@ fn map(fields: &Map<String, Value>, label: &str, problems: &mut Vec<Problem>) ->
             .or_else(|| fields.get("Parameters"))
             .cloned(),
         max_concurrency,
+        tolerated: Tolerance { percentage, count },
     })
 }
 
@@ -690,6 +737,37 @@ mod tests {
         assert_eq!(
             nested,
             ["state \"P branch 1 / S\", Next: is missing (or give End: true)"]
+        );
+    }
+
+    #[test]
+    fn tolerated_failures_of_a_map() {
+        let none = Tolerance::default();
+        assert!(!none.exceeded(0, 10));
+        assert!(none.exceeded(1, 10));
+        let count = Tolerance {
+            count: Some(2),
+            percentage: None,
+        };
+        assert!(!count.exceeded(2, 10) && count.exceeded(3, 10));
+        let percentage = Tolerance {
+            count: None,
+            percentage: Some(25.0),
+        };
+        assert!(!percentage.exceeded(1, 4) && percentage.exceeded(2, 4));
+        // Either bound tolerates.
+        let both = Tolerance {
+            count: Some(1),
+            percentage: Some(50.0),
+        };
+        assert!(!both.exceeded(2, 4) && both.exceeded(3, 4));
+        let bad = problems(json!({"StartAt": "M", "States": {"M": {
+            "Type": "Map", "End": true, "ToleratedFailurePercentage": 120,
+            "ItemProcessor": {"StartAt": "I", "States": {"I": {"Type": "Succeed"}}}
+        }}}));
+        assert_eq!(
+            bad,
+            ["state \"M\", ToleratedFailurePercentage: must be a number from 0 to 100"]
         );
     }
 

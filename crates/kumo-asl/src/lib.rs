@@ -2,11 +2,13 @@
 //! paths (path.rs), a state's data flow (dataflow.rs: `InputPath`, `Parameters`,
 //! `ResultSelector`, `ResultPath`, `OutputPath`), the intrinsic functions (intrinsics.rs),
 //! the `Choice` state's rules (choice.rs), `Retry` and `Catch` (errors.rs), a state
-//! machine's definition, checked whole (definition.rs), and one step of an execution
-//! (step.rs: what a state does with its input, and what follows a result or an error). The
-//! engine that runs executions durably builds on these (issue 25, not built yet).
+//! machine's definition, checked whole (definition.rs), the context object (context.rs), and
+//! one step of an execution (step.rs: what a state does with its input, and what follows a
+//! result, an error, or the ends of a Parallel's branches and a Map's items). The engine that
+//! runs executions durably builds on these (issue 25, not built yet).
 
 pub mod choice;
+pub mod context;
 pub mod dataflow;
 pub mod definition;
 pub mod errors;

@@ -254,6 +254,43 @@ pub fn after_error(
     }))
 }
 
+/// After a Parallel's branches or a Map's items ended, each with its output or its error, in
+/// order. A Parallel fails with its first failed branch's error; a Map with
+/// `States.ExceedToleratedFailureThreshold` once more items failed than it tolerates (the
+/// failed items' outputs are their `{"Error", "Cause"}`). The error goes to
+/// [`after_error`]; the outputs, as one array, to [`after_result`].
+pub fn gather(
+    machine: &StateMachine,
+    name: &str,
+    outcomes: Vec<Result<Value, AslError>>,
+) -> Result<Result<Value, AslError>, AslError> {
+    let state = state(machine, name)?;
+    let total = outcomes.len();
+    match &state.kind {
+        Kind::Parallel { .. } => Ok(outcomes
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array)),
+        Kind::Map { tolerated, .. } => {
+            let failed = outcomes.iter().filter(|o| o.is_err()).count();
+            if tolerated.exceeded(failed, total) {
+                return Ok(Err(AslError {
+                    error: "States.ExceedToleratedFailureThreshold".into(),
+                    cause: format!("{failed} of {total} items of Map state {name:?} failed"),
+                }));
+            }
+            let outputs = outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|e| json!({"Error": e.error, "Cause": e.cause})))
+                .collect();
+            Ok(Ok(Value::Array(outputs)))
+        }
+        _ => Err(AslError::runtime(format!(
+            "state {name:?} has no branches or items to gather"
+        ))),
+    }
+}
+
 fn first_taker<'a>(retriers: &'a [Retrier], error: &str) -> Option<(usize, &'a Retrier)> {
     retriers
         .iter()
@@ -492,6 +529,40 @@ mod tests {
             [json!({"item": 5, "at": 0}), json!({"item": 6, "at": 1})]
         );
         assert_eq!(max_concurrency, 2);
+    }
+
+    #[test]
+    fn parallel_fails_with_its_first_failure_and_map_tolerates_what_it_says() {
+        let m = machine(json!({
+            "StartAt": "P",
+            "States": {
+                "P": {"Type": "Parallel", "Next": "M", "Branches": [
+                    {"StartAt": "A", "States": {"A": {"Type": "Succeed"}}},
+                    {"StartAt": "B", "States": {"B": {"Type": "Succeed"}}}]},
+                "M": {"Type": "Map", "End": true, "ToleratedFailureCount": 1,
+                      "ItemProcessor": {"StartAt": "I", "States": {"I": {"Type": "Succeed"}}}}
+            }
+        }));
+        let failure = |name: &str| AslError {
+            error: name.into(),
+            cause: String::new(),
+        };
+        let all = gather(&m, "P", vec![Ok(json!(1)), Ok(json!(2))]).unwrap();
+        assert_eq!(all, Ok(json!([1, 2])));
+        let failed = gather(
+            &m,
+            "P",
+            vec![Ok(json!(1)), Err(failure("X")), Err(failure("Y"))],
+        )
+        .unwrap();
+        assert_eq!(failed.unwrap_err().error, "X");
+        let tolerated = gather(&m, "M", vec![Ok(json!(1)), Err(failure("X"))]).unwrap();
+        assert_eq!(tolerated, Ok(json!([1, {"Error": "X", "Cause": ""}])));
+        let too_many = gather(&m, "M", vec![Err(failure("X")), Err(failure("Y"))]).unwrap();
+        assert_eq!(
+            too_many.unwrap_err().error,
+            "States.ExceedToleratedFailureThreshold"
+        );
     }
 
     #[test]
