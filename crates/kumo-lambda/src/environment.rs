@@ -7,6 +7,10 @@ use kumo_sandbox::{Exit, Sandbox, StartError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// After a refused (too large) response, how long the runtime gets to log the refusal and
+/// ask for its next job before the invocation's output is taken.
+const TRAILING_OUTPUT: Duration = Duration::from_secs(2);
+
 /// How an environment could not start or could not finish an invocation.
 #[derive(Debug)]
 pub(crate) enum Ended {
@@ -126,6 +130,17 @@ impl Environment {
         let answered = self.exchange.give(job);
         tokio::select! {
             answer = answered => match answer {
+                Ok(Answer::TooLarge) => {
+                    // The runtime learns of the refusal only now and may log it: its output
+                    // until it asks for the next job (or a short while) is this invocation's.
+                    let seen = self.exchange.next_calls();
+                    let _ = tokio::time::timeout(
+                        TRAILING_OUTPUT,
+                        self.exchange.asked_more_than(seen),
+                    )
+                    .await;
+                    Ok(Answer::TooLarge)
+                }
                 Ok(answer) => Ok(answer),
                 Err(_) => Err(Ended::Exited(self.sandbox.exited().await)),
             },

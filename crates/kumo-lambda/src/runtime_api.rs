@@ -62,6 +62,9 @@ pub struct Exchange {
     /// Notified once the runtime first asks for a job (its init is done) or reports an init
     /// error.
     pub init_done: Notify,
+    /// How many times the runtime has asked for a job, and a wake-up at each.
+    next_calls: std::sync::atomic::AtomicU64,
+    asked: Notify,
 }
 
 #[derive(Default)]
@@ -92,6 +95,22 @@ impl Exchange {
     /// The body of the runtime's `/init/error`, if it sent one.
     pub fn init_error(&self) -> Option<Bytes> {
         self.state().init_error.clone()
+    }
+
+    /// How many times the runtime has asked for a job so far.
+    pub fn next_calls(&self) -> u64 {
+        self.next_calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until the runtime has asked for a job more than `seen` times.
+    pub async fn asked_more_than(&self, seen: u64) {
+        loop {
+            let asked = self.asked.notified();
+            if self.next_calls() > seen {
+                return;
+            }
+            asked.await;
+        }
     }
 
     /// kumo gives a job; the answer comes on the returned channel. One job at a time.
@@ -127,6 +146,9 @@ impl Exchange {
             state.initialized = true;
             self.init_done.notify_one();
         }
+        self.next_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.asked.notify_waiters();
         let (give, take) = oneshot::channel();
         match state.queued.take() {
             Some((job, answer)) => {
@@ -319,6 +341,29 @@ fn next_response(job: Job) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn kumo_can_wait_for_the_runtime_to_ask_again() {
+        let exchange = Exchange::default();
+        let _first = exchange.next().unwrap();
+        let answered = exchange.give(job("r1"));
+        let seen = exchange.next_calls();
+        assert_eq!(seen, 1);
+        exchange.answer("r1", Answer::TooLarge).unwrap();
+        assert_eq!(answered.await.unwrap(), Answer::TooLarge);
+        let waiting = exchange.asked_more_than(seen);
+        let again = async {
+            tokio::task::yield_now().await;
+            // The runtime's next `/next` (its job channel is not needed here).
+            drop(exchange.next().unwrap());
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            tokio::join!(waiting, again)
+        })
+        .await
+        .expect("the wait ends at the runtime's next /next");
+        assert_eq!(exchange.next_calls(), 2);
+    }
 
     fn job(id: &str) -> Job {
         Job {
