@@ -104,12 +104,18 @@ impl Environment {
             memory: None,
         };
         let init = tokio::select! {
+            biased;
             // A notification sent before this wait began is kept for it.
             () = environment.exchange.init_done.notified() => match environment.exchange.init_error() {
                 Some(body) => Err(Ended::InitError(body)),
                 None => Ok(()),
             },
-            exit = environment.sandbox.exited() => Err(Ended::Exited(exit)),
+            // A runtime that reported its init error and then exited (as they do) may be seen
+            // exiting first: its report still says why.
+            exit = environment.sandbox.exited() => match environment.exchange.init_error() {
+                Some(body) => Err(Ended::InitError(body)),
+                None => Err(Ended::Exited(exit)),
+            },
             () = tokio::time::sleep(init_timeout) => Err(Ended::InitTimeout),
         };
         match init {
@@ -129,6 +135,8 @@ impl Environment {
         let _ = self.sandbox.thaw();
         let answered = self.exchange.give(job);
         tokio::select! {
+            // An answer given just before the runtime exited is still its answer.
+            biased;
             answer = answered => match answer {
                 Ok(Answer::TooLarge) => {
                     // The runtime learns of the refusal only now and may log it: its output
