@@ -5,6 +5,45 @@ use anyhow::Context as _;
 use kumo_core::{CounterError, Expect, KeyPage, KvEntry, KvWrite};
 use sqlx::Row as _;
 
+/// One page of `table`'s rows of `bucket` whose key starts with `prefix`, after `cursor`, in
+/// byte order (as SQLite's `kv::page`): `columns` must start with `key`. The cursor of the next
+/// page comes with it.
+pub(super) async fn page(
+    pool: &sqlx::PgPool,
+    table: &str,
+    columns: &str,
+    bucket: &str,
+    prefix: &str,
+    cursor: Option<&str>,
+    limit: u32,
+) -> anyhow::Result<(Vec<sqlx::postgres::PgRow>, Option<String>)> {
+    let limit = limit.max(1) as usize;
+    let start = cursor.filter(|c| *c >= prefix).unwrap_or(prefix);
+    let end = crate::kv::prefix_successor(prefix);
+    // Safe: `table` and `columns` are this crate's constants; the values are bound.
+    let mut rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {columns} FROM {table}
+         WHERE bucket = $1 AND key >= $2 AND ($3::text IS NULL OR key < $3)
+             AND ($4::text IS NULL OR key > $4)
+         ORDER BY key LIMIT $5"
+    )))
+    .bind(bucket)
+    .bind(start)
+    .bind(end.as_deref())
+    .bind(cursor)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
+    .fetch_all(pool)
+    .await
+    .with_context(|| format!("listing {table}"))?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let cursor = match rows.last() {
+        Some(row) if more => Some(row.try_get::<String, _>(0)?),
+        _ => None,
+    };
+    Ok((rows, cursor))
+}
+
 impl crate::KvStore for PgStore {
     async fn kv_get(&self, bucket: &str, key: &str) -> anyhow::Result<Option<KvEntry>> {
         let row =
@@ -131,26 +170,11 @@ impl crate::KvStore for PgStore {
         cursor: Option<&str>,
         limit: u32,
     ) -> anyhow::Result<KeyPage> {
-        let limit = limit.max(1) as usize;
-        let start = cursor.filter(|c| *c >= prefix).unwrap_or(prefix);
-        let end = crate::kv::prefix_successor(prefix);
-        let mut keys: Vec<String> = sqlx::query_scalar(
-            "SELECT key FROM kv
-             WHERE bucket = $1 AND key >= $2 AND ($3::text IS NULL OR key < $3)
-                 AND ($4::text IS NULL OR key > $4)
-             ORDER BY key LIMIT $5",
-        )
-        .bind(bucket)
-        .bind(start)
-        .bind(end.as_deref())
-        .bind(cursor)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
-        .fetch_all(&self.pool)
-        .await
-        .context("listing keys")?;
-        let more = keys.len() > limit;
-        keys.truncate(limit);
-        let cursor = more.then(|| keys.last().cloned()).flatten();
+        let (rows, cursor) = page(&self.pool, "kv", "key", bucket, prefix, cursor, limit).await?;
+        let keys = rows
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<Vec<String>, _>>()?;
         Ok(KeyPage { keys, cursor })
     }
 

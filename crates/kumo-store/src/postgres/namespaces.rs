@@ -224,32 +224,15 @@ impl crate::ObjectInfoStore for PgStore {
         cursor: Option<&str>,
         limit: u32,
     ) -> anyhow::Result<(Vec<ObjectInfo>, Option<String>)> {
-        let limit = limit.max(1) as usize;
-        let start = cursor.filter(|c| *c >= prefix).unwrap_or(prefix);
-        let end = crate::kv::prefix_successor(prefix);
-        let rows = sqlx::query(
-            "SELECT * FROM objects
-             WHERE bucket = $1 AND key >= $2 AND ($3::text IS NULL OR key < $3)
-                 AND ($4::text IS NULL OR key > $4)
-             ORDER BY key LIMIT $5",
+        let columns = "key, bucket, size, etag, content_type, updated_at";
+        let (rows, cursor) = super::kv::page(
+            &self.pool, "objects", columns, bucket, prefix, cursor, limit,
         )
-        .bind(bucket)
-        .bind(start)
-        .bind(end.as_deref())
-        .bind(cursor)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
-        .fetch_all(&self.pool)
-        .await
-        .context("listing objects")?;
-        let mut objects = rows
+        .await?;
+        let objects = rows
             .iter()
             .map(info_of)
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let more = objects.len() > limit;
-        objects.truncate(limit);
-        let cursor = more
-            .then(|| objects.last().map(|o| o.key.clone()))
-            .flatten();
         Ok((objects, cursor))
     }
 }

@@ -6,7 +6,7 @@
 use crate::harness::{Receiver, TestServer, authorized, config};
 use kumo_api::{FunctionConfig, KvCondition};
 use kumo_core::{EventStatus, Role};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -327,20 +327,9 @@ async fn no_accepted_event_is_lost_when_a_node_is_killed() {
 
     // Every event that got its 202 runs: the killed node's leases run out and the others
     // take its events over.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    while Instant::now() < deadline {
-        seen.clear();
-        for body in receiver.bodies() {
-            *seen
-                .entry(String::from_utf8(body.to_vec()).unwrap())
-                .or_default() += 1;
-        }
-        if ids.iter().all(|id| seen.contains_key(id)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let seen = receiver
+        .counts_when_all(&ids, Duration::from_secs(90))
+        .await;
     let lost: Vec<&String> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
     assert!(
         lost.is_empty(),

@@ -5,7 +5,6 @@
 
 use crate::harness::{Receiver, TestServer, config};
 use kumo_api::{EventStatus, FunctionConfig};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const EVENTS: usize = 2_000;
@@ -58,20 +57,9 @@ async fn no_event_is_lost_when_the_server_is_killed_midway() {
     );
 
     let server = TestServer::start_in(dir.path(), &args);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    while Instant::now() < deadline {
-        seen.clear();
-        for body in receiver.bodies() {
-            *seen
-                .entry(String::from_utf8(body.to_vec()).unwrap())
-                .or_default() += 1;
-        }
-        if ids.iter().all(|id| seen.contains_key(id)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let seen = receiver
+        .counts_when_all(&ids, Duration::from_secs(90))
+        .await;
     let lost: Vec<&String> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
     assert!(
         lost.is_empty(),

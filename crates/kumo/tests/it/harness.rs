@@ -315,6 +315,28 @@ impl Receiver {
         self.bodies.lock().unwrap().clone()
     }
 
+    /// How many times each body (as text) came, once every one of `ids` has (up to
+    /// `timeout`; the caller checks what is missing).
+    pub(crate) async fn counts_when_all(
+        &self,
+        ids: &[String],
+        timeout: Duration,
+    ) -> std::collections::HashMap<String, usize> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let mut seen = std::collections::HashMap::new();
+            for body in self.bodies() {
+                *seen
+                    .entry(String::from_utf8(body.to_vec()).unwrap())
+                    .or_default() += 1;
+            }
+            if ids.iter().all(|id| seen.contains_key(id)) || std::time::Instant::now() > deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The bodies as JSON, once there are at least `n` of them (up to `timeout`).
     pub(crate) async fn json_when(&self, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
         let deadline = std::time::Instant::now() + timeout;
