@@ -29,7 +29,8 @@ impl std::fmt::Display for Problem {
 }
 
 /// What a `Task` runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Resource {
     /// `kumo:function:NAME[:QUALIFIER]`, a Lambda function ARN, or
     /// `arn:aws:states:::lambda:invoke` (whose `Payload` parameter is the input).

@@ -1,7 +1,6 @@
 //! One step of an execution, as a pure function: what a state does with its input, and what
-//! happens after its work (a task's result or error, a Parallel's or Map's results). The
-//! engine (issue 25, not built yet) persists each step's outcome before acting on it; here is
-//! only the meaning of the language.
+//! happens after its work (a task's result or error, a Parallel's or Map's results).
+//! [`crate::execution`] applies these to an execution's threads.
 
 use crate::AslError;
 use crate::dataflow::{self, DataFlow};
@@ -10,7 +9,8 @@ use crate::errors::{Retrier, takes};
 use serde_json::{Value, json};
 
 /// What entering a state asks for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     /// Go on to `state` with `input`.
     Next { state: String, input: Value },
