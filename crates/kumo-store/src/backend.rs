@@ -5,8 +5,9 @@
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
-    AliasSet, ClaimedEvent, Completion, LogQuery, NewEvent, Published, QueueDepth, SealedSecret,
-    StoredToken, Swept, VersionDeleted,
+    AliasSet, ClaimedEvent, Completion, ExecutionRecord, ExecutionSave, HistoryEntry, LogQuery,
+    NewEvent, Published, QueueDepth, SealedSecret, Signal, StoredToken, Swept, VersionDeleted,
+    WorkflowRecord,
 };
 use anyhow::Context as _;
 use kumo_core::{
@@ -260,4 +261,55 @@ pass_to_backend!(SecretStore {
     fn get_secret(&self, name: &str) -> Result<Option<SealedSecret>>;
     fn list_secrets(&self) -> Result<Vec<SecretInfo>>;
     fn delete_secret(&self, name: &str) -> Result<bool>;
+});
+
+pass_to_backend!(WorkflowStore {
+    fn put_workflow(&self, name: &str, definition: &str, now: i64) -> Result<bool>;
+    fn get_workflow(&self, name: &str) -> Result<Option<WorkflowRecord>>;
+    fn list_workflows(&self) -> Result<Vec<WorkflowRecord>>;
+    fn delete_workflow(&self, name: &str) -> Result<bool>;
+    fn create_execution(
+        &self,
+        execution: &ExecutionRecord,
+        save: &ExecutionSave,
+        owner: &str,
+        lease_until: i64
+    ) -> Result<bool>;
+    fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>>;
+    fn find_execution(&self, workflow: &str, name: &str) -> Result<Option<ExecutionRecord>>;
+    fn list_executions(
+        &self,
+        workflow: &str,
+        status: Option<&str>,
+        limit: u32
+    ) -> Result<Vec<ExecutionRecord>>;
+    fn execution_threads(&self, id: &str) -> Result<Vec<(String, String)>>;
+    fn execution_history(&self, id: &str, after: i64, limit: u32) -> Result<Vec<HistoryEntry>>;
+    fn save_execution(&self, id: &str, owner: &str, save: &ExecutionSave) -> Result<bool>;
+    fn redrive_execution(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: i64,
+        save: &ExecutionSave
+    ) -> Result<bool>;
+    fn claim_executions(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32
+    ) -> Result<Vec<ExecutionRecord>>;
+    fn extend_execution_leases(&self, owner: &str, ids: &[String], lease_until: i64) -> Result<u64>;
+    fn release_executions(&self, owner: &str) -> Result<u64>;
+    fn signal_execution(
+        &self,
+        id: &str,
+        thread: &str,
+        kind: &str,
+        body: &str,
+        now: i64
+    ) -> Result<bool>;
+    fn execution_signals(&self, id: &str) -> Result<Vec<Signal>>;
+    fn next_execution_due(&self) -> Result<Option<i64>>;
 });

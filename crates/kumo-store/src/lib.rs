@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! DATA/kumo.db        SQLite (WAL): functions, versions, aliases, invocation and log chunks,
-//!                     the event queue, key-value
+//!                     the event queue, key-value, workflows and their executions
 //! DATA/blobs/<sha256> deployed code, content-addressed and immutable
 //! DATA/objects/       object storage: one file per object version (`{bucket}/{etag}`)
 //! DATA/cache/         compiled artifacts (owned by kumo-runtime)
@@ -35,6 +35,7 @@ mod traits;
 mod usage;
 mod uuid_time;
 mod versions;
+mod workflows;
 
 pub use backend::Store;
 pub use blobs::Blobs;
@@ -53,11 +54,15 @@ pub mod prelude {
     pub use crate::traits::{
         AuditStore, EventQueue, FunctionStore, KvStore, LogStore, NamespaceStore, ObjectInfoStore,
         RecordStore, ScheduleStore, SecretStore, TokenStore, UsageStore, VersionStore,
+        WorkflowStore,
     };
 }
 pub use traits::{
     AuditStore, EventQueue, FunctionStore, KvStore, LogStore, NamespaceStore, ObjectInfoStore,
-    RecordStore, ScheduleStore, SecretStore, TokenStore, UsageStore, VersionStore,
+    RecordStore, ScheduleStore, SecretStore, TokenStore, UsageStore, VersionStore, WorkflowStore,
 };
 pub use usage::Swept;
 pub use versions::{AliasSet, Published, VersionDeleted};
+pub use workflows::{
+    ExecutionEnd, ExecutionRecord, ExecutionSave, HistoryEntry, Signal, WorkflowRecord,
+};

@@ -74,6 +74,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "tokens' access keys (SigV4)",
         step: Step::Sql(&[crate::tokens::ACCESS_KEYS]),
     },
+    Migration {
+        version: 9,
+        name: "workflows and their executions",
+        step: Step::Sql(&[crate::workflows::SCHEMA]),
+    },
 ];
 
 /// The schema version this kumo writes.

@@ -10,8 +10,8 @@
 //! [`RecordWriter`](crate::RecordWriter), which writes to either backend.
 
 use crate::{
-    AliasSet, ClaimedEvent, Completion, LogQuery, NewEvent, Published, QueueDepth, Swept,
-    VersionDeleted,
+    AliasSet, ClaimedEvent, Completion, ExecutionRecord, ExecutionSave, HistoryEntry, LogQuery,
+    NewEvent, Published, QueueDepth, Signal, Swept, VersionDeleted, WorkflowRecord,
 };
 use kumo_core::{
     AliasRecord, Canary, CounterError, EventRecord, Expect, FunctionRecord, InvocationRecord,
@@ -360,4 +360,113 @@ pub trait SecretStore {
     fn list_secrets(&self) -> impl Future<Output = Result<Vec<kumo_core::SecretInfo>>> + Send;
     /// Deletes a secret; false if there was none.
     fn delete_secret(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// Workflows and their executions. An execution is changed only by the node holding its
+/// lease, one transaction per transition ([`Self::save_execution`]); anyone may signal it.
+pub trait WorkflowStore {
+    /// Creates or replaces a workflow's definition; true when it was created.
+    fn put_workflow(
+        &self,
+        name: &str,
+        definition: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    fn get_workflow(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<WorkflowRecord>>> + Send;
+    /// Every workflow, by name.
+    fn list_workflows(&self) -> impl Future<Output = Result<Vec<WorkflowRecord>>> + Send;
+    /// False if there was none. Its executions stay (running ones run on: each has its own
+    /// copy of the definition).
+    fn delete_workflow(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Stores a new running execution with its first transition, leased to `owner`; false
+    /// (nothing stored) when the workflow has an execution of that name already.
+    fn create_execution(
+        &self,
+        execution: &ExecutionRecord,
+        save: &ExecutionSave,
+        owner: &str,
+        lease_until: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    fn get_execution(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ExecutionRecord>>> + Send;
+    /// The workflow's execution named `name`.
+    fn find_execution(
+        &self,
+        workflow: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ExecutionRecord>>> + Send;
+    /// The newest `limit` executions of a workflow (of one status if given), newest first.
+    fn list_executions(
+        &self,
+        workflow: &str,
+        status: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ExecutionRecord>>> + Send;
+    /// The (thread id, JSON) of every thread the execution has.
+    fn execution_threads(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
+    /// Up to `limit` history entries after `after` (a sequence number; 0: from the start).
+    fn execution_history(
+        &self,
+        id: &str,
+        after: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<HistoryEntry>>> + Send;
+    /// Writes one transition, all or nothing, only while `owner` holds the lease; false
+    /// (nothing written) otherwise.
+    fn save_execution(
+        &self,
+        id: &str,
+        owner: &str,
+        save: &ExecutionSave,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Makes an ended, unsuccessful execution run again, leased to `owner`, with `save`
+    /// (the failed thread re-entering its state); false if it is not such an execution.
+    fn redrive_execution(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: i64,
+        save: &ExecutionSave,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Leases up to `limit` running executions due by `now` whose lease is free or expired;
+    /// each is claimed by one caller only.
+    fn claim_executions(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ExecutionRecord>>> + Send;
+    /// Moves the leases `owner` still holds on `ids` to at least `lease_until`.
+    fn extend_execution_leases(
+        &self,
+        owner: &str,
+        ids: &[String],
+        lease_until: i64,
+    ) -> impl Future<Output = Result<u64>> + Send;
+    /// Gives up every lease `owner` holds, its running executions due at once (a node's
+    /// start after a crash, its shutdown).
+    fn release_executions(&self, owner: &str) -> impl Future<Output = Result<u64>> + Send;
+    /// Queues a signal for a running execution and makes it due at `now`; false (nothing
+    /// stored) if it is not running.
+    fn signal_execution(
+        &self,
+        id: &str,
+        thread: &str,
+        kind: &str,
+        body: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// The signals waiting for an execution, oldest first.
+    fn execution_signals(&self, id: &str) -> impl Future<Output = Result<Vec<Signal>>> + Send;
+    /// When the next running execution is due, if any.
+    fn next_execution_due(&self) -> impl Future<Output = Result<Option<i64>>> + Send;
 }

@@ -28,6 +28,7 @@ trait Backend:
     + AuditStore
     + SecretStore
     + NamespaceStore
+    + WorkflowStore
     + Sync
 {
 }
@@ -45,6 +46,7 @@ impl<T> Backend for T where
         + AuditStore
         + SecretStore
         + NamespaceStore
+        + WorkflowStore
         + Sync
 {
 }
@@ -68,6 +70,7 @@ async fn conformance<S: Backend, W: Future<Output = ()>>(
     audit(store).await;
     secrets(store).await;
     namespaces(store).await;
+    workflows(store).await;
     records_logs_and_usage(store, write_records).await;
 }
 
@@ -1037,4 +1040,299 @@ async fn namespaces(store: &impl Backend) {
     assert!(!store.namespace_in_use("shop").await.unwrap());
     assert!(store.delete_namespace("shop").await.unwrap());
     assert!(!store.delete_namespace("shop").await.unwrap());
+}
+
+fn execution(id: &str, name: &str, at: i64) -> kumo_store::ExecutionRecord {
+    kumo_store::ExecutionRecord {
+        id: id.into(),
+        workflow: "orders".into(),
+        name: name.into(),
+        definition: "{}".into(),
+        status: "running".into(),
+        input: "{\"n\":1}".into(),
+        output: None,
+        error: None,
+        cause: None,
+        trace_id: "t".into(),
+        started_at: at,
+        stopped_at: None,
+        deadline: None,
+        transitions: 0,
+        redrives: 0,
+    }
+}
+
+/// Workflows; executions change only under their lease, one transition at a time, and wake
+/// on signals.
+async fn workflows(store: &impl Backend) {
+    use kumo_store::{ExecutionEnd, ExecutionSave};
+    assert!(store.put_workflow("orders", "{\"a\":1}", 1).await.unwrap());
+    assert!(!store.put_workflow("orders", "{\"a\":2}", 2).await.unwrap());
+    let w = store.get_workflow("orders").await.unwrap().unwrap();
+    assert_eq!(
+        (w.definition.as_str(), w.created_at, w.updated_at),
+        ("{\"a\":2}", 1, 2)
+    );
+    assert_eq!(store.list_workflows().await.unwrap().len(), 1);
+
+    let history = |kind: &str| {
+        (
+            10,
+            kind.to_string(),
+            String::new(),
+            "A".to_string(),
+            "{}".to_string(),
+        )
+    };
+    let first = ExecutionSave {
+        threads: vec![(String::new(), Some("root-1".into()))],
+        history: vec![history("ExecutionStarted"), history("StateEntered")],
+        transitions: 1,
+        due_at: None,
+        ..Default::default()
+    };
+    assert!(
+        store
+            .create_execution(&execution("x1", "first", 10), &first, "n1", 100)
+            .await
+            .unwrap()
+    );
+    // A name is taken once per workflow.
+    assert!(
+        !store
+            .create_execution(&execution("x2", "first", 11), &first, "n1", 100)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .find_execution("orders", "first")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "x1"
+    );
+    // Only the lease holder saves.
+    let next = ExecutionSave {
+        threads: vec![
+            (String::new(), Some("root-2".into())),
+            ("/0".into(), Some("child".into())),
+        ],
+        history: vec![history("TaskScheduled")],
+        transitions: 2,
+        due_at: Some(50),
+        release: true,
+        ..Default::default()
+    };
+    assert!(!store.save_execution("x1", "n2", &next).await.unwrap());
+    assert!(store.save_execution("x1", "n1", &next).await.unwrap());
+    let mut threads = store.execution_threads("x1").await.unwrap();
+    threads.sort();
+    assert_eq!(
+        threads,
+        [
+            (String::new(), "root-2".into()),
+            ("/0".into(), "child".into())
+        ]
+    );
+    let entries = store.execution_history("x1", 0, 10).await.unwrap();
+    let kinds: Vec<(i64, &str)> = entries.iter().map(|e| (e.seq, e.kind.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, "ExecutionStarted"),
+            (2, "StateEntered"),
+            (3, "TaskScheduled")
+        ]
+    );
+    assert_eq!(store.execution_history("x1", 2, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .get_execution("x1")
+            .await
+            .unwrap()
+            .unwrap()
+            .transitions,
+        3
+    );
+    // Released, it is claimed once it is due, by one node only.
+    assert_eq!(store.next_execution_due().await.unwrap(), Some(50));
+    assert!(
+        store
+            .claim_executions("n2", 49, 200, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let claimed = store.claim_executions("n2", 50, 200, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        store
+            .claim_executions("n3", 60, 200, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .extend_execution_leases("n2", &["x1".into()], 300)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .extend_execution_leases("n3", &["x1".into()], 400)
+            .await
+            .unwrap(),
+        0
+    );
+    // An expired lease is anyone's.
+    assert_eq!(
+        store
+            .claim_executions("n3", 301, 400, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(!store.save_execution("x1", "n2", &next).await.unwrap());
+    // Signals wake it, wait in order, and go once handled.
+    let idle = ExecutionSave {
+        threads: vec![("/0".into(), None)],
+        due_at: None,
+        release: true,
+        ..Default::default()
+    };
+    assert!(store.save_execution("x1", "n3", &idle).await.unwrap());
+    assert_eq!(store.execution_threads("x1").await.unwrap().len(), 1);
+    assert!(
+        store
+            .claim_executions("n3", 1_000, 2_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .signal_execution("x1", "/0", "success", "{}", 500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .signal_execution("x1", "", "stop", "{}", 600)
+            .await
+            .unwrap()
+    );
+    let signals = store.execution_signals("x1").await.unwrap();
+    assert_eq!(
+        signals.iter().map(|s| s.kind.as_str()).collect::<Vec<_>>(),
+        ["success", "stop"]
+    );
+    assert_eq!(
+        store
+            .claim_executions("n1", 1_000, 2_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let ended = ExecutionSave {
+        end: Some(ExecutionEnd {
+            status: "failed".into(),
+            output: None,
+            error: Some("Boom".into()),
+            cause: Some("why".into()),
+            at: 1_100,
+        }),
+        signals_done: Some(signals[0].id),
+        ..Default::default()
+    };
+    assert!(store.save_execution("x1", "n1", &ended).await.unwrap());
+    assert_eq!(store.execution_signals("x1").await.unwrap().len(), 1);
+    let done = store.get_execution("x1").await.unwrap().unwrap();
+    assert_eq!(
+        (done.status.as_str(), done.error.as_deref(), done.stopped_at),
+        ("failed", Some("Boom"), Some(1_100))
+    );
+    assert!(
+        !store
+            .signal_execution("x1", "", "stop", "{}", 1_200)
+            .await
+            .unwrap(),
+        "it is not running"
+    );
+    assert_eq!(
+        store.execution_threads("x1").await.unwrap().len(),
+        1,
+        "kept for a redrive"
+    );
+    // A redrive runs it again, once.
+    let again = ExecutionSave {
+        due_at: Some(1_300),
+        ..Default::default()
+    };
+    assert!(
+        store
+            .redrive_execution("x1", "n1", 2_000, &again)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .redrive_execution("x1", "n1", 2_000, &again)
+            .await
+            .unwrap()
+    );
+    let redriven = store.get_execution("x1").await.unwrap().unwrap();
+    assert_eq!(
+        (redriven.status.as_str(), redriven.redrives, redriven.error),
+        ("running", 1, None)
+    );
+    // A node's restart gives up what it held.
+    assert_eq!(store.release_executions("n1").await.unwrap(), 1);
+    assert_eq!(
+        store
+            .claim_executions("n2", 1_300, 3_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Listing: newest first, by status.
+    assert!(
+        store
+            .create_execution(&execution("x3", "third", 20), &first, "n1", 100)
+            .await
+            .unwrap()
+    );
+    let all = store.list_executions("orders", None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["x3", "x1"]
+    );
+    assert_eq!(
+        store
+            .list_executions("orders", Some("succeeded"), 10)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        store
+            .list_executions("other", None, 10)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(store.delete_workflow("orders").await.unwrap());
+    assert!(!store.delete_workflow("orders").await.unwrap());
+    assert!(
+        store.get_execution("x3").await.unwrap().is_some(),
+        "executions outlive it"
+    );
 }

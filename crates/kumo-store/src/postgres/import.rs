@@ -26,11 +26,21 @@ const TABLES: &[&str] = &[
     "schedule_ticks",
     "invocation_chunks",
     "log_chunks",
+    "workflows",
+    "executions",
+    "execution_threads",
+    "execution_history",
+    "execution_signals",
 ];
 
 /// Tables whose ids come from a sequence: it must continue after the copied ids (line ids
 /// are log cursors, and must keep growing).
-const SERIAL: &[&str] = &["audit", "invocation_chunks", "log_chunks"];
+const SERIAL: &[&str] = &[
+    "audit",
+    "invocation_chunks",
+    "log_chunks",
+    "execution_signals",
+];
 
 /// A column's value, as its PostgreSQL type wants it.
 enum Kind {

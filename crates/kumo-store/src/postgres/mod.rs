@@ -20,6 +20,7 @@ mod namespaces;
 mod queue;
 mod records;
 mod registry;
+mod workflows;
 
 pub use cluster::{Change, ChangeFeed, ClusterLock};
 
@@ -237,6 +238,66 @@ CREATE TRIGGER secrets_changed AFTER INSERT OR UPDATE OR DELETE ON secrets
 ALTER TABLE events ADD COLUMN admitted BOOLEAN NOT NULL DEFAULT false;
 CREATE INDEX events_admitted ON events ((split_part(function, ':', 1)))
     WHERE status = 'running' AND admitted;
+"#,
+    ),
+    (
+        7,
+        "workflows and their executions",
+        r#"
+CREATE TABLE workflows (
+    name       TEXT COLLATE "C" PRIMARY KEY,
+    definition TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE executions (
+    id          TEXT COLLATE "C" PRIMARY KEY,
+    workflow    TEXT COLLATE "C" NOT NULL,
+    name        TEXT COLLATE "C" NOT NULL,
+    definition  TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    input       TEXT NOT NULL,
+    output      TEXT,
+    error       TEXT,
+    cause       TEXT,
+    trace_id    TEXT NOT NULL,
+    started_at  BIGINT NOT NULL,
+    stopped_at  BIGINT,
+    deadline    BIGINT,
+    due_at      BIGINT,
+    owner       TEXT,
+    lease_until BIGINT,
+    transitions BIGINT NOT NULL DEFAULT 0,
+    history_len BIGINT NOT NULL DEFAULT 0,
+    redrives    BIGINT NOT NULL DEFAULT 0,
+    UNIQUE (workflow, name)
+);
+CREATE INDEX executions_due ON executions (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX executions_of ON executions (workflow, id);
+CREATE TABLE execution_threads (
+    execution TEXT COLLATE "C" NOT NULL,
+    thread    TEXT COLLATE "C" NOT NULL,
+    doc       TEXT NOT NULL,
+    PRIMARY KEY (execution, thread)
+);
+CREATE TABLE execution_history (
+    execution TEXT COLLATE "C" NOT NULL,
+    seq       BIGINT NOT NULL,
+    at        BIGINT NOT NULL,
+    kind      TEXT NOT NULL,
+    thread    TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    detail    TEXT NOT NULL,
+    PRIMARY KEY (execution, seq)
+);
+CREATE TABLE execution_signals (
+    id        BIGSERIAL PRIMARY KEY,
+    execution TEXT COLLATE "C" NOT NULL,
+    thread    TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    body      TEXT NOT NULL
+);
+CREATE INDEX execution_signals_of ON execution_signals (execution, id);
 "#,
     ),
 ];

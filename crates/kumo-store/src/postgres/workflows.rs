@@ -1,0 +1,515 @@
+//! Workflows and their executions on PostgreSQL: the tables and contract of the SQLite
+//! backend (`crate::workflows`). Claims skip rows other nodes are claiming (`SKIP LOCKED`),
+//! and a save checks the lease in the statement that writes the execution's row.
+
+use super::PgStore;
+use crate::{ExecutionRecord, ExecutionSave, HistoryEntry, Signal, WorkflowRecord};
+use anyhow::Context as _;
+use sqlx::Row as _;
+use sqlx::postgres::PgRow;
+
+fn execution(row: &PgRow) -> anyhow::Result<ExecutionRecord> {
+    Ok(ExecutionRecord {
+        id: row.try_get("id")?,
+        workflow: row.try_get("workflow")?,
+        name: row.try_get("name")?,
+        definition: row.try_get("definition")?,
+        status: row.try_get("status")?,
+        input: row.try_get("input")?,
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+        cause: row.try_get("cause")?,
+        trace_id: row.try_get("trace_id")?,
+        started_at: row.try_get("started_at")?,
+        stopped_at: row.try_get("stopped_at")?,
+        deadline: row.try_get("deadline")?,
+        transitions: row.try_get("transitions")?,
+        redrives: row.try_get("redrives")?,
+    })
+}
+
+fn workflow(row: &PgRow) -> anyhow::Result<WorkflowRecord> {
+    Ok(WorkflowRecord {
+        name: row.try_get("name")?,
+        definition: row.try_get("definition")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// An execution's columns, as [`execution`] reads them.
+macro_rules! columns {
+    () => {
+        "id, workflow, name, definition, status, input, output, error, cause, trace_id, \
+         started_at, stopped_at, deadline, transitions, redrives"
+    };
+}
+
+impl crate::WorkflowStore for PgStore {
+    async fn put_workflow(&self, name: &str, definition: &str, now: i64) -> anyhow::Result<bool> {
+        let created: bool = sqlx::query_scalar(
+            "INSERT INTO workflows (name, definition, created_at, updated_at) VALUES ($1, $2, $3, $3)
+             ON CONFLICT (name) DO UPDATE SET definition = $2, updated_at = $3
+             RETURNING (xmax = 0)",
+        )
+        .bind(name)
+        .bind(definition)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .context("saving a workflow")?;
+        Ok(created)
+    }
+
+    async fn get_workflow(&self, name: &str) -> anyhow::Result<Option<WorkflowRecord>> {
+        sqlx::query("SELECT * FROM workflows WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading a workflow")?
+            .as_ref()
+            .map(workflow)
+            .transpose()
+    }
+
+    async fn list_workflows(&self) -> anyhow::Result<Vec<WorkflowRecord>> {
+        sqlx::query("SELECT * FROM workflows ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .context("listing workflows")?
+            .iter()
+            .map(workflow)
+            .collect()
+    }
+
+    async fn delete_workflow(&self, name: &str) -> anyhow::Result<bool> {
+        let done = sqlx::query("DELETE FROM workflows WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .context("deleting a workflow")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_execution(
+        &self,
+        e: &ExecutionRecord,
+        save: &ExecutionSave,
+        owner: &str,
+        lease_until: i64,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO executions (id, workflow, name, definition, status, input, trace_id,
+                 started_at, deadline, due_at, owner, lease_until)
+             VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (workflow, name) DO NOTHING",
+        )
+        .bind(&e.id)
+        .bind(&e.workflow)
+        .bind(&e.name)
+        .bind(&e.definition)
+        .bind(&e.input)
+        .bind(&e.trace_id)
+        .bind(e.started_at)
+        .bind(e.deadline)
+        .bind(save.due_at)
+        .bind(owner)
+        .bind(lease_until)
+        .execute(&mut *tx)
+        .await
+        .context("starting an execution")?;
+        if inserted.rows_affected() == 0 {
+            return Ok(false);
+        }
+        apply(&mut tx, &e.id, save).await?;
+        tx.commit().await.context("starting an execution")?;
+        Ok(true)
+    }
+
+    async fn get_execution(&self, id: &str) -> anyhow::Result<Option<ExecutionRecord>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM executions WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .context("reading an execution")?
+        .as_ref()
+        .map(execution)
+        .transpose()
+    }
+
+    async fn find_execution(
+        &self,
+        workflow: &str,
+        name: &str,
+    ) -> anyhow::Result<Option<ExecutionRecord>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM executions WHERE workflow = $1 AND name = $2"
+        ))
+        .bind(workflow)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .context("reading an execution")?
+        .as_ref()
+        .map(execution)
+        .transpose()
+    }
+
+    async fn list_executions(
+        &self,
+        workflow: &str,
+        status: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<ExecutionRecord>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM executions
+             WHERE workflow = $1 AND ($2::text IS NULL OR status = $2)
+             ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(workflow)
+        .bind(status)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("listing executions")?
+        .iter()
+        .map(execution)
+        .collect()
+    }
+
+    async fn execution_threads(&self, id: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT thread, doc FROM execution_threads WHERE execution = $1")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .context("reading an execution's threads")?;
+        Ok(rows)
+    }
+
+    async fn execution_history(
+        &self,
+        id: &str,
+        after: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<HistoryEntry>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, thread, state, detail FROM execution_history
+             WHERE execution = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("reading an execution's history")?;
+        rows.iter()
+            .map(|row| {
+                Ok(HistoryEntry {
+                    seq: row.try_get("seq")?,
+                    at: row.try_get("at")?,
+                    kind: row.try_get("kind")?,
+                    thread: row.try_get("thread")?,
+                    state: row.try_get("state")?,
+                    detail: row.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn save_execution(
+        &self,
+        id: &str,
+        owner: &str,
+        save: &ExecutionSave,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // The row stays locked to the end of the transaction: no claim can slip in between.
+        let held = sqlx::query("SELECT 1 FROM executions WHERE id = $1 AND owner = $2 FOR UPDATE")
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("saving an execution")?;
+        if held.is_none() {
+            return Ok(false);
+        }
+        apply(&mut tx, id, save).await?;
+        tx.commit().await.context("saving an execution")?;
+        Ok(true)
+    }
+
+    async fn redrive_execution(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: i64,
+        save: &ExecutionSave,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let taken = sqlx::query(
+            "UPDATE executions SET status = 'running', output = NULL, error = NULL, cause = NULL,
+                 stopped_at = NULL, redrives = redrives + 1, owner = $1, lease_until = $2
+             WHERE id = $3 AND status IN ('failed', 'timed_out', 'aborted')",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .context("redriving an execution")?;
+        if taken.rows_affected() == 0 {
+            return Ok(false);
+        }
+        apply(&mut tx, id, save).await?;
+        tx.commit().await.context("redriving an execution")?;
+        Ok(true)
+    }
+
+    async fn claim_executions(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<ExecutionRecord>> {
+        sqlx::query(concat!(
+            "UPDATE executions SET owner = $1, lease_until = $2
+             WHERE id IN (SELECT id FROM executions
+                 WHERE due_at <= $3 AND status = 'running'
+                     AND (lease_until IS NULL OR lease_until < $3)
+                 ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED)
+             RETURNING ",
+            columns!(),
+            ""
+        ))
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("claiming executions")?
+        .iter()
+        .map(execution)
+        .collect()
+    }
+
+    async fn extend_execution_leases(
+        &self,
+        owner: &str,
+        ids: &[String],
+        lease_until: i64,
+    ) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE executions SET lease_until = GREATEST(lease_until, $1)
+             WHERE id = ANY($2) AND owner = $3",
+        )
+        .bind(lease_until)
+        .bind(ids)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .context("renewing execution leases")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn release_executions(&self, owner: &str) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE executions SET owner = NULL, lease_until = NULL,
+                 due_at = CASE WHEN status = 'running' THEN COALESCE(due_at, 0) ELSE NULL END
+             WHERE owner = $1",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .context("releasing execution leases")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn signal_execution(
+        &self,
+        id: &str,
+        thread: &str,
+        kind: &str,
+        body: &str,
+        now: i64,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let woken = sqlx::query(
+            "UPDATE executions SET due_at = LEAST(COALESCE(due_at, $1), $1)
+             WHERE id = $2 AND status = 'running'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .context("signalling an execution")?;
+        if woken.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO execution_signals (execution, thread, kind, body) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(thread)
+        .bind(kind)
+        .bind(body)
+        .execute(&mut *tx)
+        .await
+        .context("signalling an execution")?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn execution_signals(&self, id: &str) -> anyhow::Result<Vec<Signal>> {
+        let rows = sqlx::query(
+            "SELECT id, thread, kind, body FROM execution_signals WHERE execution = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading an execution's signals")?;
+        rows.iter()
+            .map(|row| {
+                Ok(Signal {
+                    id: row.try_get("id")?,
+                    thread: row.try_get("thread")?,
+                    kind: row.try_get("kind")?,
+                    body: row.try_get("body")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_execution_due(&self) -> anyhow::Result<Option<i64>> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(due_at) FROM executions WHERE due_at IS NOT NULL AND status = 'running'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("finding the next execution due")?;
+        Ok(due)
+    }
+}
+
+/// Writes one transition of execution `id` (whose lease the caller checked).
+async fn apply(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: &str,
+    save: &ExecutionSave,
+) -> anyhow::Result<()> {
+    let context = || format!("saving execution {id}");
+    let (written, removed): (Vec<_>, Vec<_>) = save.threads.iter().partition(|(_, d)| d.is_some());
+    if !written.is_empty() {
+        let threads: Vec<&str> = written.iter().map(|(t, _)| t.as_str()).collect();
+        let docs: Vec<&str> = written.iter().filter_map(|(_, d)| d.as_deref()).collect();
+        sqlx::query(
+            "INSERT INTO execution_threads (execution, thread, doc)
+             SELECT $1, * FROM unnest($2::text[], $3::text[])
+             ON CONFLICT (execution, thread) DO UPDATE SET doc = EXCLUDED.doc",
+        )
+        .bind(id)
+        .bind(threads)
+        .bind(docs)
+        .execute(&mut **tx)
+        .await
+        .with_context(context)?;
+    }
+    if !removed.is_empty() {
+        let threads: Vec<&str> = removed.iter().map(|(t, _)| t.as_str()).collect();
+        sqlx::query("DELETE FROM execution_threads WHERE execution = $1 AND thread = ANY($2)")
+            .bind(id)
+            .bind(threads)
+            .execute(&mut **tx)
+            .await
+            .with_context(context)?;
+    }
+    let first: i64 = sqlx::query_scalar(
+        "UPDATE executions SET history_len = history_len + $1, transitions = transitions + $2
+         WHERE id = $3 RETURNING history_len - $1",
+    )
+    .bind(save.history.len() as i64)
+    .bind(i64::from(save.transitions))
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await
+    .with_context(context)?;
+    if !save.history.is_empty() {
+        let seqs: Vec<i64> = (1..=save.history.len() as i64).map(|i| first + i).collect();
+        let column = |f: fn(&(i64, String, String, String, String)) -> &str| -> Vec<&str> {
+            save.history.iter().map(f).collect()
+        };
+        let ats: Vec<i64> = save.history.iter().map(|h| h.0).collect();
+        sqlx::query(
+            "INSERT INTO execution_history (execution, seq, at, kind, thread, state, detail)
+             SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[],
+                 $6::text[], $7::text[])",
+        )
+        .bind(id)
+        .bind(seqs)
+        .bind(ats)
+        .bind(column(|h| &h.1))
+        .bind(column(|h| &h.2))
+        .bind(column(|h| &h.3))
+        .bind(column(|h| &h.4))
+        .execute(&mut **tx)
+        .await
+        .with_context(context)?;
+    }
+    if let Some(end) = &save.end {
+        sqlx::query(
+            "UPDATE executions SET status = $1, output = $2, error = $3, cause = $4,
+                 stopped_at = $5, due_at = NULL, owner = NULL, lease_until = NULL
+             WHERE id = $6",
+        )
+        .bind(&end.status)
+        .bind(&end.output)
+        .bind(&end.error)
+        .bind(&end.cause)
+        .bind(end.at)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .with_context(context)?;
+        // A failed execution keeps its threads: a redrive starts again where it failed.
+        if end.status == "succeeded" {
+            sqlx::query("DELETE FROM execution_threads WHERE execution = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .with_context(context)?;
+        }
+    } else {
+        sqlx::query(
+            "UPDATE executions SET due_at = $1,
+                 owner = CASE WHEN $2 THEN NULL ELSE owner END,
+                 lease_until = CASE WHEN $2 THEN NULL ELSE lease_until END
+             WHERE id = $3",
+        )
+        .bind(save.due_at)
+        .bind(save.release)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .with_context(context)?;
+    }
+    if let Some(done) = save.signals_done {
+        sqlx::query("DELETE FROM execution_signals WHERE execution = $1 AND id <= $2")
+            .bind(id)
+            .bind(done)
+            .execute(&mut **tx)
+            .await
+            .with_context(context)?;
+    }
+    Ok(())
+}
