@@ -224,7 +224,7 @@ fn machine(value: &Value, scope: &str, problems: &mut Vec<Problem>) -> Option<St
 }
 
 /// Where a state can go next, and the field that says so.
-fn targets(state: &State) -> Vec<(&'static str, &str)> {
+pub(crate) fn targets(state: &State) -> Vec<(&'static str, &str)> {
     let mut out = Vec::new();
     if let Some(next) = &state.next {
         out.push(("Next", next.as_str()));

@@ -355,11 +355,44 @@ impl<'m> Run<'m> {
         true
     }
 
-    /// Ends every thread (a stop, the execution's timeout): nothing runs on.
-    pub fn abort(&mut self, changes: &mut Changes) {
+    /// Ends every thread (a stop, the execution's timeout): nothing runs on. The root keeps
+    /// the state it was in, so a redrive can start there again.
+    pub fn abort(&mut self, error: AslError, changes: &mut Changes) {
         changes.touched.extend(self.threads.keys().cloned());
-        self.threads.clear();
+        self.threads.retain(|id, _| id == ROOT);
         self.ready.clear();
+        if let Some(root) = self.threads.get_mut(ROOT)
+            && !matches!(root.phase, Phase::Ended { .. })
+        {
+            root.phase = Phase::Ended {
+                outcome: Outcome::Failed {
+                    error: error.error,
+                    cause: error.cause,
+                },
+            };
+        }
+    }
+
+    /// An execution that failed (or was stopped, or timed out) runs again from the state it
+    /// ended in, with that state's input and fresh retry counts (a Parallel or Map starts
+    /// all its branches again). None if it did not end unsuccessfully.
+    pub fn redrive(&mut self, now: i64) -> Option<Changes> {
+        let root = self.threads.get_mut(ROOT)?;
+        if !matches!(
+            root.phase,
+            Phase::Ended {
+                outcome: Outcome::Failed { .. }
+            }
+        ) {
+            return None;
+        }
+        root.phase = Phase::Enter { due_ms: now };
+        root.retried.clear();
+        root.entered_ms = now;
+        self.ready.push_back(ROOT.to_string());
+        let mut changes = Changes::default();
+        changes.touched.insert(ROOT.to_string());
+        Some(changes)
     }
 
     /// A thread in the machine's state `state`.
@@ -1359,6 +1392,54 @@ mod tests {
             resumed.outcome(),
             Some(&Outcome::Succeeded { output: json!("b") })
         );
+    }
+
+    #[test]
+    fn a_redrive_starts_again_in_the_state_that_failed() {
+        let m = machine(json!({"StartAt": "A", "States": {
+            "A": {"Type": "Pass", "Result": 1, "ResultPath": "$.a", "Next": "B"},
+            "B": {"Type": "Task", "Resource": "kumo:function:b", "End": true}
+        }}));
+        let (mut run, mut changes) = Run::start(&m, json!({}), 0);
+        run.settle(&exec(), 0, &mut Fixed, &mut changes);
+        let b = changes.invoke.remove(0);
+        answered(
+            &mut run,
+            &b.thread,
+            b.task,
+            Err(failure("Down")),
+            1,
+            &mut changes,
+        );
+        assert!(matches!(run.outcome(), Some(Outcome::Failed { .. })));
+        let mut changes = run.redrive(2).unwrap();
+        run.settle(&exec(), 2, &mut Fixed, &mut changes);
+        let again = changes.invoke.remove(0);
+        assert_eq!(
+            (again.state.as_str(), again.input.clone()),
+            ("B", json!({"a": 1}))
+        );
+        assert_eq!(changes.transitions, 1, "A is not run again");
+        answered(
+            &mut run,
+            &again.thread,
+            again.task,
+            Ok(json!(2)),
+            3,
+            &mut changes,
+        );
+        assert_eq!(
+            run.outcome(),
+            Some(&Outcome::Succeeded { output: json!(2) })
+        );
+        assert!(run.redrive(4).is_none(), "a success is not redriven");
+
+        // A stop keeps the state it stopped in.
+        let (mut run, mut changes) = Run::start(&m, json!({}), 0);
+        run.settle(&exec(), 0, &mut Fixed, &mut changes);
+        run.abort(failure("States.Aborted"), &mut changes);
+        assert_eq!(run.threads[ROOT].state, "B");
+        assert!(run.redrive(1).is_some());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod dataflow;
 pub mod definition;
 pub mod errors;
 pub mod execution;
+pub mod graph;
 pub mod intrinsics;
 pub mod path;
 pub mod step;

@@ -71,14 +71,17 @@ pub fn required(method: &str, path: &str) -> Action {
         ["tokens" | "audit" | "namespaces" | "cluster", ..] => Action::Manage,
         ["invocations", _id] | ["invocations", _id, "events"] if read => Action::InvocationStatus,
         ["functions", _name, "invoke"] => Action::Invoke,
+        // Starting an execution runs functions; so does answering a callback task.
+        ["workflows", _, "executions"] | ["tasks", _] if !read => Action::Invoke,
         _ if read => Action::Read,
         _ => Action::Write,
     }
 }
 
 /// Whether a control-API request changes the control plane, and so goes to the audit trail:
-/// writes to functions (deploys, deletes, versions, aliases, redrives) and tokens. Invocations
-/// and the data kept for functions (key-value, objects, topic messages) are not changes to it.
+/// writes to functions (deploys, deletes, versions, aliases, redrives), workflows (deploys,
+/// deletes) and tokens. Invocations, executions and the data kept for functions (key-value,
+/// objects, topic messages) are not changes to it.
 pub fn audited(method: &str, path: &str) -> bool {
     let path = match crate::api_scope(path) {
         crate::ApiScope::Namespace { rest, .. } => rest,
@@ -90,6 +93,7 @@ pub fn audited(method: &str, path: &str) -> bool {
         _ if read => false,
         ["functions", _name, "invoke"] => false,
         ["functions" | "tokens" | "secrets" | "namespaces", ..] => true,
+        ["workflows", _name] => true,
         _ => false,
     }
 }
@@ -285,6 +289,12 @@ mod tests {
         assert!(audited("DELETE", "/functions/f/aliases/live"));
         assert!(audited("POST", "/functions/f/dlq/redrive"));
         assert!(audited("POST", "/tokens"));
+        assert!(audited("PUT", "/workflows/w") && audited("DELETE", "/workflows/w"));
+        assert!(!audited("POST", "/workflows/w/executions"));
+        assert_eq!(required("POST", "/workflows/w/executions"), Action::Invoke);
+        assert_eq!(required("POST", "/tasks/success"), Action::Invoke);
+        assert_eq!(required("GET", "/workflows/w/executions"), Action::Read);
+        assert_eq!(required("POST", "/executions/x/stop"), Action::Write);
         assert!(!audited("GET", "/functions/f"));
         assert!(!audited("POST", "/functions/f/invoke"));
         assert!(!audited("PUT", "/kv/b/k"));

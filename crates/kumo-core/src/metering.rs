@@ -15,6 +15,8 @@ pub enum Source {
     Call,
     /// An attempt of an asynchronous event (async invoke, schedule, topic, ...).
     Event(Trigger),
+    /// A task of a workflow's execution.
+    Workflow,
 }
 
 impl Source {
@@ -23,6 +25,7 @@ impl Source {
             Self::Http => "http",
             Self::Invoke => "invoke",
             Self::Call => "call",
+            Self::Workflow => "workflow",
             Self::Event(trigger) => trigger.as_str(),
         }
     }
@@ -32,6 +35,7 @@ impl Source {
             "http" => Some(Self::Http),
             "invoke" => Some(Self::Invoke),
             "call" => Some(Self::Call),
+            "workflow" => Some(Self::Workflow),
             _ => Trigger::parse(s).map(Self::Event),
         }
     }
@@ -168,6 +172,7 @@ mod tests {
             Source::Http,
             Source::Invoke,
             Source::Call,
+            Source::Workflow,
             Source::Event(Trigger::Storage),
         ] {
             let json = serde_json::to_string(&source).unwrap();

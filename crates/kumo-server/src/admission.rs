@@ -148,7 +148,8 @@ impl Admission {
         let record = &entry.record;
         let async_share = match source {
             Source::Event(_) => Some(self.take_async_share(entry)?),
-            Source::Http | Source::Invoke | Source::Call => None,
+            // A workflow's task waits for its answer, as a synchronous call does.
+            Source::Http | Source::Invoke | Source::Call | Source::Workflow => None,
         };
         let namespace = entry.counts.namespace.try_take().ok_or_else(|| {
             throttled(format!(

@@ -29,6 +29,7 @@ mod secrets;
 mod slots;
 mod tls;
 mod trace;
+mod workflows;
 
 pub use auth::AuthMode;
 pub use connections::ConnectionLimits;
@@ -159,6 +160,8 @@ pub struct AppState {
     stopping: watch::Receiver<bool>,
     /// This node, among the cluster's (the only one on SQLite).
     node: cluster::Node,
+    /// The executions of workflows this node drives.
+    workflows: workflows::Engine,
 }
 
 impl AppState {
@@ -352,6 +355,7 @@ impl Server {
             recorder,
             events,
             schedules: Schedules::default(),
+            workflows: workflows::Engine::default(),
             subscriptions: Subscriptions::default(),
             objects: objects::ObjectService {
                 storage: objects,
@@ -471,6 +475,7 @@ impl Server {
         ));
         let dispatcher = tokio::spawn(events::dispatch(state.clone(), self.stop.subscribe()));
         let scheduler = tokio::spawn(events::scheduler::run(state.clone(), self.stop.subscribe()));
+        let workflows = tokio::spawn(workflows::run(state.clone(), self.stop.subscribe()));
         let node = match &state.store {
             Store::Postgres(pg) => Some(tokio::spawn(cluster::run(
                 state.clone(),
@@ -502,7 +507,7 @@ impl Server {
             scraper.abort();
         }
         // Both watch the stop signal; the dispatcher lets running attempts finish first.
-        let _ = tokio::join!(dispatcher, scheduler);
+        let _ = tokio::join!(dispatcher, scheduler, workflows);
         if let Some(node) = node {
             let _ = node.await;
         }

@@ -291,6 +291,7 @@ pass_to_backend!(WorkflowStore {
         id: &str,
         owner: &str,
         lease_until: i64,
+        deadline: Option<i64>,
         save: &ExecutionSave
     ) -> Result<bool>;
     fn claim_executions(

@@ -434,6 +434,7 @@ pub trait WorkflowStore {
         id: &str,
         owner: &str,
         lease_until: i64,
+        deadline: Option<i64>,
         save: &ExecutionSave,
     ) -> impl Future<Output = Result<bool>> + Send;
     /// Leases up to `limit` running executions due by `now` whose lease is free or expired;

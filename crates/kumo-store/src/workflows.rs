@@ -388,16 +388,19 @@ impl crate::WorkflowStore for SqliteStore {
         id: &str,
         owner: &str,
         lease_until: i64,
+        deadline: Option<i64>,
         save: &ExecutionSave,
     ) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await?;
         let taken = sqlx::query(
             "UPDATE executions SET status = 'running', output = NULL, error = NULL, cause = NULL,
-                 stopped_at = NULL, redrives = redrives + 1, owner = ?, lease_until = ?
+                 stopped_at = NULL, redrives = redrives + 1, owner = ?, lease_until = ?,
+                 deadline = ?
              WHERE id = ? AND status IN ('failed', 'timed_out', 'aborted')",
         )
         .bind(owner)
         .bind(lease_until)
+        .bind(deadline)
         .bind(id)
         .execute(&mut *tx)
         .await

@@ -1276,17 +1276,22 @@ async fn workflows(store: &impl Backend) {
     };
     assert!(
         store
-            .redrive_execution("x1", "n1", 2_000, &again)
+            .redrive_execution("x1", "n1", 2_000, Some(9_000), &again)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .redrive_execution("x1", "n1", 2_000, &again)
+            .redrive_execution("x1", "n1", 2_000, Some(9_000), &again)
             .await
             .unwrap()
     );
     let redriven = store.get_execution("x1").await.unwrap().unwrap();
+    assert_eq!(
+        redriven.deadline,
+        Some(9_000),
+        "its timeout counts from the redrive"
+    );
     assert_eq!(
         (redriven.status.as_str(), redriven.redrives, redriven.error),
         ("running", 1, None)

@@ -13,6 +13,7 @@ mod records;
 mod secrets;
 mod tokens;
 mod versions;
+mod workflows;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -97,6 +98,14 @@ pub const PATHS: &[&str] = &[
     "/cluster",
     "/namespaces",
     "/namespaces/{namespace}",
+    "/workflows",
+    "/workflows/{name}",
+    "/workflows/{name}/executions",
+    "/executions/{id}",
+    "/executions/{id}/history",
+    "/executions/{id}/stop",
+    "/executions/{id}/redrive",
+    "/tasks/{outcome}",
     "/openapi.json",
 ];
 
@@ -149,6 +158,16 @@ fn endpoint(path: &str) -> MethodRouter<Arc<AppState>> {
         "/namespaces/{namespace}" => put(namespaces::put)
             .get(namespaces::get)
             .delete(namespaces::delete),
+        "/workflows" => get(workflows::list),
+        "/workflows/{name}" => put(workflows::deploy)
+            .get(workflows::get)
+            .delete(workflows::delete),
+        "/workflows/{name}/executions" => post(workflows::start).get(workflows::list_executions),
+        "/executions/{id}" => get(workflows::describe),
+        "/executions/{id}/history" => get(workflows::history),
+        "/executions/{id}/stop" => post(workflows::stop),
+        "/executions/{id}/redrive" => post(workflows::redrive),
+        "/tasks/{outcome}" => post(workflows::answer_task),
         "/openapi.json" => get(openapi::serve),
         // Invariant: every entry of PATHS has an arm (any server start proves it).
         other => panic!("no endpoint for {other}: add it to `endpoint`"),

@@ -5,6 +5,7 @@
 
 use super::{
     audit, cluster, events, functions, kv, namespaces, objects, records, secrets, tokens, versions,
+    workflows,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
@@ -12,7 +13,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 #[openapi(
     info(
         title = "kumo control API",
-        description = "Deploy and run functions, read their records, logs and usage, and keep their key-value data, objects, topics, secrets, tokens and namespaces. Every path but /namespaces, /tokens, /audit and /cluster also exists below /api/v1/namespaces/{namespace}; the paths here act in `default`."
+        description = "Deploy and run functions, read their records, logs and usage, and keep their key-value data, objects, topics, secrets, tokens and namespaces, and run workflows (Amazon States Language state machines). Every path but /namespaces, /tokens, /audit and /cluster also exists below /api/v1/namespaces/{namespace}; the paths here act in `default`."
     ),
     paths(
         functions::list,
@@ -58,6 +59,17 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         namespaces::put,
         namespaces::get,
         namespaces::delete,
+        workflows::list,
+        workflows::deploy,
+        workflows::get,
+        workflows::delete,
+        workflows::start,
+        workflows::list_executions,
+        workflows::describe,
+        workflows::history,
+        workflows::stop,
+        workflows::redrive,
+        workflows::answer_task,
     ),
     modifiers(&BearerTokens),
     security(("bearer" = []))

@@ -253,17 +253,20 @@ impl crate::WorkflowStore for PgStore {
         id: &str,
         owner: &str,
         lease_until: i64,
+        deadline: Option<i64>,
         save: &ExecutionSave,
     ) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await?;
         let taken = sqlx::query(
             "UPDATE executions SET status = 'running', output = NULL, error = NULL, cause = NULL,
-                 stopped_at = NULL, redrives = redrives + 1, owner = $1, lease_until = $2
+                 stopped_at = NULL, redrives = redrives + 1, owner = $1, lease_until = $2,
+                 deadline = $4
              WHERE id = $3 AND status IN ('failed', 'timed_out', 'aborted')",
         )
         .bind(owner)
         .bind(lease_until)
         .bind(id)
+        .bind(deadline)
         .execute(&mut *tx)
         .await
         .context("redriving an execution")?;

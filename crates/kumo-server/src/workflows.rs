@@ -1,0 +1,750 @@
+//! The workflow engine: runs executions of ASL state machines durably. The pure core
+//! (`kumo_asl::execution`) decides each transition; here each one is persisted (one
+//! transaction: threads, history, counters) before its tasks run through the Invoker.
+//!
+//! An execution is driven by one node at a time, under a lease it renews. The node that
+//! starts an execution drives it at once; otherwise the scheduler claims executions that are
+//! due (a wait or retry delay ended, a callback or stop signal came, a lease expired because
+//! a node died). A driver holds the execution while tasks run and gives it back, with the
+//! time it is next due, when nothing remains but waiting. A claimed execution first fails
+//! the tasks a dead driver left running (`States.TaskFailed`, which its `Retry` may retry):
+//! tasks run at least once per attempt, as Step Functions Standard runs them.
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::invoker::InvocationRequest;
+use kumo_asl::AslError;
+use kumo_asl::context::Execution;
+use kumo_asl::definition::StateMachine;
+use kumo_asl::execution::{Changes, Entropy, Invoke, Outcome, Run, Thread};
+use kumo_core::ErrorKind;
+use kumo_store::prelude::*;
+use kumo_store::{ExecutionEnd, ExecutionRecord, ExecutionSave, Store};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+/// How long a driver's lease lasts, and how often it is renewed.
+const LEASE: Duration = Duration::from_secs(15);
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// A driver holding an execution looks for signals at least this often.
+const POLL: Duration = Duration::from_secs(1);
+/// At most this many executions are driven by one node at once.
+const MAX_DRIVEN: usize = 512;
+/// A history entry's detail is cut to this many bytes (inputs and outputs can be large).
+const MAX_DETAIL_BYTES: usize = 8 * 1024;
+/// The most transitions one execution makes (Step Functions Standard's history holds 25,000
+/// events): a machine that loops forever fails instead.
+const MAX_TRANSITIONS: i64 = 25_000;
+
+/// The executions this node drives, each with the bell that wakes its driver.
+#[derive(Default)]
+pub(crate) struct Engine {
+    driven: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Wakes the scheduler (a signal for an execution no driver here holds).
+    claim_now: Notify,
+    /// Bumped at each execution's end: `--wait` listens.
+    ended: watch::Sender<u64>,
+}
+
+impl Engine {
+    /// Wakes the driver of `id` if it is here, else the scheduler (which claims it, if no
+    /// other node drives it).
+    pub(crate) fn wake(&self, id: &str) {
+        let bell = self.driven.lock().expect("engine lock").get(id).cloned();
+        match bell {
+            Some(bell) => bell.notify_one(),
+            None => self.claim_now.notify_one(),
+        }
+    }
+
+    /// A receiver that changes whenever an execution ends.
+    pub(crate) fn ends(&self) -> watch::Receiver<u64> {
+        self.ended.subscribe()
+    }
+}
+
+/// The lease owner of this node: the one node of SQLite is always `local`, so a restart takes
+/// back at once what the last run held.
+fn owner(state: &AppState) -> &str {
+    match state.store {
+        Store::Sqlite(_) => "local",
+        Store::Postgres(_) => &state.node.id,
+    }
+}
+
+struct Random;
+
+impl Entropy for Random {
+    fn random(&mut self) -> f64 {
+        fastrand::f64()
+    }
+    fn secret(&mut self) -> String {
+        uuid::Uuid::new_v4().simple().to_string()
+    }
+}
+
+/// Claims due executions and renews the leases of those driven here, until `stop`; then
+/// gives back every lease (their running tasks are retried where they are claimed next).
+pub(crate) async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let owner = owner(&state).to_string();
+    if let Err(e) = state.store.release_executions(&owner).await {
+        tracing::error!("giving back the executions of an earlier run: {e:#}");
+    }
+    let mut renew = tokio::time::interval(RENEW_EVERY);
+    let mut drivers = JoinSet::new();
+    loop {
+        let now = kumo_core::now_ms();
+        let free =
+            MAX_DRIVEN.saturating_sub(state.workflows.driven.lock().expect("engine lock").len());
+        if free > 0 {
+            let lease_until = now + LEASE.as_millis() as i64;
+            match state
+                .store
+                .claim_executions(&owner, now, lease_until, free as u32)
+                .await
+            {
+                Ok(claimed) => {
+                    for record in claimed {
+                        let state = state.clone();
+                        drivers.spawn(async move { drive(&state, record, None).await });
+                    }
+                }
+                Err(e) => tracing::error!("claiming executions: {e:#}"),
+            }
+        }
+        let next = state.store.next_execution_due().await.ok().flatten();
+        let wait = next.map_or(POLL, |due| {
+            Duration::from_millis(
+                (due - kumo_core::now_ms()).clamp(0, POLL.as_millis() as i64) as u64,
+            )
+        });
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = state.workflows.claim_now.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = renew.tick() => {
+                let ids: Vec<String> = state.workflows.driven.lock().expect("engine lock").keys().cloned().collect();
+                if !ids.is_empty() {
+                    let until = kumo_core::now_ms() + LEASE.as_millis() as i64;
+                    if let Err(e) = state.store.extend_execution_leases(&owner, &ids, until).await {
+                        tracing::error!("renewing execution leases: {e:#}");
+                    }
+                }
+            }
+            Some(_) = drivers.join_next(), if !drivers.is_empty() => {}
+        }
+    }
+    drivers.abort_all();
+    while drivers.join_next().await.is_some() {}
+    if let Err(e) = state.store.release_executions(&owner).await {
+        tracing::error!("giving back executions at shutdown: {e:#}");
+    }
+}
+
+/// Starts an execution of workflow `workflow` (its key) with `definition` and drives it
+/// here. With a `name` the workflow has an execution of already, that execution is the
+/// answer when it had the same input (a retried start), else 409.
+pub(crate) async fn start(
+    state: &Arc<AppState>,
+    workflow: &str,
+    definition: &str,
+    name: Option<String>,
+    input: Value,
+) -> Result<(ExecutionRecord, bool), ApiError> {
+    let machine = parse(definition)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let now = kumo_core::now_ms();
+    let input_text = input.to_string();
+    let record = ExecutionRecord {
+        id: id.clone(),
+        workflow: workflow.to_string(),
+        name: name.clone().unwrap_or_else(|| id.clone()),
+        definition: definition.to_string(),
+        status: "running".into(),
+        input: input_text.clone(),
+        output: None,
+        error: None,
+        cause: None,
+        trace_id: crate::trace::TraceContext::continue_or_start(None).trace_id,
+        started_at: now,
+        stopped_at: None,
+        deadline: machine.timeout_seconds.map(|s| now + s as i64 * 1000),
+        transitions: 0,
+        redrives: 0,
+    };
+    let (run, mut changes) = Run::start(&machine, input, now);
+    changes.history.insert(
+        0,
+        kumo_asl::execution::Event {
+            kind: "ExecutionStarted",
+            thread: String::new(),
+            state: String::new(),
+            detail: json!({"input": run_input(&input_text)}),
+        },
+    );
+    let save = saved(&run, &changes, now, Some(now), false, None);
+    let lease_until = now + LEASE.as_millis() as i64;
+    if !state
+        .store
+        .create_execution(&record, &save, owner(state), lease_until)
+        .await?
+    {
+        let name = record.name;
+        let existing = state
+            .store
+            .find_execution(workflow, &name)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("execution {name:?} vanished as it was started"))?;
+        if existing.input != input_text {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!("the workflow has an execution named {name:?} with another input"),
+            ));
+        }
+        return Ok((existing, false));
+    }
+    let threads = run.threads.clone();
+    let driven = record.clone();
+    let state = state.clone();
+    tokio::spawn(async move { drive(&state, driven, Some(threads)).await });
+    Ok((record, true))
+}
+
+/// A stored or given input as JSON for the history.
+fn run_input(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+pub(crate) fn parse(definition: &str) -> Result<StateMachine, ApiError> {
+    let value: Value = serde_json::from_str(definition)
+        .map_err(|e| ApiError::bad_request(format!("the definition is not JSON: {e}")))?;
+    StateMachine::parse(&value).map_err(|problems| {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        ApiError::bad_request(format!("the definition is not valid: {}", list.join("; ")))
+    })
+}
+
+/// What one transition writes.
+fn saved(
+    run: &Run,
+    changes: &Changes,
+    now: i64,
+    due_at: Option<i64>,
+    release: bool,
+    end: Option<ExecutionEnd>,
+) -> ExecutionSave {
+    let threads = changes
+        .touched
+        .iter()
+        .map(|id| {
+            let doc = run
+                .threads
+                .get(id)
+                .map(|t| serde_json::to_string(t).unwrap_or_default());
+            (id.clone(), doc)
+        })
+        .collect();
+    let history = changes
+        .history
+        .iter()
+        .map(|e| {
+            let mut detail = e.detail.to_string();
+            if detail.len() > MAX_DETAIL_BYTES {
+                detail = json!({"truncated": true, "bytes": detail.len()}).to_string();
+            }
+            (
+                now,
+                e.kind.to_string(),
+                e.thread.clone(),
+                e.state.clone(),
+                detail,
+            )
+        })
+        .collect();
+    ExecutionSave {
+        threads,
+        history,
+        transitions: changes.transitions,
+        end,
+        due_at,
+        release,
+        signals_done: None,
+    }
+}
+
+/// Drives one execution until it ends, waits for nothing but time or signals (then gives it
+/// back), or loses its lease. `threads`: as just started; None: read from the store.
+async fn drive(
+    state: &Arc<AppState>,
+    record: ExecutionRecord,
+    threads: Option<BTreeMap<String, Thread>>,
+) {
+    let bell = Arc::new(Notify::new());
+    state
+        .workflows
+        .driven
+        .lock()
+        .expect("engine lock")
+        .insert(record.id.clone(), bell.clone());
+    if let Err(e) = Driver::new(state, &record, bell).run(threads).await {
+        tracing::error!(execution = %record.id, "driving an execution: {e:#}");
+    }
+    state
+        .workflows
+        .driven
+        .lock()
+        .expect("engine lock")
+        .remove(&record.id);
+}
+
+struct Driver<'a> {
+    state: &'a Arc<AppState>,
+    record: &'a ExecutionRecord,
+    bell: Arc<Notify>,
+    owner: String,
+    start_time: String,
+    input: Value,
+}
+
+/// A task's end: (thread, task number, result).
+type TaskEnd = (String, u64, Result<Value, AslError>);
+
+impl<'a> Driver<'a> {
+    fn new(state: &'a Arc<AppState>, record: &'a ExecutionRecord, bell: Arc<Notify>) -> Self {
+        let start_time = chrono::DateTime::from_timestamp_millis(record.started_at)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        Self {
+            state,
+            record,
+            bell,
+            owner: owner(state).to_string(),
+            start_time,
+            input: run_input(&record.input),
+        }
+    }
+
+    fn execution(&self) -> Execution<'_> {
+        Execution {
+            id: &self.record.id,
+            name: &self.record.name,
+            start_time: &self.start_time,
+            input: &self.input,
+            state_machine: kumo_core::split_key(&self.record.workflow).1,
+        }
+    }
+
+    async fn run(&self, threads: Option<BTreeMap<String, Thread>>) -> anyhow::Result<()> {
+        let machine = match parse(&self.record.definition) {
+            Ok(machine) => machine,
+            Err(e) => {
+                let end = self.end("failed", None, Some(("States.Runtime", &e.message)));
+                let save = ExecutionSave {
+                    end: Some(end),
+                    ..Default::default()
+                };
+                self.state
+                    .store
+                    .save_execution(&self.record.id, &self.owner, &save)
+                    .await?;
+                return Ok(());
+            }
+        };
+        let exec = self.execution();
+        let (mut run, mut changes) = match threads {
+            Some(threads) => (Run::resume(&machine, threads), Changes::default()),
+            None => {
+                let mut threads = BTreeMap::new();
+                for (id, doc) in self.state.store.execution_threads(&self.record.id).await? {
+                    threads.insert(id, serde_json::from_str(&doc)?);
+                }
+                let mut run = Run::resume(&machine, threads);
+                let changes = run.recover(&exec, kumo_core::now_ms(), &mut Random);
+                (run, changes)
+            }
+        };
+        let mut transitions = self.record.transitions;
+        let mut tasks: JoinSet<TaskEnd> = JoinSet::new();
+        loop {
+            let now = kumo_core::now_ms();
+            // Signals: callbacks and stops.
+            let signals = self.state.store.execution_signals(&self.record.id).await?;
+            let mut stopped = None;
+            let signals_done = signals.last().map(|s| s.id);
+            for signal in signals {
+                let body: Value = serde_json::from_str(&signal.body).unwrap_or(Value::Null);
+                let result = match signal.kind.as_str() {
+                    "stop" => {
+                        stopped = Some(body);
+                        continue;
+                    }
+                    "success" => Some(Ok(body["output"].clone())),
+                    "failure" => Some(Err(AslError {
+                        error: body["error"].as_str().unwrap_or("States.TaskFailed").into(),
+                        cause: body["cause"].as_str().unwrap_or_default().into(),
+                    })),
+                    _ => None,
+                };
+                let secret = body["secret"].as_str().unwrap_or_default();
+                run.callback(
+                    &signal.thread,
+                    secret,
+                    result,
+                    &exec,
+                    now,
+                    &mut Random,
+                    &mut changes,
+                );
+            }
+            run.settle(&exec, now, &mut Random, &mut changes);
+            transitions += i64::from(changes.transitions);
+            let mut abort = |status: &str, error: &str, cause: &str| {
+                let asl = AslError {
+                    error: error.into(),
+                    cause: cause.into(),
+                };
+                run.abort(asl, &mut changes);
+                Some(self.end(status, None, Some((error, cause))))
+            };
+            let end = if let Some(body) = stopped {
+                let error = body["error"].as_str().unwrap_or("States.Aborted");
+                let cause = body["cause"].as_str().unwrap_or("stopped");
+                abort("aborted", error, cause)
+            } else if self.record.deadline.is_some_and(|d| d <= now) {
+                abort(
+                    "timed_out",
+                    "States.Timeout",
+                    "the execution ran past its TimeoutSeconds",
+                )
+            } else if transitions > MAX_TRANSITIONS {
+                let cause = format!("the execution made more than {MAX_TRANSITIONS} transitions");
+                abort("failed", "States.Runtime", &cause)
+            } else {
+                match run.outcome() {
+                    Some(Outcome::Succeeded { output }) => {
+                        Some(self.end("succeeded", Some(output.to_string()), None))
+                    }
+                    Some(Outcome::Failed { error, cause }) => {
+                        Some(self.end("failed", None, Some((error, cause))))
+                    }
+                    None => None,
+                }
+            };
+            let invokes = std::mem::take(&mut changes.invoke);
+            let wake = [run.next_wake(), self.record.deadline]
+                .into_iter()
+                .flatten()
+                .min();
+            let idle = end.is_none()
+                && invokes.is_empty()
+                && tasks.is_empty()
+                && wake.is_none_or(|w| w > now);
+            let ended = end.is_some();
+            let mut save = saved(&run, &changes, now, wake, idle, end);
+            save.signals_done = signals_done;
+            changes = Changes::default();
+            if !self
+                .state
+                .store
+                .save_execution(&self.record.id, &self.owner, &save)
+                .await?
+            {
+                tracing::warn!(execution = %self.record.id, "lost the execution's lease; another node drives it");
+                return Ok(());
+            }
+            if ended {
+                self.state.workflows.ended.send_modify(|n| *n += 1);
+                return Ok(());
+            }
+            if idle {
+                return Ok(());
+            }
+            for invoke in invokes {
+                let state = self.state.clone();
+                let record = self.record.clone();
+                tasks.spawn(async move { run_task(&state, &record, invoke).await });
+            }
+            if wake.is_some_and(|w| w <= kumo_core::now_ms()) {
+                continue; // more is due at once (a settle's budget ran out)
+            }
+            let sleep = wake.map_or(POLL, |w| {
+                Duration::from_millis(
+                    (w - kumo_core::now_ms()).clamp(0, POLL.as_millis() as i64) as u64
+                )
+            });
+            tokio::select! {
+                Some(ended) = tasks.join_next() => {
+                    let now = kumo_core::now_ms();
+                    let mut apply = |(thread, task, result): TaskEnd| {
+                        run.task_ended(&thread, task, result, &exec, now, &mut Random, &mut changes);
+                    };
+                    if let Ok(end) = ended {
+                        apply(end);
+                    }
+                    // Take every other answer already in, for one transaction.
+                    while let Some(Some(Ok(end))) = tasks.join_next().now_or_never() {
+                        apply(end);
+                    }
+                }
+                _ = self.bell.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    fn end(
+        &self,
+        status: &str,
+        output: Option<String>,
+        error: Option<(&str, &str)>,
+    ) -> ExecutionEnd {
+        ExecutionEnd {
+            status: status.to_string(),
+            output,
+            error: error.map(|(e, _)| e.to_string()),
+            cause: error.map(|(_, c)| c.to_string()),
+            at: kumo_core::now_ms(),
+        }
+    }
+}
+
+use futures::FutureExt as _;
+
+/// Runs one task through the Invoker, as an invocation with trigger `workflow` that carries
+/// the execution's trace.
+async fn run_task(state: &Arc<AppState>, record: &ExecutionRecord, invoke: Invoke) -> TaskEnd {
+    let result = call(state, record, &invoke).await;
+    (invoke.thread, invoke.task, result)
+}
+
+async fn call(
+    state: &Arc<AppState>,
+    record: &ExecutionRecord,
+    invoke: &Invoke,
+) -> Result<Value, AslError> {
+    let call = kumo_asl::task::call(&invoke.resource, &invoke.input)?;
+    let namespace = kumo_core::namespace_of(&record.workflow);
+    let mut target = kumo_core::scoped(namespace, &call.function);
+    if let Some(qualifier) = &call.qualifier {
+        target = format!("{target}:{qualifier}");
+    }
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    let trace = crate::trace::TraceContext::continue_or_start(None);
+    let traceparent = format!("00-{}-{}-01", record.trace_id, trace.span_id);
+    if let Ok(value) = http::HeaderValue::from_str(&traceparent) {
+        headers.insert("traceparent", value);
+    }
+    let request = InvocationRequest {
+        method: http::Method::POST,
+        path_and_query: "/".to_string(),
+        headers,
+        body: bytes::Bytes::from(call.payload.to_string()),
+        env: vec![
+            ("KUMO_EXECUTION_ID".into(), record.id.clone()),
+            ("KUMO_STATE".into(), invoke.state.clone()),
+        ],
+        call_depth: 0,
+        source: kumo_core::Source::Workflow,
+        peer: None,
+        tail_logs: false,
+    };
+    let invocation = state.invoker.invoke(&target, request);
+    let invoked = match invoke.timeout_seconds {
+        Some(seconds) => match tokio::time::timeout(Duration::from_secs(seconds), invocation).await
+        {
+            Ok(invoked) => invoked,
+            Err(_) => {
+                return Err(AslError {
+                    error: "States.Timeout".into(),
+                    cause: format!("the task ran longer than its TimeoutSeconds ({seconds})"),
+                });
+            }
+        },
+        None => invocation.await,
+    };
+    match invoked.result {
+        Ok(response) if response.status.is_client_error() || response.status.is_server_error() => {
+            let message = format!("the function answered {}", response.status);
+            Err(kumo_asl::task::error(
+                "function_error",
+                &message,
+                Some(&response.body),
+            ))
+        }
+        Ok(response) => Ok(kumo_asl::task::result(
+            &invoke.resource,
+            kumo_asl::task::answer(&response.body),
+        )),
+        Err(e) => Err(kumo_asl::task::error(
+            e.kind.code(),
+            &e.message,
+            invoked.error_document.as_deref().map(str::as_bytes),
+        )),
+    }
+}
+
+/// Runs a failed, stopped or timed-out execution again from the state it ended in, driven
+/// here; its timeout counts from now. 409 for any other.
+pub(crate) async fn redrive(
+    state: &Arc<AppState>,
+    mut record: ExecutionRecord,
+) -> Result<ExecutionRecord, ApiError> {
+    let not_redrivable = || {
+        ApiError::new(
+            ErrorKind::Conflict,
+            format!(
+                "execution {} is {}: only a failed, aborted or timed-out one can be redriven",
+                record.id, record.status
+            ),
+        )
+    };
+    let machine = parse(&record.definition)?;
+    let mut threads = BTreeMap::new();
+    for (id, doc) in state.store.execution_threads(&record.id).await? {
+        let thread: Thread = serde_json::from_str(&doc).map_err(anyhow::Error::from)?;
+        threads.insert(id, thread);
+    }
+    let mut run = Run::resume(&machine, threads);
+    let now = kumo_core::now_ms();
+    let Some(mut changes) = run.redrive(now) else {
+        return Err(not_redrivable());
+    };
+    changes.history.push(kumo_asl::execution::Event {
+        kind: "ExecutionRedriven",
+        thread: String::new(),
+        state: String::new(),
+        detail: json!({"redrives": record.redrives + 1}),
+    });
+    let deadline = machine.timeout_seconds.map(|s| now + s as i64 * 1000);
+    let save = saved(&run, &changes, now, Some(now), false, None);
+    let lease_until = now + LEASE.as_millis() as i64;
+    let owner = owner(state);
+    if !state
+        .store
+        .redrive_execution(&record.id, owner, lease_until, deadline, &save)
+        .await?
+    {
+        return Err(not_redrivable());
+    }
+    record.status = "running".into();
+    record.deadline = deadline;
+    record.redrives += 1;
+    (record.output, record.error, record.cause, record.stopped_at) = (None, None, None, None);
+    let threads = run.threads.clone();
+    let driven = record.clone();
+    let state = state.clone();
+    tokio::spawn(async move { drive(&state, driven, Some(threads)).await });
+    Ok(record)
+}
+
+/// Asks a running execution to stop (its driver ends it as `aborted`); false if it is not
+/// running.
+pub(crate) async fn stop(
+    state: &AppState,
+    id: &str,
+    error: Option<&str>,
+    cause: Option<&str>,
+) -> Result<bool, ApiError> {
+    let body =
+        json!({"error": error.unwrap_or("States.Aborted"), "cause": cause.unwrap_or("stopped")});
+    let stopped = state
+        .store
+        .signal_execution(id, "", "stop", &body.to_string(), kumo_core::now_ms())
+        .await?;
+    if stopped {
+        state.workflows.wake(id);
+    }
+    Ok(stopped)
+}
+
+/// What a task token's holder says: the task's output, its failure, or a heartbeat.
+pub(crate) enum Callback {
+    Success(Value),
+    Failure { error: String, cause: String },
+    Heartbeat,
+}
+
+/// Passes a callback to the task waiting for `token` in an execution of namespace
+/// `namespace`. The same 404 for a token that is malformed, of another namespace, or of a
+/// task that no longer waits (it ended, timed out, or was stopped).
+pub(crate) async fn callback(
+    state: &AppState,
+    namespace: &str,
+    token: &str,
+    callback: Callback,
+) -> Result<(), ApiError> {
+    let gone = || {
+        ApiError::new(
+            ErrorKind::NotFound,
+            "no task waits for this token (it ended, timed out or was stopped, or the token is not one)",
+        )
+    };
+    let (execution, thread, secret) = kumo_asl::execution::parse_token(token).ok_or_else(gone)?;
+    let record = state
+        .store
+        .get_execution(&execution)
+        .await?
+        .ok_or_else(gone)?;
+    if !kumo_core::in_namespace(&record.workflow, namespace) || record.status != "running" {
+        return Err(gone());
+    }
+    let waiting = state
+        .store
+        .execution_threads(&execution)
+        .await?
+        .into_iter()
+        .find(|(id, _)| *id == thread)
+        .and_then(|(_, doc)| serde_json::from_str::<Thread>(&doc).ok())
+        .is_some_and(|t| matches!(&t.phase, kumo_asl::execution::Phase::Callback { secret: s, .. } if *s == secret));
+    if !waiting {
+        return Err(gone());
+    }
+    let (kind, body) = match callback {
+        Callback::Success(output) => ("success", json!({"secret": secret, "output": output})),
+        Callback::Failure { error, cause } => (
+            "failure",
+            json!({"secret": secret, "error": error, "cause": cause}),
+        ),
+        Callback::Heartbeat => ("heartbeat", json!({"secret": secret})),
+    };
+    let now = kumo_core::now_ms();
+    if !state
+        .store
+        .signal_execution(&execution, &thread, kind, &body.to_string(), now)
+        .await?
+    {
+        return Err(gone());
+    }
+    state.workflows.wake(&execution);
+    Ok(())
+}
+
+/// The execution once it ended, or as it is after `timeout`.
+pub(crate) async fn wait_for_end(
+    state: &AppState,
+    id: &str,
+    timeout: Duration,
+) -> Result<Option<ExecutionRecord>, ApiError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut ends = state.workflows.ends();
+    loop {
+        let record = state.store.get_execution(id).await?;
+        if record.as_ref().is_none_or(|r| r.status != "running") {
+            return Ok(record);
+        }
+        // Another node may end it: look again now and then, whatever this node hears.
+        tokio::select! {
+            _ = ends.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::time::sleep_until(deadline) => return Ok(record),
+        }
+    }
+}
