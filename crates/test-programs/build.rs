@@ -23,6 +23,7 @@ const GUESTS: &[(&str, &[&str])] = &[
             "call-probe",
             "objects-probe",
             "serve-once",
+            "step-probe",
         ],
     ),
     ("examples", &["hello", "wordcount", "orders", "thumbnail"]),

@@ -296,6 +296,129 @@ impl Client {
         check(response).await.map(drop)
     }
 
+    /// Deploys a workflow's ASL definition; the workflow as the server has it, and whether it
+    /// was created.
+    pub async fn put_workflow(
+        &self,
+        name: &str,
+        definition: Vec<u8>,
+    ) -> Result<(serde_json::Value, bool), ClientError> {
+        let response = self
+            .http
+            .put(self.url(&format!("/workflows/{name}")))
+            .header("content-type", "application/json")
+            .body(definition)
+            .send()
+            .await?;
+        let response = check(response).await?;
+        let created = response.status() == StatusCode::CREATED;
+        Ok((response.json().await?, created))
+    }
+
+    pub async fn workflows(&self) -> Result<serde_json::Value, ClientError> {
+        json(self.http.get(self.url("/workflows")).send().await?).await
+    }
+
+    pub async fn workflow(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        let url = self.url(&format!("/workflows/{name}"));
+        json(self.http.get(url).send().await?).await
+    }
+
+    pub async fn delete_workflow(&self, name: &str) -> Result<(), ClientError> {
+        let url = self.url(&format!("/workflows/{name}"));
+        check(self.http.delete(url).send().await?).await.map(drop)
+    }
+
+    /// Starts an execution; with `wait` (seconds), answers once it ended.
+    pub async fn start_execution(
+        &self,
+        workflow: &str,
+        input: serde_json::Value,
+        name: Option<&str>,
+        wait: Option<u64>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/workflows/{workflow}/executions")))
+            .json(&serde_json::json!({"input": input, "name": name}));
+        if let Some(seconds) = wait {
+            request = request.query(&[("wait", seconds)]);
+        }
+        json(request.send().await?).await
+    }
+
+    pub async fn executions(
+        &self,
+        workflow: &str,
+        status: Option<&str>,
+        limit: u32,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut request = self
+            .http
+            .get(self.url(&format!("/workflows/{workflow}/executions")))
+            .query(&[("limit", limit)]);
+        if let Some(status) = status {
+            request = request.query(&[("status", status)]);
+        }
+        json(request.send().await?).await
+    }
+
+    pub async fn execution(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        json(
+            self.http
+                .get(self.url(&format!("/executions/{id}")))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Every history entry of an execution, oldest first.
+    pub async fn execution_history(&self, id: &str) -> Result<Vec<serde_json::Value>, ClientError> {
+        let mut all = Vec::new();
+        loop {
+            let after = all
+                .last()
+                .and_then(|e: &serde_json::Value| e["seq"].as_i64())
+                .unwrap_or(0);
+            let request = self
+                .http
+                .get(self.url(&format!("/executions/{id}/history")))
+                .query(&[("after", after)]);
+            let page: Vec<serde_json::Value> = json(request.send().await?).await?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
+    }
+
+    pub async fn stop_execution(&self, id: &str, cause: Option<&str>) -> Result<(), ClientError> {
+        let request = self
+            .http
+            .post(self.url(&format!("/executions/{id}/stop")))
+            .json(&serde_json::json!({"cause": cause}));
+        check(request.send().await?).await.map(drop)
+    }
+
+    pub async fn redrive_execution(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        let url = self.url(&format!("/executions/{id}/redrive"));
+        json(self.http.post(url).send().await?).await
+    }
+
+    /// Answers a callback task: `outcome` is `success` (with `output`), `failure` (with
+    /// `error` and `cause`) or `heartbeat`.
+    pub async fn answer_task(
+        &self,
+        outcome: &str,
+        answer: &serde_json::Value,
+    ) -> Result<(), ClientError> {
+        let url = self.url(&format!("/tasks/{outcome}"));
+        check(self.http.post(url).json(answer).send().await?)
+            .await
+            .map(drop)
+    }
+
     /// The URL of `path` below `/api/v1`, inside the client's namespace when it has one and
     /// the path is a namespace's.
     fn url(&self, path: &str) -> String {

@@ -71,9 +71,14 @@ pub fn state_status<'a>(
             "StateExited" => "succeeded",
             _ => continue,
         };
-        if !state.is_empty() {
-            status.insert(state.to_string(), now);
+        if state.is_empty() {
+            continue;
         }
+        // A caught error's state exits to its catcher: it stays `caught`.
+        if now == "succeeded" && status.get(state) == Some(&"caught") {
+            continue;
+        }
+        status.insert(state.to_string(), now);
     }
     status
 }
@@ -125,6 +130,7 @@ mod tests {
             ("StateEntered", "Fork"),
             ("RetryScheduled", "Fork"),
             ("ErrorCaught", "Fork"),
+            ("StateExited", "Fork"),
             ("StateEntered", "Stop"),
             ("ThreadFailed", "Stop"),
         ]);

@@ -369,13 +369,15 @@ impl crate::WorkflowStore for SqliteStore {
         save: &ExecutionSave,
     ) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let held = sqlx::query("SELECT 1 FROM executions WHERE id = ? AND owner = ?")
+        // A write first: the transaction takes SQLite's write lock (waiting its turn) before
+        // it reads, so it never has to upgrade a read lock another writer blocks.
+        let held = sqlx::query("UPDATE executions SET owner = owner WHERE id = ? AND owner = ?")
             .bind(id)
             .bind(owner)
-            .fetch_optional(&mut *tx)
+            .execute(&mut *tx)
             .await
             .context("saving an execution")?;
-        if held.is_none() {
+        if held.rows_affected() == 0 {
             return Ok(false);
         }
         apply(&mut tx, id, save).await?;

@@ -8,6 +8,7 @@ mod namespaces;
 mod secrets;
 mod top;
 mod versions;
+mod workflows;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -254,6 +255,10 @@ enum Command {
     /// Function secrets: set (value from stdin), list, remove.
     #[command(subcommand)]
     Secret(secrets::SecretCommand),
+    /// Workflows (Amazon States Language state machines): deploy, start, follow, stop,
+    /// redrive, and answer callback tasks.
+    #[command(subcommand)]
+    Workflow(workflows::WorkflowCommand),
     /// The server: its version and the isolation Lambda functions get on its machine.
     Info,
     /// Moves a single node's database (stopped) into an empty PostgreSQL database, for a
@@ -449,6 +454,7 @@ async fn run() -> std::process::ExitCode {
         Command::Token(command) => auth::token(&client, command, cli.namespace.as_deref()).await,
         Command::Namespace(command) => namespaces::run(&client, command).await,
         Command::Secret(command) => secrets::run(&client, command).await,
+        Command::Workflow(command) => workflows::run(&client, command).await,
         Command::Info => commands::info(&client).await,
         Command::Migrate { from, to, objects } => {
             commands::migrate(&from, &to, objects.as_deref()).await

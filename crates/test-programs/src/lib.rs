@@ -8,6 +8,8 @@
 //! - `EVENT_PROBE`: wasi:http guest for asynchronous invocations, behaviour chosen by the
 //!   payload (`fail`, `fail-until:N`, `sleep:MS`, `report:URL`; anything else: a JSON echo
 //!   of the event id, attempt, content type, traceparent and body).
+//! - `STEP_PROBE`: wasi:http guest for workflow tasks, behaviour chosen by its JSON input
+//!   (`count`, `fail`, `fail_until`, `sleep_ms`); answers its input with `step` and `runs`.
 //! - `HTTP_WASI_0_2_0`: wasi:http guest built against WASI 0.2.0 (the others use 0.2.12).
 //! - `HELLO`, `WORDCOUNT`: the examples in `examples/`.
 //! - `LAMBDA_RUST_BOOTSTRAP`: a Lambda function on AWS's `lambda_runtime` crate, built

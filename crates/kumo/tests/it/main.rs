@@ -28,3 +28,4 @@ mod tracing;
 mod triggers;
 mod usage;
 mod versions;
+mod workflows;
