@@ -26,7 +26,10 @@ const GUESTS: &[(&str, &[&str])] = &[
             "step-probe",
         ],
     ),
-    ("examples", &["hello", "wordcount", "orders", "thumbnail"]),
+    (
+        "examples",
+        &["hello", "wordcount", "orders", "thumbnail", "trip"],
+    ),
 ];
 
 fn main() {

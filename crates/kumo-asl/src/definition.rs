@@ -75,6 +75,9 @@ pub enum Kind {
     Fail {
         error: Option<String>,
         cause: Option<String>,
+        /// `ErrorPath` / `CausePath`: taken from the state's input (or the context).
+        error_path: Option<String>,
+        cause_path: Option<String>,
     },
 }
 
@@ -321,6 +324,8 @@ fn state(value: &Value, label: &str, problems: &mut Vec<Problem>) -> Option<Stat
         "Fail" => Some(Kind::Fail {
             error: text("Error"),
             cause: text("Cause"),
+            error_path: path_field(fields, "ErrorPath", false, label, problems).flatten(),
+            cause_path: path_field(fields, "CausePath", false, label, problems).flatten(),
         }),
         "" => {
             problem(problems, at, "Type", "is missing".into());

@@ -191,10 +191,34 @@ pub fn enter(
                 output: dataflow::filter(flow.output_path.as_ref(), &filtered, context)?,
             })
         }
-        Kind::Fail { error, cause } => Ok(Step::Fail {
-            error: error.clone().unwrap_or_else(|| "States.Fail".into()),
-            cause: cause.clone().unwrap_or_default(),
-        }),
+        Kind::Fail {
+            error,
+            cause,
+            error_path,
+            cause_path,
+        } => {
+            // A `...Path` takes a string from the input; it wins over the fixed text.
+            let at = |path: &Option<String>| -> Result<Option<String>, AslError> {
+                let Some(path) = path else { return Ok(None) };
+                let value = crate::path::Path::parse(path)
+                    .map_err(AslError::runtime)?
+                    .select(input, context)?;
+                match value {
+                    Value::String(text) => Ok(Some(text)),
+                    other => Err(AslError::runtime(format!(
+                        "{path} of Fail state {name:?} is not a string: {other}"
+                    ))),
+                }
+            };
+            Ok(Step::Fail {
+                error: at(error_path)?
+                    .or_else(|| error.clone())
+                    .unwrap_or_else(|| "States.Fail".into()),
+                cause: at(cause_path)?
+                    .or_else(|| cause.clone())
+                    .unwrap_or_default(),
+            })
+        }
     }
 }
 
@@ -599,5 +623,29 @@ mod tests {
                 input: json!({"Error": "Oops", "Cause": "c"})
             })
         );
+    }
+
+    #[test]
+    fn a_fail_state_takes_its_error_and_cause_from_paths() {
+        let machine = StateMachine::parse(&json!({"StartAt": "F", "States": {"F": {
+            "Type": "Fail", "Error": "Fixed", "ErrorPath": "$.error.Error", "CausePath": "$.why"}}}))
+        .unwrap();
+        let input = json!({"error": {"Error": "Sold out"}, "why": "no rooms"});
+        let step = enter(&machine, "F", &input, &json!({}), 0).unwrap();
+        assert_eq!(
+            step,
+            Step::Fail {
+                error: "Sold out".into(),
+                cause: "no rooms".into()
+            }
+        );
+        let bad = enter(
+            &machine,
+            "F",
+            &json!({"error": {"Error": 1}, "why": "x"}),
+            &json!({}),
+            0,
+        );
+        assert_eq!(bad.unwrap_err().error, "States.Runtime");
     }
 }

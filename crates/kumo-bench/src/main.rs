@@ -8,6 +8,7 @@ mod load;
 mod run;
 mod servers;
 mod stats;
+mod workflow;
 
 use clap::{Parser, Subcommand};
 use std::time::Duration;
@@ -45,6 +46,8 @@ enum Command {
     Lambda(lambda::LambdaArgs),
     /// kumo on SQLite beside kumo on PostgreSQL, one node and three.
     Cluster(cluster::ClusterArgs),
+    /// Workflows: the latency a 3-task workflow adds, and durable transitions per second.
+    Workflow(workflow::WorkflowArgs),
     /// The bare hyper hello-world server (the limit).
     HyperHello {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Lambda(args) => tokio::runtime::Runtime::new()?.block_on(lambda::run(args)),
         Command::Cluster(args) => tokio::runtime::Runtime::new()?.block_on(cluster::run(args)),
+        Command::Workflow(args) => tokio::runtime::Runtime::new()?.block_on(workflow::run(args)),
         Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(run::run(args)),
         Command::Load {
             url,

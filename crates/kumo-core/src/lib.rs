@@ -43,7 +43,7 @@ pub use kv::{
 };
 pub use lambda::{LambdaRuntimeName, validate_handler};
 pub use limits::{default_max_connections, default_memory_budget, function_share, parse_size};
-pub use metering::{Prices, Source, UsageBy, UsageReport, UsageRow, gb_seconds};
+pub use metering::{Prices, Source, UsageBy, UsageReport, UsageRow, WorkflowUsage, gb_seconds};
 pub use name::{NameError, Target, validate_name};
 pub use namespace::{
     Adding, ApiScope, DEFAULT_NAMESPACE, NamespaceInfo, NamespaceRecord, NamespaceUse, Quotas,

@@ -67,13 +67,21 @@ pub fn gb_seconds(memory_mb: u32, billed_ms: u64) -> f64 {
     f64::from(memory_mb) / 1024.0 * (billed_ms as f64 / 1000.0)
 }
 
-/// What usage costs. The defaults are AWS Lambda's public x86 prices.
+/// What usage costs. The defaults are AWS Lambda's public x86 prices, and Step Functions
+/// Standard's price of state transitions.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Prices {
     /// Dollars per million requests.
     pub per_million_requests: f64,
     /// Dollars per GB-second.
     pub per_gb_second: f64,
+    /// Dollars per thousand workflow state transitions.
+    #[serde(default = "default_per_thousand_transitions")]
+    pub per_thousand_transitions: f64,
+}
+
+fn default_per_thousand_transitions() -> f64 {
+    0.025
 }
 
 impl Default for Prices {
@@ -81,6 +89,7 @@ impl Default for Prices {
         Self {
             per_million_requests: 0.20,
             per_gb_second: 0.000_016_666_7,
+            per_thousand_transitions: default_per_thousand_transitions(),
         }
     }
 }
@@ -89,6 +98,21 @@ impl Prices {
     pub fn cost(&self, billed_requests: u64, gb_seconds: f64) -> f64 {
         billed_requests as f64 / 1e6 * self.per_million_requests + gb_seconds * self.per_gb_second
     }
+
+    /// What `transitions` workflow state transitions cost.
+    pub fn transitions_cost(&self, transitions: u64) -> f64 {
+        transitions as f64 / 1e3 * self.per_thousand_transitions
+    }
+}
+
+/// Workflow executions in a usage report: those started in its window, with every transition
+/// they made (their tasks are invocations, in the rows).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkflowUsage {
+    pub executions: u64,
+    pub transitions: u64,
+    /// Dollars: the transitions' price.
+    pub cost: f64,
 }
 
 /// How a usage report groups invocations.
@@ -144,6 +168,9 @@ pub struct UsageReport {
     pub rows: Vec<UsageRow>,
     /// All rows together (percentiles over every invocation).
     pub total: UsageRow,
+    /// Workflows: executions started since `since`, their transitions and what they cost.
+    #[serde(default)]
+    pub workflows: WorkflowUsage,
 }
 
 #[cfg(test)]
@@ -159,6 +186,8 @@ mod tests {
         let cost = prices.cost(1_000_000, 1_000_000.0);
         assert!((cost - 16.8667).abs() < 1e-9, "{cost}");
         assert_eq!(Source::Event(Trigger::Topic).as_str(), "topic");
+        let transitions = Prices::default().transitions_cost(4_000);
+        assert!((transitions - 0.1).abs() < 1e-12, "{transitions}");
         for by in [
             UsageBy::Function,
             UsageBy::Version,

@@ -313,4 +313,5 @@ pass_to_backend!(WorkflowStore {
     ) -> Result<bool>;
     fn execution_signals(&self, id: &str) -> Result<Vec<Signal>>;
     fn next_execution_due(&self) -> Result<Option<i64>>;
+    fn workflow_usage(&self, since: i64, namespace: Option<&str>) -> Result<(u64, u64)>;
 });

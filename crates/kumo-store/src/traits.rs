@@ -470,4 +470,11 @@ pub trait WorkflowStore {
     fn execution_signals(&self, id: &str) -> impl Future<Output = Result<Vec<Signal>>> + Send;
     /// When the next running execution is due, if any.
     fn next_execution_due(&self) -> impl Future<Output = Result<Option<i64>>> + Send;
+    /// (executions, transitions) of the executions started at or after `since`, of one
+    /// namespace's workflows or of all.
+    fn workflow_usage(
+        &self,
+        since: i64,
+        namespace: Option<&str>,
+    ) -> impl Future<Output = Result<(u64, u64)>> + Send;
 }

@@ -531,6 +531,26 @@ impl crate::WorkflowStore for SqliteStore {
             .collect()
     }
 
+    async fn workflow_usage(
+        &self,
+        since: i64,
+        namespace: Option<&str>,
+    ) -> anyhow::Result<(u64, u64)> {
+        // A key of namespace NS is `NS/NAME`, or a bare name in `default`.
+        let (executions, transitions): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(transitions), 0) FROM executions
+             WHERE started_at >= ?2 AND (?1 IS NULL OR CASE WHEN ?1 = 'default'
+                 THEN instr(workflow, '/') = 0
+                 ELSE substr(workflow, 1, length(?1) + 1) = ?1 || '/' END)",
+        )
+        .bind(namespace)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+        .context("summing workflow usage")?;
+        Ok((executions as u64, transitions as u64))
+    }
+
     async fn next_execution_due(&self) -> anyhow::Result<Option<i64>> {
         let due: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(due_at) FROM executions WHERE due_at IS NOT NULL AND status = 'running'",

@@ -1306,6 +1306,13 @@ async fn workflows(store: &impl Backend) {
             .len(),
         1
     );
+    assert_eq!(store.workflow_usage(0, None).await.unwrap(), (1, 3));
+    assert_eq!(
+        store.workflow_usage(0, Some("default")).await.unwrap(),
+        (1, 3)
+    );
+    assert_eq!(store.workflow_usage(0, Some("shop")).await.unwrap(), (0, 0));
+    assert_eq!(store.workflow_usage(11, None).await.unwrap(), (0, 0));
     // Listing: newest first, by status.
     assert!(
         store

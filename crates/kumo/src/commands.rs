@@ -34,6 +34,7 @@ async fn bind(args: &ServeArgs) -> anyhow::Result<Server> {
         prices: kumo_core::Prices {
             per_million_requests: args.price_per_million_requests,
             per_gb_second: args.price_per_gb_second,
+            per_thousand_transitions: args.price_per_thousand_transitions,
         },
         retention: args.retention,
         breaker: kumo_server::BreakerConfig {
@@ -303,7 +304,8 @@ async fn deploy_one(
     Ok(())
 }
 
-/// Runs each function's build command (once per distinct command), then deploys them all.
+/// Runs each function's build command (once per distinct command), then deploys them all,
+/// then the workflows.
 async fn deploy_manifest(client: &Client, manifest: &Manifest) -> anyhow::Result<()> {
     let mut built: Vec<&str> = Vec::new();
     for f in &manifest.functions {
@@ -327,6 +329,21 @@ async fn deploy_manifest(client: &Client, manifest: &Manifest) -> anyhow::Result
         let code = std::fs::read(&f.code)
             .with_context(|| format!("reading the code of {}: {}", f.name, f.code.display()))?;
         deploy_one(client, &f.name, code, &f.config).await?;
+    }
+    for w in &manifest.workflows {
+        let definition = std::fs::read(&w.definition).with_context(|| {
+            format!(
+                "reading the definition of workflow {}: {}",
+                w.name,
+                w.definition.display()
+            )
+        })?;
+        let (_, created) = client
+            .put_workflow(&w.name, definition)
+            .await
+            .with_context(|| format!("deploying workflow {}", w.name))?;
+        let verb = if created { "created" } else { "updated" };
+        println!("{verb} workflow {}", w.name);
     }
     Ok(())
 }
@@ -570,6 +587,13 @@ pub(crate) async fn usage(
                     row.p50_ms,
                     row.p99_ms,
                     row.cost
+                );
+            }
+            let w = report.workflows;
+            if w.executions > 0 {
+                println!(
+                    "workflows: {} executions, {} state transitions, ${:.6} (their tasks are in the rows above)",
+                    w.executions, w.transitions, w.cost
                 );
             }
         }

@@ -94,6 +94,9 @@ pub struct ServeArgs {
     /// Dollars per GB-second, for usage reports (default: AWS Lambda's x86 price).
     #[arg(long, env = "KUMO_PRICE_PER_GB_SECOND", default_value_t = kumo_core::Prices::default().per_gb_second)]
     price_per_gb_second: f64,
+    /// Dollars per thousand workflow state transitions (default: Step Functions Standard's).
+    #[arg(long, env = "KUMO_PRICE_PER_THOUSAND_TRANSITIONS", default_value_t = kumo_core::Prices::default().per_thousand_transitions)]
+    price_per_thousand_transitions: f64,
     /// How long invocation records, logs and finished events are kept.
     #[arg(long, env = "KUMO_RETENTION", default_value = "7d", value_parser = kumo_core::parse_duration)]
     retention: std::time::Duration,

@@ -1,4 +1,5 @@
-//! `kumo.toml`: the functions of a project, how to build them and how to configure them.
+//! `kumo.toml`: the functions of a project, how to build them and how to configure them,
+//! and its workflows (ASL definitions in files).
 
 use anyhow::{Context as _, bail};
 use kumo_core::{
@@ -13,6 +14,23 @@ use std::path::{Path, PathBuf};
 struct ManifestFile {
     #[serde(default)]
     function: Vec<FunctionEntry>,
+    #[serde(default)]
+    workflow: Vec<WorkflowEntry>,
+}
+
+/// `[[workflow]]`: a name and the file of its ASL definition.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkflowEntry {
+    name: String,
+    definition: PathBuf,
+}
+
+/// One workflow of a manifest, its definition's path resolved against the manifest's folder.
+#[derive(Debug)]
+pub(crate) struct ManifestWorkflow {
+    pub name: String,
+    pub definition: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +88,8 @@ pub(crate) struct ManifestFunction {
 pub(crate) struct Manifest {
     pub dir: PathBuf,
     pub functions: Vec<ManifestFunction>,
+    /// Deployed after the functions (their tasks call them).
+    pub workflows: Vec<ManifestWorkflow>,
 }
 
 impl Manifest {
@@ -98,9 +118,21 @@ impl Manifest {
             }
             functions.push(function);
         }
+        let mut workflows: Vec<ManifestWorkflow> = Vec::new();
+        for entry in file.workflow {
+            validate_name(&entry.name).with_context(|| format!("workflow {:?}", entry.name))?;
+            if workflows.iter().any(|w| w.name == entry.name) {
+                bail!("workflow {:?} is declared twice", entry.name);
+            }
+            workflows.push(ManifestWorkflow {
+                name: entry.name,
+                definition: dir.join(entry.definition),
+            });
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             functions,
+            workflows,
         })
     }
 
@@ -179,10 +211,19 @@ mod tests {
             kv = ["orders"]
             objects = ["uploads", "thumbnails"]
             on_object = { bucket = "uploads" }
+
+            [[workflow]]
+            name = "checkout"
+            definition = "flows/checkout.asl.json"
             "#,
             Path::new("/p"),
         )
         .unwrap();
+        assert_eq!(m.workflows[0].name, "checkout");
+        assert_eq!(
+            m.workflows[0].definition,
+            Path::new("/p/flows/checkout.asl.json")
+        );
         let f = &m.functions[0];
         assert_eq!(f.code, Path::new("/p/target/hello.wasm"));
         assert_eq!(f.config.memory_mb, 64);

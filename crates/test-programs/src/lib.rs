@@ -11,7 +11,7 @@
 //! - `STEP_PROBE`: wasi:http guest for workflow tasks, behaviour chosen by its JSON input
 //!   (`count`, `fail`, `fail_until`, `sleep_ms`); answers its input with `step` and `runs`.
 //! - `HTTP_WASI_0_2_0`: wasi:http guest built against WASI 0.2.0 (the others use 0.2.12).
-//! - `HELLO`, `WORDCOUNT`: the examples in `examples/`.
+//! - `HELLO`, `WORDCOUNT`, `ORDERS`, `THUMBNAIL`, `TRIP`: the examples in `examples/`.
 //! - `LAMBDA_RUST_BOOTSTRAP`: a Lambda function on AWS's `lambda_runtime` crate, built
 //!   natively (the `bootstrap` of a `provided` package): echoes its event with its request id,
 //!   function name and ARN; the event `"fail"` is an error.

@@ -190,11 +190,21 @@ pub(super) async fn usage(
     for row in rows.iter_mut().chain(std::iter::once(&mut total)) {
         row.cost = prices.cost(row.requests - row.throttles, row.gb_seconds);
     }
+    let (executions, transitions) = state
+        .store
+        .workflow_usage(since, namespace.as_deref())
+        .await?;
+    let workflows = kumo_core::WorkflowUsage {
+        executions,
+        transitions,
+        cost: prices.transitions_cost(transitions),
+    };
     Ok(Json(UsageReport {
         since,
         by,
         prices,
         rows,
         total,
+        workflows,
     }))
 }

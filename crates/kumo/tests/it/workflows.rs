@@ -122,6 +122,22 @@ async fn a_workflow_runs_tasks_with_retries_maps_parallels_catches_and_choices()
     assert_eq!(records.len(), 6);
     assert!(records.iter().all(|r| r.trigger.as_str() == "workflow"));
 
+    // Transitions are metered, and priced per thousand.
+    let usage = server
+        .client
+        .usage("1h", kumo_core::UsageBy::Function)
+        .await
+        .unwrap();
+    assert_eq!(usage.workflows.executions, 1);
+    assert_eq!(
+        usage.workflows.transitions as i64,
+        described["transitions"].as_i64().unwrap()
+    );
+    let price = usage.prices.per_thousand_transitions;
+    assert!(
+        (usage.workflows.cost - usage.workflows.transitions as f64 / 1e3 * price).abs() < 1e-12
+    );
+
     // The graph, for a UI.
     let workflow = server.client.workflow("checkout").await.unwrap();
     let states = workflow["graph"]["states"].as_array().unwrap();
@@ -506,4 +522,71 @@ async fn a_killed_server_resumes_executions_without_rerunning_completed_steps() 
         .map(|e| e["kind"].clone())
         .collect();
     assert!(kinds.contains(&json!("RetryScheduled")));
+}
+
+/// The saga of examples/trip: a full booking, and a failed one whose compensations cancel
+/// what was booked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_saga_compensates_what_a_failure_left_booked() {
+    let server = TestServer::start().await;
+    let config = FunctionConfig {
+        kv: vec!["trips".into()],
+        ..config()
+    };
+    server.deploy("trip", test_programs::TRIP, config).await;
+    let asl = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/trip/trip.asl.json"
+    );
+    let out = server.cli(&["workflow", "deploy", "trip", asl]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let booked = start_and_wait(&server, "trip", json!({"trip": "t1"})).await;
+    assert_eq!(booked["status"], "succeeded", "{booked}");
+    assert_eq!(booked["output"]["car"], json!({"booking": "car-t1"}));
+    let keys = |prefix: &'static str| {
+        let client = &server.client;
+        async move {
+            let page = client
+                .kv_list("trips", prefix, None, Some(100))
+                .await
+                .unwrap();
+            page.keys
+        }
+    };
+    assert_eq!(
+        keys("trip/t1/").await,
+        ["trip/t1/car", "trip/t1/flight", "trip/t1/hotel"]
+    );
+
+    let failed = start_and_wait(&server, "trip", json!({"trip": "t2", "fail": "car"})).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"], "TripNotBooked");
+    assert_eq!(failed["cause"], "no car is free for trip t2");
+    assert!(
+        keys("trip/t2/").await.is_empty(),
+        "the flight and hotel were cancelled"
+    );
+    let id = failed["id"].as_str().unwrap();
+    let entered: Vec<String> = history(&server, id)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "StateEntered")
+        .map(|e| e["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        entered,
+        [
+            "BookHotel",
+            "BookFlight",
+            "BookCar",
+            "CancelFlight",
+            "CancelHotel",
+            "NotBooked"
+        ]
+    );
 }
