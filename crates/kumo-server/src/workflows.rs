@@ -444,7 +444,10 @@ impl<'a> Driver<'a> {
                 && tasks.is_empty()
                 && wake.is_none_or(|w| w > now);
             let ended = end.is_some();
-            let mut save = saved(&run, &changes, now, wake, idle, end);
+            // While held, it is due at once: if this node dies, another claims it as soon as
+            // the lease runs out.
+            let due_at = if idle { wake } else { wake.or(Some(now)) };
+            let mut save = saved(&run, &changes, now, due_at, idle, end);
             save.signals_done = signals_done;
             changes = Changes::default();
             if !self

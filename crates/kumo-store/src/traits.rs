@@ -468,7 +468,7 @@ pub trait WorkflowStore {
     ) -> impl Future<Output = Result<bool>> + Send;
     /// The signals waiting for an execution, oldest first.
     fn execution_signals(&self, id: &str) -> impl Future<Output = Result<Vec<Signal>>> + Send;
-    /// When the next running execution is due, if any.
+    /// When the next running execution is due and free of leases, if any.
     fn next_execution_due(&self) -> impl Future<Output = Result<Option<i64>>> + Send;
     /// (executions, transitions) of the executions started at or after `since`, of one
     /// namespace's workflows or of all.

@@ -1175,6 +1175,11 @@ async fn workflows(store: &impl Backend) {
             .is_empty()
     );
     assert_eq!(
+        store.next_execution_due().await.unwrap(),
+        Some(200),
+        "claimable when its lease ends"
+    );
+    assert_eq!(
         store
             .extend_execution_leases("n2", &["x1".into()], 300)
             .await

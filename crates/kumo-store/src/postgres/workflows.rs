@@ -415,7 +415,9 @@ impl crate::WorkflowStore for PgStore {
 
     async fn next_execution_due(&self) -> anyhow::Result<Option<i64>> {
         let due: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(due_at) FROM executions WHERE due_at IS NOT NULL AND status = 'running'",
+            // Claimable once it is due and no lease holds it.
+            "SELECT MIN(GREATEST(due_at, COALESCE(lease_until, 0))) FROM executions
+             WHERE due_at IS NOT NULL AND status = 'running'",
         )
         .fetch_one(&self.pool)
         .await

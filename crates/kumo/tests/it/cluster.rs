@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// A database of its own on the tests' PostgreSQL; None (and the test passes, saying so)
 /// without one.
-async fn fresh_database() -> Option<String> {
+pub(crate) async fn fresh_database() -> Option<String> {
     let Ok(server) = std::env::var("KUMO_TEST_POSTGRES") else {
         eprintln!("skipped: no KUMO_TEST_POSTGRES (scripts/test.sh starts a PostgreSQL)");
         return None;
@@ -29,7 +29,7 @@ async fn fresh_database() -> Option<String> {
 }
 
 /// A node of the cluster on `database`, sharing `dir` with the others.
-fn node(dir: &Path, database: &str, extra: &[&str]) -> TestServer {
+pub(crate) fn node(dir: &Path, database: &str, extra: &[&str]) -> TestServer {
     let mut args = vec!["--database", database];
     args.extend_from_slice(extra);
     TestServer::start_in(dir, &args)

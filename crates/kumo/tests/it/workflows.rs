@@ -590,3 +590,91 @@ async fn the_example_saga_compensates_what_a_failure_left_booked() {
         ]
     );
 }
+
+/// Two nodes on PostgreSQL: a callback sent through one node reaches an execution the other
+/// started, and when the node driving an execution is killed, the other takes it over once
+/// its lease runs out, re-running only the task that was running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_node_takes_over_the_executions_of_a_killed_one() {
+    let Some(database) = crate::cluster::fresh_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let one = crate::cluster::node(dir.path(), &database, &[]);
+    let two = crate::cluster::node(dir.path(), &database, &[]);
+    deploy_step(&one, "step").await;
+    deploy_workflow(
+        &one,
+        "approval",
+        json!({"StartAt": "Ask", "States": {
+        "Ask": {"Type": "Task", "Resource": "kumo:function:step.waitForTaskToken",
+            "Parameters": {"token.$": "$$.Task.Token"}, "End": true}}}),
+    )
+    .await;
+    let started = one
+        .client
+        .start_execution("approval", json!({}), None, None)
+        .await
+        .unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+    let token = wait_for_token(&one, &id).await;
+    two.client
+        .answer_task(
+            "success",
+            &json!({"taskToken": token, "output": {"via": "two"}}),
+        )
+        .await
+        .unwrap();
+    let ended = wait_for_status(&two, &id, "succeeded").await;
+    assert_eq!(ended["output"], json!({"via": "two"}));
+
+    deploy_workflow(&one, "durable", json!({"StartAt": "A", "States": {
+        "A": {"Type": "Task", "Resource": "kumo:function:step", "Parameters": {"count": "a"}, "ResultPath": "$.a", "Next": "B"},
+        "B": {"Type": "Task", "Resource": "kumo:function:step", "Parameters": {"count": "b", "sleep_ms": 30000},
+            "TimeoutSeconds": 3,
+            "Retry": [{"ErrorEquals": ["States.TaskFailed", "States.Timeout"], "IntervalSeconds": 1, "MaxAttempts": 2}],
+            "ResultPath": "$.b", "Next": "C"},
+        "C": {"Type": "Task", "Resource": "kumo:function:step", "Parameters": {"count": "c"}, "End": true}
+    }})).await;
+    let started = one
+        .client
+        .start_execution("durable", json!({}), None, None)
+        .await
+        .unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while runs(&two, "b").await < 1 {
+        assert!(Instant::now() < deadline, "B never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    one.kill();
+    // The lease (15 s) runs out; the other node claims the execution and retries B, which
+    // times out again (3 s) and is retried, then fails the execution: B ran three times
+    // in all and A once.
+    let ended = wait_for_status_within(&two, &id, "failed", Duration::from_secs(60)).await;
+    assert_eq!(ended["error"], "States.Timeout", "{ended}");
+    assert_eq!(
+        runs(&two, "a").await,
+        1,
+        "the completed task never ran again"
+    );
+    assert_eq!(runs(&two, "b").await, 3);
+    assert_eq!(runs(&two, "c").await, 0);
+}
+
+async fn wait_for_status_within(
+    server: &TestServer,
+    id: &str,
+    status: &str,
+    within: Duration,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let execution = server.client.execution(id).await.unwrap();
+        if execution["status"] == status {
+            return execution;
+        }
+        assert!(Instant::now() < deadline, "still {execution}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
