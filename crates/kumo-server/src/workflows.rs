@@ -116,11 +116,15 @@ pub(crate) async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
                 Err(e) => tracing::error!("claiming executions: {e:#}"),
             }
         }
-        let next = state.store.next_execution_due().await.ok().flatten();
+        // Until the next execution is due (at least a few ms: one whose lease ends this very
+        // millisecond is not claimable yet), or a poll when this node drives all it may.
+        let next = match free {
+            0 => None,
+            _ => state.store.next_execution_due().await.ok().flatten(),
+        };
         let wait = next.map_or(POLL, |due| {
-            Duration::from_millis(
-                (due - kumo_core::now_ms()).clamp(0, POLL.as_millis() as i64) as u64,
-            )
+            let ms = (due - kumo_core::now_ms()).clamp(5, POLL.as_millis() as i64);
+            Duration::from_millis(ms as u64)
         });
         tokio::select! {
             _ = stop.changed() => break,

@@ -235,6 +235,12 @@ pub(super) async fn start(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<ExecutionInfo>)> {
     let Query(params) = params?;
+    if body.len() > state.max_body_bytes {
+        return Err(ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("an input is at most {} bytes", state.max_body_bytes),
+        ));
+    }
     let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
         StartRequest::default()
     } else {
@@ -244,12 +250,6 @@ pub(super) async fn start(
             ))
         })?
     };
-    if body.len() > state.max_body_bytes {
-        return Err(ApiError::new(
-            ErrorKind::PayloadTooLarge,
-            format!("an input is at most {} bytes", state.max_body_bytes),
-        ));
-    }
     if let Some(execution_name) = &request.name
         && (execution_name.is_empty()
             || execution_name.len() > 80

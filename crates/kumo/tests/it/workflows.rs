@@ -678,3 +678,63 @@ async fn wait_for_status_within(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Every workflow limit, hit: the input size, the definition size, the transitions of one
+/// execution, the size of a history entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_limits_refuse_or_end_with_a_clear_error() {
+    let server = TestServer::start_with(&["--max-body-bytes", "20000"]).await;
+    deploy_workflow(
+        &server,
+        "echo",
+        json!({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": true}}}),
+    )
+    .await;
+    let big = "x".repeat(30_000);
+    let response = server
+        .post("/api/v1/workflows/echo/executions")
+        .json(&json!({"input": {"big": big}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, "payload_too_large");
+
+    let comment = "z".repeat((1 << 20) + 1);
+    let huge =
+        json!({"Comment": comment, "StartAt": "P", "States": {"P": {"Type": "Pass", "End": true}}})
+            .to_string();
+    assert!(huge.len() > 1 << 20);
+    let response = server
+        .http
+        .put(format!("{}/api/v1/workflows/huge", server.url))
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, "payload_too_large");
+
+    // A machine that loops without end fails after 25,000 transitions.
+    deploy_workflow(&server, "forever", json!({"StartAt": "Spin", "States": {
+        "Spin": {"Type": "Pass", "Next": "Again"},
+        "Again": {"Type": "Choice", "Choices": [{"Variable": "$.stop", "IsPresent": true, "Next": "Done"}], "Default": "Spin"},
+        "Done": {"Type": "Succeed"}}})).await;
+    let ended = start_and_wait(&server, "forever", json!({})).await;
+    assert_eq!(ended["status"], "failed", "{ended}");
+    assert_eq!(ended["error"], "States.Runtime");
+    assert!(
+        ended["cause"].as_str().unwrap().contains("25000"),
+        "{ended}"
+    );
+
+    // A history entry keeps its size, not a large input.
+    let input = json!({"text": "y".repeat(10_000)});
+    let ended = start_and_wait(&server, "echo", input.clone()).await;
+    assert_eq!(ended["output"], input, "the data itself is whole");
+    let id = ended["id"].as_str().unwrap();
+    let entered = history(&server, id)
+        .await
+        .into_iter()
+        .find(|e| e["kind"] == "StateEntered")
+        .unwrap();
+    assert_eq!(entered["detail"]["truncated"], true, "{entered}");
+}
