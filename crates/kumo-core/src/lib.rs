@@ -19,6 +19,7 @@ mod route;
 mod schedule;
 mod spec;
 mod versions;
+mod workflow;
 
 pub use auth::{
     Action, AuditEntry, Role, SecretInfo, TOKEN_PREFIX, TokenRecord, audited, bearer, function_may,
@@ -68,3 +69,4 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
+pub use workflow::WorkflowTriggers;

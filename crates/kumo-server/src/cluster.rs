@@ -126,6 +126,7 @@ async fn reload(state: &AppState, secrets: bool) -> anyhow::Result<()> {
         .await?;
     state.namespaces_changed(state.store.list_namespaces().await?);
     state.invoker.auth.load(state.store.list_tokens().await?);
+    crate::workflows::reload_triggers(state).await?;
     if secrets {
         state.invoker.forget_secret_users();
     }

@@ -264,7 +264,8 @@ pass_to_backend!(SecretStore {
 });
 
 pass_to_backend!(WorkflowStore {
-    fn put_workflow(&self, name: &str, definition: &str, now: i64) -> Result<bool>;
+    fn put_workflow(&self, name: &str, definition: &str, triggers: &str, now: i64)
+    -> Result<bool>;
     fn get_workflow(&self, name: &str) -> Result<Option<WorkflowRecord>>;
     fn list_workflows(&self) -> Result<Vec<WorkflowRecord>>;
     fn delete_workflow(&self, name: &str) -> Result<bool>;

@@ -365,11 +365,13 @@ pub trait SecretStore {
 /// Workflows and their executions. An execution is changed only by the node holding its
 /// lease, one transaction per transition ([`Self::save_execution`]); anyone may signal it.
 pub trait WorkflowStore {
-    /// Creates or replaces a workflow's definition; true when it was created.
+    /// Creates or replaces a workflow's definition and triggers (JSON); true when it was
+    /// created.
     fn put_workflow(
         &self,
         name: &str,
         definition: &str,
+        triggers: &str,
         now: i64,
     ) -> impl Future<Output = Result<bool>> + Send;
     fn get_workflow(

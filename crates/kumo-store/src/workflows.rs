@@ -13,6 +13,7 @@ pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS workflows (
     name       TEXT PRIMARY KEY,     -- the namespace's key, as functions'
     definition TEXT NOT NULL,        -- the ASL document as deployed
+    triggers   TEXT NOT NULL DEFAULT '{}',  -- WorkflowTriggers as JSON
     created_at INTEGER NOT NULL,     -- unix ms
     updated_at INTEGER NOT NULL
 );
@@ -70,6 +71,8 @@ CREATE INDEX IF NOT EXISTS execution_signals_of ON execution_signals (execution,
 pub struct WorkflowRecord {
     pub name: String,
     pub definition: String,
+    /// `kumo_core::WorkflowTriggers` as JSON.
+    pub triggers: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -168,6 +171,7 @@ fn workflow(row: &SqliteRow) -> anyhow::Result<WorkflowRecord> {
     Ok(WorkflowRecord {
         name: row.try_get("name")?,
         definition: row.try_get("definition")?,
+        triggers: row.try_get("triggers")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -182,14 +186,22 @@ macro_rules! columns {
 }
 
 impl crate::WorkflowStore for SqliteStore {
-    async fn put_workflow(&self, name: &str, definition: &str, now: i64) -> anyhow::Result<bool> {
+    async fn put_workflow(
+        &self,
+        name: &str,
+        definition: &str,
+        triggers: &str,
+        now: i64,
+    ) -> anyhow::Result<bool> {
         let row = sqlx::query(
-            "INSERT INTO workflows (name, definition, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
-             ON CONFLICT (name) DO UPDATE SET definition = ?2, updated_at = ?3
+            "INSERT INTO workflows (name, definition, triggers, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (name) DO UPDATE SET definition = ?2, triggers = ?3, updated_at = ?4
              RETURNING created_at = updated_at AS created",
         )
         .bind(name)
         .bind(definition)
+        .bind(triggers)
         .bind(now)
         .fetch_one(&self.pool)
         .await

@@ -1066,13 +1066,24 @@ fn execution(id: &str, name: &str, at: i64) -> kumo_store::ExecutionRecord {
 /// on signals.
 async fn workflows(store: &impl Backend) {
     use kumo_store::{ExecutionEnd, ExecutionSave};
-    assert!(store.put_workflow("orders", "{\"a\":1}", 1).await.unwrap());
-    assert!(!store.put_workflow("orders", "{\"a\":2}", 2).await.unwrap());
+    assert!(
+        store
+            .put_workflow("orders", "{\"a\":1}", "{}", 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_workflow("orders", "{\"a\":2}", "{\"topics\":[\"t\"]}", 2)
+            .await
+            .unwrap()
+    );
     let w = store.get_workflow("orders").await.unwrap().unwrap();
     assert_eq!(
         (w.definition.as_str(), w.created_at, w.updated_at),
         ("{\"a\":2}", 1, 2)
     );
+    assert_eq!(w.triggers, "{\"topics\":[\"t\"]}");
     assert_eq!(store.list_workflows().await.unwrap().len(), 1);
 
     let history = |kind: &str| {

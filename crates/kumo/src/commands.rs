@@ -338,6 +338,7 @@ async fn deploy_manifest(client: &Client, manifest: &Manifest) -> anyhow::Result
                 w.definition.display()
             )
         })?;
+        let definition = crate::workflows::with_triggers(&definition, &w.triggers)?;
         let (_, created) = client
             .put_workflow(&w.name, definition)
             .await

@@ -24,6 +24,9 @@ struct ManifestFile {
 struct WorkflowEntry {
     name: String,
     definition: PathBuf,
+    schedule: Option<kumo_core::Spec<kumo_core::Schedule>>,
+    #[serde(default)]
+    topics: Vec<String>,
 }
 
 /// One workflow of a manifest, its definition's path resolved against the manifest's folder.
@@ -31,6 +34,7 @@ struct WorkflowEntry {
 pub(crate) struct ManifestWorkflow {
     pub name: String,
     pub definition: PathBuf,
+    pub triggers: kumo_core::WorkflowTriggers,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,9 +128,18 @@ impl Manifest {
             if workflows.iter().any(|w| w.name == entry.name) {
                 bail!("workflow {:?} is declared twice", entry.name);
             }
+            let triggers = kumo_core::WorkflowTriggers {
+                schedule: entry.schedule,
+                topics: entry.topics,
+            };
+            triggers
+                .validate()
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("workflow {:?}", entry.name))?;
             workflows.push(ManifestWorkflow {
                 name: entry.name,
                 definition: dir.join(entry.definition),
+                triggers,
             });
         }
         Ok(Self {
@@ -215,6 +228,8 @@ mod tests {
             [[workflow]]
             name = "checkout"
             definition = "flows/checkout.asl.json"
+            schedule = "rate(1 hour)"
+            topics = ["orders"]
             "#,
             Path::new("/p"),
         )
@@ -224,6 +239,7 @@ mod tests {
             m.workflows[0].definition,
             Path::new("/p/flows/checkout.asl.json")
         );
+        assert_eq!(m.workflows[0].triggers.topics, ["orders"]);
         let f = &m.functions[0];
         assert_eq!(f.code, Path::new("/p/target/hello.wasm"));
         assert_eq!(f.config.memory_mb, 64);

@@ -12,7 +12,16 @@ use std::process::ExitCode;
 #[derive(Subcommand)]
 pub(crate) enum WorkflowCommand {
     /// Deploy (or replace) a workflow from an ASL definition file (`.asl.json`).
-    Deploy { name: String, file: PathBuf },
+    Deploy {
+        name: String,
+        file: PathBuf,
+        /// Start an execution on this schedule (`rate(5 minutes)` or cron, UTC).
+        #[arg(long)]
+        schedule: Option<String>,
+        /// Start an execution for each message of this topic (repeatable).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+    },
     /// List the workflows, or (with NAME) a workflow's executions, newest first.
     Ls {
         name: Option<String>,
@@ -74,15 +83,37 @@ pub(crate) enum WorkflowCommand {
     },
 }
 
+/// A deploy's body: the definition as it is, or under `definition` beside the triggers.
+pub(crate) fn with_triggers(
+    definition: &[u8],
+    triggers: &kumo_core::WorkflowTriggers,
+) -> anyhow::Result<Vec<u8>> {
+    if triggers.is_empty() {
+        return Ok(definition.to_vec());
+    }
+    let definition = parse_json("the definition", &String::from_utf8_lossy(definition))?;
+    let mut body = serde_json::to_value(triggers)?;
+    body["definition"] = definition;
+    Ok(serde_json::to_vec(&body)?)
+}
+
 fn parse_json(what: &str, text: &str) -> anyhow::Result<Value> {
     serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{what} is not JSON: {e}"))
 }
 
 pub(crate) async fn run(client: &Client, command: WorkflowCommand) -> CmdResult {
     match command {
-        WorkflowCommand::Deploy { name, file } => {
+        WorkflowCommand::Deploy {
+            name,
+            file,
+            schedule,
+            topics,
+        } => {
             let definition = std::fs::read(&file)
                 .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+            let triggers: kumo_core::WorkflowTriggers =
+                serde_json::from_value(json!({"schedule": schedule, "topics": topics}))?;
+            let definition = with_triggers(&definition, &triggers)?;
             let (workflow, created) = client.put_workflow(&name, definition).await?;
             let states = workflow["graph"]["states"].as_array().map_or(0, Vec::len);
             let verb = if created { "created" } else { "replaced" };

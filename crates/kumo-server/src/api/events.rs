@@ -326,6 +326,9 @@ pub(super) struct Published {
     id: String,
     /// One event per subscribed function.
     events: Vec<Delivery>,
+    /// One execution per subscribed workflow.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    executions: Vec<crate::workflows::Started>,
 }
 
 /// `POST /topics/{topic}`: the body is the message; 202 once every subscriber's event is
@@ -359,7 +362,15 @@ pub(super) async fn publish(
         Some(&traceparent),
     )
     .await?;
-    Ok((StatusCode::ACCEPTED, Json(Published { id, events })))
+    let executions = crate::workflows::publish(&state, &topic, &id, &body).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Published {
+            id,
+            events,
+            executions,
+        }),
+    ))
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]

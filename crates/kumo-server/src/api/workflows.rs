@@ -34,6 +34,8 @@ pub(crate) struct WorkflowInfo {
     /// Its states and edges, to draw it (on a single workflow's read).
     #[serde(skip_serializing_if = "Option::is_none")]
     graph: Option<Value>,
+    /// What starts its executions besides the API.
+    triggers: kumo_core::WorkflowTriggers,
 }
 
 fn info(record: &WorkflowRecord, full: bool) -> WorkflowInfo {
@@ -45,6 +47,7 @@ fn info(record: &WorkflowRecord, full: bool) -> WorkflowInfo {
         .and_then(|d| kumo_asl::definition::StateMachine::parse(d).ok())
         .map(|m| kumo_asl::graph::graph(&m));
     WorkflowInfo {
+        triggers: serde_json::from_str(&record.triggers).unwrap_or_default(),
         name: kumo_core::split_key(&record.name).1.to_string(),
         created_at: record.created_at,
         updated_at: record.updated_at,
@@ -143,8 +146,9 @@ pub(super) async fn list(
 }
 
 /// `PUT /workflows/{name}`: the body is the ASL definition, checked whole (every problem is
-/// named with its state and field). 201 created, 200 replaced; running executions keep the
-/// definition they started with.
+/// named with its state and field), or `{"definition": ASL, "schedule": "...", "topics":
+/// [...]}` with triggers. 201 created, 200 replaced; running executions keep the definition
+/// they started with.
 #[utoipa::path(operation_id = "workflows_deploy", put, path = "/api/v1/workflows/{name}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "checkout")), request_body(content = Value, content_type = "application/json"), responses((status = 200, description = "Replaced", body = WorkflowInfo), (status = 201, description = "Created", body = WorkflowInfo), (status = "default", description = "An error (see the error table)", body = crate::error::ErrorEnvelope)))]
 pub(super) async fn deploy(
     State(state): State<Arc<AppState>>,
@@ -160,14 +164,15 @@ pub(super) async fn deploy(
             format!("a definition is at most {MAX_DEFINITION_BYTES} bytes"),
         ));
     }
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("the definition is not UTF-8 JSON"))?;
-    engine::parse(text)?;
+    let (definition, triggers) = definition_and_triggers(&body)?;
+    engine::parse(&definition)?;
+    let triggers_json = serde_json::to_string(&triggers).map_err(anyhow::Error::from)?;
     state.disk.ensure_room()?;
     let created = state
         .store
-        .put_workflow(&key, text, kumo_core::now_ms())
+        .put_workflow(&key, &definition, &triggers_json, kumo_core::now_ms())
         .await?;
+    engine::reload_triggers(&state).await?;
     tracing::info!(workflow = %key, created, "workflow deployed");
     let record = state
         .store
@@ -180,6 +185,24 @@ pub(super) async fn deploy(
         StatusCode::OK
     };
     Ok((status, Json(info(&record, true))))
+}
+
+/// A deploy's body: a bare ASL definition, or one under `definition` beside the triggers.
+fn definition_and_triggers(body: &[u8]) -> ApiResult<(String, kumo_core::WorkflowTriggers)> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the definition is not JSON: {e}")))?;
+    let Value::Object(mut fields) = value else {
+        return Err(ApiError::bad_request(
+            "the definition must be a JSON object",
+        ));
+    };
+    let Some(definition) = fields.remove("definition") else {
+        return Ok((Value::Object(fields).to_string(), Default::default()));
+    };
+    let triggers: kumo_core::WorkflowTriggers = serde_json::from_value(Value::Object(fields))
+        .map_err(|e| ApiError::bad_request(format!("the triggers are not valid: {e}")))?;
+    triggers.validate().map_err(ApiError::bad_request)?;
+    Ok((definition.to_string(), triggers))
 }
 
 /// `GET /workflows/{name}`: its definition and graph.
@@ -200,10 +223,11 @@ pub(super) async fn delete(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     let key = ns.key(&name)?;
-    match state.store.delete_workflow(&key).await? {
-        true => Ok(StatusCode::NO_CONTENT),
-        false => Err(no_workflow(&name)),
+    if !state.store.delete_workflow(&key).await? {
+        return Err(no_workflow(&name));
     }
+    engine::reload_triggers(&state).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]

@@ -247,6 +247,7 @@ CREATE INDEX events_admitted ON events ((split_part(function, ':', 1)))
 CREATE TABLE workflows (
     name       TEXT COLLATE "C" PRIMARY KEY,
     definition TEXT NOT NULL,
+    triggers   TEXT NOT NULL DEFAULT '{}',
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
@@ -298,6 +299,8 @@ CREATE TABLE execution_signals (
     body      TEXT NOT NULL
 );
 CREATE INDEX execution_signals_of ON execution_signals (execution, id);
+CREATE TRIGGER workflows_changed AFTER INSERT OR UPDATE OR DELETE ON workflows
+    FOR EACH STATEMENT EXECUTE FUNCTION kumo_notify_change();
 "#,
     ),
 ];

@@ -32,6 +32,7 @@ fn workflow(row: &PgRow) -> anyhow::Result<WorkflowRecord> {
     Ok(WorkflowRecord {
         name: row.try_get("name")?,
         definition: row.try_get("definition")?,
+        triggers: row.try_get("triggers")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -46,14 +47,22 @@ macro_rules! columns {
 }
 
 impl crate::WorkflowStore for PgStore {
-    async fn put_workflow(&self, name: &str, definition: &str, now: i64) -> anyhow::Result<bool> {
+    async fn put_workflow(
+        &self,
+        name: &str,
+        definition: &str,
+        triggers: &str,
+        now: i64,
+    ) -> anyhow::Result<bool> {
         let created: bool = sqlx::query_scalar(
-            "INSERT INTO workflows (name, definition, created_at, updated_at) VALUES ($1, $2, $3, $3)
-             ON CONFLICT (name) DO UPDATE SET definition = $2, updated_at = $3
+            "INSERT INTO workflows (name, definition, triggers, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (name) DO UPDATE SET definition = $2, triggers = $3, updated_at = $4
              RETURNING (xmax = 0)",
         )
         .bind(name)
         .bind(definition)
+        .bind(triggers)
         .bind(now)
         .fetch_one(&self.pool)
         .await

@@ -199,21 +199,28 @@ async fn namespaces_keep_functions_data_calls_and_routes_apart() {
 }
 
 /// A value that must never leave the victim's namespace.
-const MARKERS: [&str; 4] = [
+const MARKERS: [&str; 5] = [
     "victim-kv-value",
     "victim-object",
     "victim-secret",
     "secretfn",
+    "victim-workflow",
 ];
 
-/// A route-table path with its parameters filled in to name the victim's resources.
-fn filled(path: &str, invocation: &str) -> String {
+/// A route-table path with its parameters filled in to name the victim's resources (an
+/// `{id}` is its invocation's, or under `/executions` its workflow execution's).
+fn filled(path: &str, invocation: &str, execution: &str) -> String {
+    let id = match path.starts_with("/executions") {
+        true => execution,
+        false => invocation,
+    };
     path.split('/')
         .map(|segment| match segment {
             "{name}" => "secretfn",
             "{version}" => "1",
             "{alias}" => "live",
-            "{id}" => invocation,
+            "{id}" => id,
+            "{outcome}" => "success",
             "{topic}" => "news",
             "{bucket}" => "vault",
             "{*key}" => "k",
@@ -273,6 +280,19 @@ async fn a_token_of_one_namespace_learns_nothing_of_another_on_any_endpoint() {
         .request_id
         .unwrap();
 
+    // A workflow of the same name, and one of its executions.
+    let definition = serde_json::json!({"StartAt": "P", "States": {"P": {"Type": "Pass", "Result": "victim-workflow", "End": true}}});
+    victim
+        .put_workflow("secretfn", definition.to_string().into_bytes())
+        .await
+        .unwrap();
+    let execution = victim
+        .start_execution("secretfn", serde_json::json!({}), None, Some(10))
+        .await
+        .unwrap();
+    assert_eq!(execution["output"], "victim-workflow");
+    let execution = execution["id"].as_str().unwrap().to_string();
+
     let developer = authorized(&token_in(&server, "dev", Role::Developer, "attacker").await);
     let invoker = authorized(&token_in(&server, "inv", Role::Invoker, "attacker").await);
     let methods = [
@@ -284,7 +304,7 @@ async fn a_token_of_one_namespace_learns_nothing_of_another_on_any_endpoint() {
     ];
     let mut requests = 0;
     for path in kumo_server::API_PATHS {
-        let target = filled(path, &invocation);
+        let target = filled(path, &invocation, &execution);
         // The victim's namespace by name, the attacker's own naming the victim's things,
         // and the unprefixed paths (`default`, which the attacker may not enter either).
         let urls = [

@@ -738,3 +738,86 @@ async fn workflow_limits_refuse_or_end_with_a_clear_error() {
         .unwrap();
     assert_eq!(entered["detail"]["truncated"], true, "{entered}");
 }
+
+/// A workflow starts on its topics' messages and on its schedule's ticks, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_and_schedules_start_executions() {
+    let server = TestServer::start().await;
+    let definition = json!({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": true}}});
+    let body =
+        json!({"definition": definition, "topics": ["orders"], "schedule": "rate(1 second)"});
+    let response = server
+        .http
+        .put(format!("{}/api/v1/workflows/react", server.url))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let workflow = server.client.workflow("react").await.unwrap();
+    assert_eq!(workflow["triggers"]["topics"], json!(["orders"]));
+
+    let published: Value = server
+        .post("/api/v1/topics/orders")
+        .body(r#"{"order": 7}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let started = &published["executions"][0];
+    assert_eq!(started["workflow"], "react", "{published}");
+    let id = started["execution"].as_str().unwrap();
+    let ended = wait_for_status(&server, id, "succeeded").await;
+    assert_eq!(ended["output"]["message"], json!({"order": 7}));
+    assert_eq!(ended["output"]["topic"], "orders");
+    assert_eq!(
+        ended["name"],
+        format!("topic-{}", published["id"].as_str().unwrap())
+    );
+
+    // Ticks: one execution each, named after the tick.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ticks = loop {
+        let listed = server.client.executions("react", None, 100).await.unwrap();
+        let ticks: Vec<Value> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"].as_str().unwrap().starts_with("schedule-"))
+            .cloned()
+            .collect();
+        if ticks.len() >= 2 {
+            break ticks;
+        }
+        assert!(Instant::now() < deadline, "no ticks: {listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(ticks[0]["input"]["schedule"], "rate(1 second)");
+    let names: std::collections::BTreeSet<&str> =
+        ticks.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), ticks.len(), "each tick once");
+
+    // Bad triggers are refused; a deleted workflow starts nothing more.
+    let bad = json!({"definition": definition, "topics": ["Not A Topic"]});
+    let response = server
+        .http
+        .put(format!("{}/api/v1/workflows/bad", server.url))
+        .body(bad.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, "invalid_request");
+    server.client.delete_workflow("react").await.unwrap();
+    let published: Value = server
+        .post("/api/v1/topics/orders")
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(published.get("executions").is_none(), "{published}");
+}
