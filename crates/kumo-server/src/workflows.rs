@@ -854,7 +854,8 @@ pub(crate) async fn callback(
     Ok(())
 }
 
-/// The execution once it ended, or as it is after `timeout`.
+/// The execution once it ended, or as it is after `timeout` (or when the server begins to
+/// stop).
 pub(crate) async fn wait_for_end(
     state: &AppState,
     id: &str,
@@ -862,6 +863,7 @@ pub(crate) async fn wait_for_end(
 ) -> Result<Option<ExecutionRecord>, ApiError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut ends = state.workflows.ends();
+    let mut stopping = state.stopping.clone();
     loop {
         let record = state.store.get_execution(id).await?;
         if record.as_ref().is_none_or(|r| r.status != "running") {
@@ -872,6 +874,7 @@ pub(crate) async fn wait_for_end(
             _ = ends.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             _ = tokio::time::sleep_until(deadline) => return Ok(record),
+            _ = stopping.wait_for(|s| *s) => return Ok(record),
         }
     }
 }
