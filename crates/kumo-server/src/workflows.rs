@@ -300,7 +300,25 @@ pub(crate) async fn start(
         transitions: 0,
         redrives: 0,
     };
-    let (run, mut changes) = Run::start(&machine, input, now);
+    // The first steps up to the first tasks go in the start's own transaction, when that is
+    // all they do (no end, nothing else due at once): one transaction less per execution.
+    let start_time = rfc3339(now);
+    let exec = Execution {
+        id: &record.id,
+        name: &record.name,
+        start_time: &start_time,
+        input: &input,
+        state_machine: kumo_core::split_key(workflow).1,
+    };
+    let (mut run, mut changes) = Run::start(&machine, input.clone(), now);
+    run.settle(&exec, now, &mut Random, &mut changes);
+    let settled = run.outcome().is_none()
+        && !changes.invoke.is_empty()
+        && run.next_wake().is_none_or(|w| w > now);
+    if !settled {
+        (run, changes) = Run::start(&machine, input.clone(), now);
+    }
+    let first_tasks = std::mem::take(&mut changes.invoke);
     changes.history.insert(
         0,
         kumo_asl::execution::Event {
@@ -331,11 +349,19 @@ pub(crate) async fn start(
         }
         return Ok((existing, false));
     }
+    let mut started = record.clone();
+    started.transitions = i64::from(changes.transitions);
     let threads = run.threads.clone();
-    let driven = record.clone();
     let state = state.clone();
-    tokio::spawn(async move { drive(&state, driven, Some(threads)).await });
+    tokio::spawn(async move { drive(&state, started, Some((threads, first_tasks))).await });
     Ok((record, true))
+}
+
+/// Unix ms as the context object shows times.
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A stored or given input as JSON for the history.
@@ -405,7 +431,7 @@ fn saved(
 async fn drive(
     state: &Arc<AppState>,
     record: ExecutionRecord,
-    threads: Option<BTreeMap<String, Thread>>,
+    first: Option<(BTreeMap<String, Thread>, Vec<Invoke>)>,
 ) {
     let bell = Arc::new(Notify::new());
     state
@@ -414,7 +440,7 @@ async fn drive(
         .lock()
         .expect("engine lock")
         .insert(record.id.clone(), bell.clone());
-    if let Err(e) = Driver::new(state, &record, bell).run(threads).await {
+    if let Err(e) = Driver::new(state, &record, bell).run(first).await {
         tracing::error!(execution = %record.id, "driving an execution: {e:#}");
     }
     state
@@ -439,9 +465,7 @@ type TaskEnd = (String, u64, Result<Value, AslError>);
 
 impl<'a> Driver<'a> {
     fn new(state: &'a Arc<AppState>, record: &'a ExecutionRecord, bell: Arc<Notify>) -> Self {
-        let start_time = chrono::DateTime::from_timestamp_millis(record.started_at)
-            .unwrap_or_default()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let start_time = rfc3339(record.started_at);
         Self {
             state,
             record,
@@ -462,7 +486,12 @@ impl<'a> Driver<'a> {
         }
     }
 
-    async fn run(&self, threads: Option<BTreeMap<String, Thread>>) -> anyhow::Result<()> {
+    /// `first`: the threads and tasks of an execution just started (or redriven) here,
+    /// stored already; None: read them from the store, after a dead driver.
+    async fn run(
+        &self,
+        first: Option<(BTreeMap<String, Thread>, Vec<Invoke>)>,
+    ) -> anyhow::Result<()> {
         let machine = match parse(&self.record.definition) {
             Ok(machine) => machine,
             Err(e) => {
@@ -479,8 +508,12 @@ impl<'a> Driver<'a> {
             }
         };
         let exec = self.execution();
-        let (mut run, mut changes) = match threads {
-            Some(threads) => (Run::resume(&machine, threads), Changes::default()),
+        let mut first_tasks = Vec::new();
+        let (mut run, mut changes) = match first {
+            Some((threads, tasks)) => {
+                first_tasks = tasks;
+                (Run::resume(&machine, threads), Changes::default())
+            }
             None => {
                 let mut threads = BTreeMap::new();
                 for (id, doc) in self.state.store.execution_threads(&self.record.id).await? {
@@ -493,103 +526,122 @@ impl<'a> Driver<'a> {
         };
         let mut transitions = self.record.transitions;
         let mut tasks: JoinSet<TaskEnd> = JoinSet::new();
+        // Signals are read when the bell rang, when a wait ended, and at least every POLL;
+        // not after every task's answer.
+        let (mut look, mut looked) = (true, std::time::Instant::now());
         loop {
             let now = kumo_core::now_ms();
-            // Signals: callbacks and stops.
-            let signals = self.state.store.execution_signals(&self.record.id).await?;
-            let mut stopped = None;
-            let signals_done = signals.last().map(|s| s.id);
-            for signal in signals {
-                let body: Value = serde_json::from_str(&signal.body).unwrap_or(Value::Null);
-                let result = match signal.kind.as_str() {
-                    "stop" => {
-                        stopped = Some(body);
-                        continue;
-                    }
-                    "success" => Some(Ok(body["output"].clone())),
-                    "failure" => Some(Err(AslError {
-                        error: body["error"].as_str().unwrap_or("States.TaskFailed").into(),
-                        cause: body["cause"].as_str().unwrap_or_default().into(),
-                    })),
-                    _ => None,
-                };
-                let secret = body["secret"].as_str().unwrap_or_default();
-                run.callback(
-                    &signal.thread,
-                    secret,
-                    result,
-                    &exec,
-                    now,
-                    &mut Random,
-                    &mut changes,
-                );
-            }
-            run.settle(&exec, now, &mut Random, &mut changes);
-            transitions += i64::from(changes.transitions);
-            let mut abort = |status: &str, error: &str, cause: &str| {
-                let asl = AslError {
-                    error: error.into(),
-                    cause: cause.into(),
-                };
-                run.abort(asl, &mut changes);
-                Some(self.end(status, None, Some((error, cause))))
-            };
-            let end = if let Some(body) = stopped {
-                let error = body["error"].as_str().unwrap_or("States.Aborted");
-                let cause = body["cause"].as_str().unwrap_or("stopped");
-                abort("aborted", error, cause)
-            } else if self.record.deadline.is_some_and(|d| d <= now) {
-                abort(
-                    "timed_out",
-                    "States.Timeout",
-                    "the execution ran past its TimeoutSeconds",
-                )
-            } else if transitions > MAX_TRANSITIONS {
-                let cause = format!("the execution made more than {MAX_TRANSITIONS} transitions");
-                abort("failed", "States.Runtime", &cause)
+            let (invokes, wake) = if !first_tasks.is_empty() {
+                // Stored with the start: run them at once.
+                let wake = [run.next_wake(), self.record.deadline]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                (std::mem::take(&mut first_tasks), wake)
             } else {
-                match run.outcome() {
-                    Some(Outcome::Succeeded { output }) => {
-                        Some(self.end("succeeded", Some(output.to_string()), None))
+                let signals = match look || looked.elapsed() >= POLL {
+                    true => {
+                        (look, looked) = (false, std::time::Instant::now());
+                        self.state.store.execution_signals(&self.record.id).await?
                     }
-                    Some(Outcome::Failed { error, cause }) => {
-                        Some(self.end("failed", None, Some((error, cause))))
-                    }
-                    None => None,
+                    false => Vec::new(),
+                };
+                let mut stopped = None;
+                let signals_done = signals.last().map(|s| s.id);
+                for signal in signals {
+                    let body: Value = serde_json::from_str(&signal.body).unwrap_or(Value::Null);
+                    let result = match signal.kind.as_str() {
+                        "stop" => {
+                            stopped = Some(body);
+                            continue;
+                        }
+                        "success" => Some(Ok(body["output"].clone())),
+                        "failure" => Some(Err(AslError {
+                            error: body["error"].as_str().unwrap_or("States.TaskFailed").into(),
+                            cause: body["cause"].as_str().unwrap_or_default().into(),
+                        })),
+                        _ => None,
+                    };
+                    let secret = body["secret"].as_str().unwrap_or_default();
+                    run.callback(
+                        &signal.thread,
+                        secret,
+                        result,
+                        &exec,
+                        now,
+                        &mut Random,
+                        &mut changes,
+                    );
                 }
+                run.settle(&exec, now, &mut Random, &mut changes);
+                transitions += i64::from(changes.transitions);
+                let mut abort = |status: &str, error: &str, cause: &str| {
+                    let asl = AslError {
+                        error: error.into(),
+                        cause: cause.into(),
+                    };
+                    run.abort(asl, &mut changes);
+                    Some(self.end(status, None, Some((error, cause))))
+                };
+                let end = if let Some(body) = stopped {
+                    let error = body["error"].as_str().unwrap_or("States.Aborted");
+                    let cause = body["cause"].as_str().unwrap_or("stopped");
+                    abort("aborted", error, cause)
+                } else if self.record.deadline.is_some_and(|d| d <= now) {
+                    abort(
+                        "timed_out",
+                        "States.Timeout",
+                        "the execution ran past its TimeoutSeconds",
+                    )
+                } else if transitions > MAX_TRANSITIONS {
+                    let cause =
+                        format!("the execution made more than {MAX_TRANSITIONS} transitions");
+                    abort("failed", "States.Runtime", &cause)
+                } else {
+                    match run.outcome() {
+                        Some(Outcome::Succeeded { output }) => {
+                            Some(self.end("succeeded", Some(output.to_string()), None))
+                        }
+                        Some(Outcome::Failed { error, cause }) => {
+                            Some(self.end("failed", None, Some((error, cause))))
+                        }
+                        None => None,
+                    }
+                };
+                let invokes = std::mem::take(&mut changes.invoke);
+                let wake = [run.next_wake(), self.record.deadline]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let idle = end.is_none()
+                    && invokes.is_empty()
+                    && tasks.is_empty()
+                    && wake.is_none_or(|w| w > now);
+                let ended = end.is_some();
+                // While held, it is due at once: if this node dies, another claims it as soon as
+                // the lease runs out.
+                let due_at = if idle { wake } else { wake.or(Some(now)) };
+                let mut save = saved(&run, &changes, now, due_at, idle, end);
+                save.signals_done = signals_done;
+                changes = Changes::default();
+                if !self
+                    .state
+                    .store
+                    .save_execution(&self.record.id, &self.owner, &save)
+                    .await?
+                {
+                    tracing::warn!(execution = %self.record.id, "lost the execution's lease; another node drives it");
+                    return Ok(());
+                }
+                if ended {
+                    self.state.workflows.ended.send_modify(|n| *n += 1);
+                    return Ok(());
+                }
+                if idle {
+                    return Ok(());
+                }
+                (invokes, wake)
             };
-            let invokes = std::mem::take(&mut changes.invoke);
-            let wake = [run.next_wake(), self.record.deadline]
-                .into_iter()
-                .flatten()
-                .min();
-            let idle = end.is_none()
-                && invokes.is_empty()
-                && tasks.is_empty()
-                && wake.is_none_or(|w| w > now);
-            let ended = end.is_some();
-            // While held, it is due at once: if this node dies, another claims it as soon as
-            // the lease runs out.
-            let due_at = if idle { wake } else { wake.or(Some(now)) };
-            let mut save = saved(&run, &changes, now, due_at, idle, end);
-            save.signals_done = signals_done;
-            changes = Changes::default();
-            if !self
-                .state
-                .store
-                .save_execution(&self.record.id, &self.owner, &save)
-                .await?
-            {
-                tracing::warn!(execution = %self.record.id, "lost the execution's lease; another node drives it");
-                return Ok(());
-            }
-            if ended {
-                self.state.workflows.ended.send_modify(|n| *n += 1);
-                return Ok(());
-            }
-            if idle {
-                return Ok(());
-            }
             for invoke in invokes {
                 let state = self.state.clone();
                 let record = self.record.clone();
@@ -617,8 +669,8 @@ impl<'a> Driver<'a> {
                         apply(end);
                     }
                 }
-                _ = self.bell.notified() => {}
-                _ = tokio::time::sleep(sleep) => {}
+                _ = self.bell.notified() => look = true,
+                _ = tokio::time::sleep(sleep) => look = true,
             }
         }
     }
@@ -768,7 +820,7 @@ pub(crate) async fn redrive(
     let threads = run.threads.clone();
     let driven = record.clone();
     let state = state.clone();
-    tokio::spawn(async move { drive(&state, driven, Some(threads)).await });
+    tokio::spawn(async move { drive(&state, driven, Some((threads, Vec::new()))).await });
     Ok(record)
 }
 

@@ -270,7 +270,10 @@ impl crate::WorkflowStore for SqliteStore {
         if inserted.rows_affected() == 0 {
             return Ok(false);
         }
-        apply(&mut tx, &e.id, save).await?;
+        anyhow::ensure!(
+            apply(&mut tx, &e.id, owner, save).await?,
+            "a new execution is its starter's"
+        );
         tx.commit().await.context("starting an execution")?;
         Ok(true)
     }
@@ -381,18 +384,9 @@ impl crate::WorkflowStore for SqliteStore {
         save: &ExecutionSave,
     ) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await?;
-        // A write first: the transaction takes SQLite's write lock (waiting its turn) before
-        // it reads, so it never has to upgrade a read lock another writer blocks.
-        let held = sqlx::query("UPDATE executions SET owner = owner WHERE id = ? AND owner = ?")
-            .bind(id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await
-            .context("saving an execution")?;
-        if held.rows_affected() == 0 {
+        if !apply(&mut tx, id, owner, save).await? {
             return Ok(false);
         }
-        apply(&mut tx, id, save).await?;
         tx.commit().await.context("saving an execution")?;
         Ok(true)
     }
@@ -422,7 +416,10 @@ impl crate::WorkflowStore for SqliteStore {
         if taken.rows_affected() == 0 {
             return Ok(false);
         }
-        apply(&mut tx, id, save).await?;
+        anyhow::ensure!(
+            apply(&mut tx, id, owner, save).await?,
+            "a redriven execution is its redriver's"
+        );
         tx.commit().await.context("redriving an execution")?;
         Ok(true)
     }
@@ -576,13 +573,47 @@ impl crate::WorkflowStore for SqliteStore {
     }
 }
 
-/// Writes one transition of execution `id` (whose lease the caller checked).
+/// Writes one transition of execution `id`, only while `owner` holds its lease (false: it
+/// does not, and the caller rolls back). The first statement writes, so the transaction takes
+/// SQLite's write lock (waiting its turn) before it reads anything.
 async fn apply(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     id: &str,
+    owner: &str,
     save: &ExecutionSave,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let context = || format!("saving execution {id}");
+    if let Some(done) = save.signals_done {
+        sqlx::query("DELETE FROM execution_signals WHERE execution = ? AND id <= ?")
+            .bind(id)
+            .bind(done)
+            .execute(&mut **tx)
+            .await
+            .with_context(context)?;
+    }
+    // A signal that came after the driver read its signals makes the execution due at once,
+    // whatever the driver thought its next time was.
+    let first: Option<i64> = sqlx::query_scalar(
+        "UPDATE executions SET history_len = history_len + ?1, transitions = transitions + ?2,
+             due_at = CASE WHEN EXISTS (SELECT 1 FROM execution_signals WHERE execution = ?4)
+                 THEN 0 ELSE ?3 END,
+             owner = CASE WHEN ?5 THEN NULL ELSE owner END,
+             lease_until = CASE WHEN ?5 THEN NULL ELSE lease_until END
+         WHERE id = ?4 AND owner = ?6
+         RETURNING history_len - ?1",
+    )
+    .bind(save.history.len() as i64)
+    .bind(save.transitions)
+    .bind(save.due_at)
+    .bind(id)
+    .bind(save.release)
+    .bind(owner)
+    .fetch_optional(&mut **tx)
+    .await
+    .with_context(context)?;
+    let Some(first) = first else {
+        return Ok(false);
+    };
     for (thread, doc) in &save.threads {
         match doc {
             Some(doc) => {
@@ -607,31 +638,26 @@ async fn apply(
             }
         }
     }
-    let first: i64 = sqlx::query_scalar(
-        "UPDATE executions SET history_len = history_len + ?1, transitions = transitions + ?2
-         WHERE id = ?3 RETURNING history_len - ?1",
-    )
-    .bind(save.history.len() as i64)
-    .bind(save.transitions)
-    .bind(id)
-    .fetch_one(&mut **tx)
-    .await
-    .with_context(context)?;
-    for (i, (at, kind, thread, state, detail)) in save.history.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO execution_history (execution, seq, at, kind, thread, state, detail)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(first + i as i64 + 1)
-        .bind(at)
-        .bind(kind)
-        .bind(thread)
-        .bind(state)
-        .bind(detail)
-        .execute(&mut **tx)
-        .await
-        .with_context(context)?;
+    // Entries in multi-row statements (SQLite takes at most 32,766 parameters).
+    for (chunk_index, chunk) in save.history.chunks(500).enumerate() {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO execution_history (execution, seq, at, kind, thread, state, detail) ",
+        );
+        insert.push_values(chunk.iter().enumerate(), |mut row, (i, entry)| {
+            let (at, kind, thread, state, detail) = entry;
+            row.push_bind(id)
+                .push_bind(first + (chunk_index * 500 + i) as i64 + 1)
+                .push_bind(*at)
+                .push_bind(kind)
+                .push_bind(thread)
+                .push_bind(state)
+                .push_bind(detail);
+        });
+        insert
+            .build()
+            .execute(&mut **tx)
+            .await
+            .with_context(context)?;
     }
     if let Some(end) = &save.end {
         sqlx::query(
@@ -656,27 +682,6 @@ async fn apply(
                 .await
                 .with_context(context)?;
         }
-    } else {
-        sqlx::query(
-            "UPDATE executions SET due_at = ?1,
-                 owner = CASE WHEN ?2 THEN NULL ELSE owner END,
-                 lease_until = CASE WHEN ?2 THEN NULL ELSE lease_until END
-             WHERE id = ?3",
-        )
-        .bind(save.due_at)
-        .bind(save.release)
-        .bind(id)
-        .execute(&mut **tx)
-        .await
-        .with_context(context)?;
     }
-    if let Some(done) = save.signals_done {
-        sqlx::query("DELETE FROM execution_signals WHERE execution = ? AND id <= ?")
-            .bind(id)
-            .bind(done)
-            .execute(&mut **tx)
-            .await
-            .with_context(context)?;
-    }
-    Ok(())
+    Ok(true)
 }

@@ -1247,6 +1247,21 @@ async fn workflows(store: &impl Backend) {
         signals.iter().map(|s| s.kind.as_str()).collect::<Vec<_>>(),
         ["success", "stop"]
     );
+    // A release that did not see the signals (they came after it read them) leaves it due.
+    assert_eq!(
+        store
+            .claim_executions("n1", 900, 950, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let blind = ExecutionSave {
+        due_at: None,
+        release: true,
+        ..Default::default()
+    };
+    assert!(store.save_execution("x1", "n1", &blind).await.unwrap());
     assert_eq!(
         store
             .claim_executions("n1", 1_000, 2_000, 10)

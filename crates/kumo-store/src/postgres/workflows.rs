@@ -131,7 +131,10 @@ impl crate::WorkflowStore for PgStore {
         if inserted.rows_affected() == 0 {
             return Ok(false);
         }
-        apply(&mut tx, &e.id, save).await?;
+        anyhow::ensure!(
+            apply(&mut tx, &e.id, owner, save).await?,
+            "a new execution is its starter's"
+        );
         tx.commit().await.context("starting an execution")?;
         Ok(true)
     }
@@ -242,17 +245,9 @@ impl crate::WorkflowStore for PgStore {
         save: &ExecutionSave,
     ) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await?;
-        // The row stays locked to the end of the transaction: no claim can slip in between.
-        let held = sqlx::query("SELECT 1 FROM executions WHERE id = $1 AND owner = $2 FOR UPDATE")
-            .bind(id)
-            .bind(owner)
-            .fetch_optional(&mut *tx)
-            .await
-            .context("saving an execution")?;
-        if held.is_none() {
+        if !apply(&mut tx, id, owner, save).await? {
             return Ok(false);
         }
-        apply(&mut tx, id, save).await?;
         tx.commit().await.context("saving an execution")?;
         Ok(true)
     }
@@ -282,7 +277,10 @@ impl crate::WorkflowStore for PgStore {
         if taken.rows_affected() == 0 {
             return Ok(false);
         }
-        apply(&mut tx, id, save).await?;
+        anyhow::ensure!(
+            apply(&mut tx, id, owner, save).await?,
+            "a redriven execution is its redriver's"
+        );
         tx.commit().await.context("redriving an execution")?;
         Ok(true)
     }
@@ -435,13 +433,46 @@ impl crate::WorkflowStore for PgStore {
     }
 }
 
-/// Writes one transition of execution `id` (whose lease the caller checked).
+/// Writes one transition of execution `id`, only while `owner` holds its lease (false: it
+/// does not, and the caller rolls back; the row stays locked to the end of the transaction,
+/// so no claim slips in between).
 async fn apply(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     id: &str,
+    owner: &str,
     save: &ExecutionSave,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let context = || format!("saving execution {id}");
+    if let Some(done) = save.signals_done {
+        sqlx::query("DELETE FROM execution_signals WHERE execution = $1 AND id <= $2")
+            .bind(id)
+            .bind(done)
+            .execute(&mut **tx)
+            .await
+            .with_context(context)?;
+    }
+    // A signal that came after the driver read its signals makes the execution due at once.
+    let first: Option<i64> = sqlx::query_scalar(
+        "UPDATE executions SET history_len = history_len + $1, transitions = transitions + $2,
+             due_at = CASE WHEN EXISTS (SELECT 1 FROM execution_signals WHERE execution = $4)
+                 THEN 0 ELSE $3 END,
+             owner = CASE WHEN $5 THEN NULL ELSE owner END,
+             lease_until = CASE WHEN $5 THEN NULL ELSE lease_until END
+         WHERE id = $4 AND owner = $6
+         RETURNING history_len - $1",
+    )
+    .bind(save.history.len() as i64)
+    .bind(i64::from(save.transitions))
+    .bind(save.due_at)
+    .bind(id)
+    .bind(save.release)
+    .bind(owner)
+    .fetch_optional(&mut **tx)
+    .await
+    .with_context(context)?;
+    let Some(first) = first else {
+        return Ok(false);
+    };
     let (written, removed): (Vec<_>, Vec<_>) = save.threads.iter().partition(|(_, d)| d.is_some());
     if !written.is_empty() {
         let threads: Vec<&str> = written.iter().map(|(t, _)| t.as_str()).collect();
@@ -467,16 +498,6 @@ async fn apply(
             .await
             .with_context(context)?;
     }
-    let first: i64 = sqlx::query_scalar(
-        "UPDATE executions SET history_len = history_len + $1, transitions = transitions + $2
-         WHERE id = $3 RETURNING history_len - $1",
-    )
-    .bind(save.history.len() as i64)
-    .bind(i64::from(save.transitions))
-    .bind(id)
-    .fetch_one(&mut **tx)
-    .await
-    .with_context(context)?;
     if !save.history.is_empty() {
         let seqs: Vec<i64> = (1..=save.history.len() as i64).map(|i| first + i).collect();
         let column = |f: fn(&(i64, String, String, String, String)) -> &str| -> Vec<&str> {
@@ -522,27 +543,6 @@ async fn apply(
                 .await
                 .with_context(context)?;
         }
-    } else {
-        sqlx::query(
-            "UPDATE executions SET due_at = $1,
-                 owner = CASE WHEN $2 THEN NULL ELSE owner END,
-                 lease_until = CASE WHEN $2 THEN NULL ELSE lease_until END
-             WHERE id = $3",
-        )
-        .bind(save.due_at)
-        .bind(save.release)
-        .bind(id)
-        .execute(&mut **tx)
-        .await
-        .with_context(context)?;
     }
-    if let Some(done) = save.signals_done {
-        sqlx::query("DELETE FROM execution_signals WHERE execution = $1 AND id <= $2")
-            .bind(id)
-            .bind(done)
-            .execute(&mut **tx)
-            .await
-            .with_context(context)?;
-    }
-    Ok(())
+    Ok(true)
 }
