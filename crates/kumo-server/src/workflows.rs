@@ -49,8 +49,8 @@ pub(crate) struct Engine {
     triggered: Mutex<Vec<Triggered>>,
     /// Wakes the scheduler (a signal for an execution no driver here holds).
     claim_now: Notify,
-    /// Bumped at each execution's end: `--wait` listens.
-    ended: watch::Sender<u64>,
+    /// The executions someone waits for (`?wait=`), each told of its end alone.
+    waited: Mutex<HashMap<String, watch::Sender<bool>>>,
 }
 
 impl Engine {
@@ -64,9 +64,28 @@ impl Engine {
         }
     }
 
-    /// A receiver that changes whenever an execution ends.
-    pub(crate) fn ends(&self) -> watch::Receiver<u64> {
-        self.ended.subscribe()
+    /// A receiver that turns true when execution `id` ends here.
+    fn end_of(&self, id: &str) -> watch::Receiver<bool> {
+        let mut waited = self.waited.lock().expect("engine lock");
+        waited
+            .entry(id.to_string())
+            .or_insert_with(|| watch::channel(false).0)
+            .subscribe()
+    }
+
+    /// Tells the waiters of `id` it ended.
+    fn ended(&self, id: &str) {
+        if let Some(end) = self.waited.lock().expect("engine lock").remove(id) {
+            let _ = end.send(true);
+        }
+    }
+
+    /// Forgets a wait that is over, unless others still wait.
+    fn stop_waiting(&self, id: &str) {
+        let mut waited = self.waited.lock().expect("engine lock");
+        if waited.get(id).is_some_and(|end| end.receiver_count() == 0) {
+            waited.remove(id);
+        }
     }
 
     fn triggered(&self) -> Vec<Triggered> {
@@ -634,7 +653,7 @@ impl<'a> Driver<'a> {
                     return Ok(());
                 }
                 if ended {
-                    self.state.workflows.ended.send_modify(|n| *n += 1);
+                    self.state.workflows.ended(&self.record.id);
                     return Ok(());
                 }
                 if idle {
@@ -914,19 +933,22 @@ pub(crate) async fn wait_for_end(
     timeout: Duration,
 ) -> Result<Option<ExecutionRecord>, ApiError> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut ends = state.workflows.ends();
+    let mut end = state.workflows.end_of(id);
     let mut stopping = state.stopping.clone();
-    loop {
+    let record = loop {
         let record = state.store.get_execution(id).await?;
         if record.as_ref().is_none_or(|r| r.status != "running") {
-            return Ok(record);
+            break record;
         }
         // Another node may end it: look again now and then, whatever this node hears.
         tokio::select! {
-            _ = ends.changed() => {}
+            _ = end.wait_for(|ended| *ended) => {}
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            _ = tokio::time::sleep_until(deadline) => return Ok(record),
-            _ = stopping.wait_for(|s| *s) => return Ok(record),
+            _ = tokio::time::sleep_until(deadline) => break record,
+            _ = stopping.wait_for(|s| *s) => break record,
         }
-    }
+    };
+    drop(end);
+    state.workflows.stop_waiting(id);
+    Ok(record)
 }
