@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 /// How long a driver's lease lasts, and how often it is renewed.
@@ -42,7 +42,6 @@ const MAX_TRANSITIONS: i64 = 25_000;
 
 /// The executions this node drives, each with the bell that wakes its driver; and the
 /// workflows' triggers.
-#[derive(Default)]
 pub(crate) struct Engine {
     driven: Mutex<HashMap<String, Arc<Notify>>>,
     /// Workflows with a schedule or topics, rebuilt from the store on every change.
@@ -51,6 +50,66 @@ pub(crate) struct Engine {
     claim_now: Notify,
     /// The executions someone waits for (`?wait=`), each told of its end alone.
     waited: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Transitions to write: the drivers' saves go in batches, one transaction each (group
+    /// commit), so many executions' steps share one commit.
+    saves: mpsc::UnboundedSender<SaveRequest>,
+    /// Taken by the writer when the engine starts.
+    saves_to_write: Mutex<Option<mpsc::UnboundedReceiver<SaveRequest>>>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        let (saves, saves_to_write) = mpsc::unbounded_channel();
+        Self {
+            driven: Mutex::default(),
+            triggered: Mutex::default(),
+            claim_now: Notify::new(),
+            waited: Mutex::default(),
+            saves,
+            saves_to_write: Mutex::new(Some(saves_to_write)),
+        }
+    }
+}
+
+/// One execution's transition for the writer, and where its outcome goes.
+struct SaveRequest {
+    id: String,
+    owner: String,
+    save: ExecutionSave,
+    done: oneshot::Sender<anyhow::Result<bool>>,
+}
+
+/// The most transitions one commit writes.
+const MAX_BATCH: usize = 64;
+
+/// Writes the drivers' transitions: whatever is waiting (up to a batch) in one transaction.
+async fn write_saves(state: Arc<AppState>, mut requests: mpsc::UnboundedReceiver<SaveRequest>) {
+    while let Some(first) = requests.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let items: Vec<(&str, &str, &ExecutionSave)> = batch
+            .iter()
+            .map(|r| (r.id.as_str(), r.owner.as_str(), &r.save))
+            .collect();
+        match state.store.save_executions(&items).await {
+            Ok(saved) => {
+                for (request, saved) in batch.into_iter().zip(saved) {
+                    let _ = request.done.send(Ok(saved));
+                }
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                for request in batch {
+                    let _ = request.done.send(Err(anyhow::anyhow!("{message}")));
+                }
+            }
+        }
+    }
 }
 
 impl Engine {
@@ -233,6 +292,13 @@ pub(crate) async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     if let Err(e) = reload_triggers(&state).await {
         tracing::error!("reading the workflows' triggers: {e:#}");
     }
+    let saves = state
+        .workflows
+        .saves_to_write
+        .lock()
+        .expect("engine lock")
+        .take();
+    let writer = saves.map(|saves| tokio::spawn(write_saves(state.clone(), saves)));
     let mut renew = tokio::time::interval(RENEW_EVERY);
     let mut drivers = JoinSet::new();
     loop {
@@ -283,6 +349,9 @@ pub(crate) async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     }
     drivers.abort_all();
     while drivers.join_next().await.is_some() {}
+    if let Some(writer) = writer {
+        writer.abort();
+    }
     if let Err(e) = state.store.release_executions(&owner).await {
         tracing::error!("giving back executions at shutdown: {e:#}");
     }
@@ -519,10 +588,7 @@ impl<'a> Driver<'a> {
                     end: Some(end),
                     ..Default::default()
                 };
-                self.state
-                    .store
-                    .save_execution(&self.record.id, &self.owner, &save)
-                    .await?;
+                self.save(save).await?;
                 return Ok(());
             }
         };
@@ -643,12 +709,7 @@ impl<'a> Driver<'a> {
                 let mut save = saved(&run, &changes, now, due_at, idle, end);
                 save.signals_done = signals_done;
                 changes = Changes::default();
-                if !self
-                    .state
-                    .store
-                    .save_execution(&self.record.id, &self.owner, &save)
-                    .await?
-                {
+                if !self.save(save).await? {
                     tracing::warn!(execution = %self.record.id, "lost the execution's lease; another node drives it");
                     return Ok(());
                 }
@@ -692,6 +753,25 @@ impl<'a> Driver<'a> {
                 _ = tokio::time::sleep(sleep) => look = true,
             }
         }
+    }
+
+    /// Writes one transition (in the writer's next batch); false once the lease is another's.
+    async fn save(&self, save: ExecutionSave) -> anyhow::Result<bool> {
+        let (done, outcome) = oneshot::channel();
+        let request = SaveRequest {
+            id: self.record.id.clone(),
+            owner: self.owner.clone(),
+            save,
+            done,
+        };
+        self.state
+            .workflows
+            .saves
+            .send(request)
+            .map_err(|_| anyhow::anyhow!("the workflow writer has stopped"))?;
+        outcome
+            .await
+            .map_err(|_| anyhow::anyhow!("the workflow writer has stopped"))?
     }
 
     fn end(

@@ -429,6 +429,13 @@ pub trait WorkflowStore {
         owner: &str,
         save: &ExecutionSave,
     ) -> impl Future<Output = Result<bool>> + Send;
+    /// Transitions of several executions in one transaction (group commit): for each,
+    /// whether it was written (its owner still held its lease; those that did not change
+    /// nothing).
+    fn save_executions(
+        &self,
+        batch: &[(&str, &str, &ExecutionSave)],
+    ) -> impl Future<Output = Result<Vec<bool>>> + Send;
     /// Makes an ended, unsuccessful execution run again, leased to `owner`, with `save`
     /// (the failed thread re-entering its state); false if it is not such an execution.
     fn redrive_execution(

@@ -383,12 +383,21 @@ impl crate::WorkflowStore for SqliteStore {
         owner: &str,
         save: &ExecutionSave,
     ) -> anyhow::Result<bool> {
+        let saved = self.save_executions(&[(id, owner, save)]).await?;
+        Ok(saved[0])
+    }
+
+    async fn save_executions(
+        &self,
+        batch: &[(&str, &str, &ExecutionSave)],
+    ) -> anyhow::Result<Vec<bool>> {
         let mut tx = self.pool.begin().await?;
-        if !apply(&mut tx, id, owner, save).await? {
-            return Ok(false);
+        let mut saved = Vec::with_capacity(batch.len());
+        for (id, owner, save) in batch {
+            saved.push(apply(&mut tx, id, owner, save).await?);
         }
-        tx.commit().await.context("saving an execution")?;
-        Ok(true)
+        tx.commit().await.context("saving executions")?;
+        Ok(saved)
     }
 
     async fn redrive_execution(
@@ -574,7 +583,7 @@ impl crate::WorkflowStore for SqliteStore {
 }
 
 /// Writes one transition of execution `id`, only while `owner` holds its lease (false: it
-/// does not, and the caller rolls back). The first statement writes, so the transaction takes
+/// does not, and nothing was written). The first statement writes, so the transaction takes
 /// SQLite's write lock (waiting its turn) before it reads anything.
 async fn apply(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
@@ -583,19 +592,12 @@ async fn apply(
     save: &ExecutionSave,
 ) -> anyhow::Result<bool> {
     let context = || format!("saving execution {id}");
-    if let Some(done) = save.signals_done {
-        sqlx::query("DELETE FROM execution_signals WHERE execution = ? AND id <= ?")
-            .bind(id)
-            .bind(done)
-            .execute(&mut **tx)
-            .await
-            .with_context(context)?;
-    }
     // A signal that came after the driver read its signals makes the execution due at once,
     // whatever the driver thought its next time was.
     let first: Option<i64> = sqlx::query_scalar(
         "UPDATE executions SET history_len = history_len + ?1, transitions = transitions + ?2,
-             due_at = CASE WHEN EXISTS (SELECT 1 FROM execution_signals WHERE execution = ?4)
+             due_at = CASE WHEN EXISTS (SELECT 1 FROM execution_signals
+                     WHERE execution = ?4 AND id > COALESCE(?7, 0))
                  THEN 0 ELSE ?3 END,
              owner = CASE WHEN ?5 THEN NULL ELSE owner END,
              lease_until = CASE WHEN ?5 THEN NULL ELSE lease_until END
@@ -608,12 +610,21 @@ async fn apply(
     .bind(id)
     .bind(save.release)
     .bind(owner)
+    .bind(save.signals_done)
     .fetch_optional(&mut **tx)
     .await
     .with_context(context)?;
     let Some(first) = first else {
         return Ok(false);
     };
+    if let Some(done) = save.signals_done {
+        sqlx::query("DELETE FROM execution_signals WHERE execution = ? AND id <= ?")
+            .bind(id)
+            .bind(done)
+            .execute(&mut **tx)
+            .await
+            .with_context(context)?;
+    }
     for (thread, doc) in &save.threads {
         match doc {
             Some(doc) => {

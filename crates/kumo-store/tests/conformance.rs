@@ -1351,6 +1351,23 @@ async fn workflows(store: &impl Backend) {
             .await
             .unwrap()
     );
+    // Several executions in one transaction: each only under its own lease.
+    let step = ExecutionSave {
+        transitions: 1,
+        due_at: Some(5),
+        ..Default::default()
+    };
+    let batch = [("x3", "n1", &step), ("x1", "nobody", &step)];
+    assert_eq!(store.save_executions(&batch).await.unwrap(), [true, false]);
+    assert_eq!(
+        store
+            .get_execution("x3")
+            .await
+            .unwrap()
+            .unwrap()
+            .transitions,
+        2
+    );
     let all = store.list_executions("orders", None, 10).await.unwrap();
     assert_eq!(
         all.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),

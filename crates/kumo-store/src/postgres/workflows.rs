@@ -244,12 +244,21 @@ impl crate::WorkflowStore for PgStore {
         owner: &str,
         save: &ExecutionSave,
     ) -> anyhow::Result<bool> {
+        let saved = self.save_executions(&[(id, owner, save)]).await?;
+        Ok(saved[0])
+    }
+
+    async fn save_executions(
+        &self,
+        batch: &[(&str, &str, &ExecutionSave)],
+    ) -> anyhow::Result<Vec<bool>> {
         let mut tx = self.pool.begin().await?;
-        if !apply(&mut tx, id, owner, save).await? {
-            return Ok(false);
+        let mut saved = Vec::with_capacity(batch.len());
+        for (id, owner, save) in batch {
+            saved.push(apply(&mut tx, id, owner, save).await?);
         }
-        tx.commit().await.context("saving an execution")?;
-        Ok(true)
+        tx.commit().await.context("saving executions")?;
+        Ok(saved)
     }
 
     async fn redrive_execution(
@@ -443,18 +452,11 @@ async fn apply(
     save: &ExecutionSave,
 ) -> anyhow::Result<bool> {
     let context = || format!("saving execution {id}");
-    if let Some(done) = save.signals_done {
-        sqlx::query("DELETE FROM execution_signals WHERE execution = $1 AND id <= $2")
-            .bind(id)
-            .bind(done)
-            .execute(&mut **tx)
-            .await
-            .with_context(context)?;
-    }
     // A signal that came after the driver read its signals makes the execution due at once.
     let first: Option<i64> = sqlx::query_scalar(
         "UPDATE executions SET history_len = history_len + $1, transitions = transitions + $2,
-             due_at = CASE WHEN EXISTS (SELECT 1 FROM execution_signals WHERE execution = $4)
+             due_at = CASE WHEN EXISTS (SELECT 1 FROM execution_signals
+                     WHERE execution = $4 AND id > COALESCE($7, 0))
                  THEN 0 ELSE $3 END,
              owner = CASE WHEN $5 THEN NULL ELSE owner END,
              lease_until = CASE WHEN $5 THEN NULL ELSE lease_until END
@@ -467,12 +469,21 @@ async fn apply(
     .bind(id)
     .bind(save.release)
     .bind(owner)
+    .bind(save.signals_done)
     .fetch_optional(&mut **tx)
     .await
     .with_context(context)?;
     let Some(first) = first else {
         return Ok(false);
     };
+    if let Some(done) = save.signals_done {
+        sqlx::query("DELETE FROM execution_signals WHERE execution = $1 AND id <= $2")
+            .bind(id)
+            .bind(done)
+            .execute(&mut **tx)
+            .await
+            .with_context(context)?;
+    }
     let (written, removed): (Vec<_>, Vec<_>) = save.threads.iter().partition(|(_, d)| d.is_some());
     if !written.is_empty() {
         let threads: Vec<&str> = written.iter().map(|(t, _)| t.as_str()).collect();
