@@ -287,7 +287,7 @@ pass_to_backend!(WorkflowStore {
     fn execution_threads(&self, id: &str) -> Result<Vec<(String, String)>>;
     fn execution_history(&self, id: &str, after: i64, limit: u32) -> Result<Vec<HistoryEntry>>;
     fn save_execution(&self, id: &str, owner: &str, save: &ExecutionSave) -> Result<bool>;
-    fn save_executions(&self, batch: &[(&str, &str, &ExecutionSave)]) -> Result<Vec<bool>>;
+    fn write_executions(&self, batch: &[crate::ExecutionWrite<'_>]) -> Result<Vec<bool>>;
     fn redrive_execution(
         &self,
         id: &str,

@@ -64,5 +64,6 @@ pub use traits::{
 pub use usage::Swept;
 pub use versions::{AliasSet, Published, VersionDeleted};
 pub use workflows::{
-    ExecutionEnd, ExecutionRecord, ExecutionSave, HistoryEntry, Signal, WorkflowRecord,
+    ExecutionEnd, ExecutionRecord, ExecutionSave, ExecutionWrite, HistoryEntry, Signal,
+    WorkflowRecord,
 };

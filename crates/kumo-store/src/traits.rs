@@ -429,12 +429,12 @@ pub trait WorkflowStore {
         owner: &str,
         save: &ExecutionSave,
     ) -> impl Future<Output = Result<bool>> + Send;
-    /// Transitions of several executions in one transaction (group commit): for each,
-    /// whether it was written (its owner still held its lease; those that did not change
-    /// nothing).
-    fn save_executions(
+    /// New executions and transitions of several executions in one transaction (group
+    /// commit): for each, whether it was written (as [`Self::create_execution`] and
+    /// [`Self::save_execution`] say; one that was not changed nothing).
+    fn write_executions(
         &self,
-        batch: &[(&str, &str, &ExecutionSave)],
+        batch: &[crate::ExecutionWrite<'_>],
     ) -> impl Future<Output = Result<Vec<bool>>> + Send;
     /// Makes an ended, unsuccessful execution run again, leased to `owner`, with `save`
     /// (the failed thread re-entering its state); false if it is not such an execution.

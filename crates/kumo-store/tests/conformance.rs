@@ -1351,14 +1351,43 @@ async fn workflows(store: &impl Backend) {
             .await
             .unwrap()
     );
-    // Several executions in one transaction: each only under its own lease.
+    // Several executions in one transaction: each only under its own lease, a new one only
+    // under a free name.
+    use kumo_store::ExecutionWrite;
     let step = ExecutionSave {
         transitions: 1,
         due_at: Some(5),
         ..Default::default()
     };
-    let batch = [("x3", "n1", &step), ("x1", "nobody", &step)];
-    assert_eq!(store.save_executions(&batch).await.unwrap(), [true, false]);
+    let (fourth, taken) = (execution("x4", "fourth", 30), execution("x5", "third", 31));
+    let batch = [
+        ExecutionWrite::Save {
+            id: "x3",
+            owner: "n1",
+            save: &step,
+        },
+        ExecutionWrite::Save {
+            id: "x1",
+            owner: "nobody",
+            save: &step,
+        },
+        ExecutionWrite::Create {
+            execution: &fourth,
+            save: &step,
+            owner: "n1",
+            lease_until: 100,
+        },
+        ExecutionWrite::Create {
+            execution: &taken,
+            save: &step,
+            owner: "n1",
+            lease_until: 100,
+        },
+    ];
+    assert_eq!(
+        store.write_executions(&batch).await.unwrap(),
+        [true, false, true, false]
+    );
     assert_eq!(
         store
             .get_execution("x3")
@@ -1368,10 +1397,20 @@ async fn workflows(store: &impl Backend) {
             .transitions,
         2
     );
+    assert_eq!(
+        store
+            .get_execution("x4")
+            .await
+            .unwrap()
+            .unwrap()
+            .transitions,
+        1
+    );
+    assert!(store.get_execution("x5").await.unwrap().is_none());
     let all = store.list_executions("orders", None, 10).await.unwrap();
     assert_eq!(
         all.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-        ["x3", "x1"]
+        ["x4", "x3", "x1"]
     );
     assert_eq!(
         store

@@ -246,21 +246,7 @@ impl<'a> Driver<'a> {
 
     /// Writes one transition (in the writer's next batch); false once the lease is another's.
     async fn save(&self, save: ExecutionSave) -> anyhow::Result<bool> {
-        let (done, outcome) = oneshot::channel();
-        let request = SaveRequest {
-            id: self.record.id.clone(),
-            owner: self.owner.clone(),
-            save,
-            done,
-        };
-        self.state
-            .workflows
-            .saves
-            .send(request)
-            .map_err(|_| anyhow::anyhow!("the workflow writer has stopped"))?;
-        outcome
-            .await
-            .map_err(|_| anyhow::anyhow!("the workflow writer has stopped"))?
+        writer::write(self.state, None, &self.record.id, &self.owner, save).await
     }
 
     fn end(

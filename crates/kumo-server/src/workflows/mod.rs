@@ -34,7 +34,7 @@ mod writer;
 use driver::drive;
 pub(crate) use triggers::{Started, publish, reload_triggers};
 use triggers::{Triggered, fire_schedules};
-use writer::{SaveRequest, write_saves};
+use writer::{WriteRequest, write_batches};
 
 /// How long a driver's lease lasts, and how often it is renewed.
 const LEASE: Duration = Duration::from_secs(15);
@@ -61,9 +61,9 @@ pub(crate) struct Engine {
     waited: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// Transitions to write: the drivers' saves go in batches, one transaction each (group
     /// commit), so many executions' steps share one commit.
-    saves: mpsc::UnboundedSender<SaveRequest>,
+    saves: mpsc::UnboundedSender<WriteRequest>,
     /// Taken by the writer when the engine starts.
-    saves_to_write: Mutex<Option<mpsc::UnboundedReceiver<SaveRequest>>>,
+    saves_to_write: Mutex<Option<mpsc::UnboundedReceiver<WriteRequest>>>,
 }
 
 impl Default for Engine {
@@ -156,7 +156,7 @@ pub(crate) async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         .lock()
         .expect("engine lock")
         .take();
-    let writer = saves.map(|saves| tokio::spawn(write_saves(state.clone(), saves)));
+    let writer = saves.map(|saves| tokio::spawn(write_batches(state.clone(), saves)));
     let mut renew = tokio::time::interval(RENEW_EVERY);
     let mut drivers = JoinSet::new();
     loop {
@@ -276,11 +276,8 @@ pub(crate) async fn start(
     );
     let save = saved(&run, &changes, now, Some(now), false, None);
     let lease_until = now + LEASE.as_millis() as i64;
-    if !state
-        .store
-        .create_execution(&record, &save, owner(state), lease_until)
-        .await?
-    {
+    let start = Some((record.clone(), lease_until));
+    if !writer::write(state, start, &record.id, owner(state), save).await? {
         let name = record.name;
         let existing = state
             .store

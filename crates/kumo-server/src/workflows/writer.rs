@@ -1,23 +1,26 @@
-//! Group commit of the drivers' transitions: one writer takes whatever is waiting (up to a
-//! batch) and writes it in one transaction.
+//! Group commit: one writer takes whatever starts and transitions are waiting (up to a batch)
+//! and writes them in one transaction.
 
 use super::*;
+use kumo_store::ExecutionWrite;
 
-/// One execution's transition for the writer, and where its outcome goes.
-pub(super) struct SaveRequest {
+/// A start or a transition for the writer, and where its outcome goes.
+pub(super) struct WriteRequest {
+    /// The execution's record for a start; None for a transition of `id`.
+    pub(super) start: Option<(ExecutionRecord, i64)>,
     pub(super) id: String,
     pub(super) owner: String,
     pub(super) save: ExecutionSave,
     pub(super) done: oneshot::Sender<anyhow::Result<bool>>,
 }
 
-/// The most transitions one commit writes.
+/// The most writes one commit takes.
 const MAX_BATCH: usize = 64;
 
-/// Writes the drivers' transitions: whatever is waiting (up to a batch) in one transaction.
-pub(super) async fn write_saves(
+/// Writes whatever is waiting (up to a batch) in one transaction.
+pub(super) async fn write_batches(
     state: Arc<AppState>,
-    mut requests: mpsc::UnboundedReceiver<SaveRequest>,
+    mut requests: mpsc::UnboundedReceiver<WriteRequest>,
 ) {
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
@@ -27,14 +30,26 @@ pub(super) async fn write_saves(
                 Err(_) => break,
             }
         }
-        let items: Vec<(&str, &str, &ExecutionSave)> = batch
+        let writes: Vec<ExecutionWrite> = batch
             .iter()
-            .map(|r| (r.id.as_str(), r.owner.as_str(), &r.save))
+            .map(|r| match &r.start {
+                Some((execution, lease_until)) => ExecutionWrite::Create {
+                    execution,
+                    save: &r.save,
+                    owner: &r.owner,
+                    lease_until: *lease_until,
+                },
+                None => ExecutionWrite::Save {
+                    id: &r.id,
+                    owner: &r.owner,
+                    save: &r.save,
+                },
+            })
             .collect();
-        match state.store.save_executions(&items).await {
-            Ok(saved) => {
-                for (request, saved) in batch.into_iter().zip(saved) {
-                    let _ = request.done.send(Ok(saved));
+        match state.store.write_executions(&writes).await {
+            Ok(written) => {
+                for (request, written) in batch.into_iter().zip(written) {
+                    let _ = request.done.send(Ok(written));
                 }
             }
             Err(e) => {
@@ -45,4 +60,26 @@ pub(super) async fn write_saves(
             }
         }
     }
+}
+
+/// Queues a start (`start`: the execution and its lease's end) or a transition of execution
+/// `id` for the writer, and waits for its outcome.
+pub(super) async fn write(
+    state: &AppState,
+    start: Option<(ExecutionRecord, i64)>,
+    id: &str,
+    owner: &str,
+    save: ExecutionSave,
+) -> anyhow::Result<bool> {
+    let (done, outcome) = oneshot::channel();
+    let request = WriteRequest {
+        start,
+        id: id.to_string(),
+        owner: owner.to_string(),
+        save,
+        done,
+    };
+    let stopped = || anyhow::anyhow!("the workflow writer has stopped");
+    state.workflows.saves.send(request).map_err(|_| stopped())?;
+    outcome.await.map_err(|_| stopped())?
 }

@@ -3,7 +3,7 @@
 //! and a save checks the lease in the statement that writes the execution's row.
 
 use super::PgStore;
-use crate::{ExecutionRecord, ExecutionSave, HistoryEntry, Signal, WorkflowRecord};
+use crate::{ExecutionRecord, ExecutionSave, ExecutionWrite, HistoryEntry, Signal, WorkflowRecord};
 use anyhow::Context as _;
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
@@ -107,36 +107,13 @@ impl crate::WorkflowStore for PgStore {
         owner: &str,
         lease_until: i64,
     ) -> anyhow::Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO executions (id, workflow, name, definition, status, input, trace_id,
-                 started_at, deadline, due_at, owner, lease_until)
-             VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (workflow, name) DO NOTHING",
-        )
-        .bind(&e.id)
-        .bind(&e.workflow)
-        .bind(&e.name)
-        .bind(&e.definition)
-        .bind(&e.input)
-        .bind(&e.trace_id)
-        .bind(e.started_at)
-        .bind(e.deadline)
-        .bind(save.due_at)
-        .bind(owner)
-        .bind(lease_until)
-        .execute(&mut *tx)
-        .await
-        .context("starting an execution")?;
-        if inserted.rows_affected() == 0 {
-            return Ok(false);
-        }
-        anyhow::ensure!(
-            apply(&mut tx, &e.id, owner, save).await?,
-            "a new execution is its starter's"
-        );
-        tx.commit().await.context("starting an execution")?;
-        Ok(true)
+        let create = ExecutionWrite::Create {
+            execution: e,
+            save,
+            owner,
+            lease_until,
+        };
+        Ok(self.write_executions(&[create]).await?[0])
     }
 
     async fn get_execution(&self, id: &str) -> anyhow::Result<Option<ExecutionRecord>> {
@@ -244,21 +221,28 @@ impl crate::WorkflowStore for PgStore {
         owner: &str,
         save: &ExecutionSave,
     ) -> anyhow::Result<bool> {
-        let saved = self.save_executions(&[(id, owner, save)]).await?;
+        let saved = self
+            .write_executions(&[ExecutionWrite::Save { id, owner, save }])
+            .await?;
         Ok(saved[0])
     }
 
-    async fn save_executions(
-        &self,
-        batch: &[(&str, &str, &ExecutionSave)],
-    ) -> anyhow::Result<Vec<bool>> {
+    async fn write_executions(&self, batch: &[ExecutionWrite<'_>]) -> anyhow::Result<Vec<bool>> {
         let mut tx = self.pool.begin().await?;
-        let mut saved = Vec::with_capacity(batch.len());
-        for (id, owner, save) in batch {
-            saved.push(apply(&mut tx, id, owner, save).await?);
+        let mut written = Vec::with_capacity(batch.len());
+        for write in batch {
+            written.push(match write {
+                ExecutionWrite::Create {
+                    execution,
+                    save,
+                    owner,
+                    lease_until,
+                } => insert(&mut tx, execution, save, owner, *lease_until).await?,
+                ExecutionWrite::Save { id, owner, save } => apply(&mut tx, id, owner, save).await?,
+            });
         }
-        tx.commit().await.context("saving executions")?;
-        Ok(saved)
+        tx.commit().await.context("writing executions")?;
+        Ok(written)
     }
 
     async fn redrive_execution(
@@ -440,6 +424,45 @@ impl crate::WorkflowStore for PgStore {
         .context("finding the next execution due")?;
         Ok(due)
     }
+}
+
+/// Stores a new execution with its first transition, leased to `owner`; false (nothing
+/// stored) when its workflow has an execution of that name.
+async fn insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    e: &ExecutionRecord,
+    save: &ExecutionSave,
+    owner: &str,
+    lease_until: i64,
+) -> anyhow::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO executions (id, workflow, name, definition, status, input, trace_id,
+             started_at, deadline, due_at, owner, lease_until)
+         VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (workflow, name) DO NOTHING",
+    )
+    .bind(&e.id)
+    .bind(&e.workflow)
+    .bind(&e.name)
+    .bind(&e.definition)
+    .bind(&e.input)
+    .bind(&e.trace_id)
+    .bind(e.started_at)
+    .bind(e.deadline)
+    .bind(save.due_at)
+    .bind(owner)
+    .bind(lease_until)
+    .execute(&mut **tx)
+    .await
+    .context("starting an execution")?;
+    if inserted.rows_affected() == 0 {
+        return Ok(false);
+    }
+    anyhow::ensure!(
+        apply(tx, &e.id, owner, save).await?,
+        "a new execution is its starter's"
+    );
+    Ok(true)
 }
 
 /// Writes one transition of execution `id`, only while `owner` holds its lease (false: it
