@@ -4,7 +4,8 @@
 use super::*;
 
 /// Drives one execution until it ends, waits for nothing but time or signals (then gives it
-/// back), or loses its lease. `threads`: as just started; None: read from the store.
+/// back), or loses its lease. `first`: its threads and first tasks as a start or redrive here
+/// stored them; None: read from the store (a claim).
 pub(super) async fn drive(
     state: &Arc<AppState>,
     record: ExecutionRecord,
