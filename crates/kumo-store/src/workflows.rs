@@ -7,7 +7,6 @@
 use crate::sqlite::SqliteStore;
 use anyhow::Context as _;
 use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
 
 pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS workflows (
@@ -165,33 +164,97 @@ pub struct ExecutionSave {
     pub signals_done: Option<i64>,
 }
 
-pub(crate) fn execution(row: &SqliteRow) -> anyhow::Result<ExecutionRecord> {
+/// A row both backends can decode: text and integer columns by name.
+pub(crate) trait Decoded: sqlx::Row
+where
+    for<'c> &'c str: sqlx::ColumnIndex<Self>,
+{
+    fn text(&self, column: &str) -> anyhow::Result<String>;
+    fn int(&self, column: &str) -> anyhow::Result<i64>;
+    fn maybe_text(&self, column: &str) -> anyhow::Result<Option<String>>;
+    fn maybe_int(&self, column: &str) -> anyhow::Result<Option<i64>>;
+}
+
+impl<R: sqlx::Row> Decoded for R
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn text(&self, column: &str) -> anyhow::Result<String> {
+        Ok(self.try_get(column)?)
+    }
+    fn int(&self, column: &str) -> anyhow::Result<i64> {
+        Ok(self.try_get(column)?)
+    }
+    fn maybe_text(&self, column: &str) -> anyhow::Result<Option<String>> {
+        Ok(self.try_get(column)?)
+    }
+    fn maybe_int(&self, column: &str) -> anyhow::Result<Option<i64>> {
+        Ok(self.try_get(column)?)
+    }
+}
+
+/// An execution's row (the columns of `columns!`), on either backend.
+pub(crate) fn execution<R: Decoded>(row: &R) -> anyhow::Result<ExecutionRecord>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+{
     Ok(ExecutionRecord {
-        id: row.try_get("id")?,
-        workflow: row.try_get("workflow")?,
-        name: row.try_get("name")?,
-        definition: row.try_get("definition")?,
-        status: row.try_get("status")?,
-        input: row.try_get("input")?,
-        output: row.try_get("output")?,
-        error: row.try_get("error")?,
-        cause: row.try_get("cause")?,
-        trace_id: row.try_get("trace_id")?,
-        started_at: row.try_get("started_at")?,
-        stopped_at: row.try_get("stopped_at")?,
-        deadline: row.try_get("deadline")?,
-        transitions: row.try_get("transitions")?,
-        redrives: row.try_get("redrives")?,
+        id: row.text("id")?,
+        workflow: row.text("workflow")?,
+        name: row.text("name")?,
+        definition: row.text("definition")?,
+        status: row.text("status")?,
+        input: row.text("input")?,
+        output: row.maybe_text("output")?,
+        error: row.maybe_text("error")?,
+        cause: row.maybe_text("cause")?,
+        trace_id: row.text("trace_id")?,
+        started_at: row.int("started_at")?,
+        stopped_at: row.maybe_int("stopped_at")?,
+        deadline: row.maybe_int("deadline")?,
+        transitions: row.int("transitions")?,
+        redrives: row.int("redrives")?,
     })
 }
 
-fn workflow(row: &SqliteRow) -> anyhow::Result<WorkflowRecord> {
+pub(crate) fn workflow<R: Decoded>(row: &R) -> anyhow::Result<WorkflowRecord>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+{
     Ok(WorkflowRecord {
-        name: row.try_get("name")?,
-        definition: row.try_get("definition")?,
-        triggers: row.try_get("triggers")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        name: row.text("name")?,
+        definition: row.text("definition")?,
+        triggers: row.text("triggers")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+pub(crate) fn history_entry<R: Decoded>(row: &R) -> anyhow::Result<HistoryEntry>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+{
+    Ok(HistoryEntry {
+        seq: row.int("seq")?,
+        at: row.int("at")?,
+        kind: row.text("kind")?,
+        thread: row.text("thread")?,
+        state: row.text("state")?,
+        detail: row.text("detail")?,
+    })
+}
+
+pub(crate) fn signal<R: Decoded>(row: &R) -> anyhow::Result<Signal>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+{
+    Ok(Signal {
+        id: row.int("id")?,
+        thread: row.text("thread")?,
+        kind: row.text("kind")?,
+        body: row.text("body")?,
     })
 }
 
@@ -358,18 +421,7 @@ impl crate::WorkflowStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .context("reading an execution's history")?;
-        rows.iter()
-            .map(|row| {
-                Ok(HistoryEntry {
-                    seq: row.try_get("seq")?,
-                    at: row.try_get("at")?,
-                    kind: row.try_get("kind")?,
-                    thread: row.try_get("thread")?,
-                    state: row.try_get("state")?,
-                    detail: row.try_get("detail")?,
-                })
-            })
-            .collect()
+        rows.iter().map(history_entry).collect()
     }
 
     async fn save_execution(
@@ -539,16 +591,7 @@ impl crate::WorkflowStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .context("reading an execution's signals")?;
-        rows.iter()
-            .map(|row| {
-                Ok(Signal {
-                    id: row.try_get("id")?,
-                    thread: row.try_get("thread")?,
-                    kind: row.try_get("kind")?,
-                    body: row.try_get("body")?,
-                })
-            })
-            .collect()
+        rows.iter().map(signal).collect()
     }
 
     async fn workflow_usage(

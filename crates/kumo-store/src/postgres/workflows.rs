@@ -3,40 +3,9 @@
 //! and a save checks the lease in the statement that writes the execution's row.
 
 use super::PgStore;
+use crate::workflows::{execution, history_entry, signal, workflow};
 use crate::{ExecutionRecord, ExecutionSave, ExecutionWrite, HistoryEntry, Signal, WorkflowRecord};
 use anyhow::Context as _;
-use sqlx::Row as _;
-use sqlx::postgres::PgRow;
-
-fn execution(row: &PgRow) -> anyhow::Result<ExecutionRecord> {
-    Ok(ExecutionRecord {
-        id: row.try_get("id")?,
-        workflow: row.try_get("workflow")?,
-        name: row.try_get("name")?,
-        definition: row.try_get("definition")?,
-        status: row.try_get("status")?,
-        input: row.try_get("input")?,
-        output: row.try_get("output")?,
-        error: row.try_get("error")?,
-        cause: row.try_get("cause")?,
-        trace_id: row.try_get("trace_id")?,
-        started_at: row.try_get("started_at")?,
-        stopped_at: row.try_get("stopped_at")?,
-        deadline: row.try_get("deadline")?,
-        transitions: row.try_get("transitions")?,
-        redrives: row.try_get("redrives")?,
-    })
-}
-
-fn workflow(row: &PgRow) -> anyhow::Result<WorkflowRecord> {
-    Ok(WorkflowRecord {
-        name: row.try_get("name")?,
-        definition: row.try_get("definition")?,
-        triggers: row.try_get("triggers")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
 
 /// An execution's columns, as [`execution`] reads them.
 macro_rules! columns {
@@ -201,18 +170,7 @@ impl crate::WorkflowStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .context("reading an execution's history")?;
-        rows.iter()
-            .map(|row| {
-                Ok(HistoryEntry {
-                    seq: row.try_get("seq")?,
-                    at: row.try_get("at")?,
-                    kind: row.try_get("kind")?,
-                    thread: row.try_get("thread")?,
-                    state: row.try_get("state")?,
-                    detail: row.try_get("detail")?,
-                })
-            })
-            .collect()
+        rows.iter().map(history_entry).collect()
     }
 
     async fn save_execution(
@@ -382,16 +340,7 @@ impl crate::WorkflowStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .context("reading an execution's signals")?;
-        rows.iter()
-            .map(|row| {
-                Ok(Signal {
-                    id: row.try_get("id")?,
-                    thread: row.try_get("thread")?,
-                    kind: row.try_get("kind")?,
-                    body: row.try_get("body")?,
-                })
-            })
-            .collect()
+        rows.iter().map(signal).collect()
     }
 
     async fn workflow_usage(
