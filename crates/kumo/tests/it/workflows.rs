@@ -263,6 +263,35 @@ async fn bad_definitions_and_unknown_names_get_clear_errors() {
         .await
         .unwrap();
     assert_eq!(start.status(), 404);
+    // Bad names and filters of executions are refused, naming the problem.
+    deploy_workflow(
+        &server,
+        "named",
+        json!({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": true}}}),
+    )
+    .await;
+    for name in ["x".repeat(81), "two words".to_string()] {
+        let response = server
+            .post("/api/v1/workflows/named/executions")
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(response).await, "invalid_request", "{name}");
+    }
+    let not_json = server
+        .post("/api/v1/workflows/named/executions")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(not_json).await, "invalid_request");
+    let filter = server
+        .get("/api/v1/workflows/named/executions?status=sleeping")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(filter).await, "invalid_request");
     let token = server
         .post("/api/v1/tasks/success")
         .json(&json!({"taskToken": "forged", "output": {}}))
@@ -463,15 +492,7 @@ async fn wait_for_token(server: &TestServer, id: &str) -> String {
 }
 
 async fn wait_for_status(server: &TestServer, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let execution = server.client.execution(id).await.unwrap();
-        if execution["status"] == status {
-            return execution;
-        }
-        assert!(Instant::now() < deadline, "still {execution}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_status_within(server, id, status, Duration::from_secs(30)).await
 }
 
 /// SIGKILL while a task runs: after a restart the execution resumes where it was. The task
@@ -675,7 +696,7 @@ async fn wait_for_status_within(
             return execution;
         }
         assert!(Instant::now() < deadline, "still {execution}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
