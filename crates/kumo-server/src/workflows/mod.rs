@@ -54,7 +54,7 @@ const MAX_TRANSITIONS: i64 = 25_000;
 pub(crate) struct Engine {
     driven: Mutex<HashMap<String, Arc<Notify>>>,
     /// Workflows with a schedule or topics, rebuilt from the store on every change.
-    triggered: Mutex<Vec<Triggered>>,
+    triggered: Mutex<Arc<Vec<Triggered>>>,
     /// Wakes the scheduler (a signal for an execution no driver here holds).
     claim_now: Notify,
     /// The executions someone waits for (`?wait=`), each told of its end alone.
@@ -115,7 +115,8 @@ impl Engine {
         }
     }
 
-    fn triggered(&self) -> Vec<Triggered> {
+    /// Shared, not copied: the scheduler and every publish read it.
+    fn triggered(&self) -> Arc<Vec<Triggered>> {
         self.triggered.lock().expect("engine lock").clone()
     }
 }

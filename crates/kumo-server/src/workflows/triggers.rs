@@ -3,7 +3,6 @@
 use super::*;
 
 /// A workflow that starts on a schedule or on topics' messages.
-#[derive(Clone)]
 pub(super) struct Triggered {
     /// Its key.
     workflow: String,
@@ -28,7 +27,7 @@ pub(crate) async fn reload_triggers(state: &AppState) -> anyhow::Result<()> {
             })
         })
         .collect();
-    *state.workflows.triggered.lock().expect("engine lock") = table;
+    *state.workflows.triggered.lock().expect("engine lock") = Arc::new(table);
     Ok(())
 }
 
@@ -51,7 +50,7 @@ pub(crate) async fn publish(
     let namespace = kumo_core::namespace_of(topic);
     let topic_name = kumo_core::split_key(topic).1;
     let mut started = Vec::new();
-    for t in state.workflows.triggered() {
+    for t in state.workflows.triggered().iter() {
         let subscribed = kumo_core::in_namespace(&t.workflow, namespace)
             && t.triggers.topics.iter().any(|s| s == topic_name);
         if !subscribed {
@@ -74,7 +73,7 @@ pub(crate) async fn publish(
 /// twice); ticks missed while the server was down start once, the latest.
 pub(super) async fn fire_schedules(state: &Arc<AppState>, now: i64) -> i64 {
     let mut next_wake = now + POLL.as_millis() as i64;
-    for t in state.workflows.triggered() {
+    for t in state.workflows.triggered().iter() {
         let Some(spec) = &t.triggers.schedule else {
             continue;
         };
